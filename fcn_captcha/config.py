@@ -1,0 +1,318 @@
+"""The one configuration object of fcn_captcha, and its named presets.
+
+Every hyperparameter of a run lives in :class:`Config`: the suite (alphabet, text
+lengths, image size, fonts), the center-map targets (Gaussian widths), the
+network (an architecture string whose pools fix the output stride), the
+optimiser, the multi-restart schedule, the augmentation and the decoder.
+Derived values (output stride, output size) are properties, never stored twice.
+
+Presets are plain functions returning a :class:`Config`; :func:`get_config`
+looks one up by name and applies ``field=value`` overrides, as the CLI does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Any
+
+DIGITS = "0123456789"
+UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+KAGGLE_ALPHABET = "2345678bcdefgmnpwxy"
+
+#: Architecture presets. Tokens: ``cKxC`` is a KxK 'SAME' convolution with C output
+#: maps followed by ReLU; ``p`` is a 2x2 max-pool. A last 3x3 convolution with one
+#: map per alphabet symbol (no ReLU) is always appended. See :mod:`fcn_captcha.model`.
+ARCHITECTURES: dict[str, str] = {
+    # Fast on a CPU: 3 convolutions before the head. For lib10x4-sized demos and tests.
+    "tiny": "c3x8 p c3x16 p c3x16",
+    "small": "c5x16 c3x16 p c3x32 c3x32 p c3x64 c3x64",
+    # The seed's "most universal" network as far as its text describes it: 3x3 and 5x5
+    # kernels, two 2x2 pools, ReLU after each convolution, widening after each pool.
+    "seed": "c5x32 c3x32 p c3x64 c3x64 p c5x128 c3x128 c3x128",
+    # Wider and deeper: the preset used for the GPU results.
+    "wide": "c5x32 c3x48 p c3x96 c3x96 p c3x192 c3x192 c5x192 c3x192",
+}
+
+
+def parse_arch(spec: str) -> list[tuple[str, int, int]]:
+    """Parse an architecture string into layers.
+
+    Args:
+      spec: whitespace-separated tokens, ``cKxC`` (KxK conv, C maps, ReLU) or ``p``.
+
+    Returns:
+      ``[("conv", K, C) | ("pool", 2, 0), ...]``.
+
+    Raises:
+      ValueError: a token that is neither, naming it.
+
+    >>> parse_arch("c5x8 p c3x16")
+    [('conv', 5, 8), ('pool', 2, 0), ('conv', 3, 16)]
+    """
+    layers = []
+    for tok in spec.split():
+        if tok == "p":
+            layers.append(("pool", 2, 0))
+            continue
+        try:
+            k, c = tok[1:].split("x")
+            assert tok[0] == "c" and int(k) % 2 == 1 and int(k) > 0 and int(c) > 0
+            layers.append(("conv", int(k), int(c)))
+        except (ValueError, AssertionError):
+            raise ValueError(f"architecture token {tok!r} in {spec!r} is not 'cKxC' (odd K) or 'p'") from None
+    if not any(kind == "conv" for kind, _, _ in layers) and not layers:
+        raise ValueError(f"architecture {spec!r} has no layer")
+    return layers
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Every hyperparameter of a run.
+
+    Attributes:
+      name: preset name the config came from (for reports).
+      alphabet: the symbols, one map each, in map order.
+      min_length: fewest symbols in a synthetic text.
+      max_length: most symbols in a synthetic text.
+      width: image width in input pixels (synthetic images are drawn at this size,
+        real images are resized to it).
+      height: image height in input pixels.
+      fonts: TrueType font files for synthetic images; empty means the `captcha`
+        library's own DroidSansMono.
+      font_sizes: font sizes for synthetic images (the library's default 42, 50, 56).
+      sigma_x: Gaussian width of a target spot across, in output cells.
+      sigma_y: Gaussian width of a target spot down, in output cells.
+      arch: architecture preset name (see ``ARCHITECTURES``) or an explicit string.
+      compute_dtype: "float32" or "bfloat16" for convolutions (parameters stay float32).
+      loss: "mse" (the seed's) or "focal" (CenterNet's penalty-reduced focal loss).
+      learning_rate: Adam step size.
+      l2: L2 coefficient added to the gradient (the seed's way), per weight.
+      batch_size: images per step for each restart.
+      train_size: synthetic training images generated for a run.
+      val_size: held-out images whose loss selects restarts.
+      calib_size: held-out images for threshold calibration.
+      epoch_images: images per "epoch" of the restart schedule (defaults to
+        ``train_size`` when 0).
+      stage_runs: restarts alive in each stage (the seed: 20, 10, 1).
+      stage_epochs: epochs each stage trains its survivors (the seed: 10, 100, 1500).
+      stage_scale: multiplies every stage's epochs (1.0 = as written); a budget knob.
+      shift: largest random shift for augmentation, in input pixels (0 disables).
+      scale: largest relative random scale change (0.1 = +-10%).
+      rotate: largest random rotation in degrees (seed 000 used +-10).
+      threshold: decoder threshold used until calibration stores one.
+      min_distance: peaks of any symbol closer than this ellipse (cells across, cells
+        down) to a stronger peak are suppressed.
+      max_candidates: most peaks the decoder examines per image.
+      seed: root seed; every restart, step and image key derives from it.
+      log_every: steps between logged training losses.
+      checkpoint_every: steps between checkpoints (and at every stage end).
+    """
+
+    name: str = "custom"
+    alphabet: str = DIGITS + UPPER
+    min_length: int = 4
+    max_length: int = 4
+    width: int = 192
+    height: int = 64
+    fonts: tuple[str, ...] = ()
+    font_sizes: tuple[int, ...] = (42, 50, 56)
+    sigma_x: float = 1.3
+    sigma_y: float = 2.6
+    arch: str = "seed"
+    compute_dtype: str = "float32"
+    loss: str = "mse"
+    learning_rate: float = 5e-4
+    l2: float = 1e-6
+    batch_size: int = 64
+    train_size: int = 20000
+    val_size: int = 1000
+    calib_size: int = 1000
+    epoch_images: int = 0
+    stage_runs: tuple[int, ...] = (20, 10, 1)
+    stage_epochs: tuple[float, ...] = (10, 100, 1500)
+    stage_scale: float = 1.0
+    shift: float = 3.0
+    scale: float = 0.05
+    rotate: float = 5.0
+    threshold: float = 0.4
+    min_distance: tuple[float, float] = (2.0, 3.0)
+    max_candidates: int = 64
+    seed: int = 0
+    log_every: int = 50
+    checkpoint_every: int = 500
+
+    def __post_init__(self):
+        if len(set(self.alphabet)) != len(self.alphabet) or not self.alphabet:
+            raise ValueError(f"alphabet {self.alphabet!r} must be non-empty with no repeated symbol")
+        if not 1 <= self.min_length <= self.max_length:
+            raise ValueError(f"length range [{self.min_length}, {self.max_length}] is not valid")
+        if self.width < 1 or self.height < 1:
+            raise ValueError(f"image size {self.width}x{self.height} is not valid")
+        if len(self.stage_runs) != len(self.stage_epochs) or not self.stage_runs:
+            raise ValueError("stage_runs and stage_epochs must have the same, non-zero length")
+        if any(b > a for a, b in zip(self.stage_runs, self.stage_runs[1:])) or min(self.stage_runs) < 1:
+            raise ValueError(f"stage_runs {self.stage_runs} must be positive and not grow")
+        if self.loss not in ("mse", "focal"):
+            raise ValueError(f"loss {self.loss!r} must be 'mse' or 'focal'")
+        if self.compute_dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"compute_dtype {self.compute_dtype!r} must be 'float32' or 'bfloat16'")
+        parse_arch(self.arch_spec)
+
+    # ----- derived values -------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        """K, the number of center maps."""
+        return len(self.alphabet)
+
+    @property
+    def arch_spec(self) -> str:
+        """The architecture string (a preset name resolved)."""
+        return ARCHITECTURES.get(self.arch, self.arch)
+
+    @property
+    def stride(self) -> int:
+        """Output stride in input pixels: 2 to the number of pools."""
+        return 2 ** self.arch_spec.split().count("p")
+
+    @property
+    def out_height(self) -> int:
+        """Rows of a center map for a ``height``-row image."""
+        return math.ceil(self.height / self.stride)
+
+    @property
+    def out_width(self) -> int:
+        """Columns of a center map for a ``width``-column image."""
+        return math.ceil(self.width / self.stride)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Optimiser steps in one epoch of the schedule."""
+        return max(1, (self.epoch_images or self.train_size) // self.batch_size)
+
+    @property
+    def stage_steps(self) -> tuple[int, ...]:
+        """Steps of each stage: epochs x steps per epoch x ``stage_scale``."""
+        return tuple(max(1, round(e * self.stage_scale * self.steps_per_epoch)) for e in self.stage_epochs)
+
+    # ----- (de)serialisation ----------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict of every field."""
+        return {f.name: (list(v) if isinstance(v, tuple) else v) for f in dataclasses.fields(self) for v in [getattr(self, f.name)]}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Config":
+        """Inverse of :meth:`to_dict`; unknown keys are an error naming them."""
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - set(names))
+        if unknown:
+            raise ValueError(f"unknown config fields {unknown}")
+        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})
+
+    def replace(self, **kw) -> "Config":
+        return dataclasses.replace(self, **kw)
+
+
+# ----- presets --------------------------------------------------------------------------
+def lib36x4() -> Config:
+    """`captcha` 0.7.1 defaults, 0-9A-Z, 4 symbols, 192x64 (suite ``lib36x4``).
+
+    GPU: ``fcn-captcha train --preset lib36x4 --workdir runs/lib36x4`` (one H100, see
+    benchmarks/RESULTS.md for the wall time).
+    """
+    return Config(name="lib36x4", alphabet=DIGITS + UPPER, min_length=4, max_length=4,
+                  width=192, height=64, arch="wide", compute_dtype="bfloat16",
+                  batch_size=128, train_size=200_000, val_size=2000, calib_size=2000,
+                  stage_runs=(16, 4, 1), stage_epochs=(0.25, 0.5, 6), epoch_images=200_000)
+
+
+def lib36var() -> Config:
+    """`captcha` 0.7.1 defaults, 0-9A-Z, 4 to 7 symbols, 256x64 (suite ``lib36var``).
+
+    GPU: ``fcn-captcha train --preset lib36var --workdir runs/lib36var`` (one H100).
+    """
+    return lib36x4().replace(name="lib36var", min_length=4, max_length=7, width=256)
+
+
+def lib10x4() -> Config:
+    """`captcha` 0.7.1 defaults, digits, 4 symbols, 160x60: the CPU demo suite.
+
+    CPU: ``fcn-captcha train --preset lib10x4 --workdir runs/lib10x4`` takes about
+    8 minutes on 2 cores (reduced schedule).
+    """
+    return Config(name="lib10x4", alphabet=DIGITS, min_length=4, max_length=4,
+                  width=160, height=60, arch="small", batch_size=32, train_size=6000,
+                  val_size=300, calib_size=500, stage_runs=(4, 2, 1), stage_epochs=(0.25, 0.5, 3),
+                  log_every=20, checkpoint_every=200)
+
+
+def kaggle_v2() -> Config:
+    """Real "CAPTCHA Images v2": 19 symbols, 5 per image, 200x50 (suite ``kaggle_v2``).
+
+    Synthetic pretraining data uses the `captcha` library at this size; real training
+    needs centers from ``fcn-captcha annotate``.
+    """
+    return Config(name="kaggle_v2", alphabet=KAGGLE_ALPHABET, min_length=5, max_length=5,
+                  width=200, height=50, arch="wide", compute_dtype="bfloat16", batch_size=64,
+                  font_sizes=(34, 38, 42), train_size=100_000, val_size=1000, calib_size=1000,
+                  stage_runs=(8, 4, 1), stage_epochs=(0.25, 0.5, 4), rotate=8.0, shift=4.0, scale=0.1)
+
+
+def tiny() -> Config:
+    """A seconds-long config for tests: digits, 3 symbols, 64x32, tiny network."""
+    return Config(name="tiny", alphabet="0123456789", min_length=2, max_length=3, width=96,
+                  height=32, font_sizes=(22, 26), arch="tiny", batch_size=8, train_size=64,
+                  val_size=16, calib_size=16, stage_runs=(3, 2, 1), stage_epochs=(1, 1, 2),
+                  log_every=2, checkpoint_every=4)
+
+
+PRESETS = {"lib36x4": lib36x4, "lib36var": lib36var, "lib10x4": lib10x4,
+           "kaggle_v2": kaggle_v2, "tiny": tiny}
+
+
+def _parse_value(text: str, current: Any) -> Any:
+    if isinstance(current, bool):
+        return text.lower() in ("1", "true", "yes")
+    if isinstance(current, tuple):
+        parts = [p for p in text.replace(",", " ").split() if p]
+        conv = type(current[0]) if current else str
+        return tuple(conv(p) for p in parts)
+    if isinstance(current, int):
+        return int(text)
+    if isinstance(current, float):
+        return float(text)
+    return text
+
+
+def get_config(preset: str, overrides: list[str] | dict[str, Any] | None = None) -> Config:
+    """Named preset with ``field=value`` overrides applied one by one.
+
+    Args:
+      preset: a key of ``PRESETS``.
+      overrides: ``["lr=1e-3", ...]`` strings (as the CLI passes) or a dict.
+
+    Returns:
+      The config.
+
+    Raises:
+      ValueError: unknown preset or field, naming it.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    cfg = PRESETS[preset]()
+    if not overrides:
+        return cfg
+    items = overrides.items() if isinstance(overrides, dict) else [o.split("=", 1) for o in overrides]
+    changes = {}
+    for item in items:
+        if len(item) != 2:
+            raise ValueError(f"override {item!r} must look like field=value")
+        key, val = item
+        if not hasattr(cfg, key):
+            raise ValueError(f"unknown config field {key!r} in override")
+        changes[key] = _parse_value(val, getattr(cfg, key)) if isinstance(val, str) else val
+    return cfg.replace(**changes)

@@ -1,0 +1,345 @@
+"""Datasets: synthetic generation at scale, the on-disk shard format, and real folders.
+
+A :class:`Dataset` is what training, calibration and evaluation consume:
+
+* ``images``: uint8 ``[N, H, W]`` model inputs (see :mod:`fcn_captcha.preprocess`);
+* ``texts``: ``N`` strings;
+* ``centers``: float32 ``[N, L, 2]`` (x, y) in model-input pixels, NaN-padded to the
+  longest text, or None when the source has no centers (string-only real data);
+* ``names``: ``N`` file names or synthetic ids.
+
+On disk (``fcn-captcha generate``) a dataset is a folder with ``manifest.json`` and
+shards ``shard-00000.npz`` ... (``images``, ``texts``, ``centers``), written by all
+cores in parallel, plus ``png/`` with the first images as PNG files a person can open.
+A synthetic dataset is a pure function of (config, seed, count): image ``i`` is drawn
+from ``image_seed(seed, i)`` whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import multiprocessing as mp
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from fcn_captcha.config import Config
+from fcn_captcha.generator import generate_one, make_generator
+from fcn_captcha.preprocess import ImageError, load_image, to_model_input
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp")
+FORMAT_VERSION = 1
+
+
+@dataclasses.dataclass
+class Dataset:
+    """Images with their texts and (optionally) character centers; see module doc."""
+
+    images: np.ndarray
+    texts: list[str]
+    centers: np.ndarray | None
+    names: list[str]
+    skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def subset(self, idx) -> "Dataset":
+        """The images at indices ``idx`` (same fields)."""
+        idx = np.asarray(idx, dtype=np.int64)
+        return Dataset(self.images[idx], [self.texts[i] for i in idx],
+                       None if self.centers is None else self.centers[idx], [self.names[i] for i in idx])
+
+    def labels(self, alphabet: str) -> np.ndarray:
+        """int32 ``[N, L]`` symbol indices (``-1`` padding), L = centers' width or longest text."""
+        width = self.centers.shape[1] if self.centers is not None else max(map(len, self.texts), default=0)
+        out = np.full((len(self.texts), max(width, 1)), -1, np.int32)
+        index = {s: i for i, s in enumerate(alphabet)}
+        for n, t in enumerate(self.texts):
+            for j, s in enumerate(t):
+                if s not in index:
+                    raise ValueError(f"{self.names[n]}: symbol {s!r} of {t!r} is not in the alphabet {alphabet!r}")
+                out[n, j] = index[s]
+        return out
+
+
+def pad_centers(centers: list[np.ndarray], length: int) -> np.ndarray:
+    """Stack ``[L_i, 2]`` arrays into ``[N, length, 2]``, NaN-padded."""
+    out = np.full((len(centers), max(length, 1), 2), np.nan, np.float32)
+    for i, c in enumerate(centers):
+        out[i, : len(c)] = c
+    return out
+
+
+# ----- synthetic generation ------------------------------------------------------------------
+_WORKER: dict = {}
+
+
+def _worker_init(config_dict):
+    cfg = Config.from_dict(config_dict)
+    _WORKER["cfg"] = cfg
+    _WORKER["gen"] = make_generator(cfg)
+
+
+def _generate_range(args):
+    seed, start, stop, png_dir, png_limit = args
+    cfg, gen = _WORKER["cfg"], _WORKER["gen"]
+    images, texts, centers = [], [], []
+    for i in range(start, stop):
+        s = generate_one(gen, cfg, seed, i)
+        images.append(to_model_input(s.image, cfg.width, cfg.height))
+        texts.append(s.text)
+        centers.append(s.centers)
+        if png_dir and i < png_limit:
+            s.image.save(os.path.join(png_dir, f"{i:06d}_{s.text}.png"))
+    return start, np.stack(images), texts, pad_centers(centers, cfg.max_length)
+
+
+def generate_arrays(config: Config, count: int, seed: int, workers: int | None = None, png_dir: str | None = None,
+                    png_limit: int = 0, progress: bool = False, chunk: int = 256) -> Dataset:
+    """Generate ``count`` synthetic captchas of ``config`` in parallel, in memory.
+
+    Args:
+      config: suite (alphabet, lengths, size, fonts).
+      count: number of images.
+      seed: dataset seed; image ``i`` uses ``image_seed(seed, i)``.
+      workers: processes (default: all cores); 1 runs in this process.
+      png_dir: where to also save the first ``png_limit`` raw images as PNG.
+      png_limit: how many PNGs.
+      progress: print a progress bar on stderr.
+      chunk: images per task.
+
+    Returns:
+      A :class:`Dataset` of model inputs with exact centers.
+    """
+    workers = workers or os.cpu_count() or 1
+    tasks = [(seed, a, min(a + chunk, count), png_dir, png_limit) for a in range(0, count, chunk)]
+    if png_dir:
+        os.makedirs(png_dir, exist_ok=True)
+    results = []
+    bar = _Progress(count, "generate") if progress else None
+    if workers == 1 or len(tasks) <= 1:
+        _worker_init(config.to_dict())
+        for t in tasks:
+            results.append(_generate_range(t))
+            bar and bar.update(t[2] - t[1])
+    else:
+        ctx = mp.get_context("spawn")
+        with ctx.Pool(workers, initializer=_worker_init, initargs=(config.to_dict(),)) as pool:
+            for r in pool.imap_unordered(_generate_range, tasks):
+                results.append(r)
+                bar and bar.update(len(r[2]))
+    bar and bar.close()
+    results.sort(key=lambda r: r[0])
+    if not results:
+        return Dataset(np.zeros((0, config.height, config.width), np.uint8), [],
+                       np.zeros((0, config.max_length, 2), np.float32), [])
+    texts = [t for r in results for t in r[2]]
+    return Dataset(np.concatenate([r[1] for r in results]), texts, np.concatenate([r[3] for r in results]),
+                   [f"{seed}:{i}" for i in range(count)])
+
+
+def write_dataset(ds: Dataset, out_dir: str | os.PathLike, config: Config, seed: int | None = None,
+                  shard_size: int = 10000) -> Path:
+    """Write a dataset as shards + manifest; the manifest is written last (atomically).
+
+    Returns:
+      The folder.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    shards = []
+    for k, a in enumerate(range(0, max(len(ds), 1), shard_size)):
+        b = min(a + shard_size, len(ds))
+        name = f"shard-{k:05d}.npz"
+        tmp = out / (name + ".tmp.npz")
+        np.savez(tmp, images=ds.images[a:b], texts=np.asarray(ds.texts[a:b], dtype=str),
+                 centers=ds.centers[a:b] if ds.centers is not None else np.zeros((b - a, 0, 2), np.float32),
+                 names=np.asarray(ds.names[a:b], dtype=str))
+        os.replace(tmp, out / name)
+        shards.append(name)
+    manifest = {"format": FORMAT_VERSION, "count": len(ds), "seed": seed, "shards": shards,
+                "width": config.width, "height": config.height, "alphabet": config.alphabet,
+                "min_length": config.min_length, "max_length": config.max_length,
+                "has_centers": ds.centers is not None, "config": config.to_dict()}
+    tmp = out / "manifest.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=1))
+    os.replace(tmp, out / "manifest.json")
+    return out
+
+
+def generate_dataset(config: Config, count: int, seed: int, out_dir: str | os.PathLike, workers: int | None = None,
+                     png: int = 100, progress: bool = True) -> Path:
+    """``fcn-captcha generate``: synthetic dataset on disk, PNGs of the first ``png`` images.
+
+    Returns:
+      The dataset folder.
+    """
+    png_dir = os.path.join(out_dir, "png") if png else None
+    ds = generate_arrays(config, count, seed, workers=workers, png_dir=png_dir, png_limit=png, progress=progress)
+    return write_dataset(ds, out_dir, config, seed=seed)
+
+
+def is_complete(path: str | os.PathLike, config: Config | None = None, count: int | None = None,
+                seed: int | None = None) -> bool:
+    """Whether ``path`` holds a finished dataset matching the given fields."""
+    mf = Path(path) / "manifest.json"
+    if not mf.exists():
+        return False
+    m = json.loads(mf.read_text())
+    if count is not None and m["count"] != count or seed is not None and m.get("seed") != seed:
+        return False
+    if config is not None and (m["width"], m["height"], m["alphabet"]) != (config.width, config.height, config.alphabet):
+        return False
+    return all((Path(path) / s).exists() for s in m["shards"])
+
+
+def load_dataset(path: str | os.PathLike) -> Dataset:
+    """Read a dataset written by :func:`write_dataset`.
+
+    Raises:
+      FileNotFoundError / ValueError: no manifest, missing shard, or a corrupt shard,
+        naming the file.
+    """
+    path = Path(path)
+    mf = path / "manifest.json"
+    if not mf.exists():
+        raise FileNotFoundError(f"{path}: not a dataset folder (no manifest.json); for a folder of images use load_folder")
+    m = json.loads(mf.read_text())
+    imgs, texts, centers, names = [], [], [], []
+    for s in m["shards"]:
+        try:
+            with np.load(path / s) as z:
+                imgs.append(z["images"])
+                texts += [str(t) for t in z["texts"]]
+                centers.append(z["centers"])
+                names += [str(t) for t in z["names"]]
+        except (OSError, ValueError, KeyError) as e:
+            raise ValueError(f"{path / s}: corrupt dataset shard ({e})") from None
+    if not imgs:
+        raise ValueError(f"{path}: dataset has no shard")
+    has = m.get("has_centers", True)
+    return Dataset(np.concatenate(imgs), texts, np.concatenate(centers) if has else None, names)
+
+
+# ----- real folders --------------------------------------------------------------------------
+def _folder_entries(folder: Path) -> list[tuple[str, str]]:
+    csv_path = folder / "labels.csv"
+    if csv_path.exists():
+        entries = []
+        with open(csv_path, newline="") as f:
+            for row_no, row in enumerate(csv.reader(f), 1):
+                if not row or (row_no == 1 and [c.strip().lower() for c in row[:2]] == ["file", "text"]):
+                    continue
+                if len(row) < 2:
+                    raise ValueError(f"{csv_path}:{row_no}: expected 'file,text', got {row!r}")
+                entries.append((row[0].strip(), row[1].strip()))
+        return entries
+    files = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+    return [(name, Path(name).stem) for name in files]
+
+
+def load_folder(folder: str | os.PathLike, config: Config, centers_json: str | os.PathLike | None = None,
+                on_error: str = "raise", files: list[str] | None = None) -> Dataset:
+    """Load real captchas: ``<label>.<ext>`` files or a ``labels.csv`` (``file,text``).
+
+    Every image is normalised by :func:`~fcn_captcha.preprocess.to_model_input` to the
+    config's size. Centers, when ``centers_json`` is given (format of
+    ``fcn-captcha annotate``: ``{"files": {name: {"text", "centers": [[x, y], ...]}}}``
+    in that file's own pixels), are mapped to model-input pixels.
+
+    Args:
+      folder: the folder.
+      config: alphabet and model input size.
+      centers_json: optional per-character centers.
+      on_error: "raise" (default) stops at the first bad file or label with an error
+        naming it; "skip" leaves it out and lists it in ``Dataset.skipped``.
+      files: optional subset of file names to load (a split), in that order.
+
+    Returns:
+      A :class:`Dataset` (``centers`` None without ``centers_json``).
+    """
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder")
+    entries = _folder_entries(folder)
+    if files is not None:
+        lookup = dict(entries)
+        missing = [f for f in files if f not in lookup]
+        if missing:
+            raise FileNotFoundError(f"{folder}: files {missing[:5]} not found")
+        entries = [(f, lookup[f]) for f in files]
+    ann = None
+    if centers_json is not None:
+        ann = json.loads(Path(centers_json).read_text()).get("files", {})
+    images, texts, centers, names, skipped = [], [], [], [], []
+    for name, text in entries:
+        try:
+            bad = sorted({s for s in text if s not in config.alphabet})
+            if not text or bad:
+                raise ValueError(f"{folder / name}: label {text!r} has symbols {bad} outside the alphabet "
+                                 f"{config.alphabet!r}" if bad else f"{folder / name}: empty label")
+            raw = load_image(folder / name)
+            x = to_model_input(raw, config.width, config.height, name=str(folder / name))
+            if ann is not None:
+                a = ann.get(name)
+                if a is None:
+                    raise ValueError(f"{folder / name}: no entry in {centers_json}")
+                c = np.asarray(a["centers"], np.float64).reshape(-1, 2)
+                if len(c) != len(text):
+                    raise ValueError(f"{folder / name}: {len(c)} centers in {centers_json} for label {text!r}")
+                c = (c + 0.5) * [config.width / raw.width, config.height / raw.height] - 0.5
+                centers.append(c.astype(np.float32))
+        except (ImageError, ValueError) as e:
+            if on_error == "raise":
+                raise
+            skipped.append((name, str(e)))
+            continue
+        images.append(x)
+        texts.append(text)
+        names.append(name)
+    if skipped:
+        print(f"load_folder: skipped {len(skipped)} of {len(entries)} files in {folder}", file=sys.stderr)
+    arr = np.stack(images) if images else np.zeros((0, config.height, config.width), np.uint8)
+    cen = pad_centers(centers, max(config.max_length, max(map(len, texts), default=0))) if ann is not None else None
+    return Dataset(arr, texts, cen, names, skipped)
+
+
+def split_names(names: list[str], holdout: float = 0.2, salt: str = "fcn_captcha") -> tuple[list[str], list[str]]:
+    """Deterministic split of file names by a hash: (train, holdout), each sorted."""
+    import hashlib
+
+    def h(n):
+        return int(hashlib.sha256((salt + n).encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+
+    train = sorted(n for n in names if h(n) >= holdout)
+    hold = sorted(n for n in names if h(n) < holdout)
+    return train, hold
+
+
+class _Progress:
+    """Minimal stderr progress bar (no dependency)."""
+
+    def __init__(self, total: int, label: str):
+        self.total, self.label, self.done, self.t0, self.last = total, label, 0, time.time(), 0.0
+
+    def update(self, n: int):
+        self.done += n
+        now = time.time()
+        if now - self.last > 0.5 or self.done >= self.total:
+            self.last = now
+            frac = self.done / max(self.total, 1)
+            rate = self.done / max(now - self.t0, 1e-9)
+            bar = "#" * int(30 * frac)
+            sys.stderr.write(f"\r{self.label} [{bar:<30}] {self.done}/{self.total} {rate:.0f}/s")
+            sys.stderr.flush()
+
+    def close(self):
+        sys.stderr.write("\n")

@@ -1,0 +1,117 @@
+"""The padded fully convolutional center-map network (the seed method), in Flax NNX.
+
+Layers come from the config's architecture string (:func:`fcn_captcha.config.parse_arch`):
+'SAME'-padded KxK convolutions with ReLU and 2x2 max-pools, then a 3x3 head with one
+linear output map per alphabet symbol. With two pools the output stride is 4: a
+``[B, H, W, 1]`` image gives ``[B, ceil(H/4), ceil(W/4), K]`` center maps. Inputs whose
+height or width is not a multiple of the stride are zero-padded at the bottom and right
+first (zero is the background, so padding is neutral); output cell ``j`` then still
+covers input pixels ``[4j, 4j+4)`` (see :mod:`fcn_captcha.targets`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from fcn_captcha.config import Config, parse_arch
+
+HEAD_KERNEL = 3
+
+
+class CenterNet(nnx.Module):
+    """Padded FCN: image ``[B, H, W, 1]`` in 0..1 -> center maps ``[B, h, w, K]``.
+
+    Args:
+      arch: architecture string (``"c5x32 c3x32 p ..."``).
+      num_classes: K, maps in the head.
+      rngs: NNX random streams for initialisation.
+      dtype: computation dtype of the convolutions (parameters stay float32).
+    """
+
+    def __init__(self, arch: str, num_classes: int, *, rngs: nnx.Rngs, dtype=jnp.float32):
+        self.layers_spec = tuple(parse_arch(arch))
+        self.stride = 2 ** sum(1 for kind, _, _ in self.layers_spec if kind == "pool")
+        convs = []
+        cin = 1
+        for kind, k, c in self.layers_spec:
+            if kind == "conv":
+                convs.append(nnx.Conv(cin, c, (k, k), padding="SAME", dtype=dtype, rngs=rngs))
+                cin = c
+        self.convs = nnx.List(convs) if hasattr(nnx, "List") else convs
+        self.head = nnx.Conv(cin, num_classes, (HEAD_KERNEL, HEAD_KERNEL), padding="SAME", dtype=dtype, rngs=rngs)
+        self.dtype = dtype
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Center maps for a batch.
+
+        Args:
+          x: ``[B, H, W, 1]`` (or ``[B, H, W]``) float images, text bright on 0.
+
+        Returns:
+          float32 ``[B, ceil(H/stride), ceil(W/stride), K]``.
+        """
+        if x.ndim == 3:
+            x = x[..., None]
+        h, w = x.shape[1], x.shape[2]
+        ph, pw = -h % self.stride, -w % self.stride
+        if ph or pw:
+            x = jnp.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0)))
+        x = x.astype(self.dtype)
+        i = 0
+        for kind, _, _ in self.layers_spec:
+            if kind == "pool":
+                x = nnx.max_pool(x, (2, 2), strides=(2, 2))
+            else:
+                x = jax.nn.relu(self.convs[i](x))
+                i += 1
+        return self.head(x).astype(jnp.float32)
+
+
+def build_model(config: Config, seed: int = 0) -> CenterNet:
+    """The network of a config, initialised from ``seed``."""
+    dtype = jnp.bfloat16 if config.compute_dtype == "bfloat16" else jnp.float32
+    return CenterNet(config.arch_spec, config.num_classes, rngs=nnx.Rngs(seed), dtype=dtype)
+
+
+def count_params(arch: str, num_classes: int) -> int:
+    """Number of parameters (weights and biases) of an architecture."""
+    n, cin = 0, 1
+    for kind, k, c in parse_arch(arch):
+        if kind == "conv":
+            n += k * k * cin * c + c
+            cin = c
+    return n + HEAD_KERNEL * HEAD_KERNEL * cin * num_classes + num_classes
+
+
+def count_flops(arch: str, num_classes: int, width: int = 192, height: int = 64) -> int:
+    """Multiply-add FLOPs (2 per MAC) of one forward pass on a ``width`` x ``height`` image."""
+    flops, cin, h, w = 0, 1, height, width
+    stride = 2 ** parse_arch(arch).count(("pool", 2, 0))
+    h, w = math.ceil(h / stride) * stride, math.ceil(w / stride) * stride
+    for kind, k, c in parse_arch(arch):
+        if kind == "pool":
+            h, w = h // 2, w // 2
+        else:
+            flops += 2 * h * w * k * k * cin * c
+            cin = c
+    return flops + 2 * h * w * HEAD_KERNEL * HEAD_KERNEL * cin * num_classes
+
+
+def receptive_field(arch: str) -> int:
+    """Analytic receptive field of one output cell, in input pixels (head included).
+
+    >>> receptive_field("c3x8 c3x8")  # two 3x3 convs and the 3x3 head: 2*3+1
+    7
+    """
+    rf, jump = 1, 1
+    for kind, k, _ in parse_arch(arch) + [("conv", HEAD_KERNEL, 0)]:
+        if kind == "pool":
+            rf += jump  # 2x2 window, stride 2: (2 - 1) * jump
+            jump *= 2
+        else:
+            rf += (k - 1) * jump
+    return rf
