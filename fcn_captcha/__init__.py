@@ -1,0 +1,55 @@
+"""fcn_captcha: read text CAPTCHAs with a padded fully convolutional center-map detector.
+
+The public API, one name per line (name -> module). Names are imported on first use,
+so that light modules (the generator, used by every data-generation worker process)
+do not pull in JAX.
+"""
+
+import importlib
+
+_EXPORTS = {
+    "ARCHITECTURES": "fcn_captcha.config",
+    "build_model": "fcn_captcha.model",
+    "calibrate": "fcn_captcha.calibrate",
+    "CenterCaptcha": "fcn_captcha.generator",
+    "CenterNet": "fcn_captcha.model",
+    "Char": "fcn_captcha.decoder",
+    "CheckpointError": "fcn_captcha.checkpoint",
+    "Config": "fcn_captcha.config",
+    "Dataset": "fcn_captcha.dataset",
+    "decode": "fcn_captcha.decoder",
+    "decode_device": "fcn_captcha.decoder",
+    "Detector": "fcn_captcha.detector",
+    "evaluate_folder": "fcn_captcha.evaluate",
+    "evaluate_plain": "fcn_captcha.evaluate",
+    "generate_dataset": "fcn_captcha.dataset",
+    "get_config": "fcn_captcha.config",
+    "ImageError": "fcn_captcha.preprocess",
+    "load_dataset": "fcn_captcha.dataset",
+    "load_folder": "fcn_captcha.dataset",
+    "load_model": "fcn_captcha.checkpoint",
+    "measure_scope": "fcn_captcha.scope",
+    "NonFiniteError": "fcn_captcha.train",
+    "PRESETS": "fcn_captcha.config",
+    "Reading": "fcn_captcha.decoder",
+    "reading_metrics": "fcn_captcha.metrics",
+    "render_center_maps": "fcn_captcha.targets",
+    "save_model": "fcn_captcha.checkpoint",
+    "to_model_input": "fcn_captcha.preprocess",
+    "train": "fcn_captcha.train",
+}
+
+__all__ = sorted(_EXPORTS)
+__version__ = "0.1.0"
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'fcn_captcha' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -24,6 +24,7 @@ import multiprocessing as mp
 import os
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -219,7 +220,7 @@ def load_dataset(path: str | os.PathLike) -> Dataset:
                 texts += [str(t) for t in z["texts"]]
                 centers.append(z["centers"])
                 names += [str(t) for t in z["names"]]
-        except (OSError, ValueError, KeyError) as e:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:  # npz files are zips
             raise ValueError(f"{path / s}: corrupt dataset shard ({e})") from None
     if not imgs:
         raise ValueError(f"{path}: dataset has no shard")

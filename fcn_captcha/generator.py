@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import random
 import threading
 
@@ -30,6 +31,7 @@ from captcha import image as _cimage
 from PIL import Image
 
 _PATCH_LOCK = threading.RLock()
+_ARANGE = np.arange(4096, dtype=np.int64)  # pixel offsets inside a character's ink box
 
 
 class SeededSecrets:
@@ -143,25 +145,36 @@ class CenterCaptcha(_cimage.ImageCaptcha):
         sizes = trace.get("sizes", [])
         canvas_w = sizes[0][0] if sizes else self._width  # width before the final squeeze
         squeeze = self._width / canvas_w
+        to_final = lambda x: (x + 0.5) * squeeze - 0.5  # noqa: E731 - pixel centers through the squeeze
         centers, boxes = [], []
         for (c, _im), (box, mask) in zip(drawn, pastes):
             if c == " ":
                 continue
-            m = np.asarray(mask, dtype=np.float64)
+            # The mask's integer weights (0..255) on the canvas: its ink box, then row and
+            # column sums. The sums are exact integers and the quotient is correctly
+            # rounded, so this is exactly the mask-weighted mean over the ink pixels.
+            mw, mh = mask.size
             ox, oy = box
-            ys, xs = np.nonzero(m)
-            gx, gy = xs + ox, ys + oy
-            keep = (gx >= 0) & (gx < canvas_w) & (gy >= 0) & (gy < self._height)
-            if not keep.any():  # fully clipped ink: fall back to the unclipped ink
-                keep = np.ones_like(keep)
-            wts = m[ys[keep], xs[keep]]
-            cx = float((gx[keep] * wts).sum() / wts.sum())
-            cy = float((gy[keep] * wts).sum() / wts.sum())
-            to_final = lambda x: (x + 0.5) * squeeze - 0.5  # noqa: E731 - pixel centers through the squeeze
+            if ox >= 0 and oy >= 0 and ox + mw <= canvas_w and oy + mh <= self._height:
+                ink = mask.getbbox()  # wholly on the canvas (the usual case): PIL finds the ink
+            else:
+                ink = mask.crop((max(0, -ox), max(0, -oy), min(mw, canvas_w - ox), min(mh, self._height - oy)))
+                ink = ink.getbbox() if ink.size[0] > 0 and ink.size[1] > 0 else None
+                if ink is not None:  # crop coordinates back to mask coordinates
+                    ink = (ink[0] + max(0, -ox), ink[1] + max(0, -oy), ink[2] + max(0, -ox), ink[3] + max(0, -oy))
+                else:  # fully clipped ink: fall back to the unclipped ink
+                    ink = mask.getbbox()
+            ix0, iy0, ix1, iy1 = ink
+            m = np.frombuffer(mask.tobytes(), np.uint8).reshape(mh, mw)[iy0:iy1, ix0:ix1]
+            cols = m.sum(axis=0, dtype=np.int64)
+            rows = m.sum(axis=1, dtype=np.int64)
+            total = int(rows.sum())
+            x0, y0 = ox + ix0, oy + iy0  # canvas position of the ink box's corner
+            cx = (int(cols @ _ARANGE[: cols.size]) + x0 * total) / total
+            cy = (int(rows @ _ARANGE[: rows.size]) + y0 * total) / total
             centers.append((to_final(cx), cy))
-            x0, x1 = gx[keep].min(), gx[keep].max()
-            boxes.append((np.floor(to_final(x0 - 0.5) + 0.5), gy[keep].min(),
-                          np.ceil(to_final(x1 + 0.5) - 0.5), gy[keep].max()))
+            x1, y1 = ox + ix1 - 1, oy + iy1 - 1
+            boxes.append((math.floor(to_final(x0 - 0.5) + 0.5), y0, math.ceil(to_final(x1 + 0.5) - 0.5), y1))
         if len(centers) != len(text):
             raise RuntimeError(f"recorded {len(centers)} centers for text {text!r}")
         return np.asarray(centers, np.float32).reshape(-1, 2), np.asarray(boxes, np.float32).reshape(-1, 4)

@@ -42,7 +42,9 @@ class CenterNet(nnx.Module):
                 convs.append(nnx.Conv(cin, c, (k, k), padding="SAME", dtype=dtype, rngs=rngs))
                 cin = c
         self.convs = nnx.List(convs) if hasattr(nnx, "List") else convs
-        self.head = nnx.Conv(cin, num_classes, (HEAD_KERNEL, HEAD_KERNEL), padding="SAME", dtype=dtype, rngs=rngs)
+        # A small head start: outputs begin near 0 (the background target), not at O(1).
+        self.head = nnx.Conv(cin, num_classes, (HEAD_KERNEL, HEAD_KERNEL), padding="SAME", dtype=dtype, rngs=rngs,
+                             kernel_init=nnx.initializers.variance_scaling(0.01, "fan_in", "truncated_normal"))
         self.dtype = dtype
 
     def __call__(self, x: jax.Array) -> jax.Array:

@@ -41,6 +41,8 @@ def _to_gray_float(image, name: str) -> np.ndarray:
             return a * (255.0 / hi)
         if im.mode == "F":
             a = np.asarray(im, dtype=np.float64)
+            if not np.isfinite(a).all():
+                raise ImageError(f"{name}: image has NaN or infinite values")
             return a * 255.0 if a.max() <= 1.0 else a
         if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
             rgba = im.convert("RGBA")

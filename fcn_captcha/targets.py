@@ -102,5 +102,6 @@ def render_center_maps_batch(centers, labels, out_shape, num_classes: int, strid
     du = (gu[None, None, None, :] - u[:, :, None, None]) ** 2 / (2 * sx * sx)  # [B, L, 1, w]
     dv = (gv[None, None, :, None] - v[:, :, None, None]) ** 2 / (2 * sy * sy)  # [B, L, h, 1]
     spot = xp.exp(-(du + dv)).astype(xp.float32)  # [B, L, h, w]
-    onehot = (labels[..., None] == xp.arange(num_classes)[None, None, :]).astype(xp.float32)  # [B, L, K]
-    return (spot[..., None] * onehot[:, :, None, None, :]).max(axis=1)
+    onehot = labels[..., None] == xp.arange(num_classes)[None, None, :]  # [B, L, K]
+    # where, not a product: padded rows may hold NaN centers (Dataset pads with NaN).
+    return xp.where(onehot[:, :, None, None, :], spot[..., None], xp.float32(0)).max(axis=1)

@@ -1,0 +1,166 @@
+"""Decoder speed: NumPy ``decode`` on the CPU, jitted ``decode_device``, and the forward pass.
+
+Times per image of
+
+* :func:`fcn_captcha.decoder.decode` (NumPy, on the host CPU) at batch 1 and a batch;
+* :func:`fcn_captcha.decoder.decode_device` (jitted, on JAX's default device: the GPU
+  when there is one) at batch 1 and batch 1024, the first (compiling) call timed
+  apart; maps already on the device, result ready on the device; and the host step
+  :func:`~fcn_captcha.decoder.readings_from_device` apart;
+* the forward pass of the ``lib36x4`` network
+  (``build_model(lib36x4())``, jitted, ``[1024, 64, 192, 1]`` images), same device;
+
+and the ratio decode/forward per image (target: under 5% on a GPU). Inputs are
+realistic center maps: :func:`fcn_captcha.targets.render_center_maps` of random 4-7
+symbol texts over 0-9A-Z (K = 36) on the 48x16 grid (192x64 images, ``lib36x4``) and
+the 64x16 grid (256x64, ``lib36var``), plus Gaussian noise (sigma 0.02). Each case
+first checks that the decoders read the rendered texts (quality in range), and that
+the NumPy and device readings agree.
+
+Commands::
+
+    python benchmarks/bench_decode.py                 # GPU: about 1 minute
+    python benchmarks/bench_decode.py --quick         # CPU: about 1 minute on 2 cores
+    python benchmarks/bench_decode.py --json out.json # also write the results
+
+``--quick`` shrinks the large batch to 128 and the forward batch to 16 (per-image
+figures stay comparable, a CPU being roughly linear in batch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fcn_captcha.config import DIGITS, UPPER, lib36x4
+from fcn_captcha.decoder import decode, decode_device, readings_from_device
+from fcn_captcha.targets import render_center_maps
+
+ALPHABET = DIGITS + UPPER
+STRIDE = 4
+GRIDS = {"48x16 (192x64)": (16, 48), "64x16 (256x64)": (16, 64)}
+
+
+def realistic_maps(n: int, grid: tuple[int, int], seed: int = 0, noise: float = 0.02):
+    """``n`` rendered center maps ``[n, h, w, 36]`` float32 of random 4-7 symbol texts, and the texts."""
+    rng = np.random.default_rng(seed)
+    h, w = grid
+    width, height = w * STRIDE, h * STRIDE
+    maps = np.empty((n, h, w, len(ALPHABET)), np.float32)
+    texts = []
+    for i in range(n):
+        length = int(rng.integers(4, 8))
+        text = "".join(rng.choice(list(ALPHABET), length))
+        gap = (width - 16) / length
+        xs = 8 + gap * (np.arange(length) + 0.5) + rng.uniform(-0.2, 0.2, length) * gap
+        ys = rng.uniform(0.35, 0.65, length) * height
+        maps[i] = render_center_maps(np.stack([xs, ys], 1), text, ALPHABET, grid, STRIDE)
+        texts.append(text)
+    maps += rng.normal(0, noise, maps.shape).astype(np.float32)
+    return maps, texts
+
+
+def timed(fn, repeats: int) -> tuple[float, float]:
+    """(first call seconds, median seconds of ``repeats`` further calls)."""
+    t0 = time.perf_counter()
+    fn()
+    first = time.perf_counter() - t0
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return first, statistics.median(times)
+
+
+def bench_grid(name, grid, big, repeats, np_images):
+    maps, texts = realistic_maps(big, grid)
+    rows = []
+    # NumPy on the host
+    one = maps[0]
+    _, t1 = timed(lambda: decode(one, ALPHABET), repeats * 5)
+    reads = decode(maps[:np_images], ALPHABET)
+    acc = np.mean([r.text == t for r, t in zip(reads, texts)])
+    _, tb = timed(lambda: decode(maps[:np_images], ALPHABET), max(1, repeats // 2))
+    rows.append(dict(grid=name, decoder="decode (NumPy, host CPU)", batch=1, first_s=None, per_image_ms=t1 * 1e3))
+    rows.append(dict(grid=name, decoder="decode (NumPy, host CPU)", batch=np_images, first_s=None,
+                     per_image_ms=tb / np_images * 1e3, sequence_accuracy=float(acc)))
+    # jitted on the device
+    for batch in (1, big):
+        dev = jax.device_put(jnp.asarray(maps[:batch]))
+        thr = jnp.float32(0.4)
+        first, med = timed(lambda: jax.block_until_ready(decode_device(dev, thr)), repeats)
+        out = jax.device_get(decode_device(dev, thr))
+        host_first, host = timed(lambda: readings_from_device(out, ALPHABET), max(1, repeats // 2))
+        dreads = readings_from_device(out, ALPHABET)
+        same = np.mean([a.text == b.text for a, b in zip(dreads, decode(maps[:batch], ALPHABET))])
+        dacc = np.mean([r.text == t for r, t in zip(dreads, texts)])
+        rows.append(dict(grid=name, decoder=f"decode_device ({jax.default_backend()})", batch=batch, first_s=first,
+                         per_image_ms=med / batch * 1e3, host_readings_ms=host / batch * 1e3,
+                         sequence_accuracy=float(dacc), same_as_numpy=float(same)))
+    return rows
+
+
+def bench_forward(batch, repeats):
+    from flax import nnx
+
+    from fcn_captcha.model import build_model
+
+    cfg = lib36x4()
+    graphdef, state = nnx.split(build_model(cfg))
+    fwd = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x))
+    x = jax.device_put(jnp.asarray(np.random.default_rng(0).random((batch, cfg.height, cfg.width, 1), np.float32)))
+    first, med = timed(lambda: jax.block_until_ready(fwd(state, x)), repeats)
+    return dict(grid="48x16 (192x64)", decoder=f"forward lib36x4 ({jax.default_backend()}, {cfg.compute_dtype})",
+                batch=batch, first_s=first, per_image_ms=med / batch * 1e3)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small batches, for a CPU")
+    ap.add_argument("--batch", type=int, default=None, help="large decode batch (default 1024; 128 with --quick)")
+    ap.add_argument("--forward-batch", type=int, default=None, help="forward batch (default 1024; 16 with --quick)")
+    ap.add_argument("--repeats", type=int, default=None, help="timed calls per case (default 20; 3 with --quick)")
+    ap.add_argument("--json", default=None, help="write the results to this path")
+    args = ap.parse_args(argv)
+    big = args.batch or (128 if args.quick else 1024)
+    fbatch = args.forward_batch or (16 if args.quick else 1024)
+    repeats = args.repeats or (3 if args.quick else 20)
+    np_images = min(big, 64 if args.quick else 256)
+
+    rows = []
+    for name, grid in GRIDS.items():
+        rows += bench_grid(name, grid, big, repeats, np_images)
+    fwd = bench_forward(fbatch, repeats)
+    rows.append(fwd)
+
+    print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), host: {platform.processor() or platform.machine()}")
+    print(f"{'grid':16s} {'decoder':34s} {'batch':>6s} {'first s':>8s} {'ms/image':>10s} {'host ms/img':>11s} {'seq acc':>8s}")
+    for r in rows:
+        first = "" if r.get("first_s") is None else f"{r['first_s']:.2f}"
+        host = "" if r.get("host_readings_ms") is None else f"{r['host_readings_ms']:.4f}"
+        acc = "" if r.get("sequence_accuracy") is None else f"{r['sequence_accuracy']:.3f}"
+        print(f"{r['grid']:16s} {r['decoder']:34s} {r['batch']:6d} {first:>8s} {r['per_image_ms']:10.4f} {host:>11s} {acc:>8s}")
+    dev_big = [r for r in rows if r["decoder"].startswith("decode_device") and r["batch"] == big and r["grid"] == fwd["grid"]][0]
+    ratio = dev_big["per_image_ms"] / fwd["per_image_ms"]
+    print(f"decode_device / forward per image at batch {big} / {fbatch} on 48x16: {100 * ratio:.2f}% (target < 5% on a GPU)")
+    bad = [r for r in rows if r.get("sequence_accuracy", 1.0) < 0.99 or r.get("same_as_numpy", 1.0) < 1.0]
+    if bad:
+        print("QUALITY OUT OF RANGE:", bad, file=sys.stderr)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"device": str(jax.devices()[0]), "backend": jax.default_backend(), "rows": rows,
+                       "decode_over_forward": ratio, "quick": args.quick}, f, indent=1)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""Threshold calibration on a held-out set (the seed's "data set 2").
+
+The decoder's threshold decides which peaks are characters. :func:`calibrate` sweeps
+thresholds over center maps of held-out images with known texts and picks the one
+that maximises sequence accuracy; when several thresholds tie, it takes the middle of
+the widest run of consecutive best thresholds (the best plateau), which is the choice
+least sensitive to a shift between the held-out set and new images.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+
+from fcn_captcha.decoder import decode_device, readings_from_device
+
+DEFAULT_THRESHOLDS = tuple(np.round(np.arange(0.05, 0.951, 0.01), 2))
+
+
+def best_plateau_middle(thresholds, accuracy) -> float:
+    """Middle of the widest run of consecutive thresholds reaching the best accuracy.
+
+    >>> best_plateau_middle([0.1, 0.2, 0.3, 0.4, 0.5, 0.6], [0.5, 0.9, 0.9, 0.9, 0.7, 0.9])
+    0.3
+    """
+    thresholds = np.asarray(thresholds, dtype=np.float64)
+    acc = np.asarray(accuracy, dtype=np.float64)
+    best = acc.max()
+    runs, start = [], None
+    for i, is_best in enumerate(np.append(np.isclose(acc, best, rtol=0, atol=1e-12), False)):
+        if is_best and start is None:
+            start = i
+        elif not is_best and start is not None:
+            runs.append((i - start, start, i - 1))
+            start = None
+    width, a, b = max(runs, key=lambda r: (r[0], -r[1]))
+    mid = (a + b) / 2
+    lo, hi = int(np.floor(mid)), int(np.ceil(mid))
+    return float(np.round((thresholds[lo] + thresholds[hi]) / 2, 6))
+
+
+def sweep(center_maps, texts, alphabet: str, stride: int = 4, thresholds=DEFAULT_THRESHOLDS,
+          min_distance=(2.0, 8.0), max_candidates: int = 64, chunk: int = 512) -> np.ndarray:
+    """Sequence accuracy at each threshold.
+
+    Args:
+      center_maps: ``[N, h, w, K]`` decoder input for N held-out images.
+      texts: their ``N`` true strings.
+      alphabet: map order.
+      stride: input pixels per cell.
+      thresholds: values to try.
+      min_distance, max_candidates: decoder settings.
+      chunk: images decoded per device call.
+
+    Returns:
+      float ``[T]`` sequence accuracy per threshold.
+    """
+    maps = np.asarray(center_maps, np.float32)
+    if maps.ndim != 4 or len(maps) != len(texts):
+        raise ValueError(f"center_maps {maps.shape} must be [N, h, w, K] with N = {len(texts)} texts")
+    correct = np.zeros(len(thresholds))
+    for a in range(0, len(maps), chunk):
+        part = maps[a:a + chunk]
+        pad = chunk - len(part) if len(maps) > chunk else 0
+        dev = jnp.asarray(np.pad(part, ((0, pad), (0, 0), (0, 0), (0, 0))) if pad else part)
+        for i, t in enumerate(thresholds):
+            out = decode_device(dev, jnp.float32(t), stride=stride, min_distance=tuple(min_distance),
+                                max_candidates=max_candidates)
+            reads = readings_from_device(out, alphabet)[: len(part)]
+            correct[i] += sum(r.text == s for r, s in zip(reads, texts[a:a + chunk]))
+    return correct / max(len(maps), 1)
+
+
+def calibrate(center_maps, texts, alphabet: str, stride: int = 4, thresholds=DEFAULT_THRESHOLDS,
+              min_distance=(2.0, 8.0), max_candidates: int = 64, plot: str | os.PathLike | None = None) -> dict:
+    """Pick the decoder threshold that reads most held-out images exactly.
+
+    Args:
+      center_maps: ``[N, h, w, K]`` maps of held-out images.
+      texts: their true strings.
+      alphabet: map order.
+      stride: input pixels per cell.
+      thresholds: candidates (default 0.05 to 0.95 by 0.01).
+      min_distance, max_candidates: decoder settings.
+      plot: optional PNG path for accuracy against threshold.
+
+    Returns:
+      ``{"threshold", "sequence_accuracy", "count", "curve": [(t, acc), ...]}``.
+    """
+    acc = sweep(center_maps, texts, alphabet, stride, thresholds, min_distance, max_candidates)
+    thr = best_plateau_middle(thresholds, acc)
+    out = {"threshold": thr, "sequence_accuracy": float(acc.max()), "count": len(texts),
+           "curve": [(float(t), float(a)) for t, a in zip(thresholds, acc)]}
+    if plot:
+        plot_curve(out, plot)
+    return out
+
+
+def plot_curve(result: dict, path: str | os.PathLike) -> Path:
+    """PNG of sequence accuracy against threshold, the chosen threshold marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ts, accs = zip(*result["curve"])
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(ts, np.asarray(accs) * 100, lw=1.5)
+    ax.axvline(result["threshold"], color="red", ls="--", label=f"chosen {result['threshold']:.2f}")
+    ax.set_xlabel("threshold")
+    ax.set_ylabel("sequence accuracy (%)")
+    ax.set_title(f"calibration on {result['count']} held-out images")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def calibrate_model(model, config, dataset, plot: str | os.PathLike | None = None) -> dict:
+    """Calibrate a network on a held-out :class:`~fcn_captcha.dataset.Dataset`."""
+    from fcn_captcha.detector import Detector
+
+    det = Detector(model, config, threshold=config.threshold)
+    maps = det.center_maps(dataset.images)
+    return calibrate(maps, dataset.texts, config.alphabet, config.stride, min_distance=config.min_distance,
+                     max_candidates=config.max_candidates, plot=plot)

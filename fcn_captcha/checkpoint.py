@@ -1,0 +1,166 @@
+"""Orbax checkpoints: the trainer's resumable state, and saved model directories.
+
+Training state (every surviving candidate's parameters and optimizer state, stage,
+step, RNG key, selection history and logs) goes through an Orbax
+``CheckpointManager``: each save is written to a temporary folder and renamed when
+complete, so a run killed at any moment (``kill -9``) leaves the previous checkpoint
+intact. Restores go into an abstract target built from the config (never an untyped
+dict); a checkpoint written for another config, or one that cannot be read, is a
+:class:`CheckpointError` naming the folder, never a silent restart.
+
+A **model directory** holds everything a reader needs::
+
+    model.json   format, config, calibrated threshold, how it was trained
+    params/      Orbax checkpoint of the network's parameters (float32)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from fcn_captcha.config import Config
+from fcn_captcha.model import CenterNet, build_model
+
+MODEL_FORMAT = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint or model directory that is corrupt or does not match the run."""
+
+
+def _abstract(tree):
+    return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+class TrainCheckpointer:
+    """Atomic, resumable trainer checkpoints in ``<workdir>/checkpoints``.
+
+    Args:
+      directory: the checkpoints folder.
+      max_to_keep: completed checkpoints kept.
+    """
+
+    def __init__(self, directory: str | os.PathLike, max_to_keep: int = 2):
+        self.directory = Path(directory).absolute()
+        self._mngr = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                                 enable_async_checkpointing=False),
+        )
+
+    def latest_step(self) -> int | None:
+        """Global step of the newest complete checkpoint, or None."""
+        return self._mngr.latest_step()
+
+    def save(self, step: int, state: dict, meta: dict) -> None:
+        """Write ``state`` (arrays pytree) and ``meta`` (JSON) as checkpoint ``step``."""
+        self._mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                      meta=ocp.args.JsonSave(meta)), force=True)
+        self._mngr.wait_until_finished()
+
+    def restore_meta(self, step: int) -> dict:
+        """The JSON part of checkpoint ``step``."""
+        try:
+            return self._mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        except Exception as e:  # noqa: BLE001 - any failure here means an unreadable checkpoint
+            raise CheckpointError(f"{self.directory / str(step)}: cannot read checkpoint metadata ({e})") from None
+
+    def restore_state(self, step: int, target: dict) -> dict:
+        """The arrays of checkpoint ``step``, restored into the structure of ``target``."""
+        try:
+            return self._mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(target))))[
+                "state"]
+        except Exception as e:  # noqa: BLE001
+            raise CheckpointError(f"{self.directory / str(step)}: checkpoint does not match this run or is corrupt "
+                                  f"({type(e).__name__}: {str(e)[:300]})") from None
+
+    def close(self):
+        self._mngr.close()
+
+
+# ----- model directories ------------------------------------------------------------------------
+def save_model(model_dir: str | os.PathLike, model: CenterNet, config: Config, threshold: float,
+               info: dict[str, Any] | None = None) -> Path:
+    """Save a model directory (see module doc); replaces an existing one atomically.
+
+    Args:
+      model_dir: target folder.
+      model: the trained network.
+      config: its config (alphabet, sizes, architecture, ...).
+      threshold: the calibrated decoder threshold.
+      info: how it was trained (command, schedule, times, figures).
+
+    Returns:
+      The folder.
+    """
+    model_dir = Path(model_dir).absolute()
+    tmp = model_dir.with_name(model_dir.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    params = nnx.state(model, nnx.Param)
+    params = jax.tree.map(lambda a: np.asarray(a, np.float32), params.to_pure_dict())
+    ck = ocp.StandardCheckpointer()
+    ck.save(tmp / "params", params)
+    ck.wait_until_finished()
+    meta = {"format": MODEL_FORMAT, "config": config.to_dict(), "threshold": float(threshold), "info": info or {}}
+    (tmp / "model.json").write_text(json.dumps(meta, indent=1))
+    if model_dir.exists():
+        old = model_dir.with_name(model_dir.name + ".old")
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(model_dir, old)
+        os.replace(tmp, model_dir)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, model_dir)
+    return model_dir
+
+
+def read_model_meta(model_dir: str | os.PathLike) -> dict:
+    """``model.json`` of a model directory, checked."""
+    p = Path(model_dir) / "model.json"
+    if not p.exists():
+        raise CheckpointError(f"{model_dir}: not a model directory (no model.json)")
+    try:
+        meta = json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{p}: corrupt model.json ({e})") from None
+    if meta.get("format") != MODEL_FORMAT:
+        raise CheckpointError(f"{p}: model format {meta.get('format')} is not {MODEL_FORMAT}")
+    return meta
+
+
+def load_model(model_dir: str | os.PathLike) -> tuple[CenterNet, Config, float, dict]:
+    """Load a model directory into a network (restored against its abstract structure).
+
+    Returns:
+      ``(model, config, threshold, info)``.
+
+    Raises:
+      CheckpointError: missing or corrupt files, naming them.
+    """
+    model_dir = Path(model_dir).absolute()
+    meta = read_model_meta(model_dir)
+    config = Config.from_dict(meta["config"])
+    abstract = nnx.eval_shape(lambda: build_model(config))
+    graphdef, abs_state = nnx.split(abstract)
+    target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, np.float32),
+                          nnx.state(abstract, nnx.Param).to_pure_dict())
+    try:
+        restored = ocp.StandardCheckpointer().restore(model_dir / "params", target)
+    except Exception as e:  # noqa: BLE001
+        raise CheckpointError(f"{model_dir / 'params'}: cannot restore parameters ({type(e).__name__}: "
+                              f"{str(e)[:300]})") from None
+    abs_state.replace_by_pure_dict(restored)
+    model = nnx.merge(graphdef, abs_state)
+    return model, config, float(meta["threshold"]), meta.get("info", {})

@@ -1,0 +1,251 @@
+"""``fcn-captcha``: the command line. Each subcommand parses arguments and calls one library function."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _config(args):
+    from fcn_captcha.config import get_config
+
+    return get_config(args.preset, args.set or [])
+
+
+def _add_preset(p, default="lib10x4"):
+    p.add_argument("--preset", default=default, help="lib36x4 | lib36var | lib10x4 | kaggle_v2 | tiny")
+    p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a config field (repeatable)")
+
+
+def cmd_generate(args):
+    from fcn_captcha.dataset import generate_dataset
+
+    out = generate_dataset(_config(args), args.count, args.seed, args.out, workers=args.workers, png=args.png)
+    print(f"wrote {args.count} captchas to {out} (PNG of the first {args.png} in {out / 'png'})")
+    return 0
+
+
+def cmd_train(args):
+    from fcn_captcha.train import train
+
+    cfg = _config(args)
+    summary = train(cfg, args.workdir)
+    if args.test_count:
+        from fcn_captcha.detector import Detector
+        from fcn_captcha.evaluate import evaluate_plain
+        from fcn_captcha.metrics import format_metrics
+
+        det = Detector.load(summary["model_dir"])
+        m = evaluate_plain(det, args.test_count, seed=args.test_seed)
+        print(f"test on {args.test_count} fresh images of the plain captcha library ({cfg.name}):")
+        print(format_metrics(m))
+        _record_test(summary["model_dir"], m, args.test_count, args.test_seed)
+    print(f"model: {summary['model_dir']}")
+    return 0
+
+
+def _record_test(model_dir, m, count, seed):
+    p = Path(model_dir) / "model.json"
+    meta = json.loads(p.read_text())
+    meta["info"].setdefault("tests", []).append({
+        "set": f"plain captcha library, {count} images, text seed {seed}",
+        **{k: m[k] for k in ("count", "sequence_accuracy", "character_accuracy", "length_error_rate")}})
+    p.write_text(json.dumps(meta, indent=1))
+
+
+def cmd_calibrate(args):
+    from fcn_captcha.calibrate import calibrate
+    from fcn_captcha.checkpoint import read_model_meta
+    from fcn_captcha.dataset import load_dataset, load_folder
+    from fcn_captcha.detector import Detector
+
+    det = Detector.load(args.model)
+    data = Path(args.data)
+    ds = load_dataset(data) if (data / "manifest.json").exists() else load_folder(data, det.config, on_error="skip")
+    cfg = det.config
+    res = calibrate(det.center_maps(ds.images), ds.texts, cfg.alphabet, cfg.stride, min_distance=cfg.min_distance,
+                    max_candidates=cfg.max_candidates, plot=args.plot)
+    for t, a in res["curve"][:: max(1, len(res["curve"]) // 20)]:
+        print(f"threshold {t:.2f}: {100 * a:6.2f}%")
+    print(f"chosen threshold {res['threshold']:.3f} ({100 * res['sequence_accuracy']:.2f}% on {res['count']} images)")
+    if not args.dry_run:
+        p = Path(args.model) / "model.json"
+        if not p.exists():
+            print(f"{args.model} is a shipped model; not overwriting it (use a model directory)", file=sys.stderr)
+            return 1
+        meta = read_model_meta(args.model)
+        meta["threshold"] = res["threshold"]
+        meta["info"]["calibration"] = {k: v for k, v in res.items() if k != "curve"} | {"data": str(data)}
+        p.write_text(json.dumps(meta, indent=1))
+        print(f"stored in {p}")
+    return 0
+
+
+def cmd_evaluate(args):
+    from fcn_captcha.detector import Detector
+    from fcn_captcha.evaluate import evaluate_folder, evaluate_plain
+    from fcn_captcha.metrics import format_metrics
+
+    det = Detector.load(args.model)
+    if args.data:
+        m = evaluate_folder(det, args.data, threshold=args.threshold, length=args.length)
+        if m.get("skipped"):
+            print(f"skipped {len(m['skipped'])} files:", file=sys.stderr)
+            for name, why in m["skipped"]:
+                print(f"  {why}", file=sys.stderr)
+    else:
+        m = evaluate_plain(det, args.plain, seed=args.seed, threshold=args.threshold, length=args.length)
+    print(format_metrics(m))
+    if args.json:
+        Path(args.json).write_text(json.dumps({k: v for k, v in m.items() if k not in ("readings", "names")},
+                                              indent=1))
+    return 0
+
+
+def _length(text):
+    if text is None:
+        return None
+    if "-" in text:
+        lo, hi = text.split("-")
+        return (int(lo), int(hi))
+    return int(text)
+
+
+def cmd_predict(args):
+    from fcn_captcha.dataset import IMAGE_EXTENSIONS
+    from fcn_captcha.detector import Detector, read_files
+
+    det = Detector.load(args.model)
+    paths = []
+    for f in args.files:
+        p = Path(f)
+        if p.is_dir():
+            paths += sorted(str(q) for q in p.iterdir() if q.suffix.lower() in IMAGE_EXTENSIONS)
+        else:
+            paths.append(f)
+    failed = read_files(det, paths, json_lines=args.json, threshold=args.threshold, length=_length(args.length))
+    return 1 if failed else 0
+
+
+def cmd_demo(args):
+    from fcn_captcha.demo import demo
+
+    demo(args.model, count=args.count, out=args.out, seed=args.seed)
+    return 0
+
+
+def cmd_samples(args):
+    from fcn_captcha.viz import sample_sheet
+
+    sample_sheet(_config(args), args.count, args.seed, args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_scope(args):
+    from fcn_captcha.scope import scope_report
+
+    cfg = _config(args)
+    if args.arch:
+        cfg = cfg.replace(arch=args.arch)
+    rep = scope_report(cfg, args.out, count=args.count)
+    print(json.dumps(rep, indent=1, default=str))
+    return 0
+
+
+def cmd_annotate(args):
+    from fcn_captcha.annotate import annotate_folder
+
+    annotate_folder(args.model, args.data, args.out, picture=args.picture)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="fcn-captcha", description=__doc__)
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("generate", help="write a synthetic dataset (shards + PNGs)")
+    _add_preset(p)
+    p.add_argument("--count", type=int, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    p.add_argument("--png", type=int, default=100, help="how many images to also save as PNG")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("train", help="restart-selection training, calibration, test; resumes when run again")
+    _add_preset(p)
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--test-count", type=int, default=1000, help="fresh plain-library test images (0: none)")
+    p.add_argument("--test-seed", type=int, default=12345)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("calibrate", help="choose the decoder threshold on a held-out folder and store it")
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", required=True, help="labelled images or a generated dataset")
+    p.add_argument("--plot", default=None, help="PNG of accuracy against threshold")
+    p.add_argument("--dry-run", action="store_true", help="print only, do not store")
+    p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("evaluate", help="reading metrics on a folder or on fresh plain-library images")
+    p.add_argument("--model", required=True)
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--data", help="folder of labelled images or a generated dataset")
+    g.add_argument("--plain", type=int, help="this many fresh images of the model's suite")
+    p.add_argument("--seed", type=int, default=12345)
+    p.add_argument("--threshold", type=float, default=None)
+    p.add_argument("--length", type=_length, default=None, help="known length N or range LO-HI")
+    p.add_argument("--json", default=None)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="read images: FILE<TAB>TEXT per line, or --json")
+    p.add_argument("--model", required=True, help="shipped name or model directory")
+    p.add_argument("files", nargs="+", help="image files or folders")
+    p.add_argument("--json", action="store_true", help="one JSON object per image with positions and scores")
+    p.add_argument("--threshold", type=float, default=None)
+    p.add_argument("--length", default=None, help="known length N or range LO-HI")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("demo", help="read fresh captchas with a shipped model and draw the result")
+    p.add_argument("--model", default="lib36x4")
+    p.add_argument("--count", type=int, default=8)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--out", default="demo.png")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("samples", help="PNG of generated captchas with their centers marked")
+    _add_preset(p)
+    p.add_argument("--count", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="samples.png")
+    p.set_defaults(func=cmd_samples)
+
+    p = sub.add_parser("scope", help="measure what one output cell sees (the seed's scope)")
+    _add_preset(p, default="lib36x4")
+    p.add_argument("--arch", default=None, help="architecture preset or string (default: the preset's)")
+    p.add_argument("--count", type=int, default=500, help="characters compared with the scope")
+    p.add_argument("--out", default="scope")
+    p.set_defaults(func=cmd_scope)
+
+    p = sub.add_parser("annotate", help="character centers for string-labelled real images")
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True, help="centers JSON")
+    p.add_argument("--picture", default=None, help="PNG of the annotations")
+    p.set_defaults(func=cmd_annotate)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"fcn-captcha {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

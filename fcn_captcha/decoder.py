@@ -1,0 +1,700 @@
+"""Center maps -> text: peaks, suppression, selection, sub-cell refinement.
+
+The network (the seed method) outputs one center map per alphabet symbol, ``[h, w, K]``
+at output stride ``stride``; a character is a peak of its symbol's map. The decoder
+follows CenterNet's recipe (``src/lib/models/decode.py``: 3x3 max-pool peaks, top-k)
+and makes its implicit choices explicit:
+
+1. **Candidates.** A cell is a candidate when its value equals the 3x3 maximum around it
+   on the same map (borders padded with ``-inf``). The ``max_candidates`` strongest are
+   kept; equal scores are ordered by flat index in ``[h, w, K]`` order (lower first).
+2. **Suppression.** In descending score order, a candidate is dropped when it lies
+   strictly inside the ellipse ``(du/rx)^2 + (dv/ry)^2 < 1`` (``du, dv`` in output
+   cells, ``(rx, ry) = min_distance``) around an already kept candidate of *any*
+   symbol. Plateaus (equal neighbouring maxima, which are all candidates) give one
+   peak, and cross-class duplicates at one place keep the strongest. Two equal
+   symbols side by side ("NN", "777") a few cells apart stay two peaks.
+3. **Selection.** Without ``length``, the kept peaks with ``score >= threshold``. With
+   ``length`` (``n`` or ``(lo, hi)``): with ``n_above`` kept peaks over the threshold,
+   the ``clip(n_above, lo, hi)`` strongest kept peaks (below the threshold if needed,
+   fewer if the maps have fewer peaks).
+4. **Refinement.** Each selected peak moves by a sub-cell offset along x and along y
+   from its two neighbours on its map: the parabola through the logarithms when the
+   three values are positive (exact for the Gaussian targets of
+   :func:`fcn_captcha.targets.render_center_maps`), else the parabola through the
+   values; clamped to ``[-0.5, 0.5]``; none on an axis where the peak touches the
+   border or where the three values do not curve down.
+5. **Order.** Characters left to right by refined x.
+
+Two implementations give the same readings: :func:`decode` (NumPy, any array, one image
+or a batch, validated) and :func:`decode_device` (jitted JAX, fixed shapes, for batches
+on the accelerator; :func:`readings_from_device` turns its arrays into readings). Both
+work in float32 (the network's output dtype): inputs are cast to float32, and values
+whose magnitude is below the smallest normal float32 (including ``-0.0``) count as
+``0.0``, so that a GPU that flushes subnormals reads the same. Positions are in input
+pixels (pixel ``k`` has its center at ``k``; see :mod:`fcn_captcha.targets`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import numbers
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fcn_captcha.targets import cells_to_pixels
+
+#: Smallest normal float32: smaller magnitudes are read as 0.0 (see the module doc).
+_TINY = np.float32(np.finfo(np.float32).tiny)
+#: Refined x is compared in steps of 1/1024 cell when ordering characters; closer
+#: peaks count as level and keep their score order (this keeps the NumPy and JAX
+#: orders equal when float rounding differs in the last bits).
+_X_QUANTUM = 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class Char:
+    """One read character.
+
+    Attributes:
+      symbol: the symbol (one of the alphabet).
+      x: refined center, input pixels across (pixel ``k`` has its center at ``k``).
+      y: refined center, input pixels down.
+      score: the peak's map value (unrefined).
+    """
+
+    symbol: str
+    x: float
+    y: float
+    score: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Reading:
+    """What the decoder read in one image.
+
+    Attributes:
+      text: the symbols left to right (``str(reading)`` is this text).
+      chars: one :class:`Char` per symbol of ``text``, ordered by ``x``.
+      length_forced: True when a ``length=`` constraint changed the set of peaks read,
+        compared with the plain threshold (peaks added below the threshold, or surplus
+        peaks over it cut).
+      error: why the image could not be read (set by callers for unreadable inputs;
+        the decoder itself leaves it None).
+    """
+
+    text: str
+    chars: tuple[Char, ...] = ()
+    length_forced: bool = False
+    error: str | None = None
+
+    def __str__(self) -> str:
+        return self.text
+
+
+# ----- validation, shared by both implementations ------------------------------------------------
+def _length_range(length) -> tuple[int, int] | None:
+    """``None``, ``n`` or ``(lo, hi)`` -> ``None`` or ``(lo, hi)`` with ``0 <= lo <= hi``."""
+    if length is None:
+        return None
+
+    def as_int(v) -> int:
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+            raise ValueError(f"length {length!r} must be an int n or a (lo, hi) pair of ints, "
+                             f"not {type(v).__name__} {v!r}")
+        return int(v)
+
+    if isinstance(length, (tuple, list)):
+        if len(length) != 2:
+            raise ValueError(f"length {length!r} must be an int n or a (lo, hi) pair of ints")
+        lo, hi = as_int(length[0]), as_int(length[1])
+    else:
+        lo = hi = as_int(length)
+    if lo < 0 or hi < lo:
+        raise ValueError(f"length {length!r} must satisfy 0 <= lo <= hi")
+    return lo, hi
+
+
+def _min_distance(min_distance) -> tuple[float, float]:
+    try:
+        rx, ry = (float(v) for v in min_distance)
+    except (TypeError, ValueError):
+        raise ValueError(f"min_distance {min_distance!r} must be a pair (rx, ry) of cells") from None
+    if not (math.isfinite(rx) and math.isfinite(ry) and rx > 0 and ry > 0):
+        raise ValueError(f"min_distance {min_distance!r} must be two positive finite numbers of cells")
+    return rx, ry
+
+
+def _positive_int(name: str, v) -> int:
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+        raise ValueError(f"{name} must be a positive int, not {v!r}")
+    return int(v)
+
+
+def _threshold(threshold) -> np.float32:
+    try:
+        t = float(threshold)
+    except (TypeError, ValueError):
+        raise ValueError(f"threshold {threshold!r} must be a finite number") from None
+    if not math.isfinite(t):
+        raise ValueError(f"threshold {threshold!r} must be a finite number")
+    return np.float32(t)
+
+
+def _check_alphabet(alphabet: str, k: int) -> None:
+    if len(set(alphabet)) != len(alphabet):
+        seen, rep = set(), []
+        for s in alphabet:
+            if s in seen and s not in rep:
+                rep.append(s)
+            seen.add(s)
+        raise ValueError(f"alphabet {alphabet!r} repeats the symbols {rep}")
+    if k != len(alphabet):
+        raise ValueError(f"center maps have K = {k} maps (last axis) but the alphabet "
+                         f"{alphabet!r} has {len(alphabet)} symbols")
+
+
+def _ellipse_table(rx: float, ry: float) -> tuple[int, ...]:
+    """Integer cell offsets strictly inside the suppression ellipse.
+
+    Returns:
+      ``t`` with ``t[d]`` the largest ``|du|`` such that ``(du/rx)^2 + (d/ry)^2 < 1`` for
+      ``|dv| = d``; ``|dv| >= len(t)`` is outside whatever ``du``. Both decoders test
+      ``|dv| < len(t) and |du| <= t[|dv|]``, so they suppress exactly the same pairs.
+
+    >>> _ellipse_table(2.0, 3.0)
+    (1, 1, 1)
+    """
+    table = []
+    d = 0
+    while (d / ry) ** 2 < 1:
+        a = math.floor(rx)
+        while a > 0 and (a / rx) ** 2 + (d / ry) ** 2 >= 1:
+            a -= 1
+        table.append(a)
+        d += 1
+    return tuple(table)
+
+
+# ----- NumPy decoder --------------------------------------------------------------------------
+def _flush(maps: np.ndarray) -> np.ndarray:
+    return np.where(np.abs(maps) < _TINY, np.float32(0), maps)
+
+
+def _max_filter3(maps: np.ndarray) -> np.ndarray:
+    """3x3 spatial maximum of ``[h, w, K]`` (cells outside the map do not count, as ``-inf``)."""
+    across = maps.copy()
+    np.maximum(across[:, 1:], maps[:, :-1], out=across[:, 1:])
+    np.maximum(across[:, :-1], maps[:, 1:], out=across[:, :-1])
+    out = across.copy()
+    np.maximum(out[1:], across[:-1], out=out[1:])
+    np.maximum(out[:-1], across[1:], out=out[:-1])
+    return out
+
+
+def _refine_np(l, c, r, has):
+    """Sub-cell offsets (cells, in ``[-0.5, 0.5]``) from float32 ``l, c, r`` ``[n]``."""
+    pos = (l > 0) & (c > 0) & (r > 0)
+    one = np.float32(1)
+    ll, lc, lr = (np.log(np.where(pos, a, one)) for a in (l, c, r))
+    num = np.where(pos, ll - lr, l - r)
+    den = np.where(pos, ll - np.float32(2) * lc + lr, l - np.float32(2) * c + r)
+    curved = den < 0
+    off = num / (np.float32(2) * np.where(curved, den, np.float32(-1)))
+    return np.where(has & curved, np.clip(off, np.float32(-0.5), np.float32(0.5)), np.float32(0))
+
+
+def _decode_one(maps, alphabet, threshold, stride, lrange, table, max_candidates) -> Reading:
+    """Decode one image's float32 maps ``[h, w, K]``."""
+    h, w, k_maps = maps.shape
+    if h == 0 or w == 0:
+        return Reading("")
+    maps = _flush(maps)
+    peak = maps == _max_filter3(maps)
+    flat = maps.reshape(-1)
+    idx = np.flatnonzero(peak.reshape(-1))
+    sc = flat[idx]
+    m = min(max_candidates, flat.size)
+    if idx.size > m:  # top m by (score desc, index asc): the m-th largest value, then its ties by index
+        v_m = np.sort(sc)[idx.size - m]  # (np.partition is slow on the many ties of flat maps)
+        chosen = sc > v_m
+        chosen[np.flatnonzero(sc == v_m)[: m - int(chosen.sum())]] = True
+        idx, sc = idx[chosen], sc[chosen]
+    order = np.argsort(-sc, kind="stable")
+    idx, sc = idx[order], sc[order]
+    v, u, k = idx // (w * k_maps), (idx // k_maps) % w, idx % k_maps
+
+    # greedy suppression, stopping once the selection is settled
+    tab = np.asarray(table, np.int64)
+    dv = np.abs(v[:, None] - v[None, :])
+    du = np.abs(u[:, None] - u[None, :])
+    inside = (dv < len(tab)) & (du <= tab[np.minimum(dv, len(tab) - 1)])
+    kept: list[int] = []
+    n_above, need = None, None
+    for i in range(idx.size):
+        if n_above is None and sc[i] < threshold:
+            n_above = len(kept)
+            need = n_above if lrange is None else min(max(n_above, lrange[0]), lrange[1])
+        if need is not None and len(kept) >= need:
+            break
+        if not inside[i, kept].any():
+            kept.append(i)
+    if n_above is None:
+        n_above = len(kept)
+        need = n_above if lrange is None else min(max(n_above, lrange[0]), lrange[1])
+    sel = np.asarray(kept[:need], np.int64)
+    forced = lrange is not None and len(sel) != n_above
+
+    # sub-cell refinement on the peak's own map
+    vs, us, ks, cs = v[sel], u[sel], k[sel], sc[sel]
+    hx, hy = (us > 0) & (us < w - 1), (vs > 0) & (vs < h - 1)
+    um, up = np.clip(us - 1, 0, w - 1), np.clip(us + 1, 0, w - 1)
+    vm, vp = np.clip(vs - 1, 0, h - 1), np.clip(vs + 1, 0, h - 1)
+    with np.errstate(all="ignore"):
+        ox = _refine_np(maps[vs, um, ks], cs, maps[vs, up, ks], hx)
+        oy = _refine_np(maps[vm, us, ks], cs, maps[vp, us, ks], hy)
+    ucell = us.astype(np.float32) + ox
+    vcell = vs.astype(np.float32) + oy
+    key = np.round(ucell * np.float32(_X_QUANTUM)).astype(np.int64)
+    order = np.argsort(key, kind="stable")
+    xs = cells_to_pixels(ucell[order].astype(np.float64), stride)
+    ys = cells_to_pixels(vcell[order].astype(np.float64), stride)
+    chars = tuple(Char(alphabet[int(kk)], float(x), float(y), float(s))
+                  for kk, x, y, s in zip(ks[order], xs, ys, cs[order]))
+    return Reading("".join(c.symbol for c in chars), chars, bool(forced))
+
+
+def decode(center_maps, alphabet: str, threshold: float = 0.4, stride: int = 4, length=None,
+           min_distance: Sequence[float] = (2.0, 3.0), max_candidates: int = 64):
+    """Read the text of center maps (NumPy; see the module doc for the algorithm).
+
+    Args:
+      center_maps: ``[h, w, K]`` maps of one image or ``[B, h, w, K]`` of a batch, NumPy
+        or JAX, any real dtype (computed in float32); map ``k`` is ``alphabet[k]``.
+      alphabet: the symbols in map order, none repeated.
+      threshold: least peak value read as a character (finite).
+      stride: input pixels per output cell (positions are returned in input pixels).
+      length: None, a symbol count ``n``, or a range ``(lo, hi)``: read
+        ``clip(n_above, lo, hi)`` peaks, ``n_above`` being the count over the threshold.
+      min_distance: ``(rx, ry)`` suppression ellipse, output cells across and down.
+      max_candidates: most local maxima examined per image.
+
+    Returns:
+      One :class:`Reading` for ``[h, w, K]``, a list of ``B`` readings for a batch.
+
+    Raises:
+      ValueError: a rank other than 3 or 4, a K other than ``len(alphabet)``, NaN or
+        infinite values, a repeated symbol, a bad ``length``, a non-finite threshold,
+        or bad ``stride``, ``min_distance`` or ``max_candidates``.
+
+    Three characters on a 16-column grid (two equal ones), read back with sub-pixel
+    positions:
+
+    >>> from fcn_captcha.targets import render_center_maps
+    >>> maps = render_center_maps([[10.0, 14.0], [33.0, 13.0], [54.3, 16.0]], "N7N", "7N", (8, 16))
+    >>> reading = decode(maps, "7N")
+    >>> str(reading), reading.length_forced
+    ('N7N', False)
+    >>> [(c.symbol, round(c.x, 2), round(c.y, 2), round(c.score, 2)) for c in reading.chars]
+    [('N', 10.0, 14.0, 0.99), ('7', 33.0, 13.0, 0.99), ('N', 54.3, 16.0, 0.98)]
+
+    A known length cuts the weakest peaks, or reads peaks under the threshold:
+
+    >>> cut = decode(maps, "7N", length=2)
+    >>> cut.text, cut.length_forced
+    ('N7', True)
+    >>> decode(maps * 0.3, "7N", length=(3, 4)).text
+    'N7N'
+    """
+    maps = np.asarray(center_maps)
+    if maps.ndim not in (3, 4):
+        raise ValueError(f"center_maps must be [h, w, K] or [B, h, w, K], got shape {maps.shape}")
+    _check_alphabet(alphabet, maps.shape[-1])
+    try:
+        maps = maps.astype(np.float32, copy=False)
+    except (TypeError, ValueError):
+        raise ValueError(f"center_maps of dtype {maps.dtype} are not real numbers") from None
+    if not np.isfinite(maps).all():
+        bad = np.argwhere(~np.isfinite(maps))[0]
+        raise ValueError(f"center_maps hold NaN or infinite values (first at index {tuple(int(i) for i in bad)})")
+    thr = _threshold(threshold)
+    stride = _positive_int("stride", stride)
+    lrange = _length_range(length)
+    table = _ellipse_table(*_min_distance(min_distance))
+    max_candidates = _positive_int("max_candidates", max_candidates)
+
+    if maps.ndim == 3:
+        return _decode_one(maps, alphabet, thr, stride, lrange, table, max_candidates)
+    return [_decode_one(m, alphabet, thr, stride, lrange, table, max_candidates) for m in maps]
+
+
+# ----- JAX decoder ----------------------------------------------------------------------------
+def _refine_jnp(l, c, r, has):
+    """:func:`_refine_np` in jax.numpy (same operations, same order)."""
+    pos = (l > 0) & (c > 0) & (r > 0)
+    ll, lc, lr = (jnp.log(jnp.where(pos, a, 1.0)) for a in (l, c, r))
+    num = jnp.where(pos, ll - lr, l - r)
+    den = jnp.where(pos, ll - 2.0 * lc + lr, l - 2.0 * c + r)
+    curved = den < 0
+    off = num / (2.0 * jnp.where(curved, den, -1.0))
+    return jnp.where(has & curved, jnp.clip(off, -0.5, 0.5), 0.0)
+
+
+def _device_candidates(maps, m: int):
+    """Step 1 on the device: the ``m`` strongest local maxima of each image.
+
+    Args:
+      maps: float32 ``[b, h, w, K]`` (subnormals already read as 0).
+      m: candidates kept, at most ``h*w*K``.
+
+    Returns:
+      ``(score, idx)``, float32 and int32 ``[b, m]``: values and flat ``[h, w, K]``
+      indices ordered by (score descending, index ascending); ``-inf`` scores pad
+      images with fewer than ``m`` local maxima.
+
+    ``top_k`` orders equal values lower index first (documented; asserted by the
+    tests). It is sort-based and slow on a row of ``h*w*K`` values, so it runs on two
+    short rows instead, with the same result. First the ``m`` cells (``(v, u)``, all K
+    maps) with the strongest candidate ("cell maximum"), ties by cell index; then the
+    top ``m`` of those cells' ``m*K`` values, gathered in ascending flat index order.
+    No candidate outside the chosen cells is among the top ``m``: the ``m`` chosen
+    cell maxima each rank before it (a larger value, or the same value at a lower
+    cell index, hence a lower flat index).
+    """
+    b, h, w, k_maps = maps.shape
+    pooled = jax.lax.reduce_window(maps, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 1, 1, 1),
+                                   ((0, 0), (1, 1), (1, 1), (0, 0)))
+    cand = jnp.where(maps == pooled, maps, -jnp.inf).reshape(b, h * w, k_maps)
+    if h * w <= m:
+        return jax.lax.top_k(cand.reshape(b, h * w * k_maps), m)
+    _, cells = jax.lax.top_k(jnp.max(cand, axis=2), m)  # [b, m]
+    cells = jnp.sort(cells, axis=1)
+    sub = jnp.take_along_axis(cand, cells[:, :, None], axis=1).reshape(b, m * k_maps)
+    score, pos = jax.lax.top_k(sub, m)
+    idx = jnp.take_along_axis(cells, pos // k_maps, axis=1) * k_maps + pos % k_maps
+    return score, idx
+
+
+def _max_filter3_jnp(maps):
+    """3x3 spatial maximum of ``[b, h, w, K]`` by shifted maxima (``-inf`` outside)."""
+    p = jnp.pad(maps, ((0, 0), (0, 0), (1, 1), (0, 0)), constant_values=-jnp.inf)
+    a = jnp.maximum(jnp.maximum(p[:, :, :-2], p[:, :, 1:-1]), p[:, :, 2:])
+    p = jnp.pad(a, ((0, 0), (1, 1), (0, 0), (0, 0)), constant_values=-jnp.inf)
+    return jnp.maximum(jnp.maximum(p[:, :-2], p[:, 1:-1]), p[:, 2:])
+
+
+_POOL = "reduce_window"
+_SUB = "reuse"
+
+
+#: How :func:`_device_candidates_cells` ranks cells: "top_k" or "rank" (pairwise counts).
+_CELL_RANK = "rank"
+
+
+def _first_m_by_rank(values, m: int):
+    """``top_k(values, m)`` of ``[b, n]`` by pairwise counts (no sort): ``(values, indices)``."""
+    b, n = values.shape
+    i = jnp.arange(n)
+    before = (values[:, None, :] > values[:, :, None]) | (
+        (values[:, None, :] == values[:, :, None]) & (i[None, None, :] < i[None, :, None]))
+    rank = jnp.sum(before, axis=2, dtype=jnp.int32)  # [b, n]
+    onehot = rank[:, None, :] == jnp.arange(m, dtype=jnp.int32)[None, :, None]  # [b, m, n]
+    idx = jnp.sum(jnp.where(onehot, i[None, None, :], 0), axis=2, dtype=jnp.int32)
+    return jnp.take_along_axis(values, idx, axis=1), idx
+
+
+def _device_candidates_cells(maps, m: int):
+    """Step 1 on the device, as what matters of it: the top ``m`` candidates' cell maxima.
+
+    Returns:
+      ``(score, idx, valid)`` ``[b, m]``: candidates in (score desc, index asc) order,
+      ``valid`` False for the entries that are not among the top ``m`` candidates.
+
+    Of several candidates at one cell ``(v, u)`` (on different maps) only the first
+    maximum ("cell maximum") can be kept: the others lie at distance 0 of it, and if it
+    is suppressed, its suppressor's ellipse covers them too. Non-maxima are never kept
+    and never suppress anything, so the greedy suppression over the top ``m``
+    candidates keeps exactly what it keeps over the cell maxima among them. The
+    others still use up places among the ``m``: the cell maximum of the ``p``-th
+    strongest cell is among the top ``m`` candidates when ``p`` plus the number of
+    non-maxima ranking before it is below ``m``. All candidates ranking before it lie
+    in stronger cells, so the ``m`` strongest cells (ties by cell index) hold all
+    that is needed.
+    """
+    b, h, w, k_maps = maps.shape
+    cells = h * w
+    if _POOL == "shifted":
+        pooled = _max_filter3_jnp(maps)
+    else:
+        pooled = jax.lax.reduce_window(maps, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 1, 1, 1),
+                                       ((0, 0), (1, 1), (1, 1), (0, 0)))
+    cand = jnp.where(maps == pooled, maps, -jnp.inf).reshape(b, cells, k_maps)
+    if cells <= m:
+        score, idx = jax.lax.top_k(cand.reshape(b, cells * k_maps), m)
+        return score, idx, score > -jnp.inf
+    cmax = jnp.max(cand, axis=2)  # [b, cells]
+    kbest = jnp.argmax(cand, axis=2).astype(jnp.int32)  # first maximum
+    if _CELL_RANK == "rank":
+        cval, cidx = _first_m_by_rank(cmax, m)
+    else:
+        cval, cidx = jax.lax.top_k(cmax, m)  # [b, m]
+    if _SUB == "gather":  # recompute the chosen cells' candidates from a 3x3 gather of maps
+        cv, cu = cidx // w, cidx % w
+        flatm = maps.reshape(b, cells, k_maps)
+        nbs = []
+        for dv in (-1, 0, 1):
+            for du in (-1, 0, 1):
+                vv, uu = cv + dv, cu + du
+                ok = (vv >= 0) & (vv < h) & (uu >= 0) & (uu < w)
+                g = jnp.take_along_axis(flatm, jnp.where(ok, vv * w + uu, 0)[:, :, None], axis=1)
+                nbs.append(jnp.where(ok[:, :, None], g, -jnp.inf))
+        centre = nbs[4]
+        nbmax = functools.reduce(jnp.maximum, nbs)
+        sub = jnp.where(centre == nbmax, centre, -jnp.inf)
+    else:
+        sub = jnp.take_along_axis(cand, cidx[:, :, None], axis=1)  # [b, m, K]
+    kb = jnp.take_along_axis(kbest, cidx, axis=1)  # [b, m]
+    kk = jnp.arange(k_maps, dtype=jnp.int32)
+    dup = (sub > -jnp.inf) & (kk[None, None, :] != kb[:, :, None])  # non-maximum candidates
+    zv = jnp.where(dup, sub, -jnp.inf).reshape(b, 1, m * k_maps)
+    zf = (cidx[:, :, None] * k_maps + kk[None, None, :]).reshape(b, 1, m * k_maps)
+    yf = cidx * k_maps + kb  # [b, m] flat index of each cell maximum
+    before = dup.reshape(b, 1, m * k_maps) & (
+        (zv > cval[:, :, None]) | ((zv == cval[:, :, None]) & (zf < yf[:, :, None])))
+    n_before = jnp.sum(before, axis=2, dtype=jnp.int32)  # [b, m]
+    valid = (cval > -jnp.inf) & (jnp.arange(m, dtype=jnp.int32)[None, :] + n_before < m)
+    return cval, yf, valid
+
+
+_CANDIDATES = "cells"
+_ORDER = "pairwise"
+
+
+def _suppress_sequential(valid, inside):
+    """Greedy suppression, one candidate at a time (the reference; ``m`` loop steps).
+
+    Args:
+      valid: bool ``[b, m]`` candidates in descending score order.
+      inside: bool ``[b, m, m]``, ``inside[:, j, i]``: candidate i lies in j's ellipse.
+
+    Returns:
+      bool ``[b, m]``: ``keep[i] = valid[i] and not any(keep[j] and inside[j, i], j < i)``.
+    """
+    m = valid.shape[1]
+
+    def body(i, keep):
+        hit = jnp.any(keep & jax.lax.dynamic_index_in_dim(inside, i, axis=2, keepdims=False), axis=1)
+        return jax.lax.dynamic_update_index_in_dim(keep, valid[:, i] & ~hit, i, axis=1)
+
+    return jax.lax.fori_loop(0, m, body, jnp.zeros(valid.shape, bool))
+
+
+#: Fixed-point steps of :func:`_suppress` unrolled before its convergence loop.
+_UNROLLED_STEPS = 8
+_WHILE = True
+
+
+def _suppress(valid, inside):
+    """The greedy suppression of :func:`_suppress_sequential`, all candidates at once.
+
+    Iterates ``keep <- valid and not any_{j<i}(keep[j] and inside[j, i])`` from
+    ``keep = valid`` until nothing changes. The greedy result is the only fixed point
+    of this map (``keep[i]`` depends on ``keep[:i]`` alone), and after ``t`` steps the
+    first ``t`` entries are final: the result is exactly the greedy one, after as many
+    steps as the longest chain of suppressions plus one (at most ``m``; 3 to 8 on
+    rendered and noisy maps). ``_UNROLLED_STEPS`` steps run as straight-line code, then
+    a ``while_loop`` finishes (usually with one check and no step: a loop iteration on
+    a GPU costs a host round trip).
+    """
+    m = valid.shape[1]
+    earlier = jnp.arange(m)[:, None] < jnp.arange(m)[None, :]  # [j, i]: j < i
+    blocks = inside & earlier[None]
+
+    def step(keep):
+        return valid & ~jnp.any(keep[:, :, None] & blocks, axis=1)
+
+    steps = max(1, min(_UNROLLED_STEPS, m))
+    keep, prev = step(valid), valid
+    for _ in range(steps - 1):
+        keep, prev = step(keep), keep
+
+    if not _WHILE:
+        return keep
+
+    def cond(state):
+        keep, prev, n = state
+        return jnp.any(keep != prev) & (n <= m)
+
+    def body(state):
+        keep, _, n = state
+        return step(keep), keep, n + 1
+
+    keep, _, _ = jax.lax.while_loop(cond, body, (keep, prev, jnp.int32(steps)))
+    return keep
+
+
+def _decode_device_impl(center_maps, threshold, lo, hi, *, table, max_candidates, stride):
+    """Traced body of :func:`decode_device`.
+
+    ``threshold`` (float32), ``lo`` and ``hi`` (int32; ``0`` and ``2**31 - 1`` when no
+    length is given, which selects exactly the thresholded peaks) are traced;
+    ``table`` (:func:`_ellipse_table`), ``max_candidates`` and ``stride`` are static.
+    """
+    maps = jnp.asarray(center_maps).astype(jnp.float32)
+    b, h, w, k_maps = maps.shape
+    n_flat = h * w * k_maps
+    m = min(max_candidates, n_flat)
+    maps = jnp.where(jnp.abs(maps) < _TINY, 0.0, maps)
+    flat = maps.reshape(b, n_flat)
+    if _CANDIDATES == "cells":
+        score, idx, valid = _device_candidates_cells(maps, m)
+    else:
+        score, idx = _device_candidates(maps, m)  # [b, m]
+        valid = score > -jnp.inf
+    v, u, k = idx // (w * k_maps), (idx // k_maps) % w, idx % k_maps
+
+    # greedy suppression: keep[i] = valid[i] and no kept j < i has i inside its ellipse
+    tab = jnp.asarray(table, jnp.int32)
+    dv = jnp.abs(v[:, :, None] - v[:, None, :])
+    du = jnp.abs(u[:, :, None] - u[:, None, :])
+    inside = (dv < len(table)) & (du <= tab[jnp.minimum(dv, len(table) - 1)])  # [b, m, m]
+    keep = _suppress(valid, inside)
+
+    # selection
+    thr = jnp.asarray(threshold, jnp.float32)
+    if _ORDER == "sort":
+        rank = jnp.cumsum(keep, axis=1, dtype=jnp.int32)  # 1-based rank among kept peaks
+    else:
+        upto = jnp.arange(m)[:, None] <= jnp.arange(m)[None, :]  # [j, i]: j <= i
+        rank = jnp.sum(keep[:, :, None] & upto[None], axis=1, dtype=jnp.int32)
+    n_above = jnp.sum(keep & (score >= thr), axis=1, dtype=jnp.int32)
+    need = jnp.clip(n_above, lo, hi)
+    sel = keep & (rank <= need[:, None])
+    forced = jnp.minimum(need, rank[:, -1]) != n_above
+
+    # refinement
+    c = jnp.where(valid, score, 0.0)
+
+    def at(offset, ok):
+        return jnp.take_along_axis(flat, jnp.where(ok, idx + offset, idx), axis=1)
+
+    hx, hy = (u > 0) & (u < w - 1), (v > 0) & (v < h - 1)
+    ox = _refine_jnp(at(-k_maps, hx), c, at(k_maps, hx), hx)
+    oy = _refine_jnp(at(-w * k_maps, hy), c, at(w * k_maps, hy), hy)
+    ucell = u.astype(jnp.float32) + ox
+    vcell = v.astype(jnp.float32) + oy
+
+    # left to right, selected first
+    key = jnp.where(sel, jnp.round(ucell * _X_QUANTUM).astype(jnp.int32), jnp.iinfo(jnp.int32).max)
+    if _ORDER == "sort":
+        order = jnp.argsort(key, axis=1, stable=True)
+
+        def take(a):
+            return jnp.take_along_axis(a, order, axis=1)
+    else:
+        ii = jnp.arange(m)
+        later = (key[:, None, :] < key[:, :, None]) | ((key[:, None, :] == key[:, :, None]) & (ii[None, None, :] < ii[None, :, None]))
+        slot = jnp.sum(later, axis=2, dtype=jnp.int32)  # [b, m] output slot of each entry
+        onehot = slot[:, None, :] == ii[None, :, None]  # [b, slot, i]
+
+        def take(a):
+            if a.dtype == bool:
+                return jnp.any(onehot & a[:, None, :], axis=2)
+            return jnp.sum(jnp.where(onehot, a[:, None, :], 0), axis=2).astype(a.dtype)
+
+    ok = take(sel)
+    return {
+        "symbol": jnp.where(ok, take(k), -1).astype(jnp.int32),
+        "x": jnp.where(ok, (take(ucell) + 0.5) * stride - 0.5, 0.0),
+        "y": jnp.where(ok, (take(vcell) + 0.5) * stride - 0.5, 0.0),
+        "score": jnp.where(ok, take(c), 0.0),
+        "valid": ok,
+        "length_forced": forced,
+    }
+
+
+_decode_device_jit = jax.jit(_decode_device_impl, static_argnames=("table", "max_candidates", "stride"))
+
+
+def decode_device(center_maps, threshold, length=None, min_distance: Sequence[float] = (2.0, 3.0),
+                  max_candidates: int = 64, stride: int = 4) -> dict[str, jax.Array]:
+    """The decoder of :func:`decode` as one jitted JAX computation on a batch.
+
+    Same readings as :func:`decode` (same candidates, tie-breaks, suppression, selection
+    and refinement; positions agree to float32 rounding). Traced once per input shape
+    and dtype, ``min_distance``, ``max_candidates`` and ``stride``: the threshold and
+    the length range are traced, so a threshold sweep (or a change of ``length``)
+    compiles nothing new. Can be called inside another ``jax.jit`` (``length``,
+    ``min_distance``, ``max_candidates`` and ``stride`` must then be Python values).
+
+    Args:
+      center_maps: ``[B, h, w, K]`` maps (any float dtype, computed in float32), finite
+        (not checked here; :func:`decode` checks).
+      threshold: least peak value read (a scalar, traced).
+      length: None, ``n`` or ``(lo, hi)`` as in :func:`decode` (Python ints; traced).
+      min_distance: ``(rx, ry)`` suppression ellipse in output cells (static).
+      max_candidates: most local maxima examined per image (static).
+      stride: input pixels per output cell (static).
+
+    Returns:
+      A dict of arrays, ``M = min(max_candidates, h*w*K)``, each row ordered left to
+      right with the read characters first:
+
+      * ``symbol``: int32 ``[B, M]`` map index, ``-1`` where not valid;
+      * ``x``, ``y``: float32 ``[B, M]`` centers in input pixels (0 where not valid);
+      * ``score``: float32 ``[B, M]`` peak values (0 where not valid);
+      * ``valid``: bool ``[B, M]``, True for the read characters;
+      * ``length_forced``: bool ``[B]``, as :attr:`Reading.length_forced`.
+
+    Raises:
+      ValueError: a rank other than 4, or a bad ``length``, ``min_distance``,
+        ``max_candidates`` or ``stride``.
+
+    >>> from fcn_captcha.targets import render_center_maps
+    >>> maps = render_center_maps([[10.0, 14.0], [33.0, 13.0]], "N7", "7N", (8, 16))
+    >>> out = decode_device(maps[None], 0.4)
+    >>> out["valid"].shape, [r.text for r in readings_from_device(out, "7N")]
+    ((1, 64), ['N7'])
+    """
+    shape = jnp.shape(center_maps)
+    if len(shape) != 4:
+        raise ValueError(f"decode_device needs center_maps [B, h, w, K], got shape {tuple(shape)}")
+    if shape[1] == 0 or shape[2] == 0 or shape[3] == 0:
+        raise ValueError(f"center_maps {tuple(shape)} have no cell")
+    lrange = _length_range(length)
+    lo, hi = (0, 2**31 - 1) if lrange is None else (lrange[0], min(lrange[1], 2**31 - 1))
+    # jax arrays in: NumPy and JAX callers share one compiled entry
+    return _decode_device_jit(jnp.asarray(center_maps), jnp.asarray(threshold, jnp.float32),
+                              jnp.int32(min(lo, 2**31 - 1)), jnp.int32(hi),
+                              table=_ellipse_table(*_min_distance(min_distance)),
+                              max_candidates=_positive_int("max_candidates", max_candidates),
+                              stride=_positive_int("stride", stride))
+
+
+def readings_from_device(out: dict[str, Any], alphabet: str) -> list[Reading]:
+    """Host side of :func:`decode_device`: its arrays -> ``B`` :class:`Reading` objects.
+
+    Args:
+      out: the dict returned by :func:`decode_device` (device or NumPy arrays).
+      alphabet: the symbols in map order.
+
+    Returns:
+      ``B`` readings, equal to ``decode(...)`` on the same maps and settings.
+    """
+    symbol = np.asarray(out["symbol"])
+    x, y, score = (np.asarray(out[n], np.float64) for n in ("x", "y", "score"))
+    valid = np.asarray(out["valid"])
+    forced = np.asarray(out["length_forced"])
+    if symbol.size and (symbol.max() >= len(alphabet)):
+        raise ValueError(f"symbol index {int(symbol.max())} is outside the alphabet {alphabet!r}")
+    reads = []
+    for b in range(symbol.shape[0]):
+        chars = tuple(Char(alphabet[int(symbol[b, i])], float(x[b, i]), float(y[b, i]), float(score[b, i]))
+                      for i in np.flatnonzero(valid[b]))
+        reads.append(Reading("".join(c.symbol for c in chars), chars, bool(forced[b])))
+    return reads

@@ -1,0 +1,214 @@
+"""The reading API: load a model, give it images, get texts with positions and scores.
+
+>>> det = Detector.load("lib36x4")                       # doctest: +SKIP
+>>> det.read("captcha.png").text                         # doctest: +SKIP
+'X7QF'
+
+Images of any kind (paths, PIL images of any mode, NumPy arrays) are normalised by
+:func:`fcn_captcha.preprocess.to_model_input`: gray, text made bright on a zero
+background, **resized** (bilinear) to the model's input width x height, exactly as the
+training and calibration images were. Positions in readings are in the pixels of
+that resized image scaled back to the original image's size.
+
+The network and the on-device decoder run on JAX's default device (the GPU when JAX
+has one); images are read in fixed-size batches so each batch shape compiles once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from PIL import Image
+
+from fcn_captcha.checkpoint import load_model
+from fcn_captcha.config import Config
+from fcn_captcha.decoder import Reading, decode, decode_device, readings_from_device
+from fcn_captcha.preprocess import ImageError, to_model_input
+
+PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
+
+
+def pretrained_names() -> list[str]:
+    """Names of the models shipped in the package."""
+    if not PRETRAINED_DIR.is_dir():
+        return []
+    return sorted(p.name for p in PRETRAINED_DIR.iterdir() if (p / "model.json").exists())
+
+
+def _is_single(images) -> bool:
+    if isinstance(images, (str, os.PathLike, Image.Image)):
+        return True
+    if isinstance(images, np.ndarray) or hasattr(images, "__array__") and not isinstance(images, (list, tuple)):
+        a = np.asarray(images)
+        return a.ndim == 2 or (a.ndim == 3 and a.shape[-1] in (1, 3, 4) and a.shape[0] > 4)
+    return False
+
+
+class Detector:
+    """A trained center-map network with its config and calibrated threshold.
+
+    Args:
+      model: the network.
+      config: its config.
+      threshold: calibrated decoder threshold.
+      info: how it was trained (from ``model.json``).
+      name: where it came from.
+    """
+
+    def __init__(self, model, config: Config, threshold: float, info: dict | None = None, name: str = ""):
+        self.model = model
+        self.config = config
+        self.threshold = float(threshold)
+        self.info = info or {}
+        self.name = name
+        graphdef, params = nnx.split(model)
+        self._params = params
+        self.trace_count = 0
+
+        def maps_fn(p, x):
+            self.trace_count += 1
+            out = nnx.merge(graphdef, p)(x.astype(jnp.float32)[..., None] / 255.0)
+            return jax.nn.sigmoid(out) if config.loss == "focal" else out
+
+        self._maps = jax.jit(maps_fn)
+
+    @classmethod
+    def load(cls, name_or_path: str | os.PathLike) -> "Detector":
+        """A model directory, or the name of a model shipped in the package.
+
+        Raises:
+          FileNotFoundError: neither a directory nor a shipped name (lists the names).
+        """
+        p = Path(name_or_path)
+        if not (p / "model.json").exists():
+            cand = PRETRAINED_DIR / str(name_or_path)
+            if (cand / "model.json").exists():
+                p = cand
+            else:
+                raise FileNotFoundError(f"{name_or_path}: no model directory of that path and no shipped model of "
+                                        f"that name (shipped: {pretrained_names()})")
+        model, config, threshold, info = load_model(p)
+        return cls(model, config, threshold, info, name=str(name_or_path))
+
+    # -- arrays ---------------------------------------------------------------------------------------
+    def center_maps(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """Center maps for preprocessed uint8 images ``[N, H, W]`` -> ``[N, h, w, K]``."""
+        images = np.asarray(images, np.uint8)
+        out = []
+        for a in range(0, len(images), batch_size):
+            chunk = images[a:a + batch_size]
+            n = len(chunk)
+            size = batch_size if len(images) > batch_size else n  # one shape per call pattern
+            if n < size:
+                chunk = np.pad(chunk, ((0, size - n), (0, 0), (0, 0)))
+            out.append(np.asarray(self._maps(self._params, jnp.asarray(chunk)))[:n])
+        if not out:
+            return np.zeros((0, self.config.out_height, self.config.out_width, self.config.num_classes), np.float32)
+        return np.concatenate(out)
+
+    def read_arrays(self, images: np.ndarray, threshold: float | None = None, batch_size: int = 256,
+                    length=None) -> list[Reading]:
+        """Readings of preprocessed uint8 images ``[N, H, W]`` (positions in model pixels)."""
+        thr = self.threshold if threshold is None else float(threshold)
+        cfg = self.config
+        reads: list[Reading] = []
+        for a in range(0, len(images), batch_size):
+            chunk = np.asarray(images[a:a + batch_size], np.uint8)
+            n = len(chunk)
+            size = batch_size if len(images) > batch_size else n
+            if n < size:
+                chunk = np.pad(chunk, ((0, size - n), (0, 0), (0, 0)))
+            maps = self._maps(self._params, jnp.asarray(chunk))
+            out = decode_device(maps, jnp.float32(thr), stride=cfg.stride, length=length,
+                                min_distance=tuple(cfg.min_distance), max_candidates=cfg.max_candidates)
+            reads += readings_from_device(out, cfg.alphabet)[:n]
+        return reads
+
+    # -- anything a user has -------------------------------------------------------------------------
+    def read(self, images, threshold: float | None = None, batch_size: int = 64, length=None,
+             on_error: str = "report"):
+        """Read one image or many.
+
+        Args:
+          images: a path, PIL image or NumPy array (one image), or a list of them
+            (``[N, H, W]`` / ``[N, H, W, C]`` arrays are batches).
+          threshold: decoder threshold (default: the calibrated one).
+          batch_size: images per device call.
+          length: known symbol count (int or ``(lo, hi)``), see :func:`fcn_captcha.decode`.
+          on_error: "report" (default): an unreadable input gives a reading with empty
+            text and ``error`` set, a warning names it, and the others are still read;
+            "raise": raise :class:`~fcn_captcha.preprocess.ImageError` naming it.
+
+        Returns:
+          A :class:`~fcn_captcha.decoder.Reading` for one image, else a list in input
+          order. Positions (``chars[i].x, .y``) are in the original image's pixels.
+        """
+        if on_error not in ("report", "raise"):
+            raise ValueError(f"on_error must be 'report' or 'raise', not {on_error!r}")
+        single = _is_single(images)
+        items = [images] if single else list(images)
+        cfg = self.config
+        arrays, sizes, errors = [], [], {}
+        for i, item in enumerate(items):
+            name = str(item) if isinstance(item, (str, os.PathLike)) else f"image #{i}"
+            try:
+                if isinstance(item, (str, os.PathLike)):
+                    from fcn_captcha.preprocess import load_image
+
+                    item = load_image(item)
+                size = item.size if isinstance(item, Image.Image) else np.asarray(item).shape[1::-1]
+                arrays.append(to_model_input(item, cfg.width, cfg.height, name=name))
+                sizes.append(size)
+            except ImageError as e:
+                if on_error == "raise":
+                    raise
+                errors[i] = str(e)
+                warnings.warn(str(e), stacklevel=2)
+        stack = np.stack(arrays) if arrays else np.zeros((0, cfg.height, cfg.width), np.uint8)
+        reads = self.read_arrays(stack, threshold, batch_size, length) if arrays else []
+        out, k = [], 0
+        for i in range(len(items)):
+            if i in errors:
+                out.append(Reading(text="", chars=(), length_forced=False, error=errors[i]))
+                continue
+            out.append(_rescale(reads[k], sizes[k], cfg))
+            k += 1
+        return out[0] if single else out
+
+
+def _rescale(reading: Reading, size, cfg: Config) -> Reading:
+    w, h = size
+    if (w, h) == (cfg.width, cfg.height):
+        return reading
+    sx, sy = w / cfg.width, h / cfg.height
+    chars = tuple(dataclasses.replace(c, x=(c.x + 0.5) * sx - 0.5, y=(c.y + 0.5) * sy - 0.5) for c in reading.chars)
+    return dataclasses.replace(reading, chars=chars)
+
+
+def read_files(detector: Detector, paths: list[str], json_lines: bool = False, stream=sys.stdout,
+               threshold=None, length=None) -> int:
+    """``fcn-captcha predict``: one line per image; returns the number that failed."""
+    import json
+
+    reads = detector.read(list(paths), threshold=threshold, length=length)
+    failed = 0
+    for p, r in zip(paths, reads):
+        if r.error:
+            failed += 1
+            print(f"{p}: {r.error}", file=sys.stderr)
+            continue
+        if json_lines:
+            stream.write(json.dumps({"file": str(p), "text": r.text, "length_forced": r.length_forced,
+                                     "chars": [{"symbol": c.symbol, "x": round(c.x, 2), "y": round(c.y, 2),
+                                                "score": round(c.score, 4)} for c in r.chars]}) + "\n")
+        else:
+            stream.write(f"{p}\t{r.text}\n")
+    return failed

@@ -1,0 +1,604 @@
+"""Training: the seed's multi-restart Adam schedule, vectorised over restarts.
+
+The seed trained 20 networks for 10 epochs, kept the best 10 for 100 more and the best
+one for 1500 more, one after another. Here every stage trains its candidates **side
+by side**: their parameter sets are stacked on a leading axis and one jitted step,
+``jax.vmap``-ed over that axis, advances them all (spread over several GPUs with
+``jax.sharding`` when there are several and the count divides). Candidates are
+selected by their loss on a held-out set at each stage end.
+
+Data path: the uint8 training images, centers and labels live on the device; each
+step draws, for each candidate, a batch of indices from a key derived from
+``(seed, candidate id, step)``, augments on the device (random shift, scale, rotation
+by one affine resampling, with the centers moved by the same map) and renders the
+Gaussian center maps there. A candidate's training is thus a pure function of the
+config and its id, so a restart can be replayed alone and a resumed run is
+bit-for-bit the uninterrupted one on the CPU.
+
+Entry point: :func:`train` (``fcn-captcha train``, ``tools/train_restarts.py``).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import functools
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from fcn_captcha.checkpoint import CheckpointError, TrainCheckpointer, save_model
+from fcn_captcha.config import Config
+from fcn_captcha.dataset import Dataset, generate_arrays, is_complete, load_dataset, write_dataset
+from fcn_captcha.model import build_model, count_flops
+from fcn_captcha.targets import render_center_maps_batch
+
+FAR = -1.0e4  # where padded (absent) characters are put: far outside every grid
+
+
+class NonFiniteError(FloatingPointError):
+    """A loss or gradient turned NaN or infinite; names the step and the candidate."""
+
+
+# ----- device data and batches ------------------------------------------------------------------
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class DeviceData:
+    """A dataset on the device.
+
+    Attributes:
+      images: uint8 ``[N, H, W]``.
+      centers: float32 ``[N, L, 2]`` input pixels; absent characters at ``FAR``.
+      labels: int32 ``[N, L]``; ``-1`` for absent characters.
+    """
+
+    images: jax.Array
+    centers: jax.Array
+    labels: jax.Array
+
+
+def to_device(ds: Dataset, config: Config) -> DeviceData:
+    """Put a dataset with centers on the default device."""
+    if ds.centers is None:
+        raise ValueError("training data needs character centers (see fcn-captcha annotate)")
+    labels = ds.labels(config.alphabet)
+    centers = np.where(np.isnan(ds.centers), FAR, ds.centers).astype(np.float32)
+    width = max(labels.shape[1], centers.shape[1])
+    labels = np.pad(labels, ((0, 0), (0, width - labels.shape[1])), constant_values=-1)
+    centers = np.pad(centers, ((0, 0), (0, width - centers.shape[1]), (0, 0)), constant_values=FAR)
+    return DeviceData(jnp.asarray(ds.images), jnp.asarray(centers), jnp.asarray(labels))
+
+
+def augment(key: jax.Array, image: jax.Array, centers: jax.Array, config: Config):
+    """Random shift/scale/rotation of one image and its centers (one bilinear resampling).
+
+    Args:
+      key: PRNG key.
+      image: float32 ``[H, W]``.
+      centers: ``[L, 2]`` (x, y) input pixels.
+      config: ``shift`` (pixels), ``scale`` (relative), ``rotate`` (degrees).
+
+    Returns:
+      ``(image [H, W], centers [L, 2])``, centers moved by the same forward map
+      ``p' = c + s R (p - c) + t`` about the image center ``c``.
+    """
+    h, w = image.shape
+    k1, k2, k3 = jax.random.split(key, 3)
+    theta = jnp.deg2rad(config.rotate) * jax.random.uniform(k1, (), minval=-1.0, maxval=1.0)
+    s = 1.0 + config.scale * jax.random.uniform(k2, (), minval=-1.0, maxval=1.0)
+    t = config.shift * jax.random.uniform(k3, (2,), minval=-1.0, maxval=1.0)
+    c = jnp.array([(w - 1) / 2.0, (h - 1) / 2.0])
+    cos, sin = jnp.cos(theta), jnp.sin(theta)
+    rot = jnp.array([[cos, -sin], [sin, cos]])
+    ys, xs = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32), indexing="ij")
+    q = jnp.stack([xs, ys], -1) - c - t  # output pixel -> source pixel: c + R^T (q) / s
+    src = (q @ rot) / s + c
+    out = jax.scipy.ndimage.map_coordinates(image, [src[..., 1], src[..., 0]], order=1, mode="constant", cval=0.0)
+    moved = (centers - c) @ rot.T * s + c + t
+    moved = jnp.where(centers <= FAR / 2, centers, moved)
+    return out, moved
+
+
+def make_batch(data: DeviceData, key: jax.Array, config: Config, augmented: bool = True):
+    """One training batch drawn (with replacement) from device data.
+
+    Returns:
+      ``x`` float32 ``[B, H, W, 1]`` in 0..1 and ``y`` float32 ``[B, h, w, K]`` targets.
+    """
+    k_idx, k_aug = jax.random.split(key)
+    idx = jax.random.randint(k_idx, (config.batch_size,), 0, data.images.shape[0])
+    x = data.images[idx].astype(jnp.float32) / 255.0
+    centers = data.centers[idx]
+    if augmented and (config.shift or config.scale or config.rotate):
+        x, centers = jax.vmap(lambda k, im, c: augment(k, im, c, config))(
+            jax.random.split(k_aug, config.batch_size), x, centers)
+    y = render_center_maps_batch(centers, data.labels[idx], (config.out_height, config.out_width),
+                                 config.num_classes, config.stride, (config.sigma_x, config.sigma_y), xp=jnp)
+    return x[..., None], y
+
+
+# ----- loss and step --------------------------------------------------------------------------------
+def output_maps(config: Config, raw: jax.Array) -> jax.Array:
+    """Network output -> center maps in 0..1 scale (sigmoid for the focal loss)."""
+    return jax.nn.sigmoid(raw) if config.loss == "focal" else raw
+
+
+def loss_from_maps(config: Config, raw: jax.Array, y: jax.Array) -> jax.Array:
+    """Per-image loss ``[B]``.
+
+    ``mse``: the seed's squared error summed over the maps. ``focal``: CenterNet's
+    penalty-reduced focal loss (alpha 2, beta 4) on ``sigmoid(raw)``, normalised by
+    the number of characters.
+    """
+    if config.loss == "mse":
+        return ((raw - y) ** 2).sum(axis=(1, 2, 3))
+    p = jnp.clip(jax.nn.sigmoid(raw), 1e-6, 1 - 1e-6)
+    pos = (y >= 0.999).astype(raw.dtype)
+    pos_l = -((1 - p) ** 2) * jnp.log(p) * pos
+    neg_l = -((1 - y) ** 4) * (p ** 2) * jnp.log(1 - p) * (1 - pos)
+    n = jnp.maximum(pos.sum(axis=(1, 2, 3)), 1.0)
+    return (pos_l + neg_l).sum(axis=(1, 2, 3)) / n
+
+
+def make_optimizer(config: Config) -> optax.GradientTransformation:
+    """The seed's Adam with L2 added through the gradient (before Adam's scaling)."""
+    return optax.chain(optax.add_decayed_weights(config.l2), optax.adam(config.learning_rate))
+
+
+def candidate_seed(seed: int, uid: int) -> int:
+    """Initialisation seed of candidate ``uid`` (stable, independent of the others)."""
+    return (seed * 1_000_003 + uid * 7_919 + 17) % (2**31 - 1)
+
+
+class Trainer:
+    """Pure jitted functions for a config: init, train step, held-out loss, predict.
+
+    All functions take a stack of candidates (leading axis ``R``).
+    """
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.graphdef, _ = nnx.split(nnx.eval_shape(lambda: build_model(config)))
+        self.tx = make_optimizer(config)
+        self.root = jax.random.key(config.seed)
+        self.trace_count = 0
+        self.train_step = jax.jit(self._train_step, donate_argnums=(0, 1))
+        self.val_loss = jax.jit(self._val_loss)
+        self.predict = jax.jit(self._predict)
+
+    # -- initialisation ----------------------------------------------------------------------------
+    def init(self, uids: list[int]):
+        """Parameters and optimizer state of candidates ``uids``, stacked ``[R, ...]``."""
+        params = []
+        for uid in uids:
+            model = build_model(self.config, seed=candidate_seed(self.config.seed, uid))
+            params.append(nnx.state(model, nnx.Param))
+        stacked = jax.tree.map(lambda *a: jnp.stack(a), *params)
+        return stacked, jax.vmap(self.tx.init)(stacked)
+
+    def _apply(self, params, x):
+        return nnx.merge(self.graphdef, params)(x)
+
+    # -- one step for every candidate --------------------------------------------------------------
+    def _train_step(self, params, opt_state, uids, step, data: DeviceData):
+        """Advance every candidate one step.
+
+        ``restart_mode="vmap"`` stacks the candidates through ``jax.vmap`` (their
+        convolutions become one grouped convolution); ``"map"`` runs them one after
+        another inside the same jitted program (``jax.lax.map``); ``"loop"`` calls this
+        step once per candidate with ``R = 1``. All give the same result; which is
+        fastest depends on the device (benchmarks/bench_restarts.py).
+
+        Args:
+          params, opt_state: stacked ``[R, ...]``.
+          uids: int32 ``[R]`` candidate ids (their batch streams).
+          step: int32 scalar, the candidates' step number.
+          data: training data on the device.
+
+        Returns:
+          ``(params, opt_state, metrics)`` with metrics ``loss``, ``grad_norm``,
+          ``param_norm`` of shape ``[R]``.
+        """
+        self.trace_count += 1
+        cfg = self.config
+
+        def one(p, o, uid):
+            key = jax.random.fold_in(jax.random.fold_in(self.root, uid), step)
+            x, y = make_batch(data, key, cfg)
+
+            def loss_fn(p_):
+                return loss_from_maps(cfg, self._apply(p_, x), y).mean()
+
+            loss, grads = jax.value_and_grad(loss_fn)(p)
+            updates, o = self.tx.update(grads, o, p)
+            p = optax.apply_updates(p, updates)
+            return p, o, {"loss": loss, "grad_norm": optax.global_norm(grads), "param_norm": optax.global_norm(p)}
+
+        if cfg.restart_mode == "map":
+            return jax.lax.map(lambda a: one(*a), (params, opt_state, uids))
+        return jax.vmap(one)(params, opt_state, uids)  # "vmap"; "loop" calls this with R = 1
+
+    def step_all(self, cands, uids: list[int], step: int, data: DeviceData):
+        """Advance every candidate one step, as ``restart_mode`` says.
+
+        Args:
+          cands: ``(params, opt_state)`` stacked ``[R, ...]``, or for "loop" a list of
+            ``R`` such pairs each stacked ``[1, ...]``.
+          uids: the ``R`` candidate ids.
+          step: their step number.
+          data: training data on the device.
+
+        Returns:
+          ``(cands, metrics)``, metrics a list of per-step dicts of ``[R]`` (or ``[1]``) arrays.
+        """
+        if self.config.restart_mode == "loop":
+            out, metrics = [], []
+            for (p, o), u in zip(cands, uids):
+                p, o, m = self.train_step(p, o, jnp.asarray([u], jnp.int32), jnp.int32(step), data)
+                out.append((p, o))
+                metrics.append(m)
+            return out, metrics
+        p, o, m = self.train_step(*cands, jnp.asarray(uids, jnp.int32), jnp.int32(step), data)
+        return (p, o), [m]
+
+    def pack(self, cands):
+        """``(params, opt_state)`` stacked ``[R, ...]`` from the form :meth:`step_all` uses."""
+        if self.config.restart_mode != "loop":
+            return cands
+        return jax.tree.map(lambda *a: jnp.concatenate(a), *cands)
+
+    def unpack(self, params, opt_state):
+        """Inverse of :meth:`pack`."""
+        if self.config.restart_mode != "loop":
+            return (params, opt_state)
+        n = jax.tree.leaves(params)[0].shape[0]
+        return [jax.tree.map(lambda a: a[i:i + 1], (params, opt_state)) for i in range(n)]
+
+    def _val_loss(self, params, images, centers, labels):
+        """Mean held-out loss per candidate ``[R]`` on one chunk (no augmentation)."""
+        cfg = self.config
+        x = images.astype(jnp.float32)[..., None] / 255.0
+        y = render_center_maps_batch(centers, labels, (cfg.out_height, cfg.out_width), cfg.num_classes,
+                                     cfg.stride, (cfg.sigma_x, cfg.sigma_y), xp=jnp)
+        valid = (labels >= 0).any(axis=1)
+        return jax.vmap(lambda p: (loss_from_maps(cfg, self._apply(p, x), y) * valid).sum())(params)
+
+    def _predict(self, params, images):
+        """Center maps ``[B, h, w, K]`` of one (unstacked) candidate for uint8 ``[B, H, W]``."""
+        x = images.astype(jnp.float32)[..., None] / 255.0
+        return output_maps(self.config, self._apply(params, x))
+
+    def held_out_loss(self, params, data: DeviceData, chunk: int = 256) -> np.ndarray:
+        """Mean loss per candidate over a whole held-out set ``[R]``."""
+        n = data.images.shape[0]
+        total = 0.0
+        for a in range(0, n, chunk):
+            sl = slice(a, a + chunk)
+            imgs, cens, labs = data.images[sl], data.centers[sl], data.labels[sl]
+            pad = chunk - imgs.shape[0]
+            if pad:  # fixed shape: pad with empty images (labels -1 are masked out)
+                imgs = jnp.pad(imgs, ((0, pad), (0, 0), (0, 0)))
+                cens = jnp.pad(cens, ((0, pad), (0, 0), (0, 0)), constant_values=FAR)
+                labs = jnp.pad(labs, ((0, pad), (0, 0)), constant_values=-1)
+            total = total + self.val_loss(params, imgs, cens, labs)
+        return np.asarray(total) / max(n, 1)
+
+    def predict_maps(self, params, images: np.ndarray, batch: int = 256) -> np.ndarray:
+        """Center maps of one candidate for uint8 images ``[N, H, W]`` -> ``[N, h, w, K]``."""
+        out = []
+        for a in range(0, len(images), batch):
+            chunk = images[a:a + batch]
+            pad = batch - len(chunk)
+            x = np.pad(chunk, ((0, pad), (0, 0), (0, 0))) if pad else chunk
+            out.append(np.asarray(self.predict(params, jnp.asarray(x)))[: len(chunk)])
+        return np.concatenate(out) if out else np.zeros((0, self.config.out_height, self.config.out_width,
+                                                          self.config.num_classes), np.float32)
+
+
+# ----- data preparation -------------------------------------------------------------------------------
+def prepare_data(config: Config, workdir: str | os.PathLike, progress: bool = True) -> dict[str, Dataset]:
+    """Generate (or reuse, when complete) the train / val / calib sets under ``workdir/data``.
+
+    Seeds: ``config.seed * 1000 + {1, 2, 3}`` for train, val, calib; the test sets of the
+    benchmarks use other seeds and the plain library.
+    """
+    out = {}
+    for i, (split, count) in enumerate([("train", config.train_size), ("val", config.val_size),
+                                        ("calib", config.calib_size)], start=1):
+        path = Path(workdir) / "data" / split
+        seed = config.seed * 1000 + i
+        if not is_complete(path, config, count, seed):
+            ds = generate_arrays(config, count, seed, progress=progress)
+            write_dataset(ds, path, config, seed=seed)
+            out[split] = ds
+        else:
+            out[split] = load_dataset(path)
+    return out
+
+
+# ----- the schedule -------------------------------------------------------------------------------
+def select_best(val_losses: np.ndarray, keep: int) -> np.ndarray:
+    """Indices of the ``keep`` lowest held-out losses, best first (ties: lower index).
+
+    Non-finite losses rank last.
+
+    >>> select_best(np.array([0.3, 0.1, np.nan, 0.2]), 2).tolist()
+    [1, 3]
+    """
+    v = np.where(np.isfinite(val_losses), val_losses, np.inf)
+    return np.argsort(v, kind="stable")[:keep]
+
+
+def _peak_flops(device) -> float | None:
+    kind = getattr(device, "device_kind", "").lower()
+    table = {"h100": 989e12, "h200": 989e12, "a100": 312e12}
+    for k, v in table.items():
+        if k in kind:
+            return v
+    return None
+
+
+def _shard_candidates(tree, n: int):
+    """Spread a stacked candidate axis over the local devices when it divides evenly."""
+    devices = jax.devices()
+    if len(devices) <= 1 or n % len(devices):
+        return tree
+    mesh = jax.sharding.Mesh(np.array(devices), ("r",))
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("r"))
+    return jax.device_put(tree, sharding)
+
+
+def train(config: Config, workdir: str | os.PathLike, log=print, progress: bool = True,
+          stop_after_steps: int | None = None) -> dict[str, Any]:
+    """Run (or resume) the restart schedule; write the best model to ``workdir/model``.
+
+    Args:
+      config: the run.
+      workdir: data, checkpoints, logs and the model go here. Running the same command
+        again resumes from the newest checkpoint.
+      log: where progress lines go.
+      progress: show the data-generation bar.
+      stop_after_steps: testing hook: return after this many global steps (as a kill would).
+
+    Returns:
+      Summary dict: chosen candidate, held-out losses per stage, wall times, MFU, paths.
+
+    Raises:
+      CheckpointError: the workdir's checkpoint is for another config or unreadable.
+      NonFiniteError: a loss or gradient turned non-finite (names step and candidate).
+    """
+    workdir = Path(workdir).absolute()
+    workdir.mkdir(parents=True, exist_ok=True)
+    cfg_path = workdir / "config.json"
+    if cfg_path.exists():
+        old = json.loads(cfg_path.read_text())
+        if old != config.to_dict():
+            diff = sorted(k for k in set(old) | set(config.to_dict()) if old.get(k) != config.to_dict().get(k))
+            raise CheckpointError(f"{workdir} holds a run of another config (fields differ: {diff}); "
+                                  "use another --workdir")
+    else:
+        cfg_path.write_text(config.to_json())
+
+    t0 = time.time()
+    data = prepare_data(config, workdir, progress=progress)
+    t_data = time.time() - t0
+    trainer = Trainer(config)
+    train_dev = to_device(data["train"], config)
+    val_dev = to_device(data["val"], config)
+
+    ckpt = TrainCheckpointer(workdir / "checkpoints")
+    runs = config.stage_runs
+
+    # -- fresh start or resume --------------------------------------------------------------------
+    latest = ckpt.latest_step()
+    if latest is None:
+        stage, step = 0, 0
+        uids = list(range(runs[0]))
+        params, opt_state = trainer.init(uids)
+        history: dict[str, Any] = {"log": [], "stages": [], "train_seconds": 0.0, "elapsed": 0.0,
+                                   "steps_plan": list(config.stage_steps)}
+        log(f"start: {runs[0]} candidates, stages {list(runs)} x steps {history['steps_plan']}, "
+            f"batch {config.batch_size}, {len(data['train'])} training images")
+    else:
+        meta = ckpt.restore_meta(latest)
+        if meta.get("config") != config.to_dict():
+            raise CheckpointError(f"{ckpt.directory}: checkpoint {latest} was written for another config")
+        stage, step, uids, history = meta["stage"], meta["step"], meta["uids"], meta["history"]
+        target_p, target_o = jax.eval_shape(lambda: trainer.init(uids))
+        state = ckpt.restore_state(latest, {"params": target_p, "opt_state": target_o})
+        params, opt_state = state["params"], state["opt_state"]
+        log(f"resumed from checkpoint {latest}: stage {stage + 1}, step {step}, candidates {uids}")
+
+    t_proc = time.time()
+    elapsed0 = history["elapsed"] + (t_data if latest is None else 0.0)
+
+    def save(global_step):
+        history["elapsed"] = elapsed0 + time.time() - t_proc
+        meta = {"config": config.to_dict(), "stage": stage, "step": step, "uids": [int(u) for u in uids],
+                "history": history}
+        ckpt.save(global_step, {"params": params, "opt_state": opt_state}, meta)
+        _write_log(workdir, history)
+
+    flops_step = 3 * count_flops(config.arch_spec, config.num_classes, config.width, config.height) * config.batch_size
+    peak = _peak_flops(jax.devices()[0])
+    global_step = (latest or 0)
+    done_steps = 0
+    while stage < len(runs):
+        if stage == len(runs) - 1 and config.time_budget > 0 and not history.get("budget_applied") and stage > 0:
+            _apply_time_budget(config, history, elapsed0 + time.time() - t_proc, log)
+        stage_start = np.concatenate([[0], np.cumsum(history["steps_plan"])]).astype(int)
+        end = int(stage_start[stage + 1])
+        params, opt_state = _shard_candidates((params, opt_state), len(uids))
+        cands = trainer.unpack(params, opt_state)
+        pending = []
+        t_stage = time.time()
+        steps_timed = 0
+        steady = None  # (time, steps) at the first log point: compilation excluded from rates
+        while step < end:
+            cands, metrics = trainer.step_all(cands, uids, step, train_dev)
+            pending.append((step, metrics))
+            step += 1
+            global_step += 1
+            done_steps += 1
+            steps_timed += 1
+            at_log = step % config.log_every == 0 or step == end
+            at_ckpt = step % config.checkpoint_every == 0 or step == end
+            if at_log or at_ckpt:
+                _check_and_log(pending, uids, stage, history, config)
+                pending = []
+                if steps_timed and at_log:
+                    jax.block_until_ready(cands)
+                    if steady is None:
+                        steady = (time.time(), steps_timed)
+                    dt = time.time() - t_stage
+                    rate = steps_timed * len(uids) * config.batch_size / max(dt, 1e-9)
+                    mfu = f", MFU {100 * rate / config.batch_size * flops_step / peak:.1f}%" if peak else ""
+                    last = history["log"][-1]
+                    log(f"stage {stage + 1} step {step}/{end} loss {last['loss_min']:.4f}..{last['loss_max']:.4f} "
+                        f"({rate:.0f} img/s{mfu})")
+            if at_ckpt and step < end:
+                params, opt_state = trainer.pack(cands)
+                save(global_step)
+            if stop_after_steps is not None and done_steps >= stop_after_steps:
+                return {"stopped_at": global_step}
+        params, opt_state = trainer.pack(cands)
+        jax.block_until_ready(params)
+        stage_seconds = time.time() - t_stage
+        history["train_seconds"] += stage_seconds
+        if steady is not None and steps_timed > steady[1]:
+            steady_rate = (time.time() - steady[0]) / (steps_timed - steady[1])
+        else:
+            steady_rate = stage_seconds / max(steps_timed, 1)
+        # -- stage end: held-out loss, selection ---------------------------------------------------
+        vl = trainer.held_out_loss(params, val_dev)
+        keep = runs[stage + 1] if stage + 1 < len(runs) else 1
+        order = select_best(vl, keep)
+        history["stages"].append({"stage": stage + 1, "uids": [int(u) for u in uids],
+                                  "val_loss": [float(v) for v in vl], "kept": [int(uids[i]) for i in order],
+                                  "end_step": int(step), "seconds": stage_seconds, "steps_timed": steps_timed,
+                                  "seconds_per_step": steady_rate})
+        history["log"].append({"stage": stage + 1, "step": int(step), "val": {str(u): float(v) for u, v in zip(uids, vl)}})
+        log(f"stage {stage + 1} done: held-out loss " + " ".join(f"#{u}:{v:.4f}" for u, v in zip(uids, vl))
+            + f"; keep {[int(uids[i]) for i in order]}")
+        sel = jnp.asarray(order)
+        params = jax.tree.map(lambda a: a[sel], params)
+        opt_state = jax.tree.map(lambda a: a[sel], opt_state)
+        uids = [int(uids[i]) for i in order]
+        stage += 1
+        save(global_step)
+    ckpt.close()
+
+    best = jax.tree.map(lambda a: a[0], params)
+    model = nnx.merge(trainer.graphdef, best)
+    summary = {"chosen": uids[0], "stages": history["stages"], "data_seconds": t_data,
+               "train_seconds": history["train_seconds"], "device": jax.devices()[0].device_kind,
+               "workdir": str(workdir)}
+    _write_log(workdir, history)
+    _plot_history(workdir, history, config)
+    from fcn_captcha.calibrate import calibrate_model  # after training: calibration needs the decoder
+
+    cal = calibrate_model(model, config, data["calib"])
+    summary["calibration"] = {k: v for k, v in cal.items() if k != "curve"}
+    info = {"trained_by": "fcn_captcha.train", "summary": summary,
+            "command": " ".join(sys.argv) if sys.argv else ""}
+    save_model(workdir / "model", model, config, cal["threshold"], info)
+    summary["model_dir"] = str(workdir / "model")
+    summary["total_seconds"] = time.time() - t0
+    (workdir / "summary.json").write_text(json.dumps(summary, indent=1))
+    log(f"model saved to {workdir / 'model'} (threshold {cal['threshold']:.2f}, "
+        f"calibration sequence accuracy {100 * cal['sequence_accuracy']:.2f}%)")
+    return summary
+
+
+def _apply_time_budget(config: Config, history: dict, elapsed: float, log, reserve: float = 45.0):
+    """Shorten the last stage so the run fits ``config.time_budget`` (decided once, checkpointed).
+
+    The cost of one candidate-step is measured on the previous stage after its first
+    log point (compilation excluded); ``reserve`` seconds are kept for compiling the
+    last stage, selection, calibration and saving.
+    """
+    prev = history["stages"][-1]
+    if not prev.get("steps_timed"):
+        return
+    per_step = prev["seconds_per_step"] / len(prev["uids"])
+    left = config.time_budget - elapsed - reserve
+    fit = max(1, int(left / max(per_step, 1e-9)))
+    planned = history["steps_plan"][-1]
+    history["steps_plan"][-1] = min(planned, fit)
+    history["budget_applied"] = True
+    log(f"time budget {config.time_budget:.0f} s: {elapsed:.0f} s used, last stage {history['steps_plan'][-1]} steps "
+        f"(planned {planned}; {per_step * 1000:.1f} ms per candidate-step)")
+
+
+def _check_and_log(pending, uids, stage, history, config):
+    """Fetch queued step metrics, raise on a non-finite value, append a log row."""
+    if not pending:
+        return
+    host = [{k: np.concatenate([np.atleast_1d(np.asarray(d[k])) for d in ms]) for k in ms[0]}
+            for ms in jax.device_get([m for _, m in pending])]
+    for (s, _), m in zip(pending, host):
+        for name in ("loss", "grad_norm"):
+            bad = ~np.isfinite(np.asarray(m[name]))
+            if bad.any():
+                raise NonFiniteError(f"non-finite {name} at step {s} of stage {stage + 1} for candidate "
+                                     f"#{uids[int(np.argmax(bad))]}")
+    losses = np.stack([np.asarray(m["loss"]) for m in host])  # [S, R]
+    mean = losses.mean(axis=0)
+    history["log"].append({"stage": stage + 1, "step": int(pending[-1][0]) + 1,
+                           "loss": {str(u): float(v) for u, v in zip(uids, mean)},
+                           "loss_min": float(mean.min()), "loss_max": float(mean.max()),
+                           "grad_norm": float(np.mean([np.asarray(m["grad_norm"]).mean() for m in host])),
+                           "param_norm": float(np.mean([np.asarray(m["param_norm"]).mean() for m in host]))})
+
+
+def _write_log(workdir: Path, history: dict):
+    """``losses.csv``: one row per candidate per logged step (train and held-out loss)."""
+    tmp = workdir / "losses.csv.tmp"
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["stage", "step", "candidate", "train_loss", "val_loss"])
+        for row in history["log"]:
+            for u, v in row.get("loss", {}).items():
+                w.writerow([row["stage"], row["step"], u, f"{v:.6g}", ""])
+            for u, v in row.get("val", {}).items():
+                w.writerow([row["stage"], row["step"], u, "", f"{v:.6g}"])
+    os.replace(tmp, workdir / "losses.csv")
+
+
+def _plot_history(workdir: Path, history: dict, config: Config):
+    """``losses.png``: every candidate's training loss curve, stage ends, the chosen one."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves: dict[str, list] = {}
+    for row in history["log"]:
+        for u, v in row.get("loss", {}).items():
+            curves.setdefault(u, []).append((row["step"] / config.steps_per_epoch, v))
+    chosen = str(history["stages"][-1]["kept"][0]) if history["stages"] else None
+    fig, ax = plt.subplots(figsize=(9, 5))
+    for u, pts in sorted(curves.items(), key=lambda kv: int(kv[0])):
+        xs, ys = zip(*pts)
+        lw, alpha = (2.5, 1.0) if u == chosen else (1.0, 0.6)
+        ax.plot(xs, ys, lw=lw, alpha=alpha, label=f"#{u} (chosen)" if u == chosen else None)
+    for st in history["stages"]:
+        ax.axvline(st["end_step"] / config.steps_per_epoch, color="gray", ls="--", lw=0.8)
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training loss (per image)")
+    ax.set_title(f"{config.name}: restarts {list(config.stage_runs)}, survivors by held-out loss")
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    fig.savefig(workdir / "losses.png", dpi=110)
+    plt.close(fig)
