@@ -41,6 +41,20 @@ def _abstract(tree):
     return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
 
 
+def _check_shapes(restored, target, where) -> None:
+    """Raise if a restored array's shape is not its target's.
+
+    Restoring into plain ``ShapeDtypeStruct`` targets (no sharding), Orbax returns NumPy
+    arrays at their stored shapes whatever the target says, so parameters saved for
+    another alphabet or width would otherwise load silently.
+    """
+    want = {jax.tree_util.keystr(p): tuple(np.shape(a)) for p, a in jax.tree_util.tree_flatten_with_path(target)[0]}
+    got = {jax.tree_util.keystr(p): tuple(np.shape(a)) for p, a in jax.tree_util.tree_flatten_with_path(restored)[0]}
+    bad = [f"{k}: stored {got.get(k)}, expected {v}" for k, v in want.items() if got.get(k) != v]
+    if bad:
+        raise CheckpointError(f"{where}: parameter shapes do not match the config ({'; '.join(bad[:4])})")
+
+
 class TrainCheckpointer:
     """Atomic, resumable trainer checkpoints in ``<workdir>/checkpoints``.
 
@@ -161,6 +175,7 @@ def load_model(model_dir: str | os.PathLike) -> tuple[CenterNet, Config, float, 
     except Exception as e:  # noqa: BLE001
         raise CheckpointError(f"{model_dir / 'params'}: cannot restore parameters ({type(e).__name__}: "
                               f"{str(e)[:300]})") from None
+    _check_shapes(restored, target, model_dir / "params")
     abs_state.replace_by_pure_dict(restored)
     model = nnx.merge(graphdef, abs_state)
     return model, config, float(meta["threshold"]), meta.get("info", {})

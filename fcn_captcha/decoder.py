@@ -24,21 +24,25 @@ and makes its implicit choices explicit:
    :func:`fcn_captcha.targets.render_center_maps`), else the parabola through the
    values; clamped to ``[-0.5, 0.5]``; none on an axis where the peak touches the
    border or where the three values do not curve down.
-5. **Order.** Characters left to right by refined x.
+5. **Order.** Characters left to right by refined x, compared in steps of 1/1024 cell
+   (peaks closer than that keep their score order).
 
 Two implementations give the same readings: :func:`decode` (NumPy, any array, one image
 or a batch, validated) and :func:`decode_device` (jitted JAX, fixed shapes, for batches
-on the accelerator; :func:`readings_from_device` turns its arrays into readings). Both
-work in float32 (the network's output dtype): inputs are cast to float32, and values
-whose magnitude is below the smallest normal float32 (including ``-0.0``) count as
-``0.0``, so that a GPU that flushes subnormals reads the same. Positions are in input
-pixels (pixel ``k`` has its center at ``k``; see :mod:`fcn_captcha.targets`).
+on the accelerator; :func:`readings_from_device` turns its arrays into readings). The
+device version computes the same thing in forms that suit XLA, each argued in its
+docstring and checked against the plain form by the tests: candidates by cell
+(:func:`_candidates_by_cell`) and the greedy suppression as a fixed point
+(:func:`_suppress`). Both work in float32 (the network's output dtype): inputs are
+cast to float32, and values whose magnitude is below the smallest normal float32
+(including ``-0.0``) count as ``0.0``, so that a GPU that flushes subnormals reads the
+same. Positions are in input pixels (pixel ``k`` has its center at ``k``; see
+:mod:`fcn_captcha.targets`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import numbers
 from typing import Any, Sequence
@@ -270,7 +274,7 @@ def _decode_one(maps, alphabet, threshold, stride, lrange, table, max_candidates
 
 
 def decode(center_maps, alphabet: str, threshold: float = 0.4, stride: int = 4, length=None,
-           min_distance: Sequence[float] = (2.0, 3.0), max_candidates: int = 64):
+           min_distance: Sequence[float] = (2.0, 8.0), max_candidates: int = 64):
     """Read the text of center maps (NumPy; see the module doc for the algorithm).
 
     Args:
@@ -281,7 +285,8 @@ def decode(center_maps, alphabet: str, threshold: float = 0.4, stride: int = 4, 
       stride: input pixels per output cell (positions are returned in input pixels).
       length: None, a symbol count ``n``, or a range ``(lo, hi)``: read
         ``clip(n_above, lo, hi)`` peaks, ``n_above`` being the count over the threshold.
-      min_distance: ``(rx, ry)`` suppression ellipse, output cells across and down.
+      min_distance: ``(rx, ry)`` suppression ellipse, output cells across and down;
+        tall (8 cells) by default because captcha text is one line (see Config).
       max_candidates: most local maxima examined per image.
 
     Returns:
@@ -345,134 +350,83 @@ def _refine_jnp(l, c, r, has):
     return jnp.where(has & curved, jnp.clip(off, -0.5, 0.5), 0.0)
 
 
-def _device_candidates(maps, m: int):
-    """Step 1 on the device: the ``m`` strongest local maxima of each image.
-
-    Args:
-      maps: float32 ``[b, h, w, K]`` (subnormals already read as 0).
-      m: candidates kept, at most ``h*w*K``.
-
-    Returns:
-      ``(score, idx)``, float32 and int32 ``[b, m]``: values and flat ``[h, w, K]``
-      indices ordered by (score descending, index ascending); ``-inf`` scores pad
-      images with fewer than ``m`` local maxima.
-
-    ``top_k`` orders equal values lower index first (documented; asserted by the
-    tests). It is sort-based and slow on a row of ``h*w*K`` values, so it runs on two
-    short rows instead, with the same result. First the ``m`` cells (``(v, u)``, all K
-    maps) with the strongest candidate ("cell maximum"), ties by cell index; then the
-    top ``m`` of those cells' ``m*K`` values, gathered in ascending flat index order.
-    No candidate outside the chosen cells is among the top ``m``: the ``m`` chosen
-    cell maxima each rank before it (a larger value, or the same value at a lower
-    cell index, hence a lower flat index).
-    """
-    b, h, w, k_maps = maps.shape
-    pooled = jax.lax.reduce_window(maps, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 1, 1, 1),
-                                   ((0, 0), (1, 1), (1, 1), (0, 0)))
-    cand = jnp.where(maps == pooled, maps, -jnp.inf).reshape(b, h * w, k_maps)
-    if h * w <= m:
-        return jax.lax.top_k(cand.reshape(b, h * w * k_maps), m)
-    _, cells = jax.lax.top_k(jnp.max(cand, axis=2), m)  # [b, m]
-    cells = jnp.sort(cells, axis=1)
-    sub = jnp.take_along_axis(cand, cells[:, :, None], axis=1).reshape(b, m * k_maps)
-    score, pos = jax.lax.top_k(sub, m)
-    idx = jnp.take_along_axis(cells, pos // k_maps, axis=1) * k_maps + pos % k_maps
-    return score, idx
-
-
 def _max_filter3_jnp(maps):
-    """3x3 spatial maximum of ``[b, h, w, K]`` by shifted maxima (``-inf`` outside)."""
+    """3x3 spatial maximum of ``[b, h, w, K]``, ``-inf`` outside the map.
+
+    Equal to ``jax.lax.reduce_window(maps, -inf, max, (1, 3, 3, 1), (1, 1, 1, 1), SAME)``
+    (a maximum is exact); written as shifted maxima, which XLA fuses into the
+    comparison that follows (measured about 7% less device time on an H200).
+    """
     p = jnp.pad(maps, ((0, 0), (0, 0), (1, 1), (0, 0)), constant_values=-jnp.inf)
-    a = jnp.maximum(jnp.maximum(p[:, :, :-2], p[:, :, 1:-1]), p[:, :, 2:])
-    p = jnp.pad(a, ((0, 0), (1, 1), (0, 0), (0, 0)), constant_values=-jnp.inf)
+    across = jnp.maximum(jnp.maximum(p[:, :, :-2], p[:, :, 1:-1]), p[:, :, 2:])
+    p = jnp.pad(across, ((0, 0), (1, 1), (0, 0), (0, 0)), constant_values=-jnp.inf)
     return jnp.maximum(jnp.maximum(p[:, :-2], p[:, 1:-1]), p[:, 2:])
 
 
-_POOL = "reduce_window"
-_SUB = "reuse"
+def _candidates_direct(cand, m: int):
+    """Step 1 by one ``top_k`` over each image's ``h*w*K`` candidate values.
 
-
-#: How :func:`_device_candidates_cells` ranks cells: "top_k" or "rank" (pairwise counts).
-_CELL_RANK = "rank"
-
-
-def _first_m_by_rank(values, m: int):
-    """``top_k(values, m)`` of ``[b, n]`` by pairwise counts (no sort): ``(values, indices)``."""
-    b, n = values.shape
-    i = jnp.arange(n)
-    before = (values[:, None, :] > values[:, :, None]) | (
-        (values[:, None, :] == values[:, :, None]) & (i[None, None, :] < i[None, :, None]))
-    rank = jnp.sum(before, axis=2, dtype=jnp.int32)  # [b, n]
-    onehot = rank[:, None, :] == jnp.arange(m, dtype=jnp.int32)[None, :, None]  # [b, m, n]
-    idx = jnp.sum(jnp.where(onehot, i[None, None, :], 0), axis=2, dtype=jnp.int32)
-    return jnp.take_along_axis(values, idx, axis=1), idx
-
-
-def _device_candidates_cells(maps, m: int):
-    """Step 1 on the device, as what matters of it: the top ``m`` candidates' cell maxima.
+    Args:
+      cand: float32 ``[b, h*w, K]``, the map value at local maxima, ``-inf`` elsewhere.
+      m: candidates kept.
 
     Returns:
-      ``(score, idx, valid)`` ``[b, m]``: candidates in (score desc, index asc) order,
-      ``valid`` False for the entries that are not among the top ``m`` candidates.
-
-    Of several candidates at one cell ``(v, u)`` (on different maps) only the first
-    maximum ("cell maximum") can be kept: the others lie at distance 0 of it, and if it
-    is suppressed, its suppressor's ellipse covers them too. Non-maxima are never kept
-    and never suppress anything, so the greedy suppression over the top ``m``
-    candidates keeps exactly what it keeps over the cell maxima among them. The
-    others still use up places among the ``m``: the cell maximum of the ``p``-th
-    strongest cell is among the top ``m`` candidates when ``p`` plus the number of
-    non-maxima ranking before it is below ``m``. All candidates ranking before it lie
-    in stronger cells, so the ``m`` strongest cells (ties by cell index) hold all
-    that is needed.
+      ``(score, idx, valid)`` ``[b, m]``: values, flat ``[h, w, K]`` indices and
+      validity of the top ``m`` candidates by (score descending, index ascending).
+      ``top_k`` orders equal values lower index first (documented; asserted by the
+      tests).
     """
-    b, h, w, k_maps = maps.shape
-    cells = h * w
-    if _POOL == "shifted":
-        pooled = _max_filter3_jnp(maps)
-    else:
-        pooled = jax.lax.reduce_window(maps, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 1, 1, 1),
-                                       ((0, 0), (1, 1), (1, 1), (0, 0)))
-    cand = jnp.where(maps == pooled, maps, -jnp.inf).reshape(b, cells, k_maps)
+    b = cand.shape[0]
+    score, idx = jax.lax.top_k(cand.reshape(b, -1), m)
+    return score, idx, score > -jnp.inf
+
+
+def _candidates_by_cell(cand, m: int):
+    """Step 1 as far as it matters for the reading, without a ``top_k`` over ``h*w*K`` values.
+
+    Same arguments as :func:`_candidates_direct`. Returns the top ``m`` candidates'
+    *cell maxima* in the same order, as ``(score, idx, valid)`` ``[b, m]``; the other
+    candidates are left out (``valid`` False), which changes no reading:
+
+    * Of several candidates at one cell ``(v, u)`` (on different maps) only the first
+      maximum, the "cell maximum", can be kept by the suppression: the others lie at
+      distance 0 from it, and if it is suppressed, its suppressor's ellipse covers them
+      too. Non-maxima are thus never kept and never suppress anything: the suppression
+      keeps the same peaks from the cell maxima among the top ``m`` candidates.
+    * But they use up places among the ``m``: the maximum of the ``p``-th strongest cell
+      (cells ordered by (cell maximum descending, cell index ascending), which is the
+      candidate order) is among the top ``m`` candidates when ``p`` plus the number of
+      non-maxima ranking before it is below ``m``. A candidate ranking before it has a
+      value at least its own, so it lies in a cell ranking before its cell: the ``m``
+      strongest cells hold everything needed.
+
+    A ``top_k`` over ``h*w`` cell maxima and a count over ``m*K`` values replace the
+    ``top_k`` over ``h*w*K`` values, which XLA sorts (about 10% less device time on an
+    H200 for ``[1024, 16, 48, 36]``; slower on a CPU, where the direct path is used).
+    """
+    b, cells, k_maps = cand.shape
     if cells <= m:
-        score, idx = jax.lax.top_k(cand.reshape(b, cells * k_maps), m)
-        return score, idx, score > -jnp.inf
+        return _candidates_direct(cand, m)
     cmax = jnp.max(cand, axis=2)  # [b, cells]
-    kbest = jnp.argmax(cand, axis=2).astype(jnp.int32)  # first maximum
-    if _CELL_RANK == "rank":
-        cval, cidx = _first_m_by_rank(cmax, m)
-    else:
-        cval, cidx = jax.lax.top_k(cmax, m)  # [b, m]
-    if _SUB == "gather":  # recompute the chosen cells' candidates from a 3x3 gather of maps
-        cv, cu = cidx // w, cidx % w
-        flatm = maps.reshape(b, cells, k_maps)
-        nbs = []
-        for dv in (-1, 0, 1):
-            for du in (-1, 0, 1):
-                vv, uu = cv + dv, cu + du
-                ok = (vv >= 0) & (vv < h) & (uu >= 0) & (uu < w)
-                g = jnp.take_along_axis(flatm, jnp.where(ok, vv * w + uu, 0)[:, :, None], axis=1)
-                nbs.append(jnp.where(ok[:, :, None], g, -jnp.inf))
-        centre = nbs[4]
-        nbmax = functools.reduce(jnp.maximum, nbs)
-        sub = jnp.where(centre == nbmax, centre, -jnp.inf)
-    else:
-        sub = jnp.take_along_axis(cand, cidx[:, :, None], axis=1)  # [b, m, K]
+    kbest = jnp.argmax(cand, axis=2).astype(jnp.int32)  # first maximum in map order
+    cval, cidx = jax.lax.top_k(cmax, m)  # [b, m]
+    sub = jnp.take_along_axis(cand, cidx[:, :, None], axis=1)  # [b, m, K]
     kb = jnp.take_along_axis(kbest, cidx, axis=1)  # [b, m]
     kk = jnp.arange(k_maps, dtype=jnp.int32)
-    dup = (sub > -jnp.inf) & (kk[None, None, :] != kb[:, :, None])  # non-maximum candidates
-    zv = jnp.where(dup, sub, -jnp.inf).reshape(b, 1, m * k_maps)
+    other = (sub > -jnp.inf) & (kk[None, None, :] != kb[:, :, None])  # non-maximum candidates
+    zv = jnp.where(other, sub, -jnp.inf).reshape(b, 1, m * k_maps)
     zf = (cidx[:, :, None] * k_maps + kk[None, None, :]).reshape(b, 1, m * k_maps)
     yf = cidx * k_maps + kb  # [b, m] flat index of each cell maximum
-    before = dup.reshape(b, 1, m * k_maps) & (
+    ranks_before = other.reshape(b, 1, m * k_maps) & (
         (zv > cval[:, :, None]) | ((zv == cval[:, :, None]) & (zf < yf[:, :, None])))
-    n_before = jnp.sum(before, axis=2, dtype=jnp.int32)  # [b, m]
+    n_before = jnp.sum(ranks_before, axis=2, dtype=jnp.int32)  # [b, m]
     valid = (cval > -jnp.inf) & (jnp.arange(m, dtype=jnp.int32)[None, :] + n_before < m)
     return cval, yf, valid
 
 
-_CANDIDATES = "cells"
-_ORDER = "pairwise"
+#: Step 1 on the device: None picks "by_cell" on accelerators and "direct" on a CPU,
+#: the faster of the two there; both give the same readings.
+_CANDIDATE_PATH: str | None = None
 
 
 def _suppress_sequential(valid, inside):
@@ -496,7 +450,6 @@ def _suppress_sequential(valid, inside):
 
 #: Fixed-point steps of :func:`_suppress` unrolled before its convergence loop.
 _UNROLLED_STEPS = 8
-_WHILE = True
 
 
 def _suppress(valid, inside):
@@ -508,8 +461,11 @@ def _suppress(valid, inside):
     first ``t`` entries are final: the result is exactly the greedy one, after as many
     steps as the longest chain of suppressions plus one (at most ``m``; 3 to 8 on
     rendered and noisy maps). ``_UNROLLED_STEPS`` steps run as straight-line code, then
-    a ``while_loop`` finishes (usually with one check and no step: a loop iteration on
-    a GPU costs a host round trip).
+    a ``while_loop`` finishes (usually one check and no step; each loop iteration on a
+    GPU costs a round trip to the host, so the sequential loop's ``m`` iterations cost
+    about 2 ms).
+
+    Args and returns: as :func:`_suppress_sequential`.
     """
     m = valid.shape[1]
     earlier = jnp.arange(m)[:, None] < jnp.arange(m)[None, :]  # [j, i]: j < i
@@ -522,9 +478,6 @@ def _suppress(valid, inside):
     keep, prev = step(valid), valid
     for _ in range(steps - 1):
         keep, prev = step(keep), keep
-
-    if not _WHILE:
-        return keep
 
     def cond(state):
         keep, prev, n = state
@@ -551,33 +504,29 @@ def _decode_device_impl(center_maps, threshold, lo, hi, *, table, max_candidates
     m = min(max_candidates, n_flat)
     maps = jnp.where(jnp.abs(maps) < _TINY, 0.0, maps)
     flat = maps.reshape(b, n_flat)
-    if _CANDIDATES == "cells":
-        score, idx, valid = _device_candidates_cells(maps, m)
-    else:
-        score, idx = _device_candidates(maps, m)  # [b, m]
-        valid = score > -jnp.inf
+
+    # 1. candidates
+    cand = jnp.where(maps == _max_filter3_jnp(maps), maps, -jnp.inf).reshape(b, h * w, k_maps)
+    path = _CANDIDATE_PATH or ("direct" if jax.default_backend() == "cpu" else "by_cell")
+    score, idx, valid = (_candidates_direct if path == "direct" else _candidates_by_cell)(cand, m)
     v, u, k = idx // (w * k_maps), (idx // k_maps) % w, idx % k_maps
 
-    # greedy suppression: keep[i] = valid[i] and no kept j < i has i inside its ellipse
+    # 2. greedy suppression: keep[i] = valid[i] and no kept j < i has i inside its ellipse
     tab = jnp.asarray(table, jnp.int32)
     dv = jnp.abs(v[:, :, None] - v[:, None, :])
     du = jnp.abs(u[:, :, None] - u[:, None, :])
     inside = (dv < len(table)) & (du <= tab[jnp.minimum(dv, len(table) - 1)])  # [b, m, m]
     keep = _suppress(valid, inside)
 
-    # selection
+    # 3. selection
     thr = jnp.asarray(threshold, jnp.float32)
-    if _ORDER == "sort":
-        rank = jnp.cumsum(keep, axis=1, dtype=jnp.int32)  # 1-based rank among kept peaks
-    else:
-        upto = jnp.arange(m)[:, None] <= jnp.arange(m)[None, :]  # [j, i]: j <= i
-        rank = jnp.sum(keep[:, :, None] & upto[None], axis=1, dtype=jnp.int32)
+    rank = jnp.cumsum(keep, axis=1, dtype=jnp.int32)  # 1-based rank among kept peaks
     n_above = jnp.sum(keep & (score >= thr), axis=1, dtype=jnp.int32)
     need = jnp.clip(n_above, lo, hi)
     sel = keep & (rank <= need[:, None])
     forced = jnp.minimum(need, rank[:, -1]) != n_above
 
-    # refinement
+    # 4. refinement
     c = jnp.where(valid, score, 0.0)
 
     def at(offset, ok):
@@ -589,23 +538,12 @@ def _decode_device_impl(center_maps, threshold, lo, hi, *, table, max_candidates
     ucell = u.astype(jnp.float32) + ox
     vcell = v.astype(jnp.float32) + oy
 
-    # left to right, selected first
+    # 5. left to right, selected first
     key = jnp.where(sel, jnp.round(ucell * _X_QUANTUM).astype(jnp.int32), jnp.iinfo(jnp.int32).max)
-    if _ORDER == "sort":
-        order = jnp.argsort(key, axis=1, stable=True)
+    order = jnp.argsort(key, axis=1, stable=True)
 
-        def take(a):
-            return jnp.take_along_axis(a, order, axis=1)
-    else:
-        ii = jnp.arange(m)
-        later = (key[:, None, :] < key[:, :, None]) | ((key[:, None, :] == key[:, :, None]) & (ii[None, None, :] < ii[None, :, None]))
-        slot = jnp.sum(later, axis=2, dtype=jnp.int32)  # [b, m] output slot of each entry
-        onehot = slot[:, None, :] == ii[None, :, None]  # [b, slot, i]
-
-        def take(a):
-            if a.dtype == bool:
-                return jnp.any(onehot & a[:, None, :], axis=2)
-            return jnp.sum(jnp.where(onehot, a[:, None, :], 0), axis=2).astype(a.dtype)
+    def take(a):
+        return jnp.take_along_axis(a, order, axis=1)
 
     ok = take(sel)
     return {
@@ -621,12 +559,16 @@ def _decode_device_impl(center_maps, threshold, lo, hi, *, table, max_candidates
 _decode_device_jit = jax.jit(_decode_device_impl, static_argnames=("table", "max_candidates", "stride"))
 
 
-def decode_device(center_maps, threshold, length=None, min_distance: Sequence[float] = (2.0, 3.0),
+def decode_device(center_maps, threshold, length=None, min_distance: Sequence[float] = (2.0, 8.0),
                   max_candidates: int = 64, stride: int = 4) -> dict[str, jax.Array]:
     """The decoder of :func:`decode` as one jitted JAX computation on a batch.
 
     Same readings as :func:`decode` (same candidates, tie-breaks, suppression, selection
-    and refinement; positions agree to float32 rounding). Traced once per input shape
+    and refinement; positions agree to float32 rounding, about 1e-5 pixel). No Python
+    loop over images and no data-dependent shapes: 3x3 maximum and equality for the
+    peaks, ``top_k`` for the candidates, the suppression as a fixed point over an
+    ``[B, M, M]`` ellipse table (:func:`_suppress`), refinement by gathers, a stable
+    sort by x. Traced once per input shape
     and dtype, ``min_distance``, ``max_candidates`` and ``stride``: the threshold and
     the length range are traced, so a threshold sweep (or a change of ``length``)
     compiles nothing new. Can be called inside another ``jax.jit`` (``length``,

@@ -167,11 +167,14 @@ class Detector:
                 size = item.size if isinstance(item, Image.Image) else np.asarray(item).shape[1::-1]
                 arrays.append(to_model_input(item, cfg.width, cfg.height, name=name))
                 sizes.append(size)
-            except ImageError as e:
+            except (ImageError, OSError, ValueError, TypeError) as e:  # e.g. a lazily opened, truncated PIL image
+                err = e if isinstance(e, ImageError) else ImageError(f"{name}: cannot read image ({e})")
                 if on_error == "raise":
-                    raise
-                errors[i] = str(e)
-                warnings.warn(str(e), stacklevel=2)
+                    if err is e:
+                        raise
+                    raise err from e
+                errors[i] = str(err)
+                warnings.warn(str(err), stacklevel=2)
         stack = np.stack(arrays) if arrays else np.zeros((0, cfg.height, cfg.width), np.uint8)
         reads = self.read_arrays(stack, threshold, batch_size, length) if arrays else []
         out, k = [], 0
@@ -193,10 +196,15 @@ def _rescale(reading: Reading, size, cfg: Config) -> Reading:
     return dataclasses.replace(reading, chars=chars)
 
 
-def read_files(detector: Detector, paths: list[str], json_lines: bool = False, stream=sys.stdout,
+def read_files(detector: Detector, paths: list[str], json_lines: bool = False, stream=None,
                threshold=None, length=None) -> int:
-    """``fcn-captcha predict``: one line per image; returns the number that failed."""
+    """``fcn-captcha predict``: one line per image on ``stream`` (default: ``sys.stdout`` when called).
+
+    Returns the number of images that failed (each named on ``sys.stderr``).
+    """
     import json
+
+    stream = sys.stdout if stream is None else stream
 
     reads = detector.read(list(paths), threshold=threshold, length=length)
     failed = 0

@@ -150,7 +150,8 @@ def test_equal_symbols_side_by_side_stay_two_peaks():
 
 def test_border_peaks_are_read_without_refinement():
     h, w = 6, 9
-    m = spots((h, w, 2), [(0, 0, 0, 1.0), (0, 1, 0, 0.5), (1, 0, 0, 0.5), (h - 1, w - 1, 1, 0.8), (h - 2, w - 1, 1, 0.6)])
+    m = spots((h, w, 2), [(0, 0, 0, 1.0), (0, 1, 0, 0.5), (1, 0, 0, 0.5),
+                          (h - 1, w - 1, 1, 0.8), (h - 2, w - 1, 1, 0.6)])
     r = decode(m, "ab")
     assert r.text == "ab"
     a, b = r.chars
@@ -366,7 +367,7 @@ def test_decode_device_traces_once_for_threshold_and_length_sweeps():
     before = decoder._decode_device_jit._cache_size()
     for t in (0.1, 0.3, np.float32(0.5), jnp.float32(0.7), 1, np.float64(0.2)):
         decode_device(maps, t)
-        decode_device(jnp.asarray(maps), t, min_distance=[2, 3])
+        decode_device(jnp.asarray(maps), t, min_distance=[2, 8])
         decode_device(maps, t, length=(2, 5))
         decode_device(maps, t, length=3)
     assert decoder._decode_device_jit._cache_size() == before + 1
@@ -394,3 +395,26 @@ def test_fixed_point_suppression_equals_the_sequential_greedy():
     got = np.asarray(jax.jit(decoder._suppress)(jnp.asarray(valid), jnp.asarray(inside)))
     np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(want[-1], np.arange(m) % 2 == 0)  # kept, dropped, kept, ...
+
+
+def test_shifted_max_filter_equals_reduce_window():
+    x = jnp.asarray(np.floor(np.random.default_rng(5).random((3, 5, 7, 4)) * 3) - 1.0)
+    want = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 1, 1, 1), "SAME")
+    np.testing.assert_array_equal(decoder._max_filter3_jnp(x), want)
+    np.testing.assert_array_equal(decoder._max_filter3(np.asarray(x[0])), want[0])
+
+
+@pytest.mark.parametrize("path", ["direct", "by_cell"])
+def test_both_device_candidate_paths_read_like_numpy(path, monkeypatch):
+    """Tie-heavy maps (many cross-map duplicates per cell) and few candidates."""
+    monkeypatch.setattr(decoder, "_CANDIDATE_PATH", path)
+    jitted = jax.jit(lambda *a, **k: decoder._decode_device_impl(*a, **k),  # a fresh trace
+                     static_argnames=("table", "max_candidates", "stride"))
+    monkeypatch.setattr(decoder, "_decode_device_jit", jitted)
+    rng = np.random.default_rng(13)
+    maps = np.floor(rng.random((32, 7, 9, 6)) * 3).astype(np.float32) / 3
+    maps[:8] = np.where(rng.random((8, 7, 9, 6)) < 0.2, 1.0, 0.0)  # plateaus on many maps at one cell
+    for length in (None, (3, 5)):  # 24 candidates of 63 cells: the by-cell path runs
+        kw = {"max_candidates": 24, "length": length}
+        for r, d in zip(decode(maps, "abcdef", **kw), device_readings(maps, "abcdef", **kw)):
+            assert_same_reading(r, d)

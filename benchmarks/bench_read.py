@@ -1,0 +1,282 @@
+"""Reading throughput of a shipped model, and side by side with ddddocr on the same images.
+
+On ``--count`` fresh images written by the **plain** ``captcha`` 0.7.1 library at the
+model's suite (texts from ``random.Random(--seed)``, drawing by the library's own
+``secrets``), on JAX's default device, for each batch size of ``--batch``:
+
+* ``read_arrays``: :meth:`fcn_captcha.detector.Detector.read_arrays` on preprocessed
+  uint8 ``[B, H, W]`` arrays (network, on-device decoder, readings on the host);
+* ``read``: :meth:`~fcn_captcha.detector.Detector.read` on the PIL RGB images, what a
+  user calls (preprocessing on the host included).
+
+Each call reads exactly ``B`` images (chunks of the set, wrapping around), so one shape
+is compiled per batch size: the first call (compilation included) is timed apart, then
+the median of ``max(--repeats, 64 / B)`` further calls gives the throughput (images/s,
+decoding included) and, with the network's FLOP count from XLA's cost analysis, the
+achieved FLOP rate (on a GPU also the MFU against the bf16 dense peak). The sequence
+accuracy is measured on the whole set (the largest batch's calls cover it), and the
+readings of the two paths and of all batch sizes are compared (the count that differ is
+printed; they use the same preprocessing, so only float rounding that differs between
+batch shapes could make one differ).
+
+With ``--ddddocr`` the same PIL images are also read by ddddocr (``pip install
+ddddocr``; ``DdddOcr(show_ad=False)``, one image at a time, as it works), in two
+settings, its output uppercased before comparing:
+
+* ``set_ranges(0-9A-Z + a-z)``: ddddocr 1.6.1 applies ``set_ranges`` *after* its argmax,
+  dropping decoded symbols outside the range, and reads many capitals as lowercase
+  letters; allowing both cases and uppercasing is the fair setting (the headline);
+* ``set_ranges(0-9A-Z)``: the range as documented (lowercase reads are dropped),
+  the setting of the peer row in ``../shared/BENCHMARKS.md``.
+
+and the ratios (this model / ddddocr) of sequence accuracy and of throughput (the
+model's ``read`` at each batch size) are printed. The quality check fails (exit code 1)
+when the model reads under 95% of the images.
+
+Commands::
+
+    # CPU (2 cores, batch 1 and 256): about 6 minutes, 1 of them ddddocr
+    python benchmarks/bench_read.py --model lib36x4 --count 500 --batch 1 256 --ddddocr --json /tmp/bench_read.json
+    # GPU (defaults: batch 1 and 1024): about 1 minute
+    python benchmarks/bench_read.py --model lib36x4 --count 4096 --ddddocr
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import random
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fcn_captcha.detector import Detector
+from fcn_captcha.generator import random_text
+from fcn_captcha.preprocess import to_model_input
+
+#: bf16 dense peak FLOP/s by device kind (for MFU); the model computes in bfloat16.
+PEAK_FLOPS = {"H100": 989.4e12, "H200": 989.4e12, "A100": 312e12, "L4": 121e12}
+#: Least number of images timed per batch size (the batch-1 median is over 64 calls).
+MIN_TIMED_IMAGES = 64
+#: The quality check: least sequence accuracy of the model on the set.
+QUALITY_FLOOR = 0.95
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_info() -> dict:
+    d = jax.devices()[0]
+    return {"backend": jax.default_backend(), "device_kind": d.device_kind, "cpu": cpu_model(),
+            "cpu_cores": os.cpu_count(), "jax": jax.__version__}
+
+
+def plain_images(cfg, count: int, seed: int):
+    """``count`` texts and RGB PIL images of the plain library at the config's suite."""
+    from captcha.image import ImageCaptcha
+
+    rng = random.Random(seed)
+    texts = [random_text(rng, cfg.alphabet, cfg.min_length, cfg.max_length) for _ in range(count)]
+    gen = ImageCaptcha(width=cfg.width, height=cfg.height, fonts=list(cfg.fonts) or None,
+                       font_sizes=list(cfg.font_sizes) or None)
+    return texts, [gen.generate_image(t) for t in texts]
+
+
+def flops_per_image(det: Detector) -> float | None:
+    """The network's FLOPs for one image, from XLA's cost analysis (None where unavailable)."""
+    try:
+        x = jnp.zeros((1, det.config.height, det.config.width), jnp.uint8)
+        cost = det._maps.lower(det._params, x).cost_analysis()
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        f = float(cost.get("flops", 0.0))
+        return f if f > 0 else None
+    except Exception:  # a private entry point, or a backend without cost analysis
+        return None
+
+
+def peak_flops(kind: str) -> float | None:
+    return next((v for k, v in PEAK_FLOPS.items() if k.lower() in kind.lower()), None)
+
+
+def bench_path(read_chunk, count: int, batch: int, repeats: int, cover: bool) -> dict:
+    """Time ``read_chunk(indices)`` on chunks of ``batch`` images.
+
+    The first call is timed apart; then ``max(repeats, MIN_TIMED_IMAGES / batch)`` calls
+    (more when ``cover`` asks the calls to cover all ``count`` images). Returns the
+    times and the texts read per image index (first reading of each).
+    """
+    timed_calls = max(repeats, math.ceil(MIN_TIMED_IMAGES / batch))
+    if cover:
+        timed_calls = max(timed_calls, math.ceil(count / batch) - 1)
+    texts: dict[int, str] = {}
+    times = []
+    first = None
+    for k in range(timed_calls + 1):
+        idx = (k * batch + np.arange(batch)) % count
+        t0 = time.perf_counter()
+        reads = read_chunk(idx)
+        dt = time.perf_counter() - t0
+        if k == 0:
+            first = dt
+        else:
+            times.append(dt)
+        for i, r in zip(idx.tolist(), reads):
+            texts.setdefault(i, r.text)
+    med = statistics.median(times)
+    return {"batch": batch, "first_call_s": first, "median_call_s": med, "timed_calls": len(times),
+            "compile_s_estimate": max(first - med, 0.0), "images_per_s": batch / med,
+            "ms_per_image": 1e3 * med / batch, "texts": texts}
+
+
+def bench_ddddocr(images, truths, ranges: str, extra_lower: bool) -> dict:
+    import ddddocr
+
+    ocr = ddddocr.DdddOcr(show_ad=False)
+    charset = ranges + "".join(sorted({c.lower() for c in ranges if c.isalpha()})) if extra_lower else ranges
+    ocr.set_ranges(charset)
+    t0 = time.perf_counter()
+    out = [ocr.classification(images[0])]
+    first = time.perf_counter() - t0
+    times = []
+    for im in images[1:]:
+        t0 = time.perf_counter()
+        out.append(ocr.classification(im))
+        times.append(time.perf_counter() - t0)
+    med = statistics.median(times) if times else first
+    read = [o.upper() for o in out]
+    return {"version": getattr(ddddocr, "__version__", None) or _dist_version("ddddocr"), "set_ranges": charset,
+            "uppercased": True, "first_call_s": first, "median_call_s": med, "images_per_s": 1.0 / med,
+            "ms_per_image": 1e3 * med, "sequence_accuracy": float(np.mean([a == b for a, b in zip(read, truths)])),
+            "examples": list(zip(truths[:5], out[:5]))}
+
+
+def _dist_version(name: str) -> str | None:
+    try:
+        from importlib.metadata import version
+
+        return version(name)
+    except Exception:
+        return None
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="lib36x4", help="shipped model name or model directory")
+    ap.add_argument("--count", type=int, default=500, help="fresh plain-library images")
+    ap.add_argument("--batch", type=int, nargs="+", default=None,
+                    help="batch sizes (default: 1 256 on a CPU, 1 1024 on a GPU)")
+    ap.add_argument("--seed", type=int, default=2025, help="seed of the texts")
+    ap.add_argument("--repeats", type=int, default=3, help="least timed calls per batch size (after the first)")
+    ap.add_argument("--ddddocr", action="store_true", help="also read the same images with ddddocr")
+    ap.add_argument("--json", default=None, help="write the results to this path")
+    args = ap.parse_args(argv)
+    gpu = jax.default_backend() != "cpu"
+    batches = sorted(set(args.batch or ([1, 1024] if gpu else [1, 256])))
+    if args.count < 1 or min(batches) < 1:
+        ap.error("--count and --batch must be positive")
+
+    dev = device_info()
+    print(f"device: {dev['device_kind']} ({dev['backend']}); host CPU: {dev['cpu']}, {dev['cpu_cores']} cores; "
+          f"jax {dev['jax']}")
+    t0 = time.perf_counter()
+    det = Detector.load(args.model)
+    load_s = time.perf_counter() - t0
+    cfg = det.config
+    t0 = time.perf_counter()
+    truths, images = plain_images(cfg, args.count, args.seed)
+    gen_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    arrays = np.stack([to_model_input(im, cfg.width, cfg.height) for im in images])
+    prep_ms = 1e3 * (time.perf_counter() - t0) / args.count
+    print(f"model {args.model} ({cfg.name}, {cfg.arch}, {cfg.width}x{cfg.height}, threshold {det.threshold:.3f}); "
+          f"loaded in {load_s:.1f} s; {args.count} plain-library images drawn in {gen_s:.1f} s; "
+          f"preprocessing {prep_ms:.2f} ms/image on the host")
+    flops = flops_per_image(det)
+    peak = peak_flops(dev["device_kind"]) if gpu else None
+
+    rows = []
+    for b in batches:
+        cover = b == batches[-1]
+        for path in ("read_arrays", "read"):
+            if path == "read_arrays":
+                def chunk(idx, b=b):
+                    return det.read_arrays(arrays[idx], batch_size=b)
+            else:
+                def chunk(idx, b=b):
+                    return det.read([images[i] for i in idx], batch_size=b)
+            r = bench_path(chunk, args.count, b, args.repeats, cover)
+            r["path"] = path
+            if flops:
+                r["gflop_per_image"] = flops / 1e9
+                r["achieved_tflop_s"] = flops * r["images_per_s"] / 1e12
+                r["mfu"] = flops * r["images_per_s"] / peak if peak else None
+            rows.append(r)
+            print(f"  {path:11s} batch {b:5d}: first call {r['first_call_s']:7.2f} s, then {r['images_per_s']:9.1f} "
+                  f"images/s ({r['ms_per_image']:.2f} ms/image, median of {r['timed_calls']} calls)", flush=True)
+
+    # quality, and agreement of all paths and batch sizes
+    full = next(r for r in rows if r["batch"] == batches[-1] and r["path"] == "read")["texts"]
+    model_acc = float(np.mean([full[i] == truths[i] for i in range(args.count)]))
+    disagree = sum(r["texts"][i] != full[i] for r in rows for i in r["texts"])
+    for r in rows:
+        seen = sorted(r["texts"])
+        r["images_read"] = len(seen)
+        r["sequence_accuracy"] = float(np.mean([r["texts"][i] == truths[i] for i in seen]))
+        del r["texts"]
+    quality_ok = model_acc >= QUALITY_FLOOR
+    print(f"model sequence accuracy: {100 * model_acc:.2f}% of {args.count}; readings that differ between paths "
+          f"or batch sizes: {disagree}; quality {'OK' if quality_ok else 'OUT OF RANGE'} (floor {QUALITY_FLOOR:.0%})")
+
+    result = {"benchmark": "bench_read", "command": " ".join([sys.executable.split("/")[-1]] + sys.argv),
+              "device": dev, "model": args.model, "suite": cfg.name, "count": args.count, "seed": args.seed,
+              "threshold": det.threshold, "load_s": load_s, "generate_s": gen_s, "preprocess_ms_per_image": prep_ms,
+              "gflop_per_image": None if flops is None else flops / 1e9, "peak_flop_s": peak,
+              "sequence_accuracy": model_acc, "disagreements": disagree, "quality_ok": quality_ok, "rows": rows}
+
+    if args.ddddocr:
+        try:
+            dd = [bench_ddddocr(images, truths, cfg.alphabet, extra_lower=True),
+                  bench_ddddocr(images, truths, cfg.alphabet, extra_lower=False)]
+        except Exception as e:  # not installed, or failing: say why
+            dd = None
+            result["ddddocr_error"] = f"{type(e).__name__}: {e}"
+            print(f"ddddocr: not run ({result['ddddocr_error']})")
+        if dd:
+            result["ddddocr"] = dd
+            for d in dd:
+                print(f"ddddocr {d['version']} set_ranges({d['set_ranges']!r}), uppercased: "
+                      f"{100 * d['sequence_accuracy']:.2f}%, {d['images_per_s']:.1f} images/s "
+                      f"({d['ms_per_image']:.2f} ms/image, one at a time; first call {d['first_call_s']:.2f} s)")
+            head = dd[0]
+            ratios = {"sequence_accuracy": model_acc / head["sequence_accuracy"] if head["sequence_accuracy"] else None,
+                      "throughput": {f"read batch {r['batch']}": r["images_per_s"] / head["images_per_s"]
+                                     for r in rows if r["path"] == "read"}}
+            result["ratios_vs_ddddocr"] = ratios
+            acc_ratio = "inf" if ratios["sequence_accuracy"] is None else f"{ratios['sequence_accuracy']:.2f}x"
+            print(f"this model / ddddocr (both cases, uppercased): accuracy {acc_ratio}; throughput "
+                  + ", ".join(f"{k} {v:.2f}x" for k, v in ratios["throughput"].items()))
+
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1, default=str)
+        print(f"wrote {args.json}")
+    return 0 if quality_ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

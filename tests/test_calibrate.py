@@ -1,0 +1,161 @@
+"""Tests of fcn_captcha.calibrate: the plateau rule, the sweep on constructed maps, the plot.
+
+The constructed maps hold true characters as Gaussian spots scaled to a known height and
+one false spot per image of a known lower height, far from the true ones (outside the
+decoder's suppression ellipse). An image then reads exactly at threshold ``t`` iff
+``max false height < t <= min true height``: the expected accuracy curve, and so the
+chosen threshold, follow by hand.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fcn_captcha.calibrate import DEFAULT_THRESHOLDS, best_plateau_middle, calibrate, calibrate_model, sweep
+from fcn_captcha.config import tiny
+from fcn_captcha.dataset import generate_arrays
+from fcn_captcha.model import build_model
+from fcn_captcha.targets import render_center_maps
+
+ALPHABET = "0123456789"
+STRIDE = 4
+OUT = (8, 24)  # tiny(): 32x96 input pixels at stride 4
+
+
+def cell_px(j: int) -> float:
+    """Input-pixel coordinate of the center of output cell j."""
+    return STRIDE * j + (STRIDE - 1) / 2
+
+
+# ----- best_plateau_middle ------------------------------------------------------------------------
+def test_plateau_docstring_case():
+    assert best_plateau_middle([0.1, 0.2, 0.3, 0.4, 0.5, 0.6], [0.5, 0.9, 0.9, 0.9, 0.7, 0.9]) == 0.3
+
+
+def test_plateau_single_best():
+    assert best_plateau_middle([0.1, 0.2, 0.3, 0.4], [0.1, 0.2, 0.8, 0.3]) == 0.3
+
+
+def test_plateau_even_run_takes_mean_of_two_middles():
+    # best run 0.2..0.5 (4 values): middle between 0.3 and 0.4
+    assert best_plateau_middle([0.1, 0.2, 0.3, 0.4, 0.5, 0.6], [0.0, 1, 1, 1, 1, 0.5]) == pytest.approx(0.35)
+
+
+def test_plateau_wider_of_two_wins_wherever_it_is():
+    t = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
+    # narrow first (0.1..0.2), wide second (0.4..0.7)
+    assert best_plateau_middle(t, [1, 1, 0, 1, 1, 1, 1, 0]) == pytest.approx(0.55)
+    # wide first (0.1..0.3), narrow second (0.7)
+    assert best_plateau_middle(t, [1, 1, 1, 0, 0, 0, 1, 0]) == pytest.approx(0.2)
+
+
+def test_plateau_tie_of_equal_widths_takes_the_first():
+    t = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
+    assert best_plateau_middle(t, [0.5, 1, 1, 0.2, 1, 1, 0.3]) == pytest.approx(0.25)
+    assert best_plateau_middle(t, [1, 0, 1, 0, 1, 0, 1]) == pytest.approx(0.1)
+
+
+def test_plateau_at_the_end_and_all_equal():
+    t = [0.1, 0.2, 0.3, 0.4, 0.5]
+    assert best_plateau_middle(t, [0, 0, 0.5, 0.5, 0.5]) == pytest.approx(0.4)
+    assert best_plateau_middle(t, [0.2] * 5) == pytest.approx(0.3)
+    # the defaults: 0.05..0.95 by 0.01, all equal -> the middle, 0.5
+    assert best_plateau_middle(DEFAULT_THRESHOLDS, np.zeros(len(DEFAULT_THRESHOLDS))) == pytest.approx(0.5)
+
+
+def test_plateau_best_is_exact_not_near():
+    # 0.9 and 0.9 + 1e-9 are different accuracies: only the exact best counts
+    assert best_plateau_middle([0.1, 0.2, 0.3, 0.4], [0.9, 0.9, 0.9, 0.9 + 1e-9]) == pytest.approx(0.4)
+
+
+# ----- sweep / calibrate on constructed maps --------------------------------------------------------
+def constructed(true_heights, false_heights):
+    """Maps and texts of images with 3 true characters and (optionally) one false peak.
+
+    Args:
+      true_heights: per image, the height of its true spots.
+      false_heights: per image, the height of its false spot (0: none).
+
+    Returns:
+      ``(maps [N, 8, 24, 10], texts)``.
+    """
+    rng = np.random.default_rng(0)
+    maps, texts = [], []
+    for n, (ht, hf) in enumerate(zip(true_heights, false_heights)):
+        text = "".join(rng.choice(list(ALPHABET), 3))
+        centers = [[cell_px(j), cell_px(3 + n % 2)] for j in (3, 9, 15)]  # 6 cells apart
+        m = ht * render_center_maps(centers, text, ALPHABET, OUT, STRIDE)
+        if hf:
+            # a false character 6 cells right of the last true one (outside the 2x8 ellipse)
+            m = np.maximum(m, hf * render_center_maps([[cell_px(21), cell_px(4)]], "7", ALPHABET, OUT, STRIDE))
+        maps.append(m.astype(np.float32))
+        texts.append(text)
+    return np.stack(maps), texts
+
+
+def expected_curve(true_heights, false_heights, thresholds):
+    """By hand: an image reads exactly iff max false < t <= min true (float32 values, as decoded)."""
+    ht = np.float32(true_heights)[:, None]
+    hf = np.float32(false_heights)[:, None]
+    t = np.float32(thresholds)[None, :]
+    return ((hf < t) & (t <= ht)).mean(axis=0)
+
+
+TRUE_H = [0.6, 0.8, 0.95, 0.7, 0.6, 0.9, 0.75]
+FALSE_H = [0.3, 0.1, 0.0, 0.25, 0.2, 0.3, 0.15]
+
+
+def test_sweep_matches_hand_curve():
+    maps, texts = constructed(TRUE_H, FALSE_H)
+    acc = sweep(maps, texts, ALPHABET, STRIDE)
+    want = expected_curve(TRUE_H, FALSE_H, DEFAULT_THRESHOLDS)
+    np.testing.assert_array_equal(acc, want)
+    assert acc.max() == 1.0
+
+
+def test_calibrate_picks_middle_of_right_range(tmp_path):
+    maps, texts = constructed(TRUE_H, FALSE_H)
+    png = tmp_path / "calibration.png"
+    res = calibrate(maps, texts, ALPHABET, STRIDE, plot=png)
+    # every image reads for 0.3 < t <= 0.6, i.e. t in 0.31 .. 0.60: middle (0.31 + 0.60) / 2
+    assert res["threshold"] == pytest.approx(0.455)
+    assert res["sequence_accuracy"] == 1.0
+    assert res["count"] == len(texts)
+    curve = dict(res["curve"])
+    assert len(curve) == len(DEFAULT_THRESHOLDS)
+    assert curve[0.31] == 1.0 and curve[0.6] == 1.0
+    assert curve[0.3] < 1.0 and curve[0.61] < 1.0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1000
+
+
+def test_calibrate_custom_thresholds_and_chunks():
+    maps, texts = constructed(TRUE_H, FALSE_H)
+    thresholds = [0.1, 0.2, 0.35, 0.4, 0.45, 0.5, 0.7]
+    res = calibrate(maps, texts, ALPHABET, STRIDE, thresholds=thresholds)
+    assert res["threshold"] == pytest.approx(0.425)  # best run 0.35..0.5
+    # decoding in chunks (the last one padded) gives the same curve as in one piece
+    np.testing.assert_array_equal(sweep(maps, texts, ALPHABET, STRIDE, thresholds, chunk=3),
+                                  expected_curve(TRUE_H, FALSE_H, thresholds))
+
+
+def test_sweep_bad_input():
+    maps, texts = constructed(TRUE_H[:2], FALSE_H[:2])
+    with pytest.raises(ValueError, match="N, h, w, K"):
+        sweep(maps[0], texts[:1], ALPHABET, STRIDE)
+    with pytest.raises(ValueError, match="3 texts"):
+        sweep(maps, texts + ["123"], ALPHABET, STRIDE)
+
+
+# ----- calibrate_model ------------------------------------------------------------------------------
+def test_calibrate_model_on_untrained_tiny_model(tmp_path):
+    cfg = tiny()
+    ds = generate_arrays(cfg, 4, seed=5, workers=1)
+    res = calibrate_model(build_model(cfg), cfg, ds, plot=tmp_path / "c.png")
+    assert res["count"] == 4
+    assert len(res["curve"]) == len(DEFAULT_THRESHOLDS)
+    # untrained maps stay near 0 (a 1% head): nothing is read at any threshold, all tie,
+    # and the middle of the whole range is chosen
+    assert res["sequence_accuracy"] == 0.0
+    assert res["threshold"] == pytest.approx(0.5)
+    assert (tmp_path / "c.png").exists()

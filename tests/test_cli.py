@@ -1,0 +1,154 @@
+"""Tests of the ``fcn-captcha`` command line (fcn_captcha.cli.main), in process, with capsys.
+
+Loading a model is not what these tests check, so ``Detector.load`` is cached for the
+module: every command that reads images shares one loaded ``lib36x4`` and reads two
+good images at a time, so the network compiles once. About 30 s on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+from pathlib import Path
+
+import pytest
+from captcha.image import ImageCaptcha
+from PIL import Image
+
+from fcn_captcha.cli import build_parser, main
+from fcn_captcha.detector import Detector
+
+TEXTS = ("K7QF", "20XA")
+
+
+def subcommands() -> list[str]:
+    actions = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    return sorted(actions[0].choices)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cached_load():
+    load = functools.lru_cache(maxsize=None)(Detector.load)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Detector, "load", staticmethod(lambda name: load(str(name))))
+        yield
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """Two good plain-library captchas named by their texts, and a corrupt PNG."""
+    d = tmp_path_factory.mktemp("predict")
+    gen = ImageCaptcha(width=192, height=64)
+    for t in TEXTS:
+        gen.write(t, str(d / f"{t}.png"))
+    data = (d / f"{TEXTS[0]}.png").read_bytes()
+    (d / "corrupt.png").write_bytes(data[: len(data) // 3])
+    return d
+
+
+def test_subcommands_listed():
+    assert {"generate", "train", "calibrate", "evaluate", "predict", "demo", "samples"} <= set(subcommands())
+
+
+@pytest.mark.parametrize("command", [None] + subcommands())
+def test_help(command, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(([command] if command else []) + ["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: fcn-captcha" + (f" {command}" if command else ""))
+
+
+def test_usage_errors(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["evaluate", "--model", "lib36x4"])  # neither --data nor --plain
+    assert e.value.code == 2
+    assert "--data" in capsys.readouterr().err
+
+
+def test_unknown_model(folder, capsys):
+    assert main(["predict", "--model", "no-such-model", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert "fcn-captcha predict: error" in err and "no-such-model" in err and "lib36x4" in err
+
+
+def test_predict_folder_with_a_corrupt_file(folder, capsys):
+    with pytest.warns(UserWarning, match="corrupt.png"):
+        rc = main(["predict", "--model", "lib36x4", str(folder)])
+    out, err = capsys.readouterr()
+    assert rc == 1
+    lines = out.splitlines()
+    assert [ln.split("\t")[0] for ln in lines] == [str(folder / f"{t}.png") for t in sorted(TEXTS)]
+    for ln in lines:
+        path, text = ln.split("\t")
+        assert len(text) == 4 and set(text) <= set("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+    assert sum(Path(p).stem == t for p, t in (ln.split("\t") for ln in lines)) >= 1  # ~99.7% each
+    assert str(folder / "corrupt.png") in err
+
+
+def test_predict_json(folder, capsys):
+    files = [str(folder / f"{t}.png") for t in TEXTS]
+    assert main(["predict", "--model", "lib36x4", "--json", *files]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    for f, ln in zip(files, lines):
+        rec = json.loads(ln)
+        assert rec["file"] == f and isinstance(rec["length_forced"], bool)
+        assert rec["text"] == "".join(c["symbol"] for c in rec["chars"])
+        xs = [c["x"] for c in rec["chars"]]
+        assert xs == sorted(xs) and all(0 <= x < 192 for x in xs)
+        assert all(0 <= c["y"] < 64 and 0 < c["score"] < 2 for c in rec["chars"])
+
+
+def test_predict_length(folder, capsys):
+    f = str(folder / f"{TEXTS[0]}.png")
+    assert main(["predict", "--model", "lib36x4", "--threshold", "1e9", "--length", "4", f, f]) == 0
+    texts = [ln.split("\t")[1] for ln in capsys.readouterr().out.splitlines()]
+    assert len(texts) == 2 and all(len(t) == 4 for t in texts)
+
+
+def test_evaluate_folder(folder, tmp_path, capsys):
+    rc = main(["evaluate", "--model", "lib36x4", "--data", str(folder), "--json", str(tmp_path / "m.json")])
+    out, err = capsys.readouterr()
+    assert rc == 0
+    assert out.startswith("images 2: sequence accuracy ")
+    assert "skipped 1 files" in err and "corrupt.png" in err
+    m = json.loads((tmp_path / "m.json").read_text())
+    assert m["count"] == 2 and 0.0 <= m["sequence_accuracy"] <= 1.0
+    assert "readings" not in m
+
+
+def test_evaluate_plain(capsys):
+    assert main(["evaluate", "--model", "lib36x4", "--plain", "2", "--seed", "1"]) == 0
+    assert capsys.readouterr().out.startswith("images 2: sequence accuracy ")
+
+
+def test_generate(tmp_path, capsys):
+    out = tmp_path / "ds"
+    assert main(["generate", "--preset", "tiny", "--count", "8", "--out", str(out), "--workers", "1",
+                 "--png", "2"]) == 0
+    assert "wrote 8 captchas" in capsys.readouterr().out
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["count"] == 8 and manifest["config"]["name"] == "tiny"
+    assert len(list((out / "png").glob("*.png"))) == 2
+
+
+def test_samples(tmp_path, capsys):
+    path = tmp_path / "s.png"
+    assert main(["samples", "--preset", "tiny", "--count", "2", "--out", str(path)]) == 0
+    assert str(path) in capsys.readouterr().out
+    with Image.open(path) as im:
+        assert im.format == "PNG" and im.width > 96
+
+
+def test_demo(tmp_path, capsys):
+    path = tmp_path / "demo.png"
+    assert main(["demo", "--count", "2", "--out", str(path), "--seed", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3
+    for ln in lines[:2]:
+        assert ln.split()[-4] in ("OK", "WRONG") and "mean score" in ln
+    assert lines[2].startswith("lib36x4: ") and str(path) in lines[2]
+    with Image.open(path) as im:
+        assert im.format == "PNG"

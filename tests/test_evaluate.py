@@ -1,0 +1,151 @@
+"""Tests of fcn_captcha.evaluate with the shipped lib36x4 model: folders, datasets, plain-library sets.
+
+Every evaluation reads 20 good images, so the model compiles once. About 30 s on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+from captcha.image import ImageCaptcha
+
+from fcn_captcha.config import get_config
+from fcn_captcha.dataset import generate_arrays, write_dataset
+from fcn_captcha.detector import Detector
+from fcn_captcha.evaluate import evaluate_dataset, evaluate_folder, evaluate_plain, plain_library_set
+from fcn_captcha.generator import random_text
+
+N = 20
+#: Loose floor of sequence accuracy on 20 images (the model reads about 99.7%).
+FLOOR = 0.9
+
+
+@pytest.fixture(scope="module")
+def det():
+    return Detector.load("lib36x4")
+
+
+@pytest.fixture(scope="module")
+def plain(det):
+    """``N`` (text, RGB image) pairs of the plain library, distinct texts."""
+    cfg = det.config
+    rng = random.Random(11)
+    texts = []
+    while len(texts) < N:
+        t = random_text(rng, cfg.alphabet, cfg.min_length, cfg.max_length)
+        if t not in texts:
+            texts.append(t)
+    gen = ImageCaptcha(width=cfg.width, height=cfg.height)
+    return [(t, gen.generate_image(t)) for t in texts]
+
+
+def by_hand(readings, truths):
+    """Sequence accuracy and length error rate, computed independently."""
+    return (np.mean([r == t for r, t in zip(readings, truths)]),
+            np.mean([len(r) != len(t) for r, t in zip(readings, truths)]))
+
+
+def test_folder_of_label_files(det, plain, tmp_path):
+    for t, im in plain:
+        im.save(tmp_path / f"{t}.png")
+    (tmp_path / "ZZZZ.png").write_text("not an image")  # a good label, a bad file
+    plain[0][1].save(tmp_path / "ab#c.png")  # a good image, a label outside the alphabet
+    (tmp_path / "notes.txt").write_text("not an image file name: ignored")
+    m = evaluate_folder(det, tmp_path)
+    truths = sorted(t for t, _ in plain)
+    assert m["count"] == N
+    assert m["names"] == [f"{t}.png" for t in truths]
+    assert sorted(name for name, _ in m["skipped"]) == ["ZZZZ.png", "ab#c.png"]
+    for name, why in m["skipped"]:
+        assert name in why
+    seq, length_err = by_hand(m["readings"], truths)
+    assert m["sequence_accuracy"] == pytest.approx(seq)
+    assert m["length_error_rate"] == pytest.approx(length_err)
+    assert m["sequence_accuracy"] >= FLOOR, m
+
+    sub = evaluate_folder(det, tmp_path, files=m["names"])  # a split: these files, in this order
+    assert sub["readings"] == m["readings"] and sub["skipped"] == []
+
+
+def test_threshold_and_length_pass_through(det, plain, tmp_path):
+    for t, im in plain:
+        im.save(tmp_path / f"{t}.png")
+    none = evaluate_folder(det, tmp_path, threshold=1e9)
+    assert none["readings"] == [""] * N and none["sequence_accuracy"] == 0.0 and none["length_error_rate"] == 1.0
+    forced = evaluate_folder(det, tmp_path, threshold=1e9, length=4)
+    assert all(len(r) == 4 for r in forced["readings"]) and forced["sequence_accuracy"] >= FLOOR
+
+
+def test_folder_with_labels_csv(det, plain, tmp_path):
+    rows = ["file,text"]
+    for i, (t, im) in enumerate(plain):
+        name = f"img_{i:02d}.{'bmp' if i % 7 == 0 else 'png'}"
+        im.save(tmp_path / name)
+        rows.append(f"{name},{t}")
+    (tmp_path / "corrupt.png").write_bytes((tmp_path / "img_01.png").read_bytes()[:300])
+    rows += ["corrupt.png,ABCD", "missing.png,ABCD", "img_00.bmp,abcd"]
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    m = evaluate_folder(det, tmp_path)
+    assert m["count"] == N
+    truths = [t for t, _ in plain]
+    assert m["names"][:3] == ["img_00.bmp", "img_01.png", "img_02.png"]
+    assert sorted(name for name, _ in m["skipped"]) == ["corrupt.png", "img_00.bmp", "missing.png"]
+    assert all(name in why for name, why in m["skipped"])
+    assert m["sequence_accuracy"] == pytest.approx(by_hand(m["readings"], truths)[0])
+    assert m["sequence_accuracy"] >= FLOOR, m
+
+
+@pytest.mark.parametrize("source", ["plain library", "project generator"])
+def test_generated_dataset_folder(det, tmp_path, source):
+    cfg = det.config
+    if source == "plain library":
+        ds = plain_library_set(cfg, N, seed=5, workers=1)
+    else:
+        ds = generate_arrays(cfg, N, seed=5, workers=1)
+    out = write_dataset(ds, tmp_path / "ds", cfg, seed=5)
+    assert (out / "manifest.json").exists()
+    m = evaluate_folder(det, out)
+    assert m["count"] == N and m["skipped"] == []
+    assert m["names"] == list(ds.names)
+    assert m["readings"] == [r.text for r in det.read_arrays(ds.images)]
+    assert m["sequence_accuracy"] == pytest.approx(by_hand(m["readings"], ds.texts)[0])
+    assert m["sequence_accuracy"] >= FLOOR, m
+
+
+def test_evaluate_dataset_matches_read_arrays(det):
+    ds = plain_library_set(det.config, N, seed=8, workers=1)
+    m = evaluate_dataset(det, ds)
+    assert m["readings"] == [r.text for r in det.read_arrays(ds.images)]
+    assert m["count"] == N and m["sequence_accuracy"] == pytest.approx(by_hand(m["readings"], ds.texts)[0])
+    assert m["names"] == [f"plain:8:{i}" for i in range(N)]
+    assert m["sequence_accuracy"] >= FLOOR
+
+
+def test_evaluate_plain(det):
+    m = evaluate_plain(det, N, seed=3)
+    assert m["count"] == N and m["sequence_accuracy"] >= FLOOR
+    assert m["names"] == [f"plain:3:{i}" for i in range(N)]
+
+
+@pytest.mark.parametrize("preset", ["lib36x4", "lib36var"])
+def test_plain_library_set_texts_and_shapes(preset):
+    cfg = get_config(preset)
+    a = plain_library_set(cfg, 12, seed=99, workers=1)
+    b = plain_library_set(cfg, 12, seed=99, workers=1)
+    c = plain_library_set(cfg, 12, seed=100, workers=1)
+    assert a.texts == b.texts and a.texts != c.texts
+    rng = random.Random(99)  # the documented rule, by hand
+    assert a.texts == [random_text(rng, cfg.alphabet, cfg.min_length, cfg.max_length) for _ in range(12)]
+    assert all(cfg.min_length <= len(t) <= cfg.max_length and set(t) <= set(cfg.alphabet) for t in a.texts)
+    assert a.images.shape == (12, cfg.height, cfg.width) and a.images.dtype == np.uint8
+    assert a.centers is None
+    assert a.names == [f"plain:99:{i}" for i in range(12)]
+    # model inputs: text bright on a zero background, contrast normalised
+    assert np.all(np.median(a.images.reshape(12, -1), axis=1) == 0)
+    assert np.all(a.images.reshape(12, -1).max(axis=1) == 255)
+    # the drawing is the library's own (unseeded) randomness: the same texts, other images
+    assert not np.array_equal(a.images, b.images)
+    empty = plain_library_set(cfg, 0, seed=1, workers=1)
+    assert empty.images.shape == (0, cfg.height, cfg.width) and empty.texts == []

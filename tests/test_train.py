@@ -1,0 +1,383 @@
+"""Tests of fcn_captcha.train on a shrunken tiny config (CPU).
+
+One uninterrupted run is the reference. Against it: a run stopped by the
+``stop_after_steps`` hook and resumed, and a run killed with SIGKILL in a subprocess
+(started at once so that it trains while the reference does) and resumed, must give the
+same model bit for bit, the same held-out losses and the same chosen candidate. The
+selection at each stage end is checked against an argsort of the reported held-out
+losses; a workdir of another config, a corrupt checkpoint and a non-finite loss must
+stop the run with an error that says what and where.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from unittest import mock
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import fcn_captcha.train as train_mod
+from fcn_captcha.checkpoint import CheckpointError, TrainCheckpointer, load_model
+from fcn_captcha.config import tiny
+from fcn_captcha.dataset import generate_arrays
+from fcn_captcha.targets import render_center_maps
+from fcn_captcha.train import FAR, NonFiniteError, Trainer, augment, loss_from_maps, make_batch, select_best, \
+    to_device, train
+
+# 3 -> 2 -> 1 candidates, 8 steps per stage (32 images / batch 4), a checkpoint every 2 steps.
+CFG = tiny().replace(train_size=32, val_size=8, calib_size=8, batch_size=4, stage_runs=(3, 2, 1),
+                     stage_epochs=(1, 1, 1), log_every=1, checkpoint_every=2)
+KILL_AFTER = 10  # the subprocess is killed once a checkpoint of step >= 10 (stage 2) is complete
+
+_SCRIPT = ("import json, sys\n"
+           "from fcn_captcha.config import Config\n"
+           "from fcn_captcha.train import train\n"
+           "train(Config.from_dict(json.loads(sys.argv[1])), sys.argv[2], progress=False, log=lambda *a: None)\n")
+
+
+def quiet(*_):
+    pass
+
+
+def committed_steps(ckpt_dir: Path) -> list[int]:
+    """Steps of the complete checkpoints in a checkpoints folder (unfinished saves excluded)."""
+    try:
+        return sorted(int(p.name) for p in ckpt_dir.iterdir()
+                      if p.name.isdigit() and (p / "commit_success.txt").exists())
+    except OSError:  # not there yet, or renamed while listed
+        return []
+
+
+def model_leaves(workdir: Path) -> list[np.ndarray]:
+    model, _, _, _ = load_model(workdir / "model")
+    return [np.asarray(a) for a in jax.tree.leaves(nnx.state(model))]
+
+
+def schedule(summary: dict) -> list[dict]:
+    """The reproducible part of a summary's stages (times left out)."""
+    return [{k: st[k] for k in ("stage", "uids", "val_loss", "kept", "end_step")} for st in summary["stages"]]
+
+
+def assert_same_result(summary: dict, workdir: Path, ref_summary: dict, ref_workdir: Path):
+    assert summary["chosen"] == ref_summary["chosen"]
+    assert schedule(summary) == schedule(ref_summary)  # held-out losses compared exactly
+    assert summary["calibration"] == ref_summary["calibration"]
+    got, want = model_leaves(workdir), model_leaves(ref_workdir)
+    assert len(got) == len(want) > 0
+    for a, b in zip(got, want):
+        assert a.dtype == b.dtype
+        assert np.array_equal(a, b)
+
+
+# ----- the killed run (a subprocess) and the reference run ------------------------------------------
+class KillJob:
+    """Train ``CFG`` in a subprocess and SIGKILL it once a checkpoint of step >= ``after`` is complete."""
+
+    def __init__(self, workdir: Path, after: int, timeout: float = 900.0):
+        self.workdir = workdir
+        self.after = after
+        self.killed_at: int | None = None
+        self.outcome = "running"
+        self.log = workdir.parent / (workdir.name + ".stderr")
+        with open(self.log, "w") as err:
+            self.proc = subprocess.Popen([sys.executable, "-c", _SCRIPT, CFG.to_json(), str(workdir)],
+                                         stdout=subprocess.DEVNULL, stderr=err)
+        self._deadline = time.time() + timeout
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+        self.thread.start()
+
+    def _watch(self):
+        ckpt_dir = self.workdir / "checkpoints"
+        while time.time() < self._deadline:
+            if self.proc.poll() is not None:
+                self.outcome = "finished"
+                return
+            steps = committed_steps(ckpt_dir)
+            if steps and steps[-1] >= self.after:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+                self.killed_at = steps[-1]
+                self.outcome = "killed"
+                return
+            time.sleep(0.02)
+        self.stop()
+        self.outcome = "timeout"
+
+    def stop(self):
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def wait(self) -> str:
+        self.thread.join()
+        return self.outcome
+
+
+@pytest.fixture(scope="module")
+def kill_job(tmp_path_factory):
+    job = KillJob(tmp_path_factory.mktemp("killed") / "work", KILL_AFTER)
+    yield job
+    job.stop()
+    job.thread.join(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def reference(kill_job, tmp_path_factory):
+    """The uninterrupted run (while the subprocess of ``kill_job`` trains beside it)."""
+    workdir = tmp_path_factory.mktemp("reference")
+    trainers = []
+
+    class Recording(Trainer):
+        def __init__(self, config):
+            super().__init__(config)
+            trainers.append(self)
+
+    lines = []
+    with mock.patch.object(train_mod, "Trainer", Recording):
+        summary = train(CFG, workdir, progress=False, log=lines.append)
+    return {"summary": summary, "workdir": workdir, "trainers": trainers, "log": lines}
+
+
+# ----- selection ------------------------------------------------------------------------------------
+def test_select_best():
+    assert select_best(np.array([0.3, 0.1, np.nan, 0.2]), 2).tolist() == [1, 3]
+    assert select_best(np.array([0.5, 0.2, 0.2, 0.1]), 3).tolist() == [3, 1, 2]  # ties: lower index first
+    # every non-finite loss (even -inf) ranks last, in index order
+    assert select_best(np.array([np.inf, 1.0, np.nan, -np.inf, 0.5]), 5).tolist() == [4, 1, 0, 2, 3]
+    assert select_best(np.array([2.0, 1.0]), 5).tolist() == [1, 0]
+    assert select_best(np.array([4.0, 3.0, 2.0]), 1).tolist() == [2]
+
+
+def test_run_outputs(reference):
+    s, wd = reference["summary"], reference["workdir"]
+    for name in ("config.json", "summary.json", "losses.csv", "losses.png", "model/model.json"):
+        assert (wd / name).exists(), name
+    assert json.loads((wd / "config.json").read_text()) == CFG.to_dict()
+    assert json.loads((wd / "summary.json").read_text())["chosen"] == s["chosen"]
+    assert s["model_dir"] == str(wd / "model")
+    assert 0.05 <= s["calibration"]["threshold"] <= 0.95 and s["calibration"]["count"] == CFG.calib_size
+    _, cfg, thr, info = load_model(wd / "model")
+    assert cfg == CFG and thr == s["calibration"]["threshold"]
+    assert info["summary"]["chosen"] == s["chosen"]
+    # every candidate logged a training loss at every step (log_every=1)
+    rows = (wd / "losses.csv").read_text().splitlines()[1:]
+    assert sum(1 for r in rows if r.split(",")[3]) == sum(n * k for n, k in zip(CFG.stage_runs, CFG.stage_steps))
+    assert any(line.startswith("start: 3 candidates") for line in reference["log"])
+
+
+def test_selection_keeps_the_lowest_held_out_losses(reference):
+    stages = reference["summary"]["stages"]
+    assert [st["stage"] for st in stages] == [1, 2, 3]
+    assert stages[0]["uids"] == [0, 1, 2]
+    assert [st["end_step"] for st in stages] == list(np.cumsum(CFG.stage_steps))
+    for k, st in enumerate(stages):
+        assert len(st["uids"]) == CFG.stage_runs[k]
+        assert all(math.isfinite(v) for v in st["val_loss"])
+        keep = CFG.stage_runs[k + 1] if k + 1 < len(stages) else 1
+        by_hand = [st["uids"][i] for i in np.argsort(st["val_loss"], kind="stable")[:keep]]
+        assert st["kept"] == by_hand
+        if k + 1 < len(stages):
+            assert stages[k + 1]["uids"] == st["kept"]  # the survivors, best first
+    assert reference["summary"]["chosen"] == stages[-1]["kept"][0]
+
+
+def test_step_traced_once_in_a_whole_run(reference):
+    # restart_mode "loop": every stage steps one candidate at a time, one batch shape
+    (trainer,) = reference["trainers"]
+    assert CFG.restart_mode == "loop"
+    assert trainer.trace_count == 1
+
+
+# ----- kill and resume ------------------------------------------------------------------------------
+def test_stop_and_resume_matches_uninterrupted(reference, tmp_path):
+    # stop right after step 9: the newest checkpoint is the one written at the end of
+    # stage 1 (step 8, after selection), so the resumed run starts stage 2 from it
+    assert train(CFG, tmp_path, progress=False, log=quiet, stop_after_steps=9) == {"stopped_at": 9}
+    ck = TrainCheckpointer(tmp_path / "checkpoints")
+    assert ck.latest_step() == 8
+    ck.close()
+    assert not (tmp_path / "model").exists()
+    lines = []
+    summary = train(CFG, tmp_path, progress=False, log=lines.append)
+    assert any(line.startswith("resumed from checkpoint 8: stage 2") for line in lines)
+    assert_same_result(summary, tmp_path, reference["summary"], reference["workdir"])
+
+
+def test_sigkill_and_resume_matches_uninterrupted(reference, kill_job):
+    outcome = kill_job.wait()
+    err = kill_job.log.read_text()[-3000:]
+    assert outcome in ("killed", "finished"), f"{outcome}: {err}"
+    workdir = kill_job.workdir
+    if outcome == "finished":  # it ended before a checkpoint could be seen: still compare
+        assert kill_job.proc.returncode == 0, err
+    else:
+        assert kill_job.proc.returncode == -signal.SIGKILL
+        assert kill_job.killed_at >= KILL_AFTER
+        assert not (workdir / "model").exists()
+    lines = []
+    summary = train(CFG, workdir, progress=False, log=lines.append)
+    if outcome == "killed":
+        assert any(line.startswith("resumed from checkpoint") for line in lines), lines[:3]
+    assert_same_result(summary, workdir, reference["summary"], reference["workdir"])
+
+
+# ----- errors -----------------------------------------------------------------------------------------
+def test_workdir_of_another_config_is_an_error(reference):
+    wd = reference["workdir"]
+    before = committed_steps(wd / "checkpoints")
+    with pytest.raises(CheckpointError, match=r"fields differ: \['learning_rate'\]"):
+        train(CFG.replace(learning_rate=1e-3), wd, progress=False, log=quiet)
+    with pytest.raises(CheckpointError, match=r"'seed', 'stage_runs'"):
+        train(CFG.replace(seed=1, stage_runs=(2, 2, 1)), wd, progress=False, log=quiet)
+    assert committed_steps(wd / "checkpoints") == before
+    assert json.loads((wd / "config.json").read_text()) == CFG.to_dict()
+
+
+def test_checkpoint_of_another_config_is_an_error(reference, tmp_path):
+    # no config.json (e.g. deleted): the checkpoint's own record of its config still guards it
+    shutil.copytree(reference["workdir"] / "checkpoints", tmp_path / "checkpoints")
+    with pytest.raises(CheckpointError, match="written for another config"):
+        train(CFG.replace(learning_rate=1e-3), tmp_path, progress=False, log=quiet)
+
+
+def test_corrupt_checkpoint_is_an_error_not_a_restart(reference, tmp_path):
+    wd = tmp_path / "work"
+    shutil.copytree(reference["workdir"], wd, ignore=shutil.ignore_patterns("model"))
+    steps = committed_steps(wd / "checkpoints")
+    latest = wd / "checkpoints" / str(steps[-1])
+    data = [f for f in (latest / "state").rglob("*") if f.is_file() and f.parent.name == "d"]
+    assert data
+    for f in data:
+        f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    lines = []
+    with pytest.raises(CheckpointError, match=f"checkpoints/{steps[-1]}"):
+        train(CFG, wd, progress=False, log=lines.append)
+    assert not any(line.startswith("start") for line in lines)
+    assert committed_steps(wd / "checkpoints") == steps
+    assert not (wd / "model").exists()
+
+
+def test_non_finite_loss_names_step_and_candidate(tmp_path, monkeypatch):
+    original = Trainer._train_step
+
+    def poisoned(self, params, opt_state, uids, step, data):
+        params, opt_state, metrics = original(self, params, opt_state, uids, step, data)
+        bad = (uids == 1) & (step == 3)
+        return params, opt_state, dict(metrics, loss=jnp.where(bad, jnp.nan, metrics["loss"]))
+
+    monkeypatch.setattr(Trainer, "_train_step", poisoned)
+    with pytest.raises(NonFiniteError, match=r"non-finite loss at step 3 of stage 1 for candidate #1$"):
+        train(CFG, tmp_path, progress=False, log=quiet)
+    assert not (tmp_path / "model").exists()
+    assert committed_steps(tmp_path / "checkpoints") == [2]  # nothing saved after the bad step
+
+
+def test_check_and_log_names_the_first_bad_step_and_candidate():
+    history = {"log": []}
+    ok = {"loss": np.ones(3), "grad_norm": np.ones(3), "param_norm": np.ones(3)}
+    bad = dict(ok, grad_norm=np.array([1.0, 1.0, np.inf]))
+    train_mod._check_and_log([(12, [ok]), (13, [ok])], [4, 0, 7], 1, history, CFG)
+    assert history["log"][-1]["step"] == 14 and history["log"][-1]["loss"] == {"4": 1.0, "0": 1.0, "7": 1.0}
+    with pytest.raises(NonFiniteError, match="non-finite grad_norm at step 15 of stage 2 for candidate #7"):
+        train_mod._check_and_log([(14, [ok]), (15, [bad]), (16, [bad])], [4, 0, 7], 1, history, CFG)
+    # "loop" mode: one [1] dict per candidate
+    per_cand = [dict(ok, loss=np.ones(1)), dict(ok, loss=np.array([np.nan])), dict(ok, loss=np.ones(1))]
+    per_cand = [{k: v[:1] for k, v in m.items()} for m in per_cand]
+    with pytest.raises(NonFiniteError, match="non-finite loss at step 0 of stage 1 for candidate #5"):
+        train_mod._check_and_log([(0, per_cand)], [3, 5, 9], 0, history, CFG)
+
+
+# ----- trainer pieces ----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def small_data():
+    return generate_arrays(CFG, 6, seed=99, workers=1)
+
+
+def test_trainer_step_traced_once_per_batch_shape(small_data):
+    data = to_device(small_data, CFG)
+    uids = [0, 1, 2]
+    loop = Trainer(CFG)
+    cands = loop.unpack(*loop.init(uids))
+    for step in range(3):
+        cands, metrics = loop.step_all(cands, uids, step, data)
+    assert loop.trace_count == 1  # 3 candidates x 3 steps, one shape
+    vmapped = Trainer(CFG.replace(restart_mode="vmap"))
+    stacked = vmapped.init(uids)
+    for step in range(3):
+        stacked, vm = vmapped.step_all(stacked, uids, step, data)
+    assert vmapped.trace_count == 1
+    # the same candidates advanced side by side give the same parameters and losses
+    np.testing.assert_allclose(np.concatenate([np.asarray(m["loss"]) for m in metrics]), np.asarray(vm[0]["loss"]),
+                               rtol=1e-4)
+    for a, b in zip(jax.tree.leaves(loop.pack(cands)[0]), jax.tree.leaves(stacked[0])):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-3, atol=1e-5)
+    # two survivors: a new batch shape, one more trace
+    two = jax.tree.map(lambda a: a[:2], stacked)
+    for step in range(3, 5):
+        two, _ = vmapped.step_all(two, uids[:2], step, data)
+    assert vmapped.trace_count == 2
+
+
+def test_make_batch_targets_match_numpy(small_data):
+    data = to_device(small_data, CFG)
+    x, y = jax.jit(lambda k, d: make_batch(d, k, CFG, augmented=False))(jax.random.key(3), data)
+    x, y = np.asarray(x), np.asarray(y)
+    assert x.shape == (CFG.batch_size, CFG.height, CFG.width, 1) and x.dtype == np.float32
+    assert y.shape == (CFG.batch_size, CFG.out_height, CFG.out_width, CFG.num_classes)
+    images = small_data.images.astype(np.float32) / 255.0
+    for b in range(CFG.batch_size):
+        i = int(np.argmin(np.abs(images - x[b, ..., 0]).sum(axis=(1, 2))))
+        assert np.array_equal(images[i], x[b, ..., 0])
+        text = small_data.texts[i]
+        want = render_center_maps(small_data.centers[i, :len(text)], text, CFG.alphabet,
+                                  (CFG.out_height, CFG.out_width), CFG.stride, (CFG.sigma_x, CFG.sigma_y))
+        np.testing.assert_allclose(y[b], want, atol=1e-5)
+
+
+def test_augment_moves_centers_with_the_image():
+    # one bright Gaussian blob at a known center: after augmentation its intensity
+    # centroid is where the returned center says
+    cfg = CFG.replace(shift=3.0, scale=0.1, rotate=10.0)
+    h, w = cfg.height, cfg.width
+    ys, xs = np.mgrid[0:h, 0:w]
+    cx, cy = 40.0, 14.0
+    image = np.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * 1.5 ** 2)).astype(np.float32)
+    centers = np.array([[cx, cy], [FAR, FAR]], np.float32)
+    aug = jax.jit(lambda k, im, c: augment(k, im, c, cfg))
+    moved_any = False
+    for seed in range(4):
+        out, moved = (np.asarray(a) for a in aug(jax.random.key(seed), jnp.asarray(image), jnp.asarray(centers)))
+        centroid = np.array([(out * xs).sum(), (out * ys).sum()]) / out.sum()
+        np.testing.assert_allclose(moved[0], centroid, atol=0.2)
+        assert np.array_equal(moved[1], [FAR, FAR])  # absent characters stay absent
+        moved_any |= bool(np.abs(moved[0] - [cx, cy]).max() > 0.5)
+    assert moved_any
+
+
+def test_loss_from_maps_by_hand():
+    y = np.zeros((2, 2, 3, 1), np.float32)
+    y[0, 1, 1, 0] = 1.0
+    y[1, 0, 2, 0] = 0.5
+    raw = np.full((2, 2, 3, 1), 0.25, np.float32)
+    np.testing.assert_allclose(np.asarray(loss_from_maps(CFG, jnp.asarray(raw), jnp.asarray(y))),
+                               [5 * 0.25 ** 2 + 0.75 ** 2, 5 * 0.25 ** 2 + 0.25 ** 2], rtol=1e-6)
+    # focal (CenterNet): positives -(1-p)^2 log p, others -(1-y)^4 p^2 log(1-p), / positives
+    p = 1 / (1 + math.exp(-0.25))
+    neg0 = -(p ** 2) * math.log(1 - p)
+    img0 = (-((1 - p) ** 2) * math.log(p) + 5 * neg0) / 1
+    img1 = (5 * neg0 + -(0.5 ** 4) * p ** 2 * math.log(1 - p)) / 1  # no positive: divided by 1
+    got = np.asarray(loss_from_maps(CFG.replace(loss="focal"), jnp.asarray(raw), jnp.asarray(y)))
+    np.testing.assert_allclose(got, [img0, img1], rtol=1e-5)

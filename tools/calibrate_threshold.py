@@ -1,0 +1,13 @@
+"""Calibrate a model's decoder threshold on held-out labelled images and store it.
+
+    python tools/calibrate_threshold.py --model runs/lib10x4/model --data DIR [--plot curve.png]
+
+Same as ``fcn-captcha calibrate``.
+"""
+
+import sys
+
+from fcn_captcha.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["calibrate", *sys.argv[1:]]))
