@@ -155,6 +155,14 @@ def cmd_scope(args):
     return 0
 
 
+def cmd_introspect(args):
+    from fcn_captcha.introspect import introspect_image
+
+    rep = introspect_image(args.model, args.image, args.out, max_chars=args.max_chars, steps=args.steps)
+    print(json.dumps(rep, indent=1))
+    return 0
+
+
 def cmd_annotate(args):
     from fcn_captcha.annotate import annotate_folder
 
@@ -228,6 +236,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, default=500, help="characters compared with the scope")
     p.add_argument("--out", default="scope")
     p.set_defaults(func=cmd_scope)
+
+    p = sub.add_parser("introspect", help="what the network looks at: input minimisation and activations")
+    p.add_argument("--model", default="lib36x4")
+    p.add_argument("--image", required=True)
+    p.add_argument("--out", default="introspect")
+    p.add_argument("--max-chars", type=int, default=2)
+    p.add_argument("--steps", type=int, default=300)
+    p.set_defaults(func=cmd_introspect)
 
     p = sub.add_parser("annotate", help="character centers for string-labelled real images")
     p.add_argument("--model", required=True)

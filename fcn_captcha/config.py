@@ -125,6 +125,9 @@ class Config:
       seed: root seed; every restart, step and image key derives from it.
       log_every: steps between logged training losses.
       checkpoint_every: steps between checkpoints (and at every stage end).
+      fresh_data: if True, every stage after the first trains on a newly generated
+        training set (``train_size`` images, seed derived from ``seed`` and the stage,
+        made on all CPU cores), so long runs see more distinct captchas.
     """
 
     name: str = "custom"
@@ -161,6 +164,7 @@ class Config:
     seed: int = 0
     log_every: int = 50
     checkpoint_every: int = 500
+    fresh_data: bool = False
 
     def __post_init__(self):
         if len(set(self.alphabet)) != len(self.alphabet) or not self.alphabet:

@@ -318,3 +318,49 @@ def plot_activations(acts, path: str | os.PathLike = "activations.png", max_maps
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
     return str(path)
+
+
+def introspect_image(model: str, image, out_dir, max_chars: int = 2, steps: int = 300) -> dict:
+    """``fcn-captcha introspect``: the seed's experiments on one image with a trained model.
+
+    For each of the ``max_chars`` strongest detected characters, :func:`minimize_input`
+    (c = 0.1) and :func:`plot_minimized` with the model's scope drawn; then the
+    activation grid of every layer (:func:`plot_activations`).
+
+    Args:
+      model: shipped model name or model directory.
+      image: path, PIL image or array (normalised like every input of the model).
+      out_dir: where ``minimized_<i>_<symbol>.png`` and ``activations.png`` go.
+      max_chars: characters to examine.
+      steps: gradient steps per character.
+
+    Returns:
+      ``{"text": ..., "files": [...]}``.
+    """
+    from pathlib import Path
+
+    from fcn_captcha.detector import Detector
+    from fcn_captcha.preprocess import to_model_input
+    from fcn_captcha.scope import measure_scope
+    from fcn_captcha.targets import pixels_to_cells
+
+    det = Detector.load(model)
+    cfg = det.config
+    x = to_model_input(image, cfg.width, cfg.height).astype(np.float32) / 255.0
+    reading = det.read_arrays((x * 255).astype(np.uint8)[None])[0]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    scope = measure_scope(cfg)
+    files = []
+    chars = sorted(reading.chars, key=lambda ch: -ch.score)[:max_chars]
+    for i, ch in enumerate(chars):
+        u = int(np.clip(np.rint(pixels_to_cells(ch.x, cfg.stride)), 0, cfg.out_width - 1))
+        v = int(np.clip(np.rint(pixels_to_cells(ch.y, cfg.stride)), 0, cfg.out_height - 1))
+        res = minimize_input(det.model, x, (cfg.alphabet.index(ch.symbol), (u, v)), steps=steps)
+        path = out / f"minimized_{i}_{ch.symbol}.png"
+        plot_minimized(x, res.optimized, res.center_px, scope, path=path,
+                       title=f"'{ch.symbol}' of {reading.text!r}: what the network uses (c = 0.1)")
+        files.append(str(path))
+    acts = layer_activations(det.model, x)
+    files.append(str(plot_activations(acts, out / "activations.png")))
+    return {"text": reading.text, "files": files}

@@ -306,6 +306,21 @@ class Trainer:
 
 
 # ----- data preparation -------------------------------------------------------------------------------
+def stage_training_set(config: Config, workdir: str | os.PathLike, stage: int, progress: bool = True) -> Dataset:
+    """The fresh training set of ``stage`` (>= 1) when ``config.fresh_data`` is set.
+
+    Seed ``config.seed * 1000 + 10 + stage``; reused from ``workdir/data/train_stage<k>``
+    when complete, so a resumed run trains on the same images.
+    """
+    path = Path(workdir) / "data" / f"train_stage{stage + 1}"
+    seed = config.seed * 1000 + 10 + stage
+    if is_complete(path, config, config.train_size, seed):
+        return load_dataset(path)
+    ds = generate_arrays(config, config.train_size, seed, progress=progress)
+    write_dataset(ds, path, config, seed=seed)
+    return ds
+
+
 def prepare_data(config: Config, workdir: str | os.PathLike, progress: bool = True) -> dict[str, Dataset]:
     """Generate (or reuse, when complete) the train / val / calib sets under ``workdir/data``.
 
@@ -434,6 +449,10 @@ def train(config: Config, workdir: str | os.PathLike, log=print, progress: bool 
     global_step = (latest or 0)
     done_steps = 0
     while stage < len(runs):
+        if config.fresh_data and stage > 0:
+            t_fresh = time.time()
+            train_dev = to_device(stage_training_set(config, workdir, stage, progress), config)
+            log(f"stage {stage + 1}: fresh training set of {config.train_size} images ({time.time() - t_fresh:.0f} s)")
         if stage == len(runs) - 1 and config.time_budget > 0 and not history.get("budget_applied") and stage > 0:
             _apply_time_budget(config, history, elapsed0 + time.time() - t_proc, log)
         stage_start = np.concatenate([[0], np.cumsum(history["steps_plan"])]).astype(int)
