@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from fcn_captcha.config import get_config
 from fcn_captcha.dataset import generate_arrays
 from fcn_captcha.model import count_flops
-from fcn_captcha.train import Trainer, _peak_flops, to_device
+from fcn_captcha.training import Trainer, _peak_flops, to_device
 
 
 def _time_block(fn, steps: int) -> float:

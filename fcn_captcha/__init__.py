@@ -10,7 +10,7 @@ import importlib
 _EXPORTS = {
     "ARCHITECTURES": "fcn_captcha.config",
     "build_model": "fcn_captcha.model",
-    "calibrate": "fcn_captcha.calibrate",
+    "calibrate": "fcn_captcha.calibration",
     "CenterCaptcha": "fcn_captcha.generator",
     "CenterNet": "fcn_captcha.model",
     "Char": "fcn_captcha.decoder",
@@ -29,14 +29,14 @@ _EXPORTS = {
     "load_folder": "fcn_captcha.dataset",
     "load_model": "fcn_captcha.checkpoint",
     "measure_scope": "fcn_captcha.scope",
-    "NonFiniteError": "fcn_captcha.train",
+    "NonFiniteError": "fcn_captcha.training",
     "PRESETS": "fcn_captcha.config",
     "Reading": "fcn_captcha.decoder",
     "reading_metrics": "fcn_captcha.metrics",
     "render_center_maps": "fcn_captcha.targets",
     "save_model": "fcn_captcha.checkpoint",
     "to_model_input": "fcn_captcha.preprocess",
-    "train": "fcn_captcha.train",
+    "train": "fcn_captcha.training",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -28,7 +28,7 @@ def cmd_generate(args):
 
 
 def cmd_train(args):
-    from fcn_captcha.train import train
+    from fcn_captcha.training import train
 
     cfg = _config(args)
     summary = train(cfg, args.workdir)
@@ -56,7 +56,7 @@ def _record_test(model_dir, m, count, seed):
 
 
 def cmd_calibrate(args):
-    from fcn_captcha.calibrate import calibrate
+    from fcn_captcha.calibration import calibrate
     from fcn_captcha.checkpoint import read_model_meta
     from fcn_captcha.dataset import load_dataset, load_folder
     from fcn_captcha.detector import Detector
@@ -163,13 +163,6 @@ def cmd_introspect(args):
     return 0
 
 
-def cmd_annotate(args):
-    from fcn_captcha.annotate import annotate_folder
-
-    annotate_folder(args.model, args.data, args.out, picture=args.picture)
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="fcn-captcha", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
@@ -245,12 +238,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=300)
     p.set_defaults(func=cmd_introspect)
 
-    p = sub.add_parser("annotate", help="character centers for string-labelled real images")
-    p.add_argument("--model", required=True)
-    p.add_argument("--data", required=True)
-    p.add_argument("--out", required=True, help="centers JSON")
-    p.add_argument("--picture", default=None, help="PNG of the annotations")
-    p.set_defaults(func=cmd_annotate)
     return ap
 
 

@@ -1,4 +1,4 @@
-"""Restart-selection training (the seed's schedule), a thin entry over ``fcn_captcha.train``.
+"""Restart-selection training (the seed's schedule), a thin entry over ``fcn_captcha.training``.
 
     python tools/train_restarts.py --preset lib10x4 --workdir runs/lib10x4 [--set FIELD=VALUE ...]
 

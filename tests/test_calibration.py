@@ -1,4 +1,4 @@
-"""Tests of fcn_captcha.calibrate: the plateau rule, the sweep on constructed maps, the plot.
+"""Tests of fcn_captcha.calibration: the plateau rule, the sweep on constructed maps, the plot.
 
 The constructed maps hold true characters as Gaussian spots scaled to a known height and
 one false spot per image of a known lower height, far from the true ones (outside the
@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fcn_captcha.calibrate import DEFAULT_THRESHOLDS, best_plateau_middle, calibrate, calibrate_model, sweep
+from fcn_captcha.calibration import DEFAULT_THRESHOLDS, best_plateau_middle, calibrate, calibrate_model, sweep
 from fcn_captcha.config import tiny
 from fcn_captcha.dataset import generate_arrays
 from fcn_captcha.model import build_model

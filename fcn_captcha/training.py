@@ -524,11 +524,11 @@ def train(config: Config, workdir: str | os.PathLike, log=print, progress: bool 
                "workdir": str(workdir)}
     _write_log(workdir, history)
     _plot_history(workdir, history, config)
-    from fcn_captcha.calibrate import calibrate_model  # after training: calibration needs the decoder
+    from fcn_captcha.calibration import calibrate_model  # after training: calibration needs the decoder
 
     cal = calibrate_model(model, config, data["calib"])
     summary["calibration"] = {k: v for k, v in cal.items() if k != "curve"}
-    info = {"trained_by": "fcn_captcha.train", "summary": summary,
+    info = {"trained_by": "fcn_captcha.training", "summary": summary,
             "command": " ".join(sys.argv) if sys.argv else ""}
     save_model(workdir / "model", model, config, cal["threshold"], info)
     summary["model_dir"] = str(workdir / "model")

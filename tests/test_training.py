@@ -1,4 +1,4 @@
-"""Tests of fcn_captcha.train on a shrunken tiny config (CPU).
+"""Tests of fcn_captcha.training on a shrunken tiny config (CPU).
 
 One uninterrupted run is the reference. Against it: a run stopped by the
 ``stop_after_steps`` hook and resumed, and a run killed with SIGKILL in a subprocess
@@ -29,22 +29,27 @@ import numpy as np
 import pytest
 from flax import nnx
 
-import fcn_captcha.train as train_mod
+import fcn_captcha.training as train_mod
 from fcn_captcha.checkpoint import CheckpointError, TrainCheckpointer, load_model
 from fcn_captcha.config import tiny
-from fcn_captcha.dataset import generate_arrays
+from fcn_captcha.dataset import generate_arrays, load_dataset
 from fcn_captcha.targets import render_center_maps
-from fcn_captcha.train import FAR, NonFiniteError, Trainer, augment, loss_from_maps, make_batch, select_best, \
+from fcn_captcha.training import FAR, NonFiniteError, Trainer, augment, loss_from_maps, make_batch, select_best, \
     to_device, train
 
-# 3 -> 2 -> 1 candidates, 8 steps per stage (32 images / batch 4), a checkpoint every 2 steps.
+# 3 -> 2 -> 1 candidates, 8 steps per stage (32 images / batch 4), a checkpoint every 2 steps,
+# a fresh training set for stages 2 and 3 (which a resumed run must read back, not redraw).
+# No augmentation in the end-to-end runs: it triples the step's compile time on a CPU
+# (test_augment_moves_centers_with_the_image covers it); batches are still drawn from
+# the per-(candidate, step) keys that a resumed run must replay.
 CFG = tiny().replace(train_size=32, val_size=8, calib_size=8, batch_size=4, stage_runs=(3, 2, 1),
-                     stage_epochs=(1, 1, 1), log_every=1, checkpoint_every=2)
+                     stage_epochs=(1, 1, 1), log_every=1, checkpoint_every=2, shift=0.0, scale=0.0, rotate=0.0,
+                     fresh_data=True)
 KILL_AFTER = 10  # the subprocess is killed once a checkpoint of step >= 10 (stage 2) is complete
 
 _SCRIPT = ("import json, sys\n"
            "from fcn_captcha.config import Config\n"
-           "from fcn_captcha.train import train\n"
+           "from fcn_captcha.training import train\n"
            "train(Config.from_dict(json.loads(sys.argv[1])), sys.argv[2], progress=False, log=lambda *a: None)\n")
 
 
@@ -176,6 +181,11 @@ def test_run_outputs(reference):
     rows = (wd / "losses.csv").read_text().splitlines()[1:]
     assert sum(1 for r in rows if r.split(",")[3]) == sum(n * k for n, k in zip(CFG.stage_runs, CFG.stage_steps))
     assert any(line.startswith("start: 3 candidates") for line in reference["log"])
+    # fresh_data: stages 2 and 3 trained on their own sets, kept for a resumed run
+    sets = [load_dataset(wd / "data" / name) for name in ("train", "train_stage2", "train_stage3")]
+    assert [len(d) for d in sets] == [CFG.train_size] * 3
+    assert not np.array_equal(sets[0].images, sets[1].images) and not np.array_equal(sets[1].images, sets[2].images)
+    assert sum(line.startswith(("stage 2: fresh", "stage 3: fresh")) for line in reference["log"]) == 2
 
 
 def test_selection_keeps_the_lowest_held_out_losses(reference):
@@ -192,6 +202,21 @@ def test_selection_keeps_the_lowest_held_out_losses(reference):
         if k + 1 < len(stages):
             assert stages[k + 1]["uids"] == st["kept"]  # the survivors, best first
     assert reference["summary"]["chosen"] == stages[-1]["kept"][0]
+
+
+def test_reported_held_out_loss_by_hand(reference):
+    # the last stage's held-out loss is the saved model's mean summed squared error on
+    # the val set (padded to a 256-image chunk inside; the padding must not count)
+    wd = reference["workdir"]
+    model, cfg, _, _ = load_model(wd / "model")
+    val = load_dataset(wd / "data" / "val")
+    graphdef, state = nnx.split(model)
+    maps = np.asarray(jax.jit(lambda s, x: nnx.merge(graphdef, s)(x))(state, val.images[..., None] / np.float32(255)))
+    targets = np.stack([render_center_maps(c[:len(t)], t, cfg.alphabet, (cfg.out_height, cfg.out_width), cfg.stride,
+                                           (cfg.sigma_x, cfg.sigma_y)) for c, t in zip(val.centers, val.texts)])
+    by_hand = ((maps.astype(np.float64) - targets) ** 2).sum(axis=(1, 2, 3)).mean()
+    (reported,) = reference["summary"]["stages"][-1]["val_loss"]
+    assert reported == pytest.approx(by_hand, rel=1e-5)
 
 
 def test_step_traced_once_in_a_whole_run(reference):
@@ -229,8 +254,9 @@ def test_sigkill_and_resume_matches_uninterrupted(reference, kill_job):
         assert not (workdir / "model").exists()
     lines = []
     summary = train(CFG, workdir, progress=False, log=lines.append)
-    if outcome == "killed":
-        assert any(line.startswith("resumed from checkpoint") for line in lines), lines[:3]
+    if outcome == "killed":  # from the checkpoint seen before the kill, or one committed just after
+        resumed = [int(line.split()[3].rstrip(":")) for line in lines if line.startswith("resumed from checkpoint")]
+        assert resumed and resumed[0] >= kill_job.killed_at, lines[:3]
     assert_same_result(summary, workdir, reference["summary"], reference["workdir"])
 
 
@@ -333,14 +359,15 @@ def test_trainer_step_traced_once_per_batch_shape(small_data):
 
 def test_make_batch_targets_match_numpy(small_data):
     data = to_device(small_data, CFG)
-    x, y = jax.jit(lambda k, d: make_batch(d, k, CFG, augmented=False))(jax.random.key(3), data)
+    aug_cfg = CFG.replace(shift=3.0)  # augmentation on in the config, off in the call
+    x, y = jax.jit(lambda k, d: make_batch(d, k, aug_cfg, augmented=False))(jax.random.key(3), data)
     x, y = np.asarray(x), np.asarray(y)
     assert x.shape == (CFG.batch_size, CFG.height, CFG.width, 1) and x.dtype == np.float32
     assert y.shape == (CFG.batch_size, CFG.out_height, CFG.out_width, CFG.num_classes)
     images = small_data.images.astype(np.float32) / 255.0
     for b in range(CFG.batch_size):
         i = int(np.argmin(np.abs(images - x[b, ..., 0]).sum(axis=(1, 2))))
-        assert np.array_equal(images[i], x[b, ..., 0])
+        np.testing.assert_allclose(x[b, ..., 0], images[i], atol=1e-6)
         text = small_data.texts[i]
         want = render_center_maps(small_data.centers[i, :len(text)], text, CFG.alphabet,
                                   (CFG.out_height, CFG.out_width), CFG.stride, (CFG.sigma_x, CFG.sigma_y))
