@@ -30,7 +30,7 @@ from PIL import Image
 
 from fcn_captcha.checkpoint import load_model
 from fcn_captcha.config import Config
-from fcn_captcha.decoder import Reading, decode, decode_device, readings_from_device
+from fcn_captcha.decoder import Reading, decode_device, readings_from_device
 from fcn_captcha.preprocess import ImageError, to_model_input
 
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"

@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import functools
 import json
-import math
 import os
 import sys
 import time

@@ -30,11 +30,6 @@ POS_TOL = 2.0
 
 
 @pytest.fixture(scope="module")
-def det():
-    return Detector.load("lib36x4")
-
-
-@pytest.fixture(scope="module")
 def samples(det):
     gen = make_generator(det.config)
     return [generate_one(gen, det.config, SEED, i) for i in range(8)]

@@ -13,18 +13,12 @@ from captcha.image import ImageCaptcha
 
 from fcn_captcha.config import get_config
 from fcn_captcha.dataset import generate_arrays, write_dataset
-from fcn_captcha.detector import Detector
 from fcn_captcha.evaluate import evaluate_dataset, evaluate_folder, evaluate_plain, plain_library_set
 from fcn_captcha.generator import random_text
 
 N = 20
 #: Loose floor of sequence accuracy on 20 images (the model reads about 99.7%).
 FLOOR = 0.9
-
-
-@pytest.fixture(scope="module")
-def det():
-    return Detector.load("lib36x4")
 
 
 @pytest.fixture(scope="module")
