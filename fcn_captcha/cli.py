@@ -58,12 +58,12 @@ def _record_test(model_dir, m, count, seed):
 def cmd_calibrate(args):
     from fcn_captcha.calibration import calibrate
     from fcn_captcha.checkpoint import read_model_meta
-    from fcn_captcha.dataset import load_dataset, load_folder
+    from fcn_captcha.dataset import load_labelled
     from fcn_captcha.detector import Detector
 
     det = Detector.load(args.model)
     data = Path(args.data)
-    ds = load_dataset(data) if (data / "manifest.json").exists() else load_folder(data, det.config, on_error="skip")
+    ds = load_labelled(data, det.config)
     cfg = det.config
     res = calibrate(det.center_maps(ds.images), ds.texts, cfg.alphabet, cfg.stride, min_distance=cfg.min_distance,
                     max_candidates=cfg.max_candidates, plot=args.plot)

@@ -313,6 +313,17 @@ def load_folder(folder: str | os.PathLike, config: Config, centers_json: str | o
     return Dataset(arr, texts, cen, names, skipped)
 
 
+def load_labelled(path: str | os.PathLike, config: Config, files: list[str] | None = None) -> Dataset:
+    """A generated dataset (folder with ``manifest.json``) or a real folder, bad files skipped.
+
+    Real folders go through :func:`load_folder` with ``on_error="skip"``, so the
+    skipped files are listed in ``Dataset.skipped``.
+    """
+    if (Path(path) / "manifest.json").exists():
+        return load_dataset(path)
+    return load_folder(path, config, on_error="skip", files=files)
+
+
 def split_names(names: list[str], holdout: float = 0.2, salt: str = "fcn_captcha") -> tuple[list[str], list[str]]:
     """Deterministic split of file names by a hash: (train, holdout), each sorted."""
     import hashlib

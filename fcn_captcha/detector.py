@@ -30,6 +30,7 @@ from PIL import Image
 
 from fcn_captcha.checkpoint import load_model
 from fcn_captcha.config import Config
+from fcn_captcha.model import output_maps
 from fcn_captcha.decoder import Reading, decode_device, readings_from_device
 from fcn_captcha.preprocess import ImageError, to_model_input
 
@@ -75,8 +76,7 @@ class Detector:
 
         def maps_fn(p, x):
             self.trace_count += 1
-            out = nnx.merge(graphdef, p)(x.astype(jnp.float32)[..., None] / 255.0)
-            return jax.nn.sigmoid(out) if config.loss == "focal" else out
+            return output_maps(config, nnx.merge(graphdef, p)(x.astype(jnp.float32)[..., None] / 255.0))
 
         self._maps = jax.jit(maps_fn)
 
@@ -99,17 +99,20 @@ class Detector:
         return cls(model, config, threshold, info, name=str(name_or_path))
 
     # -- arrays ---------------------------------------------------------------------------------------
-    def center_maps(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        """Center maps for preprocessed uint8 images ``[N, H, W]`` -> ``[N, h, w, K]``."""
+    def _batches(self, images: np.ndarray, batch_size: int):
+        """``(n, maps [size, h, w, K])`` per chunk; short chunks are zero-padded to one shape."""
         images = np.asarray(images, np.uint8)
-        out = []
+        size = min(batch_size, len(images))  # one compiled shape per call pattern
         for a in range(0, len(images), batch_size):
             chunk = images[a:a + batch_size]
             n = len(chunk)
-            size = batch_size if len(images) > batch_size else n  # one shape per call pattern
             if n < size:
                 chunk = np.pad(chunk, ((0, size - n), (0, 0), (0, 0)))
-            out.append(np.asarray(self._maps(self._params, jnp.asarray(chunk)))[:n])
+            yield n, self._maps(self._params, jnp.asarray(chunk))
+
+    def center_maps(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """Center maps for preprocessed uint8 images ``[N, H, W]`` -> ``[N, h, w, K]``."""
+        out = [np.asarray(maps)[:n] for n, maps in self._batches(images, batch_size)]
         if not out:
             return np.zeros((0, self.config.out_height, self.config.out_width, self.config.num_classes), np.float32)
         return np.concatenate(out)
@@ -117,17 +120,11 @@ class Detector:
     def read_arrays(self, images: np.ndarray, threshold: float | None = None, batch_size: int = 256,
                     length=None) -> list[Reading]:
         """Readings of preprocessed uint8 images ``[N, H, W]`` (positions in model pixels)."""
-        thr = self.threshold if threshold is None else float(threshold)
+        thr = jnp.float32(self.threshold if threshold is None else float(threshold))
         cfg = self.config
         reads: list[Reading] = []
-        for a in range(0, len(images), batch_size):
-            chunk = np.asarray(images[a:a + batch_size], np.uint8)
-            n = len(chunk)
-            size = batch_size if len(images) > batch_size else n
-            if n < size:
-                chunk = np.pad(chunk, ((0, size - n), (0, 0), (0, 0)))
-            maps = self._maps(self._params, jnp.asarray(chunk))
-            out = decode_device(maps, jnp.float32(thr), stride=cfg.stride, length=length,
+        for n, maps in self._batches(images, batch_size):
+            out = decode_device(maps, thr, stride=cfg.stride, length=length,
                                 min_distance=tuple(cfg.min_distance), max_candidates=cfg.max_candidates)
             reads += readings_from_device(out, cfg.alphabet)[:n]
         return reads

@@ -11,12 +11,11 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import random
-from pathlib import Path
 
 import numpy as np
 
 from fcn_captcha.config import Config
-from fcn_captcha.dataset import Dataset, load_dataset, load_folder
+from fcn_captcha.dataset import Dataset, load_labelled
 from fcn_captcha.generator import random_text
 from fcn_captcha.metrics import reading_metrics
 from fcn_captcha.preprocess import to_model_input
@@ -42,11 +41,7 @@ def evaluate_folder(detector, folder: str | os.PathLike, threshold=None, length=
     files or ``labels.csv``. Unreadable files and bad labels are skipped, counted and
     listed under ``"skipped"``.
     """
-    folder = Path(folder)
-    if (folder / "manifest.json").exists():
-        ds = load_dataset(folder)
-    else:
-        ds = load_folder(folder, detector.config, on_error="skip", files=files)
+    ds = load_labelled(folder, detector.config, files=files)
     m = evaluate_dataset(detector, ds, threshold=threshold, length=length)
     m["skipped"] = list(ds.skipped)
     return m

@@ -73,6 +73,11 @@ class CenterNet(nnx.Module):
         return self.head(x).astype(jnp.float32)
 
 
+def output_maps(config: Config, raw: jax.Array) -> jax.Array:
+    """Network output -> center maps on the targets' 0..1 scale (sigmoid for the focal loss)."""
+    return jax.nn.sigmoid(raw) if config.loss == "focal" else raw
+
+
 def build_model(config: Config, seed: int = 0) -> CenterNet:
     """The network of a config, initialised from ``seed``."""
     dtype = jnp.bfloat16 if config.compute_dtype == "bfloat16" else jnp.float32

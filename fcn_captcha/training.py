@@ -126,11 +126,6 @@ def make_batch(data: DeviceData, key: jax.Array, config: Config, augmented: bool
 
 
 # ----- loss and step --------------------------------------------------------------------------------
-def output_maps(config: Config, raw: jax.Array) -> jax.Array:
-    """Network output -> center maps in 0..1 scale (sigmoid for the focal loss)."""
-    return jax.nn.sigmoid(raw) if config.loss == "focal" else raw
-
-
 def loss_from_maps(config: Config, raw: jax.Array, y: jax.Array) -> jax.Array:
     """Per-image loss ``[B]``.
 
@@ -159,7 +154,7 @@ def candidate_seed(seed: int, uid: int) -> int:
 
 
 class Trainer:
-    """Pure jitted functions for a config: init, train step, held-out loss, predict.
+    """Pure jitted functions for a config: init, train step, held-out loss.
 
     All functions take a stack of candidates (leading axis ``R``).
     """
@@ -172,7 +167,6 @@ class Trainer:
         self.trace_count = 0
         self.train_step = jax.jit(self._train_step, donate_argnums=(0, 1))
         self.val_loss = jax.jit(self._val_loss)
-        self.predict = jax.jit(self._predict)
 
     # -- initialisation ----------------------------------------------------------------------------
     def init(self, uids: list[int]):
@@ -271,11 +265,6 @@ class Trainer:
         valid = (labels >= 0).any(axis=1)
         return jax.vmap(lambda p: (loss_from_maps(cfg, self._apply(p, x), y) * valid).sum())(params)
 
-    def _predict(self, params, images):
-        """Center maps ``[B, h, w, K]`` of one (unstacked) candidate for uint8 ``[B, H, W]``."""
-        x = images.astype(jnp.float32)[..., None] / 255.0
-        return output_maps(self.config, self._apply(params, x))
-
     def held_out_loss(self, params, data: DeviceData, chunk: int = 256) -> np.ndarray:
         """Mean loss per candidate over a whole held-out set ``[R]``."""
         n = data.images.shape[0]
@@ -290,17 +279,6 @@ class Trainer:
                 labs = jnp.pad(labs, ((0, pad), (0, 0)), constant_values=-1)
             total = total + self.val_loss(params, imgs, cens, labs)
         return np.asarray(total) / max(n, 1)
-
-    def predict_maps(self, params, images: np.ndarray, batch: int = 256) -> np.ndarray:
-        """Center maps of one candidate for uint8 images ``[N, H, W]`` -> ``[N, h, w, K]``."""
-        out = []
-        for a in range(0, len(images), batch):
-            chunk = images[a:a + batch]
-            pad = batch - len(chunk)
-            x = np.pad(chunk, ((0, pad), (0, 0), (0, 0))) if pad else chunk
-            out.append(np.asarray(self.predict(params, jnp.asarray(x)))[: len(chunk)])
-        return np.concatenate(out) if out else np.zeros((0, self.config.out_height, self.config.out_width,
-                                                          self.config.num_classes), np.float32)
 
 
 # ----- data preparation -------------------------------------------------------------------------------
