@@ -43,7 +43,7 @@ def best_plateau_middle(thresholds, accuracy) -> float:
 
 
 def sweep(center_maps, texts, alphabet: str, stride: int = 4, thresholds=DEFAULT_THRESHOLDS,
-          min_distance=(2.0, 8.0), max_candidates: int = 64, chunk: int = 512) -> np.ndarray:
+          min_distance=(2.0, 8.0), max_candidates: int = 64, chunk: int = 512, length=None) -> np.ndarray:
     """Sequence accuracy at each threshold.
 
     Args:
@@ -54,6 +54,7 @@ def sweep(center_maps, texts, alphabet: str, stride: int = 4, thresholds=DEFAULT
       thresholds: values to try.
       min_distance, max_candidates: decoder settings.
       chunk: images decoded per device call.
+      length: known length (int or ``(lo, hi)``) passed to the decoder, or None.
 
     Returns:
       float ``[T]`` sequence accuracy per threshold.
@@ -68,14 +69,15 @@ def sweep(center_maps, texts, alphabet: str, stride: int = 4, thresholds=DEFAULT
         dev = jnp.asarray(np.pad(part, ((0, pad), (0, 0), (0, 0), (0, 0))) if pad else part)
         for i, t in enumerate(thresholds):
             out = decode_device(dev, jnp.float32(t), stride=stride, min_distance=tuple(min_distance),
-                                max_candidates=max_candidates)
+                                max_candidates=max_candidates, length=length)
             reads = readings_from_device(out, alphabet)[: len(part)]
             correct[i] += sum(r.text == s for r, s in zip(reads, texts[a:a + chunk]))
     return correct / max(len(maps), 1)
 
 
 def calibrate(center_maps, texts, alphabet: str, stride: int = 4, thresholds=DEFAULT_THRESHOLDS,
-              min_distance=(2.0, 8.0), max_candidates: int = 64, plot: str | os.PathLike | None = None) -> dict:
+              min_distance=(2.0, 8.0), max_candidates: int = 64, plot: str | os.PathLike | None = None,
+              length=None) -> dict:
     """Pick the decoder threshold that reads most held-out images exactly.
 
     Args:
@@ -86,11 +88,12 @@ def calibrate(center_maps, texts, alphabet: str, stride: int = 4, thresholds=DEF
       thresholds: candidates (default 0.05 to 0.95 by 0.01).
       min_distance, max_candidates: decoder settings.
       plot: optional PNG path for accuracy against threshold.
+      length: known length for the decoder (None: free).
 
     Returns:
       ``{"threshold", "sequence_accuracy", "count", "curve": [(t, acc), ...]}``.
     """
-    acc = sweep(center_maps, texts, alphabet, stride, thresholds, min_distance, max_candidates)
+    acc = sweep(center_maps, texts, alphabet, stride, thresholds, min_distance, max_candidates, length=length)
     thr = best_plateau_middle(thresholds, acc)
     out = {"threshold": thr, "sequence_accuracy": float(acc.max()), "count": len(texts),
            "curve": [(float(t), float(a)) for t, a in zip(thresholds, acc)]}
@@ -127,4 +130,4 @@ def calibrate_model(model, config, dataset, plot: str | os.PathLike | None = Non
     det = Detector(model, config, threshold=config.threshold)
     maps = det.center_maps(dataset.images)
     return calibrate(maps, dataset.texts, config.alphabet, config.stride, min_distance=config.min_distance,
-                     max_candidates=config.max_candidates, plot=plot)
+                     max_candidates=config.max_candidates, plot=plot, length=config.length_range)

@@ -31,8 +31,23 @@ def cmd_train(args):
     from fcn_captcha.training import train
 
     cfg = _config(args)
+    real = {k: v for k, v in (("real_data", args.data), ("real_centers", args.centers), ("init_from", args.init),
+                              ("real_limit", args.limit)) if v}
+    if real:
+        cfg = cfg.replace(**{k: (str(Path(v).absolute()) if isinstance(v, str) else v) for k, v in real.items()})
     summary = train(cfg, args.workdir)
-    if args.test_count:
+    if cfg.real_data:
+        from fcn_captcha.dataset import real_split
+        from fcn_captcha.detector import Detector
+        from fcn_captcha.evaluate import evaluate_folder
+        from fcn_captcha.metrics import format_metrics
+
+        _, hold = real_split(cfg.real_data, cfg.holdout)
+        m = evaluate_folder(Detector.load(summary["model_dir"]), cfg.real_data, files=hold)
+        print(f"held-out split of {cfg.real_data} ({len(hold)} files, also the calibration set):")
+        print(format_metrics(m))
+        _record_test(summary["model_dir"], m, f"held-out split of {cfg.real_data}: {len(hold)} files", None)
+    elif args.test_count and cfg.style is None:
         from fcn_captcha.detector import Detector
         from fcn_captcha.evaluate import evaluate_plain
         from fcn_captcha.metrics import format_metrics
@@ -49,10 +64,25 @@ def cmd_train(args):
 def _record_test(model_dir, m, count, seed):
     p = Path(model_dir) / "model.json"
     meta = json.loads(p.read_text())
+    what = count if seed is None else f"plain captcha library, {count} images, text seed {seed}"
     meta["info"].setdefault("tests", []).append({
-        "set": f"plain captcha library, {count} images, text seed {seed}",
+        "set": what,
         **{k: m[k] for k in ("count", "sequence_accuracy", "character_accuracy", "length_error_rate")}})
     p.write_text(json.dumps(meta, indent=1))
+
+
+def cmd_annotate(args):
+    from fcn_captcha.annotate import annotate_folder
+
+    s = annotate_folder(args.model, args.data, args.out, split=args.split, limit=args.limit, rounds=args.rounds,
+                        steps=args.steps, synthetic=args.synthetic, sheet=args.sheet, save_model=args.save_model,
+                        overrides=args.set, min_confidence=args.min_confidence)
+    last = s["history"][-1]
+    print(f"wrote {s['out']}: {last['images']} images, {last['flagged']} flagged "
+          f"(label and image disagree; left out of training), mean confidence {last['mean_confidence']:.3f}")
+    if s.get("sheet"):
+        print(f"picture: {s['sheet']}")
+    return 0
 
 
 def cmd_calibrate(args):
@@ -66,7 +96,7 @@ def cmd_calibrate(args):
     ds = load_labelled(data, det.config)
     cfg = det.config
     res = calibrate(det.center_maps(ds.images), ds.texts, cfg.alphabet, cfg.stride, min_distance=cfg.min_distance,
-                    max_candidates=cfg.max_candidates, plot=args.plot)
+                    max_candidates=cfg.max_candidates, plot=args.plot, length=cfg.length_range)
     for t, a in res["curve"][:: max(1, len(res["curve"]) // 20)]:
         print(f"threshold {t:.2f}: {100 * a:6.2f}%")
     print(f"chosen threshold {res['threshold']:.3f} ({100 * res['sequence_accuracy']:.2f}% on {res['count']} images)")
@@ -181,7 +211,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", required=True)
     p.add_argument("--test-count", type=int, default=1000, help="fresh plain-library test images (0: none)")
     p.add_argument("--test-seed", type=int, default=12345)
+    p.add_argument("--data", default=None, help="real string-labelled images to train on (sets real_data)")
+    p.add_argument("--centers", default=None, help="their centers, from fcn-captcha annotate (real_centers)")
+    p.add_argument("--init", default=None, help="model directory to start from (init_from)")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N training images (real_limit)")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("annotate", help="character centers for string-labelled real captchas (forced alignment)")
+    p.add_argument("--model", required=True, help="detector to start from (shipped name or model directory)")
+    p.add_argument("--data", required=True, help="folder of <label>.png files or with labels.csv")
+    p.add_argument("--out", required=True, help="annotation JSON to write")
+    p.add_argument("--split", choices=["train", "all"], default="train",
+                   help="train: only the training split (the held-out files are never read)")
+    p.add_argument("--limit", type=int, default=0, help="only the first N training files")
+    p.add_argument("--rounds", type=int, default=3, help="self-training rounds")
+    p.add_argument("--steps", type=int, default=600, help="fine-tuning steps per round")
+    p.add_argument("--synthetic", type=int, default=20000, help="synthetic images mixed into fine-tuning")
+    p.add_argument("--min-confidence", type=float, default=0.4, help="a label character with less evidence flags its image")
+    p.add_argument("--sheet", default=None, help="PNG of the annotations for a person to check")
+    p.add_argument("--save-model", default=None, help="also save the fine-tuned detector here")
+    p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="config override for fine-tuning")
+    p.set_defaults(func=cmd_annotate)
 
     p = sub.add_parser("calibrate", help="choose the decoder threshold on a held-out folder and store it")
     p.add_argument("--model", required=True)

@@ -246,7 +246,7 @@ def _folder_entries(folder: Path) -> list[tuple[str, str]]:
 
 
 def load_folder(folder: str | os.PathLike, config: Config, centers_json: str | os.PathLike | None = None,
-                on_error: str = "raise", files: list[str] | None = None) -> Dataset:
+                on_error: str = "raise", files: list[str] | None = None, skip_flagged: bool = True) -> Dataset:
     """Load real captchas: ``<label>.<ext>`` files or a ``labels.csv`` (``file,text``).
 
     Every image is normalised by :func:`~fcn_captcha.preprocess.to_model_input` to the
@@ -261,6 +261,8 @@ def load_folder(folder: str | os.PathLike, config: Config, centers_json: str | o
       on_error: "raise" (default) stops at the first bad file or label with an error
         naming it; "skip" leaves it out and lists it in ``Dataset.skipped``.
       files: optional subset of file names to load (a split), in that order.
+      skip_flagged: leave out (listed in ``Dataset.skipped``) images whose annotation
+        is ``"flagged"`` (its label disagrees with the image's evidence).
 
     Returns:
       A :class:`Dataset` (``centers`` None without ``centers_json``).
@@ -293,6 +295,11 @@ def load_folder(folder: str | os.PathLike, config: Config, centers_json: str | o
                 a = ann.get(name)
                 if a is None:
                     raise ValueError(f"{folder / name}: no entry in {centers_json}")
+                if a.get("text", text) != text:
+                    raise ValueError(f"{folder / name}: {centers_json} has text {a.get('text')!r}, label is {text!r}")
+                if skip_flagged and a.get("flagged"):
+                    skipped.append((name, f"{folder / name}: flagged in {centers_json}: {a.get('reason', '')}"))
+                    continue
                 c = np.asarray(a["centers"], np.float64).reshape(-1, 2)
                 if len(c) != len(text):
                     raise ValueError(f"{folder / name}: {len(c)} centers in {centers_json} for label {text!r}")
@@ -334,6 +341,25 @@ def split_names(names: list[str], holdout: float = 0.2, salt: str = "fcn_captcha
     train = sorted(n for n in names if h(n) >= holdout)
     hold = sorted(n for n in names if h(n) < holdout)
     return train, hold
+
+
+def real_split(folder: str | os.PathLike, holdout: float, limit: int = 0) -> tuple[list[str], list[str]]:
+    """The training and held-out file names of a labelled folder (:func:`split_names`).
+
+    Args:
+      folder: ``<label>.<ext>`` files or a ``labels.csv``.
+      holdout: share of files held out (by a hash of the name, so a file keeps its side
+        when others are added).
+      limit: if > 0, only the first ``limit`` training names (sorted), for learning curves.
+
+    Returns:
+      ``(train, held_out)`` sorted names.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder")
+    train, hold = split_names([n for n, _ in _folder_entries(folder)], holdout)
+    return (train[:limit] if limit > 0 else train), hold
 
 
 class _Progress:

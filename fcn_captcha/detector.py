@@ -119,9 +119,13 @@ class Detector:
 
     def read_arrays(self, images: np.ndarray, threshold: float | None = None, batch_size: int = 256,
                     length=None) -> list[Reading]:
-        """Readings of preprocessed uint8 images ``[N, H, W]`` (positions in model pixels)."""
+        """Readings of preprocessed uint8 images ``[N, H, W]`` (positions in model pixels).
+
+        ``length`` None means the config's known length (``force_length``), if any.
+        """
         thr = jnp.float32(self.threshold if threshold is None else float(threshold))
         cfg = self.config
+        length = cfg.length_range if length is None else length
         reads: list[Reading] = []
         for n, maps in self._batches(images, batch_size):
             out = decode_device(maps, thr, stride=cfg.stride, length=length,
@@ -139,7 +143,8 @@ class Detector:
             (``[N, H, W]`` / ``[N, H, W, C]`` arrays are batches).
           threshold: decoder threshold (default: the calibrated one).
           batch_size: images per device call.
-          length: known symbol count (int or ``(lo, hi)``), see :func:`fcn_captcha.decode`.
+          length: known symbol count (int or ``(lo, hi)``), see :func:`fcn_captcha.decode`;
+            None: the config's (``force_length``), else free.
           on_error: "report" (default): an unreadable input gives a reading with empty
             text and ``error`` set, a warning names it, and the others are still read;
             "raise": raise :class:`~fcn_captcha.preprocess.ImageError` naming it.

@@ -225,8 +225,17 @@ def random_text(rng: random.Random, alphabet: str, min_length: int, max_length: 
     return "".join(rng.choice(alphabet) for _ in range(n))
 
 
-def make_generator(config) -> CenterCaptcha:
-    """The :class:`CenterCaptcha` for a :class:`~fcn_captcha.config.Config`."""
+def make_generator(config):
+    """The generator of a :class:`~fcn_captcha.config.Config`'s synthetic images.
+
+    A :class:`CenterCaptcha` (the `captcha` library), or with ``config.style`` a
+    :class:`fcn_captcha.lookalike.LookalikeGenerator`; both have
+    ``generate_sample(text, seed) -> Sample``.
+    """
+    if getattr(config, "style", None) is not None:
+        from fcn_captcha.lookalike import LookalikeGenerator
+
+        return LookalikeGenerator(config.width, config.height, config.style)
     return CenterCaptcha(config.width, config.height, fonts=config.fonts or None,
                          font_sizes=config.font_sizes or None)
 

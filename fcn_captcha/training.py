@@ -58,63 +58,118 @@ class DeviceData:
       images: uint8 ``[N, H, W]``.
       centers: float32 ``[N, L, 2]`` input pixels; absent characters at ``FAR``.
       labels: int32 ``[N, L]``; ``-1`` for absent characters.
+      n_main: int32 scalar: batches draw their main part from the first ``n_main``
+        images (rows up to ``syn_start`` beyond it are padding, never drawn).
+      syn_start: int32 scalar: the synthetic images mixed in start at this row
+        (``N`` when there are none).
     """
 
     images: jax.Array
     centers: jax.Array
     labels: jax.Array
+    n_main: jax.Array
+    syn_start: jax.Array
 
 
-def to_device(ds: Dataset, config: Config) -> DeviceData:
-    """Put a dataset with centers on the default device."""
+def _label_arrays(ds: Dataset, config: Config, width: int) -> tuple[np.ndarray, np.ndarray]:
     if ds.centers is None:
         raise ValueError("training data needs character centers (see fcn-captcha annotate)")
     labels = ds.labels(config.alphabet)
     centers = np.where(np.isnan(ds.centers), FAR, ds.centers).astype(np.float32)
-    width = max(labels.shape[1], centers.shape[1])
     labels = np.pad(labels, ((0, 0), (0, width - labels.shape[1])), constant_values=-1)
     centers = np.pad(centers, ((0, 0), (0, width - centers.shape[1]), (0, 0)), constant_values=FAR)
-    return DeviceData(jnp.asarray(ds.images), jnp.asarray(centers), jnp.asarray(labels))
+    return centers, labels
+
+
+def to_device(ds: Dataset, config: Config, synthetic: Dataset | None = None, pad_to: int = 0) -> DeviceData:
+    """Put a dataset with centers on the default device.
+
+    Args:
+      ds: the main training images (with centers).
+      config: alphabet.
+      synthetic: optional images appended after ``ds``; :func:`make_batch` draws the
+        share ``config.synth_mix`` of each batch from them.
+      pad_to: pad the main part to this many rows (never drawn), so that calls with
+        main parts of different sizes share one shape and one compiled step.
+    """
+    parts = [ds] + ([synthetic] if synthetic is not None and len(synthetic) else [])
+    for p in parts:
+        if p.centers is None:
+            raise ValueError("training data needs character centers (see fcn-captcha annotate)")
+    width = max(max(p.labels(config.alphabet).shape[1], p.centers.shape[1]) for p in parts)
+    arrays = [_label_arrays(p, config, width) for p in parts]
+    images = [p.images for p in parts]
+    pad = max(0, pad_to - len(ds))
+    if pad:
+        images.insert(1, np.zeros((pad,) + ds.images.shape[1:], np.uint8))
+        arrays.insert(1, (np.full((pad, width, 2), FAR, np.float32), np.full((pad, width), -1, np.int32)))
+    return DeviceData(jnp.asarray(np.concatenate(images)), jnp.asarray(np.concatenate([a[0] for a in arrays])),
+                      jnp.asarray(np.concatenate([a[1] for a in arrays])), jnp.int32(len(ds)),
+                      jnp.int32(len(ds) + pad))
 
 
 def augment(key: jax.Array, image: jax.Array, centers: jax.Array, config: Config):
-    """Random shift/scale/rotation of one image and its centers (one bilinear resampling).
+    """Random shift/scale/rotation/stretch of one image and its centers (one bilinear
+    resampling), then random contrast and noise.
 
     Args:
       key: PRNG key.
-      image: float32 ``[H, W]``.
+      image: float32 ``[H, W]`` in 0..1.
       centers: ``[L, 2]`` (x, y) input pixels.
-      config: ``shift`` (pixels), ``scale`` (relative), ``rotate`` (degrees).
+      config: ``shift`` (pixels), ``scale`` (relative), ``rotate`` (degrees),
+        ``stretch`` (relative width change on top of ``scale``), ``contrast`` (relative
+        gain change), ``noise`` (Gaussian standard deviation, 0..1 units).
 
     Returns:
       ``(image [H, W], centers [L, 2])``, centers moved by the same forward map
-      ``p' = c + s R (p - c) + t`` about the image center ``c``.
+      ``p' = c + R S (p - c) + t`` about the image center ``c`` (``S`` the diagonal
+      scale ``(s (1 + e), s)``).
     """
     h, w = image.shape
     k1, k2, k3 = jax.random.split(key, 3)
     theta = jnp.deg2rad(config.rotate) * jax.random.uniform(k1, (), minval=-1.0, maxval=1.0)
     s = 1.0 + config.scale * jax.random.uniform(k2, (), minval=-1.0, maxval=1.0)
     t = config.shift * jax.random.uniform(k3, (2,), minval=-1.0, maxval=1.0)
+    sxy = jnp.stack([s, s])
+    if config.stretch:  # extra keys by fold_in, so configs without them keep their streams
+        e = config.stretch * jax.random.uniform(jax.random.fold_in(key, 4), (), minval=-1.0, maxval=1.0)
+        sxy = sxy * jnp.stack([1.0 + e, 1.0])
     c = jnp.array([(w - 1) / 2.0, (h - 1) / 2.0])
     cos, sin = jnp.cos(theta), jnp.sin(theta)
     rot = jnp.array([[cos, -sin], [sin, cos]])
     ys, xs = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32), indexing="ij")
-    q = jnp.stack([xs, ys], -1) - c - t  # output pixel -> source pixel: c + R^T (q) / s
-    src = (q @ rot) / s + c
+    q = jnp.stack([xs, ys], -1) - c - t  # output pixel -> source pixel: c + S^-1 R^T q
+    src = (q @ rot) / sxy + c
     out = jax.scipy.ndimage.map_coordinates(image, [src[..., 1], src[..., 0]], order=1, mode="constant", cval=0.0)
-    moved = (centers - c) @ rot.T * s + c + t
+    moved = ((centers - c) * sxy) @ rot.T + c + t
     moved = jnp.where(centers <= FAR / 2, centers, moved)
+    if config.contrast:
+        g = 1.0 + config.contrast * jax.random.uniform(jax.random.fold_in(key, 5), (), minval=-1.0, maxval=1.0)
+        out = out * g
+    if config.noise:
+        out = out + config.noise * jax.random.normal(jax.random.fold_in(key, 6), out.shape)
+    if config.contrast or config.noise:
+        out = jnp.clip(out, 0.0, 1.0)
     return out, moved
 
 
 def make_batch(data: DeviceData, key: jax.Array, config: Config, augmented: bool = True):
     """One training batch drawn (with replacement) from device data.
 
+    With ``config.synth_mix > 0`` that share of the batch comes from the synthetic
+    part of ``data`` (from ``syn_start``), the rest from the main part (``n_main``).
+
     Returns:
       ``x`` float32 ``[B, H, W, 1]`` in 0..1 and ``y`` float32 ``[B, h, w, K]`` targets.
     """
     k_idx, k_aug = jax.random.split(key)
-    idx = jax.random.randint(k_idx, (config.batch_size,), 0, data.images.shape[0])
+    n_mix = int(round(config.batch_size * config.synth_mix))
+    if n_mix:  # the last n_mix from the synthetic part, the rest from the main part
+        idx = jnp.concatenate([
+            jax.random.randint(k_idx, (config.batch_size - n_mix,), 0, data.n_main),
+            jax.random.randint(jax.random.fold_in(k_idx, 1), (n_mix,), data.syn_start, data.images.shape[0])])
+    else:
+        idx = jax.random.randint(k_idx, (config.batch_size,), 0, data.n_main)
     x = data.images[idx].astype(jnp.float32) / 255.0
     centers = data.centers[idx]
     if augmented and (config.shift or config.scale or config.rotate):
@@ -153,6 +208,21 @@ def candidate_seed(seed: int, uid: int) -> int:
     return (seed * 1_000_003 + uid * 7_919 + 17) % (2**31 - 1)
 
 
+def initial_params(config: Config):
+    """Parameters of the model directory ``config.init_from``, checked against ``config``.
+
+    Raises:
+      CheckpointError: the model has another alphabet or architecture (names both).
+    """
+    from fcn_captcha.checkpoint import load_model
+
+    model, other, _, _ = load_model(config.init_from)
+    if other.alphabet != config.alphabet or other.arch_spec != config.arch_spec:
+        raise CheckpointError(f"init_from {config.init_from}: its alphabet {other.alphabet!r} / architecture "
+                              f"{other.arch_spec!r} differ from this run's {config.alphabet!r} / {config.arch_spec!r}")
+    return nnx.state(model, nnx.Param)
+
+
 class Trainer:
     """Pure jitted functions for a config: init, train step, held-out loss.
 
@@ -170,11 +240,18 @@ class Trainer:
 
     # -- initialisation ----------------------------------------------------------------------------
     def init(self, uids: list[int]):
-        """Parameters and optimizer state of candidates ``uids``, stacked ``[R, ...]``."""
-        params = []
-        for uid in uids:
-            model = build_model(self.config, seed=candidate_seed(self.config.seed, uid))
-            params.append(nnx.state(model, nnx.Param))
+        """Parameters and optimizer state of candidates ``uids``, stacked ``[R, ...]``.
+
+        Each candidate starts from its own random initialisation, or, when
+        ``config.init_from`` names a model directory, from that model's parameters
+        (the candidates then differ only in their batch streams).
+        """
+        if self.config.init_from:
+            start = initial_params(self.config)
+            params = [start for _ in uids]
+        else:
+            params = [nnx.state(build_model(self.config, seed=candidate_seed(self.config.seed, uid)), nnx.Param)
+                      for uid in uids]
         stacked = jax.tree.map(lambda *a: jnp.stack(a), *params)
         return stacked, jax.vmap(self.tx.init)(stacked)
 
@@ -281,6 +358,57 @@ class Trainer:
         return np.asarray(total) / max(n, 1)
 
 
+_TRAINERS: dict[Config, "Trainer"] = {}
+
+
+def fine_tune(model, config: Config, ds: Dataset, steps: int, synthetic: Dataset | None = None, seed: int = 0,
+              log=print, pad_to: int = 0):
+    """Train an existing network further on a dataset with centers (no restarts, no selection).
+
+    Used by the annotation rounds (:mod:`fcn_captcha.annotate`): the same jitted step
+    as :class:`Trainer`, one candidate, batches from ``ds`` with the share
+    ``config.synth_mix`` from ``synthetic`` (none when it is None).
+
+    Args:
+      model: the network to start from (not modified).
+      config: step size, batch, augmentation, targets.
+      ds: images with centers.
+      steps: optimiser steps.
+      synthetic: optional images with centers to mix in.
+      seed: the batch stream (candidate id of the step).
+      log: progress lines.
+      pad_to: pad ``ds`` to this many rows (see :func:`to_device`): rounds on subsets
+        of one dataset then reuse one compiled step (the :class:`Trainer` of a config
+        is kept).
+
+    Returns:
+      The fine-tuned network.
+
+    Raises:
+      NonFiniteError: a loss or gradient turned non-finite (names the step).
+    """
+    if synthetic is None or not len(synthetic):
+        config = config.replace(synth_mix=0.0)
+    trainer = _TRAINERS.get(config) or _TRAINERS.setdefault(config, Trainer(config))
+    params = jax.tree.map(lambda a: jnp.asarray(a)[None], nnx.state(model, nnx.Param))
+    opt_state = jax.vmap(trainer.tx.init)(params)
+    data = to_device(ds, config, synthetic if config.synth_mix else None, pad_to=pad_to)
+    uid = jnp.asarray([seed], jnp.int32)
+    history: dict[str, Any] = {"log": []}
+    pending = []
+    t0 = time.time()
+    for step in range(steps):
+        params, opt_state, m = trainer.train_step(params, opt_state, uid, jnp.int32(step), data)
+        pending.append((step, [m]))
+        if (step + 1) % config.log_every == 0 or step + 1 == steps:
+            _check_and_log(pending, [seed], 0, history, config)
+            pending = []
+    if steps:
+        log(f"fine-tuned {steps} steps on {len(ds)} images ({time.time() - t0:.0f} s), "
+            f"loss {history['log'][-1]['loss_min']:.4f}")
+    return nnx.merge(trainer.graphdef, jax.tree.map(lambda a: a[0], params))
+
+
 # ----- data preparation -------------------------------------------------------------------------------
 def stage_training_set(config: Config, workdir: str | os.PathLike, stage: int, progress: bool = True) -> Dataset:
     """The fresh training set of ``stage`` (>= 1) when ``config.fresh_data`` is set.
@@ -302,10 +430,30 @@ def prepare_data(config: Config, workdir: str | os.PathLike, progress: bool = Tr
 
     Seeds: ``config.seed * 1000 + {1, 2, 3}`` for train, val, calib; the test sets of the
     benchmarks use other seeds and the plain library.
+
+    With ``config.real_data`` (a folder of string-labelled images) the run trains on
+    real images: ``"real"`` holds the training split (:func:`~fcn_captcha.dataset.real_split`,
+    first ``real_limit`` names when set) with centers from ``config.real_centers``
+    (``fcn-captcha annotate``; flagged images left out), ``"calib"`` the held-out split
+    (labels only), and the synthetic ``"train"`` set is mixed into batches
+    (``synth_mix``). ``"val"`` stays synthetic, so that nothing real is used twice.
     """
+    from fcn_captcha.dataset import load_folder, real_split
+
     out = {}
-    for i, (split, count) in enumerate([("train", config.train_size), ("val", config.val_size),
-                                        ("calib", config.calib_size)], start=1):
+    splits = [("train", config.train_size), ("val", config.val_size), ("calib", config.calib_size)]
+    if config.real_data:
+        if not config.real_centers:
+            raise ValueError(f"real_data {config.real_data} needs real_centers (a JSON from fcn-captcha annotate)")
+        train_names, hold = real_split(config.real_data, config.holdout, config.real_limit)
+        out["real"] = load_folder(config.real_data, config, centers_json=config.real_centers, files=train_names,
+                                  on_error="skip")
+        out["calib"] = load_folder(config.real_data, config, files=hold, on_error="skip")
+        if not len(out["real"]):
+            raise ValueError(f"no usable annotated training image in {config.real_data} "
+                             f"({len(out['real'].skipped)} skipped)")
+        splits = splits[:2]
+    for i, (split, count) in enumerate(splits, start=1):
         path = Path(workdir) / "data" / split
         seed = config.seed * 1000 + i
         if not is_complete(path, config, count, seed):
@@ -384,7 +532,12 @@ def train(config: Config, workdir: str | os.PathLike, log=print, progress: bool 
     data = prepare_data(config, workdir, progress=progress)
     t_data = time.time() - t0
     trainer = Trainer(config)
-    train_dev = to_device(data["train"], config)
+    if "real" in data:
+        train_dev = to_device(data["real"], config, data["train"] if config.synth_mix else None)
+        log(f"real data: {len(data['real'])} annotated training images ({len(data['real'].skipped)} left out), "
+            f"{len(data['calib'])} held out for calibration; {100 * config.synth_mix:.0f}% of each batch synthetic")
+    else:
+        train_dev = to_device(data["train"], config)
     val_dev = to_device(data["val"], config)
 
     ckpt = TrainCheckpointer(workdir / "checkpoints")
@@ -399,7 +552,8 @@ def train(config: Config, workdir: str | os.PathLike, log=print, progress: bool 
         history: dict[str, Any] = {"log": [], "stages": [], "train_seconds": 0.0, "elapsed": 0.0,
                                    "steps_plan": list(config.stage_steps)}
         log(f"start: {runs[0]} candidates, stages {list(runs)} x steps {history['steps_plan']}, "
-            f"batch {config.batch_size}, {len(data['train'])} training images")
+            f"batch {config.batch_size}, {len(data.get('real', data['train']))} training images"
+            + (f", from {config.init_from}" if config.init_from else ""))
     else:
         meta = ckpt.restore_meta(latest)
         if meta.get("config") != config.to_dict():
@@ -425,7 +579,7 @@ def train(config: Config, workdir: str | os.PathLike, log=print, progress: bool 
     global_step = (latest or 0)
     done_steps = 0
     while stage < len(runs):
-        if config.fresh_data and stage > 0:
+        if config.fresh_data and stage > 0 and not config.real_data:
             t_fresh = time.time()
             train_dev = to_device(stage_training_set(config, workdir, stage, progress), config)
             log(f"stage {stage + 1}: fresh training set of {config.train_size} images ({time.time() - t_fresh:.0f} s)")

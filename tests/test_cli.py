@@ -152,3 +152,25 @@ def test_demo(tmp_path, capsys):
     assert lines[2].startswith("lib36x4: ") and str(path) in lines[2]
     with Image.open(path) as im:
         assert im.format == "PNG"
+
+
+def test_annotate_command(tmp_path, capsys):
+    from fcn_captcha.checkpoint import save_model
+    from fcn_captcha.config import tiny
+    from fcn_captcha.model import build_model
+
+    cfg = tiny()
+    save_model(tmp_path / "m", build_model(cfg, seed=0), cfg, 0.4)
+    d = tmp_path / "real"
+    d.mkdir()
+    gen = ImageCaptcha(width=96, height=32, font_sizes=(22, 26))
+    for t in ("12", "345", "67"):
+        gen.write(t, str(d / f"{t}.png"))
+    code = main(["annotate", "--model", str(tmp_path / "m"), "--data", str(d), "--out", str(tmp_path / "c.json"),
+                 "--split", "all", "--rounds", "0", "--synthetic", "0", "--sheet", str(tmp_path / "c.png")])
+    out = capsys.readouterr().out
+    assert code == 0 and "3 images" in out and (tmp_path / "c.png").exists()
+    files = json.loads((tmp_path / "c.json").read_text())["files"]
+    assert sorted(files) == ["12.png", "345.png", "67.png"] and len(files["345.png"]["centers"]) == 3
+    code = main(["annotate", "--model", str(tmp_path / "m"), "--data", str(tmp_path / "nope"), "--out", "x.json"])
+    assert code == 2 and "nope" in capsys.readouterr().err

@@ -153,3 +153,17 @@ def test_config_is_frozen_and_replace():
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.batch_size = 3  # type: ignore[misc]
     assert cfg.replace(batch_size=3).batch_size == 3 and cfg.batch_size == 8
+
+
+def test_kaggle_presets_style_and_known_length():
+    s, v = get_config("kaggle_synth"), get_config("kaggle_v2")
+    assert s.style is not None and v.style == s.style and s.real_data == ""
+    assert v.length_range == (5, 5) and get_config("lib36x4").length_range is None
+    assert v.synth_mix > 0 and v.stage_runs == (1,) and v.holdout == 0.22
+    assert Config.from_dict(json.loads(s.to_json())) == s  # the style survives JSON
+    assert get_config("kaggle_synth", ["style=none"]).style is None
+    assert get_config("kaggle_v2", ["real_data=/x/y", "real_limit=25"]).real_limit == 25
+    with pytest.raises(ValueError, match="synth_mix"):
+        Config(synth_mix=1.5)
+    with pytest.raises(ValueError, match="holdout"):
+        Config(holdout=0.0)

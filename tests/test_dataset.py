@@ -13,7 +13,7 @@ from PIL import Image
 
 from fcn_captcha.config import get_config
 from fcn_captcha.dataset import (Dataset, generate_arrays, generate_dataset, is_complete, load_dataset, load_folder,
-                                 pad_centers, split_names, write_dataset)
+                                 pad_centers, real_split, split_names, write_dataset)
 from fcn_captcha.generator import CenterCaptcha
 from fcn_captcha.preprocess import ImageError, to_model_input
 
@@ -162,6 +162,34 @@ def test_centers_json_scaled_to_model_size(tmp_path):
     assert ds.names == ["305.png"] and sorted(dict(ds.skipped)) == ["12.png", "77.png"]
 
 
+def test_centers_json_flagged_entries_and_text_mismatch(tmp_path):
+    samples = {"12.png": captcha("12", (96, 32), seed=1), "305.png": captcha("305", (96, 32), seed=2)}
+    ann = {"files": {}}
+    for name, s in samples.items():
+        s.image.save(tmp_path / name)
+        ann["files"][name] = {"text": s.text, "centers": s.centers.tolist(), "flagged": name == "12.png",
+                              "reason": "label has 2 symbols, the image shows 1"}
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(ann))
+    ds = load_folder(tmp_path, CFG, centers_json=path)  # flagged: left out and listed, not an error
+    assert ds.names == ["305.png"] and "flagged" in dict(ds.skipped)["12.png"]
+    assert load_folder(tmp_path, CFG, centers_json=path, skip_flagged=False).names == ["12.png", "305.png"]
+    ann["files"]["305.png"]["text"] = "306"
+    path.write_text(json.dumps(ann))
+    with pytest.raises(ValueError, match="305.png.*'306'"):
+        load_folder(tmp_path, CFG, centers_json=path)
+
+
+def test_real_split_limit_and_missing_folder(tmp_path):
+    for t in ("11", "22", "33", "44", "55", "66", "77", "88", "99", "100"):
+        captcha(t, (96, 32), seed=int(t)).image.save(tmp_path / f"{t}.png")
+    train, hold = real_split(tmp_path, 0.3)
+    assert (train, hold) == split_names(sorted(p.name for p in tmp_path.iterdir()), 0.3)
+    assert real_split(tmp_path, 0.3, limit=2) == (train[:2], hold)
+    with pytest.raises(FileNotFoundError, match="nope"):
+        real_split(tmp_path / "nope", 0.2)
+
+
 # ----- shards ---------------------------------------------------------------------------------------------
 def assert_same(a: Dataset, b: Dataset):
     assert a.texts == b.texts and a.names == b.names
@@ -278,3 +306,7 @@ def test_real_kaggle_v2_folder():
     np.testing.assert_array_equal(ds.labels(cfg.alphabet) >= 0, True)
     train, hold = split_names(names)
     assert not set(train) & set(hold) and len(train) + len(hold) == len(names) and hold
+    # the project's split of the 800 files: at most 640 to train on, at least 160 held out
+    train, hold = real_split(REAL, cfg.holdout)
+    if len(names) == 800:
+        assert (len(train), len(hold)) == (639, 161)

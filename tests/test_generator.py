@@ -23,7 +23,10 @@ import pytest
 from captcha import image as cimage
 from PIL import Image, ImageFilter
 
-from fcn_captcha.config import PRESETS, get_config
+from fcn_captcha.config import PRESETS as ALL_PRESETS, get_config
+
+# the presets drawn by the captcha library (lookalike styles are tested in test_lookalike)
+PRESETS = {name: f for name, f in ALL_PRESETS.items() if f().style is None}
 from fcn_captcha.dataset import generate_arrays
 from fcn_captcha.generator import (CenterCaptcha, SeededSecrets, generate_one, image_seed, make_generator,
                                    random_text, seeded)
@@ -282,7 +285,7 @@ def test_generate_one_text():
 @pytest.mark.parametrize("preset", ["lib36x4", "lib36var", "kaggle_v2", "tiny"])
 def test_generator_draws_exactly_what_the_library_draws(preset):
     """With the same seeded draws, the plain ImageCaptcha gives the same image bytes."""
-    cfg = get_config(preset)
+    cfg = get_config(preset).replace(style=None)  # kaggle_v2's size, drawn by the library
     gen = make_generator(cfg)
     plain = cimage.ImageCaptcha(cfg.width, cfg.height, fonts=list(cfg.fonts) or None,
                                 font_sizes=tuple(cfg.font_sizes) or None)
@@ -418,3 +421,16 @@ def test_seeded_secrets_is_reproducible():
     assert [a.choice("xyz") for _ in range(50)] == [b.choice("xyz") for _ in range(50)]
     assert SeededSecrets(1).randbits(32) != SeededSecrets(2).randbits(32)
 
+
+
+def test_a_style_selects_the_lookalike_generator():
+    from fcn_captcha.lookalike import LookalikeGenerator
+
+    cfg = get_config("kaggle_synth")
+    gen = make_generator(cfg)
+    assert isinstance(gen, LookalikeGenerator)
+    a, b = generate_one(gen, cfg, 5, 3), generate_one(make_generator(cfg), cfg, 5, 3)
+    assert a.text == b.text and len(a.text) == 5 and set(a.text) <= set(cfg.alphabet)
+    assert a.image.tobytes() == b.image.tobytes() and a.image.size == (cfg.width, cfg.height)
+    np.testing.assert_array_equal(a.centers, b.centers)
+    assert a.centers.shape == (5, 2)

@@ -408,3 +408,99 @@ def test_loss_from_maps_by_hand():
     img1 = (5 * neg0 + -(0.5 ** 4) * p ** 2 * math.log(1 - p)) / 1  # no positive: divided by 1
     got = np.asarray(loss_from_maps(CFG.replace(loss="focal"), jnp.asarray(raw), jnp.asarray(y)))
     np.testing.assert_allclose(got, [img0, img1], rtol=1e-5)
+
+
+def test_augment_stretch_moves_centers_and_contrast_noise_stay_in_range():
+    cfg = CFG.replace(shift=2.0, scale=0.05, rotate=5.0, stretch=0.2, contrast=0.3, noise=0.05)
+    h, w = cfg.height, cfg.width
+    ys, xs = np.mgrid[0:h, 0:w]
+    cx, cy = 40.0, 14.0
+    image = np.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * 1.5 ** 2)).astype(np.float32)
+    centers = np.array([[cx, cy]], np.float32)
+    geo = jax.jit(lambda k, im, c: augment(k, im, c, cfg.replace(contrast=0.0, noise=0.0)))
+    full = jax.jit(lambda k, im, c: augment(k, im, c, cfg))
+    for seed in range(3):
+        out, moved = (np.asarray(a) for a in geo(jax.random.key(seed), jnp.asarray(image), jnp.asarray(centers)))
+        centroid = np.array([(out * xs).sum(), (out * ys).sum()]) / out.sum()
+        np.testing.assert_allclose(moved[0], centroid, atol=0.25)
+        out2, moved2 = (np.asarray(a) for a in full(jax.random.key(seed), jnp.asarray(image), jnp.asarray(centers)))
+        np.testing.assert_array_equal(moved2, moved)  # photometric changes do not move centers
+        assert out2.min() >= 0.0 and out2.max() <= 1.0 and not np.allclose(out2, out)
+
+
+def test_make_batch_mixes_synthetic_share_and_never_draws_padding(small_data):
+    other = generate_arrays(CFG, 6, seed=7, workers=1)
+    cfg = CFG.replace(batch_size=8, synth_mix=0.25)
+    data = to_device(small_data.subset([0, 1]), cfg, other, pad_to=5)
+    assert data.images.shape[0] == 2 + 3 + 6 and int(data.n_main) == 2 and int(data.syn_start) == 5
+    main = small_data.images[:2].astype(np.float32) / 255
+    syn = other.images.astype(np.float32) / 255
+    for seed in range(5):
+        x, _ = make_batch(data, jax.random.key(seed), cfg, augmented=False)
+        x = np.asarray(x)[..., 0]
+        src = [("main" if np.abs(main - im).sum(axis=(1, 2)).min() < 1e-3 else
+                "syn" if np.abs(syn - im).sum(axis=(1, 2)).min() < 1e-3 else "other") for im in x]
+        assert src == ["main"] * 6 + ["syn"] * 2
+
+
+def test_fine_tune_lowers_the_loss_and_reuses_its_compiled_step(small_data):
+    from fcn_captcha.model import build_model
+
+    cfg = CFG.replace(batch_size=4, learning_rate=3e-3, log_every=5)
+    model = build_model(cfg, seed=0)
+    logs = []
+    tuned = train_mod.fine_tune(model, cfg, small_data, 30, seed=1, log=logs.append, pad_to=8)
+    trainer = train_mod._TRAINERS[cfg]
+    n = trainer.trace_count
+    train_mod.fine_tune(tuned, cfg, small_data.subset([0, 1, 2]), 2, seed=2, log=logs.append, pad_to=8)
+    assert trainer.trace_count == n  # another subset, same padded shape: no new trace
+    x = jnp.asarray(small_data.images, jnp.float32)[..., None] / 255
+
+    def loss(m):
+        y = np.stack([render_center_maps(c[:len(t)], t, cfg.alphabet, (cfg.out_height, cfg.out_width), cfg.stride)
+                      for c, t in zip(small_data.centers, small_data.texts)])
+        return float(np.mean(np.asarray(loss_from_maps(cfg, m(x), jnp.asarray(y)))))
+
+    assert loss(tuned) < 0.9 * loss(model)
+    assert "fine-tuned 30 steps on 6 images" in logs[0]
+
+
+def test_train_on_real_folder_from_init_calibrates_on_the_held_out_split(tmp_path):
+    """The real-data path: annotated centers from a JSON, start from a model, mix synthetic,
+    calibrate on the hash-held-out files (which need no centers)."""
+    import csv
+
+    from PIL import Image
+
+    from fcn_captcha.checkpoint import save_model
+    from fcn_captcha.dataset import real_split
+    from fcn_captcha.model import build_model
+
+    cfg = CFG.replace(stage_runs=(1,), stage_epochs=(1,), fresh_data=False, synth_mix=0.5, train_size=16)
+    ds = generate_arrays(cfg, 24, seed=3, workers=1)
+    d = tmp_path / "real"
+    d.mkdir()
+    files = {}
+    with open(d / "labels.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        for i, (img, t, c) in enumerate(zip(ds.images, ds.texts, ds.centers)):
+            name = f"r{i:02d}.png"
+            Image.fromarray(255 - img).save(d / name)
+            w.writerow([name, t])
+            files[name] = {"text": t, "centers": c[:len(t)].tolist(), "flagged": i == 0, "reason": "test"}
+    (tmp_path / "c.json").write_text(json.dumps({"files": files}))
+    save_model(tmp_path / "init", build_model(cfg, seed=9), cfg, 0.4)
+    run = cfg.replace(real_data=str(d), real_centers=str(tmp_path / "c.json"), init_from=str(tmp_path / "init"))
+    lines = []
+    s = train(run, tmp_path / "w", progress=False, log=lines.append)
+    train_names, hold = real_split(d, run.holdout)
+    used = len([n for n in train_names if n != "r00.png"])
+    assert any(f"{used} annotated training images" in ln for ln in lines)
+    assert s["calibration"]["count"] == len(hold) > 0
+    assert any("from " + str(tmp_path / "init") in ln for ln in lines)
+    other = cfg.replace(arch="c3x4 p c3x4")
+    save_model(tmp_path / "init2", build_model(other, seed=0), other, 0.4)
+    with pytest.raises(CheckpointError, match="architecture"):
+        train(run.replace(init_from=str(tmp_path / "init2")), tmp_path / "w2", progress=False, log=quiet)
+    with pytest.raises(ValueError, match="real_centers"):
+        train(run.replace(real_centers=""), tmp_path / "w3", progress=False, log=quiet)
