@@ -302,3 +302,38 @@ def test_fresh_plain_library_images(det, model, target):
     assert m["length_error_rate"] <= 0.03, m
     lengths = {len(t) for t in ds.texts}
     assert lengths <= set(range(cfg.min_length, cfg.max_length + 1))
+
+
+# ----- the shipped real-data model ----------------------------------------------------------------
+REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "captcha_images_v2"
+
+
+def test_shipped_kaggle_v2_reads_synthetic_lookalikes_and_knows_its_length():
+    """Saved on the GPU machine (jax 0.11.2), loaded here; reads its own suite's synthetic
+    lookalikes (no real image needed) and keeps the known 5 symbols."""
+    from fcn_captcha.config import get_config
+
+    det = Detector.load("kaggle_v2")
+    cfg = det.config
+    assert cfg.alphabet == "2345678bcdefgmnpwxy" and cfg.length_range == (5, 5) and cfg.style is not None
+    card = det.info["card"]
+    assert card["held_out"]["files"] >= 160 and "fcn-captcha annotate" in " ".join(card["how"])
+    gen_cfg = get_config("kaggle_synth")
+    gen = make_generator(gen_cfg)
+    samples = [generate_one(gen, gen_cfg, 77, i) for i in range(16)]
+    reads = det.read([s.image for s in samples])
+    assert all(len(r.text) == 5 for r in reads)
+    assert np.mean([r.text == s.text for r, s in zip(reads, samples)]) >= 0.75
+
+
+@pytest.mark.skipif(not REAL.is_dir(), reason=f"{REAL} is absent")
+def test_shipped_kaggle_v2_on_real_held_out_files():
+    """40 of the held-out real files (never trained on), read from their paths."""
+    from fcn_captcha.dataset import real_split
+
+    det = Detector.load("kaggle_v2")
+    _, hold = real_split(REAL, det.config.holdout)
+    pick = hold[:40]
+    reads = det.read([REAL / n for n in pick])
+    acc = np.mean([r.text == Path(n).stem for r, n in zip(reads, pick)])
+    assert acc >= 0.9, acc
