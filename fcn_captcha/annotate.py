@@ -280,7 +280,7 @@ def _summary(anns: list[Annotation]) -> dict[str, Any]:
             "min_confidence": float(conf.min()) if conf.size else 0.0}
 
 
-def annotate_dataset(detector, ds, rounds: int = 2, steps: int = 600, synthetic=None,
+def annotate_dataset(detector, ds, rounds: int = 3, steps: int = 600, synthetic=None,
                      min_confidence: float = 0.4, log=print) -> tuple[list[Annotation], Any, list[dict]]:
     """Annotate a string-labelled dataset, with rounds of self-training.
 
@@ -299,6 +299,7 @@ def annotate_dataset(detector, ds, rounds: int = 2, steps: int = 600, synthetic=
       ``(annotations, detector, history)``: the last round's annotations, the
       fine-tuned detector (the input one when ``rounds == 0``), and a summary per round.
     """
+    from fcn_captcha.dataset import pad_centers
     from fcn_captcha.detector import Detector
     from fcn_captcha.training import fine_tune
 
@@ -319,10 +320,7 @@ def annotate_dataset(detector, ds, rounds: int = 2, steps: int = 600, synthetic=
             log("annotate: every image is flagged; nothing to fine-tune on")
             break
         sub = ds.subset(good)
-        width = max(cfg.max_length, max(len(a.text) for a in anns))
-        sub.centers = np.full((len(good), width, 2), np.nan, np.float32)
-        for j, i in enumerate(good):
-            sub.centers[j, : len(anns[i].text)] = anns[i].centers
+        sub.centers = pad_centers([anns[i].centers for i in good], max(cfg.max_length, max(map(len, ds.texts))))
         model = fine_tune(detector.model, cfg, sub, steps, synthetic=synthetic, seed=1000 + r, log=log, pad_to=len(ds))
         detector = Detector(model, cfg, detector.threshold, detector.info, name=f"{detector.name}+round{r + 1}")
     return anns, detector, history
@@ -446,8 +444,6 @@ def annotate_folder(model: str | os.PathLike, data: str | os.PathLike, out: str 
     Returns:
       Summary: counts per round, files, output paths.
     """
-    from PIL import Image
-
     from fcn_captcha.checkpoint import save_model as _save_model
     from fcn_captcha.config import apply_overrides
     from fcn_captcha.dataset import generate_arrays, load_folder, real_split
@@ -474,14 +470,10 @@ def annotate_folder(model: str | os.PathLike, data: str | os.PathLike, out: str 
     syn = generate_arrays(cfg, synthetic, cfg.seed * 1000 + 7) if synthetic and rounds else None
     anns, tuned, history = annotate_dataset(det, ds, rounds=rounds, steps=steps, synthetic=syn,
                                             min_confidence=min_confidence, log=log)
-    sizes = {}
-    for name in ds.names:
-        with Image.open(Path(data) / name) as im:
-            sizes[name] = im.size
     summary = {"model": str(model), "data": str(data), "split": split, "limit": limit, "rounds": rounds,
                "steps": steps, "synthetic": synthetic, "min_confidence": min_confidence, "history": history,
                "skipped": [list(x) for x in ds.skipped]}
-    write_annotations(anns, out, sizes, cfg, extra={"summary": summary})
+    write_annotations(anns, out, dict(zip(ds.names, ds.sizes)), cfg, extra={"summary": summary})
     summary["out"] = str(out)
     if sheet:
         summary["sheet"] = str(annotation_sheet(ds.images, anns, sheet))

@@ -46,7 +46,7 @@ def cmd_train(args):
         m = evaluate_folder(Detector.load(summary["model_dir"]), cfg.real_data, files=hold)
         print(f"held-out split of {cfg.real_data} ({len(hold)} files, also the calibration set):")
         print(format_metrics(m))
-        _record_test(summary["model_dir"], m, f"held-out split of {cfg.real_data}: {len(hold)} files", None)
+        _record_test(summary["model_dir"], m, f"held-out split of {cfg.real_data}: {len(hold)} files")
     elif args.test_count and cfg.style is None:
         from fcn_captcha.detector import Detector
         from fcn_captcha.evaluate import evaluate_plain
@@ -56,15 +56,15 @@ def cmd_train(args):
         m = evaluate_plain(det, args.test_count, seed=args.test_seed)
         print(f"test on {args.test_count} fresh images of the plain captcha library ({cfg.name}):")
         print(format_metrics(m))
-        _record_test(summary["model_dir"], m, args.test_count, args.test_seed)
+        _record_test(summary["model_dir"], m,
+                     f"plain captcha library, {args.test_count} images, text seed {args.test_seed}")
     print(f"model: {summary['model_dir']}")
     return 0
 
 
-def _record_test(model_dir, m, count, seed):
+def _record_test(model_dir, m, what: str):
     p = Path(model_dir) / "model.json"
     meta = json.loads(p.read_text())
-    what = count if seed is None else f"plain captcha library, {count} images, text seed {seed}"
     meta["info"].setdefault("tests", []).append({
         "set": what,
         **{k: m[k] for k in ("count", "sequence_accuracy", "character_accuracy", "length_error_rate")}})

@@ -278,8 +278,7 @@ class Config:
         unknown = sorted(set(d) - set(names))
         if unknown:
             raise ValueError(f"unknown config fields {unknown}")
-        return cls(**{k: (tuple(v) if isinstance(v, list) else Style.from_dict(v) if k == "style" and v is not None
-                          else v) for k, v in d.items()})
+        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})  # style: __post_init__
 
     def replace(self, **kw) -> "Config":
         return dataclasses.replace(self, **kw)

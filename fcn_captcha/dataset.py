@@ -6,7 +6,9 @@ A :class:`Dataset` is what training, calibration and evaluation consume:
 * ``texts``: ``N`` strings;
 * ``centers``: float32 ``[N, L, 2]`` (x, y) in model-input pixels, NaN-padded to the
   longest text, or None when the source has no centers (string-only real data);
-* ``names``: ``N`` file names or synthetic ids.
+* ``names``: ``N`` file names or synthetic ids;
+* ``sizes``: ``N`` (width, height) of the files as read (real folders; empty for
+  synthetic sets, drawn at the model's size).
 
 On disk (``fcn-captcha generate``) a dataset is a folder with ``manifest.json`` and
 shards ``shard-00000.npz`` ... (``images``, ``texts``, ``centers``), written by all
@@ -46,6 +48,7 @@ class Dataset:
     centers: np.ndarray | None
     names: list[str]
     skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    sizes: list[tuple[int, int]] = dataclasses.field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -54,7 +57,8 @@ class Dataset:
         """The images at indices ``idx`` (same fields)."""
         idx = np.asarray(idx, dtype=np.int64)
         return Dataset(self.images[idx], [self.texts[i] for i in idx],
-                       None if self.centers is None else self.centers[idx], [self.names[i] for i in idx])
+                       None if self.centers is None else self.centers[idx], [self.names[i] for i in idx],
+                       sizes=[self.sizes[i] for i in idx] if self.sizes else [])
 
     def labels(self, alphabet: str) -> np.ndarray:
         """int32 ``[N, L]`` symbol indices (``-1`` padding), L = centers' width or longest text."""
@@ -282,16 +286,14 @@ def load_folder(folder: str | os.PathLike, config: Config, centers_json: str | o
     ann = None
     if centers_json is not None:
         ann = json.loads(Path(centers_json).read_text()).get("files", {})
-    images, texts, centers, names, skipped = [], [], [], [], []
+    images, texts, centers, names, sizes, skipped = [], [], [], [], [], []
     for name, text in entries:
         try:
             bad = sorted({s for s in text if s not in config.alphabet})
             if not text or bad:
                 raise ValueError(f"{folder / name}: label {text!r} has symbols {bad} outside the alphabet "
                                  f"{config.alphabet!r}" if bad else f"{folder / name}: empty label")
-            raw = load_image(folder / name)
-            x = to_model_input(raw, config.width, config.height, name=str(folder / name))
-            if ann is not None:
+            if ann is not None:  # the entry first: a flagged image is not read at all
                 a = ann.get(name)
                 if a is None:
                     raise ValueError(f"{folder / name}: no entry in {centers_json}")
@@ -303,6 +305,9 @@ def load_folder(folder: str | os.PathLike, config: Config, centers_json: str | o
                 c = np.asarray(a["centers"], np.float64).reshape(-1, 2)
                 if len(c) != len(text):
                     raise ValueError(f"{folder / name}: {len(c)} centers in {centers_json} for label {text!r}")
+            raw = load_image(folder / name)
+            x = to_model_input(raw, config.width, config.height, name=str(folder / name))
+            if ann is not None:
                 c = (c + 0.5) * [config.width / raw.width, config.height / raw.height] - 0.5
                 centers.append(c.astype(np.float32))
         except (ImageError, ValueError) as e:
@@ -313,11 +318,12 @@ def load_folder(folder: str | os.PathLike, config: Config, centers_json: str | o
         images.append(x)
         texts.append(text)
         names.append(name)
+        sizes.append(raw.size)
     if skipped:
         print(f"load_folder: skipped {len(skipped)} of {len(entries)} files in {folder}", file=sys.stderr)
     arr = np.stack(images) if images else np.zeros((0, config.height, config.width), np.uint8)
     cen = pad_centers(centers, max(config.max_length, max(map(len, texts), default=0))) if ann is not None else None
-    return Dataset(arr, texts, cen, names, skipped)
+    return Dataset(arr, texts, cen, names, skipped, sizes)
 
 
 def load_labelled(path: str | os.PathLike, config: Config, files: list[str] | None = None) -> Dataset:

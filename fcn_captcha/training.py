@@ -72,8 +72,7 @@ class DeviceData:
 
 
 def _label_arrays(ds: Dataset, config: Config, width: int) -> tuple[np.ndarray, np.ndarray]:
-    if ds.centers is None:
-        raise ValueError("training data needs character centers (see fcn-captcha annotate)")
+    """``(centers [N, width, 2] with FAR for absent, labels [N, width] with -1)``."""
     labels = ds.labels(config.alphabet)
     centers = np.where(np.isnan(ds.centers), FAR, ds.centers).astype(np.float32)
     labels = np.pad(labels, ((0, 0), (0, width - labels.shape[1])), constant_values=-1)
@@ -96,7 +95,7 @@ def to_device(ds: Dataset, config: Config, synthetic: Dataset | None = None, pad
     for p in parts:
         if p.centers is None:
             raise ValueError("training data needs character centers (see fcn-captcha annotate)")
-    width = max(max(p.labels(config.alphabet).shape[1], p.centers.shape[1]) for p in parts)
+    width = max(p.centers.shape[1] for p in parts)  # Dataset.labels is as wide as the centers
     arrays = [_label_arrays(p, config, width) for p in parts]
     images = [p.images for p in parts]
     pad = max(0, pad_to - len(ds))
@@ -239,14 +238,16 @@ class Trainer:
         self.val_loss = jax.jit(self._val_loss)
 
     # -- initialisation ----------------------------------------------------------------------------
-    def init(self, uids: list[int]):
+    def init(self, uids: list[int], from_init: bool = True):
         """Parameters and optimizer state of candidates ``uids``, stacked ``[R, ...]``.
 
         Each candidate starts from its own random initialisation, or, when
-        ``config.init_from`` names a model directory, from that model's parameters
-        (the candidates then differ only in their batch streams).
+        ``config.init_from`` names a model directory (and ``from_init``), from that
+        model's parameters (the candidates then differ only in their batch streams).
+        ``from_init=False`` gives the same structure without reading that directory
+        (a resumed run's restore target).
         """
-        if self.config.init_from:
+        if self.config.init_from and from_init:
             start = initial_params(self.config)
             params = [start for _ in uids]
         else:
@@ -389,7 +390,9 @@ def fine_tune(model, config: Config, ds: Dataset, steps: int, synthetic: Dataset
     """
     if synthetic is None or not len(synthetic):
         config = config.replace(synth_mix=0.0)
-    trainer = _TRAINERS.get(config) or _TRAINERS.setdefault(config, Trainer(config))
+    if config not in _TRAINERS:
+        _TRAINERS[config] = Trainer(config)
+    trainer = _TRAINERS[config]
     params = jax.tree.map(lambda a: jnp.asarray(a)[None], nnx.state(model, nnx.Param))
     opt_state = jax.vmap(trainer.tx.init)(params)
     data = to_device(ds, config, synthetic if config.synth_mix else None, pad_to=pad_to)
@@ -559,7 +562,7 @@ def train(config: Config, workdir: str | os.PathLike, log=print, progress: bool 
         if meta.get("config") != config.to_dict():
             raise CheckpointError(f"{ckpt.directory}: checkpoint {latest} was written for another config")
         stage, step, uids, history = meta["stage"], meta["step"], meta["uids"], meta["history"]
-        target_p, target_o = jax.eval_shape(lambda: trainer.init(uids))
+        target_p, target_o = jax.eval_shape(lambda: trainer.init(uids, from_init=False))
         state = ckpt.restore_state(latest, {"params": target_p, "opt_state": target_o})
         params, opt_state = state["params"], state["opt_state"]
         log(f"resumed from checkpoint {latest}: stage {stage + 1}, step {step}, candidates {uids}")

@@ -173,6 +173,7 @@ def test_centers_json_flagged_entries_and_text_mismatch(tmp_path):
     path.write_text(json.dumps(ann))
     ds = load_folder(tmp_path, CFG, centers_json=path)  # flagged: left out and listed, not an error
     assert ds.names == ["305.png"] and "flagged" in dict(ds.skipped)["12.png"]
+    assert ds.sizes == [(96, 32)] and ds.subset([0]).sizes == [(96, 32)]  # the file's size, as read
     assert load_folder(tmp_path, CFG, centers_json=path, skip_flagged=False).names == ["12.png", "305.png"]
     ann["files"]["305.png"]["text"] = "306"
     path.write_text(json.dumps(ann))
