@@ -89,7 +89,8 @@ def check_sample(text: str, centers: np.ndarray, boxes: np.ndarray, width: int, 
 def bench_overhead(cfg, images: int, repeats: int, seed: int):
     from captcha.image import ImageCaptcha
 
-    from fcn_captcha.generator import image_seed, make_generator, random_text, seeded
+    from fcn_captcha.dataset import make_generator
+    from fcn_captcha.generator import image_seed, random_text, seeded
 
     gen = make_generator(cfg)
     plain = ImageCaptcha(cfg.width, cfg.height, fonts=list(cfg.fonts) or None, font_sizes=tuple(cfg.font_sizes) or None)

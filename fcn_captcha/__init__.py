@@ -26,7 +26,7 @@ _EXPORTS = {
     "evaluate_folder": "fcn_captcha.evaluate",
     "evaluate_plain": "fcn_captcha.evaluate",
     "fine_tune": "fcn_captcha.training",
-    "fit_style": "fcn_captcha.lookalike",
+    "fit_style": "fcn_captcha.stylefit",
     "generate_dataset": "fcn_captcha.dataset",
     "get_config": "fcn_captcha.config",
     "ImageError": "fcn_captcha.preprocess",
@@ -42,7 +42,7 @@ _EXPORTS = {
     "real_split": "fcn_captcha.dataset",
     "render_center_maps": "fcn_captcha.targets",
     "save_model": "fcn_captcha.checkpoint",
-    "Style": "fcn_captcha.lookalike",
+    "Style": "fcn_captcha.style",
     "to_model_input": "fcn_captcha.preprocess",
     "train": "fcn_captcha.training",
 }

@@ -17,7 +17,7 @@ import json
 import math
 from typing import Any
 
-from fcn_captcha.lookalike import KAGGLE_STYLE, Style
+from fcn_captcha.style import KAGGLE_STYLE, Style
 
 DIGITS = "0123456789"
 UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"

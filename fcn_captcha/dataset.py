@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from fcn_captcha.config import Config
-from fcn_captcha.generator import generate_one, make_generator
+from fcn_captcha.generator import CenterCaptcha, generate_one
+from fcn_captcha.lookalike import LookalikeGenerator
 from fcn_captcha.preprocess import ImageError, load_image, to_model_input
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp")
@@ -83,6 +84,19 @@ def pad_centers(centers: list[np.ndarray], length: int) -> np.ndarray:
 
 # ----- synthetic generation ------------------------------------------------------------------
 _WORKER: dict = {}
+
+
+def make_generator(config: Config) -> CenterCaptcha | LookalikeGenerator:
+    """The generator of a :class:`~fcn_captcha.config.Config`'s synthetic images.
+
+    A :class:`~fcn_captcha.generator.CenterCaptcha` (the `captcha` library), or with ``config.style`` a
+    :class:`fcn_captcha.lookalike.LookalikeGenerator`; both have
+    ``generate_sample(text, seed) -> Sample``.
+    """
+    if config.style is not None:
+        return LookalikeGenerator(config.width, config.height, config.style)
+    return CenterCaptcha(config.width, config.height, fonts=config.fonts or None,
+                         font_sizes=config.font_sizes or None)
 
 
 def _worker_init(config_dict):

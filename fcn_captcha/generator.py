@@ -225,21 +225,6 @@ def random_text(rng: random.Random, alphabet: str, min_length: int, max_length: 
     return "".join(rng.choice(alphabet) for _ in range(n))
 
 
-def make_generator(config):
-    """The generator of a :class:`~fcn_captcha.config.Config`'s synthetic images.
-
-    A :class:`CenterCaptcha` (the `captcha` library), or with ``config.style`` a
-    :class:`fcn_captcha.lookalike.LookalikeGenerator`; both have
-    ``generate_sample(text, seed) -> Sample``.
-    """
-    if getattr(config, "style", None) is not None:
-        from fcn_captcha.lookalike import LookalikeGenerator
-
-        return LookalikeGenerator(config.width, config.height, config.style)
-    return CenterCaptcha(config.width, config.height, fonts=config.fonts or None,
-                         font_sizes=config.font_sizes or None)
-
-
 def generate_one(gen: CenterCaptcha, config, seed: int, index: int, text: str | None = None) -> Sample:
     """Image ``index`` of the dataset with root ``seed``: reproducible text and drawing."""
     s = image_seed(seed, index)

@@ -69,7 +69,8 @@ import numpy as np
 from flax import nnx
 
 from fcn_captcha.config import ARCHITECTURES, Config, get_config
-from fcn_captcha.generator import generate_one, make_generator
+from fcn_captcha.dataset import make_generator
+from fcn_captcha.generator import generate_one
 from fcn_captcha.model import CenterNet, receptive_field
 from fcn_captcha.preprocess import to_model_input
 from fcn_captcha.targets import pixels_to_cells

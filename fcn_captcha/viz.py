@@ -154,7 +154,8 @@ def sample_sheet(config, count: int, seed: int, path, cols: int = 2, scale: int 
     Returns:
       The path written.
     """
-    from fcn_captcha.generator import generate_one, make_generator
+    from fcn_captcha.dataset import make_generator
+    from fcn_captcha.generator import generate_one
 
     gen = make_generator(config)
     tiles, captions = [], []

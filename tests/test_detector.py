@@ -21,7 +21,8 @@ from PIL import Image
 from fcn_captcha.decoder import Reading
 from fcn_captcha.detector import PRETRAINED_DIR, Detector, pretrained_names
 from fcn_captcha.evaluate import evaluate_dataset, plain_library_set
-from fcn_captcha.generator import generate_one, make_generator
+from fcn_captcha.dataset import make_generator
+from fcn_captcha.generator import generate_one
 from fcn_captcha.preprocess import ImageError
 
 SEED = 2024

@@ -27,9 +27,8 @@ from fcn_captcha.config import PRESETS as ALL_PRESETS, get_config
 
 # the presets drawn by the captcha library (lookalike styles are tested in test_lookalike)
 PRESETS = {name: f for name, f in ALL_PRESETS.items() if f().style is None}
-from fcn_captcha.dataset import generate_arrays
-from fcn_captcha.generator import (CenterCaptcha, SeededSecrets, generate_one, image_seed, make_generator,
-                                   random_text, seeded)
+from fcn_captcha.dataset import generate_arrays, make_generator
+from fcn_captcha.generator import CenterCaptcha, SeededSecrets, generate_one, image_seed, random_text, seeded
 from fcn_captcha.preprocess import to_model_input
 
 GEOMETRY_COUNT = 2000  # captchas per preset for the geometry check
@@ -190,7 +189,8 @@ def test_text_check_rejects_boxes_without_text():
 _DRAW = textwrap.dedent("""
     import sys, numpy as np
     from fcn_captcha.config import get_config
-    from fcn_captcha.generator import generate_one, make_generator
+    from fcn_captcha.dataset import make_generator
+    from fcn_captcha.generator import generate_one
     cfg = get_config(sys.argv[1])
     gen = make_generator(cfg)
     out = {}

@@ -1,4 +1,4 @@
-"""Tests of fcn_captcha.lookalike: determinism, exact centers, the style's round trip, fitting.
+"""Tests of fcn_captcha.lookalike: determinism, exact centers, polarity, fonts.
 
 Expected values are computed independently: a character's center is checked against the
 darkness-weighted centroid of an image in which it is drawn alone on a flat background
@@ -8,20 +8,17 @@ with. The real-data test needs ``../shared/data/captcha_images_v2`` and skips wi
 
 from __future__ import annotations
 
-import json
 import multiprocessing as mp
 import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from fcn_captcha.generator import Sample
-from fcn_captcha.lookalike import KAGGLE_STYLE, LookalikeGenerator, Style, fit_style, render, resolve_font
+from fcn_captcha.lookalike import LookalikeGenerator, render, resolve_font
+from fcn_captcha.style import KAGGLE_STYLE
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "captcha_images_v2"
-KAGGLE_ALPHABET = "2345678bcdefgmnpwxy"
 
 #: Only the glyphs: a flat background, no line, smear, noise, blur or JPEG.
 CLEAN = KAGGLE_STYLE.replace(line_prob=0.0, smear_prob=0.0, noise=0.0, blur=0.0, jpeg_quality=0,
@@ -30,11 +27,6 @@ CLEAN = KAGGLE_STYLE.replace(line_prob=0.0, smear_prob=0.0, noise=0.0, blur=0.0,
 #: CLEAN with no jitter and a generous pitch: neighbours never overlap.
 SPACED = CLEAN.replace(size_jitter=0.0, rotation=0.0, y_jitter=0.0, pitch_jitter=0.0,
                        pitch=(30.0, 30.0), font_size=(30.0, 30.0), start_x=(10.0, 10.0), proportional=0.0)
-
-
-def _texts(n, seed=0, length=5):
-    rng = np.random.default_rng(seed)
-    return ["".join(rng.choice(list(KAGGLE_ALPHABET), length)) for _ in range(n)]
 
 
 def _darkness_centroid(img: np.ndarray, background: float) -> tuple[float, float]:
@@ -108,14 +100,14 @@ def test_kaggle_style_resembles_the_real_layout():
 
 
 # ----- centers ------------------------------------------------------------------------------------------
-def test_centers_inside_boxes_and_ordered():
-    for seed, text in enumerate(_texts(20, seed=1)):
+def test_centers_inside_boxes_and_ordered(kaggle_texts):
+    for seed, text in enumerate(kaggle_texts(20, seed=1)):
         _, centers, boxes = render(text, 200, 50, SPACED, np.random.default_rng(seed))
         assert np.all(boxes[:, 0] <= centers[:, 0]) and np.all(centers[:, 0] <= boxes[:, 2]), text
         assert np.all(boxes[:, 1] <= centers[:, 1]) and np.all(centers[:, 1] <= boxes[:, 3]), text
         assert np.all(np.diff(centers[:, 0]) > 0) and np.all(boxes[1:, 0] > boxes[:-1, 2]), text
     # with KAGGLE_STYLE's overlaps the centers still lie in their own boxes
-    for seed, text in enumerate(_texts(20, seed=2)):
+    for seed, text in enumerate(kaggle_texts(20, seed=2)):
         _, centers, boxes = render(text, 200, 50, KAGGLE_STYLE, np.random.default_rng(seed))
         assert np.all((boxes[:, :2] <= centers) & (centers <= boxes[:, 2:])), text
 
@@ -145,22 +137,6 @@ def test_center_of_a_character_clipped_by_the_border():
     assert boxes[0, 0] == 0 and abs(cx - centers[0, 0]) < 0.02 and abs(cy - centers[0, 1]) < 0.02
 
 
-# ----- the style ----------------------------------------------------------------------------------------
-def test_style_round_trip_and_errors():
-    d = KAGGLE_STYLE.to_dict()
-    assert Style.from_dict(json.loads(json.dumps(d))) == KAGGLE_STYLE
-    assert hash(Style.from_dict(d)) == hash(KAGGLE_STYLE)
-    assert all(not isinstance(v, tuple) for v in d.values())
-    custom = KAGGLE_STYLE.replace(fonts=("droid", "aileron"), pitch=(18.0, 19.0), dark_text=False)
-    assert Style.from_dict(json.loads(json.dumps(custom.to_dict()))) == custom
-    with pytest.raises(ValueError, match="bogus.*colour|colour.*bogus"):
-        Style.from_dict({**d, "bogus": 1, "colour": 2})
-    with pytest.raises(ValueError, match="font_size"):
-        Style(font_size=(40.0, 30.0))
-    with pytest.raises(ValueError, match="line_prob"):
-        Style(line_prob=1.5)
-
-
 def test_fonts_resolve_and_a_missing_file_is_named(tmp_path):
     assert resolve_font("aileron", 30) is resolve_font("aileron", 30)  # cached
     assert resolve_font("droid", 30).getbbox("2")[3] > 15
@@ -175,47 +151,3 @@ def test_droid_and_mixed_fonts_render():
     style = KAGGLE_STYLE.replace(fonts=("droid", "aileron"))
     drawn = {render("2b8cd", 200, 50, style, np.random.default_rng(s))[0].tobytes() for s in range(4)}
     assert len(drawn) == 4
-
-
-# ----- fitting ------------------------------------------------------------------------------------------
-def test_fit_style_recovers_a_synthetic_style():
-    """From 40 of its own renders (light text on dark), starting from KAGGLE_STYLE's values."""
-    true = KAGGLE_STYLE.replace(font_size=(31.0, 33.0), pitch=(24.0, 25.0), start_x=(20.0, 22.0),
-                                baseline=(38.0, 39.0), smear_prob=0.0, jpeg_quality=0, dark_text=False,
-                                background=(200.0, 200.0), bg_gradient=(30.0, 30.0))
-    texts = _texts(40, seed=5)
-    images = [render(t, 200, 50, true, np.random.default_rng(1000 + i))[0] for i, t in enumerate(texts)]
-    fitted = fit_style(images, texts, base=KAGGLE_STYLE.replace(smear_prob=0.0, jpeg_quality=0))
-    assert fitted.dark_text is False
-    assert abs(np.mean(fitted.font_size) - 32.0) < 1.5, fitted.font_size
-    assert abs(np.mean(fitted.pitch) - 24.5) < 1.0, fitted.pitch
-    assert abs(np.mean(fitted.start_x) - 21.0) < 2.5, fitted.start_x
-    assert abs(np.mean(fitted.baseline) - 38.5) < 1.0, fitted.baseline
-    assert abs(np.mean(fitted.background) - 200.0) < 2.0 and abs(np.mean(fitted.bg_gradient) - 30.0) < 2.0
-    assert fitted.fonts == KAGGLE_STYLE.fonts and fitted.line_width == KAGGLE_STYLE.line_width  # kept from base
-    with pytest.raises(ValueError, match="labels"):
-        fit_style(images, texts[:3])
-
-
-@pytest.mark.skipif(not REAL.is_dir(), reason=f"no real captchas at {REAL}")
-def test_kaggle_style_matches_real_training_images():
-    """Polarity, levels and text layout of KAGGLE_STYLE against 40 real training-split files."""
-    from fcn_captcha.dataset import split_names
-    from fcn_captcha.lookalike import _measure
-
-    names = split_names(sorted(p.name for p in REAL.glob("*.png")), holdout=0.22)[0][:40]
-    real = [np.asarray(Image.open(REAL / n).convert("L")) for n in names]
-    fake = [render(n[:-4], 200, 50, KAGGLE_STYLE, np.random.default_rng(i))[0] for i, n in enumerate(names)]
-
-    def summary(images):
-        out = [_measure(a) for a in images]
-        levels = np.median([lev for _, lev, _ in out], axis=0)
-        prof = np.mean([p for _, _, p in out], axis=0)
-        rows, cols = prof[:50], prof[50:]
-        centroid = lambda v: float(v @ np.arange(v.size) / v.sum())  # noqa: E731
-        return all(d for d, _, _ in out), levels, centroid(rows), centroid(cols)
-
-    (dr, lr, rr, cr), (df, lf, rf, cf) = summary(real), summary(fake)
-    assert dr and df
-    assert abs(lr[0] - lf[0]) < 3 and abs(lr[1] - lf[1]) < 3 and abs(lr[3] - lf[3]) < 6, (lr, lf)
-    assert abs(rr - rf) < 1.5 and abs(cr - cf) < 4.0, (rr, rf, cr, cf)
