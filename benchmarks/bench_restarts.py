@@ -25,7 +25,9 @@ import jax.numpy as jnp
 from fcn_captcha.config import get_config
 from fcn_captcha.dataset import generate_arrays
 from fcn_captcha.model import count_flops
-from fcn_captcha.training import Trainer, _peak_flops, to_device
+from fcn_captcha.input_pipeline import to_device
+from fcn_captcha.steps import Trainer
+from fcn_captcha.training import peak_flops
 
 
 def _time_block(fn, steps: int) -> float:
@@ -81,7 +83,7 @@ def main(argv=None):
     img = R * cfg.batch_size * args.steps
     v, s = statistics.median(vec_t), statistics.median(seq_t)
     flops = 3 * count_flops(cfg.arch_spec, cfg.num_classes, cfg.width, cfg.height)
-    peak = _peak_flops(jax.devices()[0])
+    peak = peak_flops(jax.devices()[0])
     res = {
         "device": jax.devices()[0].device_kind, "preset": cfg.name, "arch": cfg.arch, "dtype": cfg.compute_dtype,
         "restarts": R, "batch_per_restart": cfg.batch_size, "steps": args.steps,

@@ -52,8 +52,9 @@ from typing import Any
 
 import numpy as np
 
-from fcn_captcha.decoder import _max_filter3, decode
-from fcn_captcha.targets import cells_to_pixels
+from fcn_captcha.dataset import read_annotations
+from fcn_captcha.decoder import decode, max_filter3
+from fcn_captcha.targets import cells_to_pixels, rescale_coords
 
 __all__ = ["Annotation", "align", "check", "annotate_maps", "annotate_dataset", "annotate_folder",
            "write_annotations", "read_annotations", "annotation_sheet", "center_accuracy"]
@@ -165,7 +166,7 @@ def align(maps: np.ndarray, text: str, alphabet: str, stride: int = 4, min_gap: 
     centers = np.zeros((n, 2))
     conf = np.zeros(n)
     presence = np.zeros(n)
-    peaks = (anywhere == _max_filter3(anywhere[:, :, None])[:, :, 0]) & (anywhere > 0)
+    peaks = (anywhere == max_filter3(anywhere[:, :, None])[:, :, 0]) & (anywhere > 0)
     used: set[tuple[int, int]] = set()
     for i, (u, k) in enumerate(zip(us, ks)):
         v = rows[i, u]
@@ -301,7 +302,7 @@ def annotate_dataset(detector, ds, rounds: int = 3, steps: int = 600, synthetic=
     """
     from fcn_captcha.dataset import pad_centers
     from fcn_captcha.detector import Detector
-    from fcn_captcha.training import fine_tune
+    from fcn_captcha.steps import fine_tune
 
     history = []
     cfg = detector.config
@@ -340,7 +341,7 @@ def write_annotations(anns: list[Annotation], path: str | os.PathLike, sizes: di
     files = {}
     for a in anns:
         fw, fh = sizes[a.name]
-        c = (np.asarray(a.centers) + 0.5) * [fw / config.width, fh / config.height] - 0.5
+        c = rescale_coords(np.asarray(a.centers), np.array([fw / config.width, fh / config.height]))
         files[a.name] = {"text": a.text, "centers": np.round(c, 2).tolist(),
                          "confidence": np.round(a.confidence, 3).tolist(),
                          "presence": np.round(a.presence, 3).tolist(), "flagged": bool(a.flagged),
@@ -351,25 +352,6 @@ def write_annotations(anns: list[Annotation], path: str | os.PathLike, sizes: di
     tmp.write_text(json.dumps({"files": files, **(extra or {})}, indent=1))
     os.replace(tmp, path)
     return path
-
-
-def read_annotations(path: str | os.PathLike) -> dict[str, dict]:
-    """The ``files`` mapping of an annotation JSON, checked.
-
-    Raises:
-      ValueError: not an annotation file, or an entry whose centers and text differ in
-        length (names the file and the entry).
-    """
-    path = Path(path)
-    try:
-        files = json.loads(path.read_text())["files"]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
-        raise ValueError(f"{path}: not an annotation file ({type(e).__name__}: {e})") from None
-    for name, e in files.items():
-        if len(e.get("centers", [])) != len(e.get("text", "")):
-            raise ValueError(f"{path}: entry {name!r} has {len(e.get('centers', []))} centers for "
-                             f"text {e.get('text')!r}")
-    return files
 
 
 def annotation_sheet(images, anns: list[Annotation], path: str | os.PathLike, cols: int = 3, scale: int = 3,
@@ -384,7 +366,7 @@ def annotation_sheet(images, anns: list[Annotation], path: str | os.PathLike, co
       scale: enlargement.
       limit: at most this many images (flagged ones first).
     """
-    from fcn_captcha.viz import _save, _sheet, draw_centers
+    from fcn_captcha.viz import draw_centers, save_sheet, tile_sheet
 
     order = sorted(range(len(anns)), key=lambda i: (not anns[i].flagged, i))[:limit]
     tiles, caps = [], []
@@ -393,7 +375,7 @@ def annotation_sheet(images, anns: list[Annotation], path: str | os.PathLike, co
         tiles.append(draw_centers(255 - np.asarray(images[i]), a.centers, a.text, scores=a.confidence, scale=scale))
         cap = f"{a.name}: FLAGGED {a.reason}" if a.flagged else f"{a.name}  read {a.read!r}"
         caps.append((cap, (200, 0, 0) if a.flagged else (0, 0, 0)))
-    return _save(_sheet(tiles, caps, cols), path)
+    return save_sheet(tile_sheet(tiles, caps, cols), path)
 
 
 def center_accuracy(pred: np.ndarray, truth: np.ndarray, tol: float = 2.0) -> dict[str, float]:

@@ -15,7 +15,13 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 
+from fcn_captcha.batching import fixed_chunks
+from fcn_captcha.config import Config
 from fcn_captcha.decoder import decode_device, readings_from_device
+from fcn_captcha.model import CenterNet
+
+#: Calibrating on fewer images than this is refused (a threshold from a handful is noise).
+MIN_CALIBRATION_IMAGES = 10
 
 DEFAULT_THRESHOLDS = tuple(np.round(np.arange(0.05, 0.951, 0.01), 2))
 
@@ -63,15 +69,15 @@ def sweep(center_maps, texts, alphabet: str, stride: int = 4, thresholds=DEFAULT
     if maps.ndim != 4 or len(maps) != len(texts):
         raise ValueError(f"center_maps {maps.shape} must be [N, h, w, K] with N = {len(texts)} texts")
     correct = np.zeros(len(thresholds))
-    for a in range(0, len(maps), chunk):
-        part = maps[a:a + chunk]
-        pad = chunk - len(part) if len(maps) > chunk else 0
-        dev = jnp.asarray(np.pad(part, ((0, pad), (0, 0), (0, 0), (0, 0))) if pad else part)
+    a = 0
+    for n, (part,) in fixed_chunks([maps], chunk):
+        dev = jnp.asarray(part)
         for i, t in enumerate(thresholds):
             out = decode_device(dev, jnp.float32(t), stride=stride, min_distance=tuple(min_distance),
                                 max_candidates=max_candidates, length=length)
-            reads = readings_from_device(out, alphabet)[: len(part)]
-            correct[i] += sum(r.text == s for r, s in zip(reads, texts[a:a + chunk]))
+            reads = readings_from_device(out, alphabet)[:n]
+            correct[i] += sum(r.text == s for r, s in zip(reads, texts[a:a + n]))
+        a += n
     return correct / max(len(maps), 1)
 
 
@@ -123,11 +129,60 @@ def plot_curve(result: dict, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
-def calibrate_model(model, config, dataset, plot: str | os.PathLike | None = None) -> dict:
-    """Calibrate a network on a held-out :class:`~fcn_captcha.dataset.Dataset`."""
+def calibrate_detector(det, dataset, plot: str | os.PathLike | None = None, min_images: int = 1) -> dict:
+    """Calibrate a :class:`~fcn_captcha.detector.Detector` on a held-out
+    :class:`~fcn_captcha.dataset.Dataset` with the decoder settings of its config.
+
+    Raises:
+      ValueError: fewer than ``min_images`` usable images.
+    """
+    if len(dataset) < min_images:
+        raise ValueError(f"calibration needs at least {min_images} usable labelled images, got "
+                         f"{len(dataset)}" + (f" ({len(dataset.skipped)} skipped)" if dataset.skipped else ""))
+    cfg = det.config
+    return calibrate(det.center_maps(dataset.images), dataset.texts, cfg.alphabet, cfg.stride,
+                     min_distance=cfg.min_distance, max_candidates=cfg.max_candidates, plot=plot,
+                     length=cfg.length_range)
+
+
+def calibrate_model(model: CenterNet, config: Config, dataset, plot: str | os.PathLike | None = None) -> dict:
+    """Calibrate a network on a held-out :class:`~fcn_captcha.dataset.Dataset` (see :func:`calibrate_detector`)."""
     from fcn_captcha.detector import Detector
 
-    det = Detector(model, config, threshold=config.threshold)
-    maps = det.center_maps(dataset.images)
-    return calibrate(maps, dataset.texts, config.alphabet, config.stride, min_distance=config.min_distance,
-                     max_candidates=config.max_candidates, plot=plot, length=config.length_range)
+    return calibrate_detector(Detector(model, config, threshold=config.threshold), dataset, plot)
+
+
+def calibrate_folder(model: str | os.PathLike, data: str | os.PathLike, plot: str | os.PathLike | None = None,
+                     store: bool = True) -> dict:
+    """Calibrate a saved model on a labelled folder or generated dataset; store the threshold.
+
+    Nothing is changed unless the calibration succeeds: fewer than
+    :data:`MIN_CALIBRATION_IMAGES` usable images raise before the model card is touched.
+
+    Args:
+      model: a model directory (a shipped model's name only with ``store=False``).
+      data: labelled images (``<label>.png`` or ``labels.csv``) or a generated dataset.
+      plot: optional PNG of accuracy against threshold.
+      store: write the threshold and ``info.calibration`` into ``model/model.json``.
+
+    Returns:
+      :func:`calibrate`'s result, with ``stored`` (the card's path, or None).
+
+    Raises:
+      ValueError: too few usable images, or ``store`` with a shipped model.
+    """
+    from fcn_captcha.checkpoint import update_model_card
+    from fcn_captcha.dataset import load_labelled
+    from fcn_captcha.detector import Detector
+
+    if store and not (Path(model) / "model.json").exists():
+        raise ValueError(f"{model} is a shipped model or not a model directory; not overwriting it "
+                         "(give a model directory, or store=False / --dry-run)")
+    det = Detector.load(model)
+    res = calibrate_detector(det, load_labelled(data, det.config), plot, min_images=MIN_CALIBRATION_IMAGES)
+    res["stored"] = None
+    if store:
+        cal = {k: v for k, v in res.items() if k not in ("curve", "stored")} | {"data": str(data)}
+        update_model_card(model, threshold=res["threshold"], info={"calibration": cal})
+        res["stored"] = str(Path(model) / "model.json")
+    return res

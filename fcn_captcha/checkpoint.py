@@ -12,6 +12,10 @@ A **model directory** holds everything a reader needs::
 
     model.json   format, config, calibrated threshold, how it was trained
     params/      Orbax checkpoint of the network's parameters (float32)
+
+This module is the one writer of ``model.json`` (:func:`save_model`,
+:func:`update_model_card`, :func:`record_test`): every write is checked against the
+card's format and replaces the file atomically (a temporary file, then ``os.replace``).
 """
 
 from __future__ import annotations
@@ -127,7 +131,7 @@ def save_model(model_dir: str | os.PathLike, model: CenterNet, config: Config, t
     ck.save(tmp / "params", params)
     ck.wait_until_finished()
     meta = {"format": MODEL_FORMAT, "config": config.to_dict(), "threshold": float(threshold), "info": info or {}}
-    (tmp / "model.json").write_text(json.dumps(meta, indent=1))
+    _write_card(tmp, meta)
     if model_dir.exists():
         old = model_dir.with_name(model_dir.name + ".old")
         if old.exists():
@@ -140,6 +144,66 @@ def save_model(model_dir: str | os.PathLike, model: CenterNet, config: Config, t
     return model_dir
 
 
+def check_card(meta: Any, where: str | os.PathLike) -> dict:
+    """Check a model card's fields; return it.
+
+    Raises:
+      CheckpointError: a field missing or of the wrong kind (names the field and ``where``).
+    """
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{where}: model.json must hold a JSON object, not {type(meta).__name__}")
+    if meta.get("format") != MODEL_FORMAT:
+        raise CheckpointError(f"{where}: model format {meta.get('format')} is not {MODEL_FORMAT}")
+    if not isinstance(meta.get("config"), dict):
+        raise CheckpointError(f"{where}: field 'config' must be an object (the model's config)")
+    t = meta.get("threshold")
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not (0.0 < float(t) <= 1.0):
+        raise CheckpointError(f"{where}: field 'threshold' must be a number in (0, 1], not {t!r}")
+    if not isinstance(meta.get("info", {}), dict):
+        raise CheckpointError(f"{where}: field 'info' must be an object")
+    return meta
+
+
+def _write_card(model_dir: Path, meta: dict) -> None:
+    """Check ``meta`` and write ``model_dir/model.json`` atomically."""
+    check_card(meta, model_dir / "model.json")
+    tmp = model_dir / "model.json.tmp"
+    tmp.write_text(json.dumps(meta, indent=1))
+    os.replace(tmp, model_dir / "model.json")
+
+
+def update_model_card(model_dir: str | os.PathLike, threshold: float | None = None,
+                      info: dict[str, Any] | None = None) -> dict:
+    """Change a saved model's threshold and/or merge fields into its ``info``.
+
+    Args:
+      model_dir: a model directory (not a shipped model).
+      threshold: the new calibrated threshold, or None to keep it.
+      info: top-level ``info`` fields to set (replacing those of the same name).
+
+    Returns:
+      The card as written.
+    """
+    model_dir = Path(model_dir)
+    meta = read_model_meta(model_dir)
+    if threshold is not None:
+        meta["threshold"] = float(threshold)
+    meta.setdefault("info", {}).update(info or {})
+    _write_card(model_dir, meta)
+    return meta
+
+
+def record_test(model_dir: str | os.PathLike, metrics: dict[str, Any], what: str) -> dict:
+    """Append a test result to the card's ``info.tests`` (set description and the headline metrics)."""
+    model_dir = Path(model_dir)
+    meta = read_model_meta(model_dir)
+    meta.setdefault("info", {}).setdefault("tests", []).append({
+        "set": what,
+        **{k: metrics[k] for k in ("count", "sequence_accuracy", "character_accuracy", "length_error_rate")}})
+    _write_card(model_dir, meta)
+    return meta
+
+
 def read_model_meta(model_dir: str | os.PathLike) -> dict:
     """``model.json`` of a model directory, checked."""
     p = Path(model_dir) / "model.json"
@@ -149,9 +213,7 @@ def read_model_meta(model_dir: str | os.PathLike) -> dict:
         meta = json.loads(p.read_text())
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{p}: corrupt model.json ({e})") from None
-    if meta.get("format") != MODEL_FORMAT:
-        raise CheckpointError(f"{p}: model format {meta.get('format')} is not {MODEL_FORMAT}")
-    return meta
+    return check_card(meta, p)
 
 
 def load_model(model_dir: str | os.PathLike) -> tuple[CenterNet, Config, float, dict]:

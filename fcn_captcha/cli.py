@@ -14,8 +14,11 @@ def _config(args):
     return get_config(args.preset, args.set or [])
 
 
-def _add_preset(p, default="lib10x4"):
-    p.add_argument("--preset", default=default, help="lib36x4 | lib36var | lib10x4 | kaggle_v2 | tiny")
+def _add_preset(p: argparse.ArgumentParser, default: str = "lib10x4") -> None:
+    from fcn_captcha.config import PRESETS
+
+    p.add_argument("--preset", default=default, choices=sorted(PRESETS), metavar="PRESET",
+                   help=f"config preset: {' | '.join(sorted(PRESETS))} (default {default})")
     p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a config field (repeatable)")
 
 
@@ -35,40 +38,10 @@ def cmd_train(args):
                               ("real_limit", args.limit)) if v}
     if real:
         cfg = cfg.replace(**{k: (str(Path(v).absolute()) if isinstance(v, str) else v) for k, v in real.items()})
-    summary = train(cfg, args.workdir)
-    if cfg.real_data:
-        from fcn_captcha.dataset import real_split
-        from fcn_captcha.detector import Detector
-        from fcn_captcha.evaluate import evaluate_folder
-        from fcn_captcha.metrics import format_metrics
-
-        _, hold = real_split(cfg.real_data, cfg.holdout)
-        m = evaluate_folder(Detector.load(summary["model_dir"]), cfg.real_data, files=hold)
-        print(f"held-out split of {cfg.real_data} ({len(hold)} files, also the calibration set):")
-        print(format_metrics(m))
-        _record_test(summary["model_dir"], m, f"held-out split of {cfg.real_data}: {len(hold)} files")
-    elif args.test_count and cfg.style is None:
-        from fcn_captcha.detector import Detector
-        from fcn_captcha.evaluate import evaluate_plain
-        from fcn_captcha.metrics import format_metrics
-
-        det = Detector.load(summary["model_dir"])
-        m = evaluate_plain(det, args.test_count, seed=args.test_seed)
-        print(f"test on {args.test_count} fresh images of the plain captcha library ({cfg.name}):")
-        print(format_metrics(m))
-        _record_test(summary["model_dir"], m,
-                     f"plain captcha library, {args.test_count} images, text seed {args.test_seed}")
+    summary = train(cfg, args.workdir, test_count=args.test_count, test_seed=args.test_seed,
+                    redo_end=args.redo_end)
     print(f"model: {summary['model_dir']}")
     return 0
-
-
-def _record_test(model_dir, m, what: str):
-    p = Path(model_dir) / "model.json"
-    meta = json.loads(p.read_text())
-    meta["info"].setdefault("tests", []).append({
-        "set": what,
-        **{k: m[k] for k in ("count", "sequence_accuracy", "character_accuracy", "length_error_rate")}})
-    p.write_text(json.dumps(meta, indent=1))
 
 
 def cmd_annotate(args):
@@ -86,30 +59,14 @@ def cmd_annotate(args):
 
 
 def cmd_calibrate(args):
-    from fcn_captcha.calibration import calibrate
-    from fcn_captcha.checkpoint import read_model_meta
-    from fcn_captcha.dataset import load_labelled
-    from fcn_captcha.detector import Detector
+    from fcn_captcha.calibration import calibrate_folder
 
-    det = Detector.load(args.model)
-    data = Path(args.data)
-    ds = load_labelled(data, det.config)
-    cfg = det.config
-    res = calibrate(det.center_maps(ds.images), ds.texts, cfg.alphabet, cfg.stride, min_distance=cfg.min_distance,
-                    max_candidates=cfg.max_candidates, plot=args.plot, length=cfg.length_range)
+    res = calibrate_folder(args.model, args.data, plot=args.plot, store=not args.dry_run)
     for t, a in res["curve"][:: max(1, len(res["curve"]) // 20)]:
         print(f"threshold {t:.2f}: {100 * a:6.2f}%")
     print(f"chosen threshold {res['threshold']:.3f} ({100 * res['sequence_accuracy']:.2f}% on {res['count']} images)")
-    if not args.dry_run:
-        p = Path(args.model) / "model.json"
-        if not p.exists():
-            print(f"{args.model} is a shipped model; not overwriting it (use a model directory)", file=sys.stderr)
-            return 1
-        meta = read_model_meta(args.model)
-        meta["threshold"] = res["threshold"]
-        meta["info"]["calibration"] = {k: v for k, v in res.items() if k != "curve"} | {"data": str(data)}
-        p.write_text(json.dumps(meta, indent=1))
-        print(f"stored in {p}")
+    if res["stored"]:
+        print(f"stored in {res['stored']}")
     return 0
 
 
@@ -145,7 +102,7 @@ def _length(text):
 
 def cmd_predict(args):
     from fcn_captcha.dataset import IMAGE_EXTENSIONS
-    from fcn_captcha.detector import Detector, read_files
+    from fcn_captcha.detector import Detector
 
     det = Detector.load(args.model)
     paths = []
@@ -159,6 +116,30 @@ def cmd_predict(args):
     return 1 if failed else 0
 
 
+def read_files(detector, paths: list[str], json_lines: bool = False, stream=None, threshold: float | None = None,
+               length=None) -> int:
+    """``fcn-captcha predict``: one line per image on ``stream`` (default: ``sys.stdout`` when called).
+
+    Returns the number of images that failed (each named on ``sys.stderr``).
+    """
+    stream = sys.stdout if stream is None else stream
+
+    reads = detector.read(list(paths), threshold=threshold, length=length)
+    failed = 0
+    for p, r in zip(paths, reads):
+        if r.error:
+            failed += 1
+            print(f"{p}: {r.error}", file=sys.stderr)
+            continue
+        if json_lines:
+            stream.write(json.dumps({"file": str(p), "text": r.text, "length_forced": r.length_forced,
+                                     "chars": [{"symbol": c.symbol, "x": round(c.x, 2), "y": round(c.y, 2),
+                                                "score": round(c.score, 4)} for c in r.chars]}) + "\n")
+        else:
+            stream.write(f"{p}\t{r.text}\n")
+    return failed
+
+
 def cmd_demo(args):
     from fcn_captcha.demo import demo
 
@@ -169,18 +150,20 @@ def cmd_demo(args):
 def cmd_samples(args):
     from fcn_captcha.viz import sample_sheet
 
-    sample_sheet(_config(args), args.count, args.seed, args.out)
-    print(f"wrote {args.out}")
+    path = sample_sheet(_config(args), args.count, args.seed, args.out, cols=args.cols, scale=args.scale)
+    print(f"wrote {path} ({args.count} {args.preset} captchas, seed {args.seed})")
     return 0
 
 
 def cmd_scope(args):
-    from fcn_captcha.scope import scope_report
+    from fcn_captcha.config import get_config
+    from fcn_captcha.scope import scope_report, scope_table
 
-    cfg = _config(args)
-    if args.arch:
-        cfg = cfg.replace(arch=args.arch)
-    rep = scope_report(cfg, args.out, count=args.count)
+    if len(args.preset) > 1 or len(args.arch or []) > 1:
+        print(scope_table(args.preset, args.arch, args.out, count=args.count, seed=args.seed))
+        return 0
+    cfg = get_config(args.preset[0], args.set or [])
+    rep = scope_report(cfg, args.out, count=args.count, arch=(args.arch or [None])[0], seed=args.seed)
     print(json.dumps(rep, indent=1, default=str))
     return 0
 
@@ -215,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--centers", default=None, help="their centers, from fcn-captcha annotate (real_centers)")
     p.add_argument("--init", default=None, help="model directory to start from (init_from)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N training images (real_limit)")
+    p.add_argument("--redo-end", action="store_true",
+                   help="on a finished run: calibrate, save and test again (replaces its model)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("annotate", help="character centers for string-labelled real captchas (forced alignment)")
@@ -271,13 +256,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="samples.png")
+    p.add_argument("--cols", type=int, default=2, help="tiles per row")
+    p.add_argument("--scale", type=int, default=2, help="enlargement factor")
     p.set_defaults(func=cmd_samples)
 
     p = sub.add_parser("scope", help="measure what one output cell sees (the seed's scope)")
-    _add_preset(p, default="lib36x4")
-    p.add_argument("--arch", default=None, help="architecture preset or string (default: the preset's)")
+    from fcn_captcha.config import PRESETS
+
+    p.add_argument("--preset", nargs="+", default=["lib36x4"], choices=sorted(PRESETS), metavar="PRESET",
+                   help=f"suite preset(s): {' | '.join(sorted(PRESETS))}; several give a table")
+    p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="config override (one preset)")
+    p.add_argument("--arch", nargs="*", default=None,
+                   help="architecture preset name(s) or quoted string(s) (default: the preset's); several give a table")
     p.add_argument("--count", type=int, default=500, help="characters compared with the scope")
-    p.add_argument("--out", default="scope")
+    p.add_argument("--seed", type=int, default=0, help="dataset seed of the synthetic characters")
+    p.add_argument("--out", default="scope", help="output folder")
     p.set_defaults(func=cmd_scope)
 
     p = sub.add_parser("introspect", help="what the network looks at: input minimisation and activations")

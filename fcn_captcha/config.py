@@ -61,12 +61,10 @@ def parse_arch(spec: str) -> list[tuple[str, int, int]]:
         if tok == "p":
             layers.append(("pool", 2, 0))
             continue
-        try:
-            k, c = tok[1:].split("x")
-            assert tok[0] == "c" and int(k) % 2 == 1 and int(k) > 0 and int(c) > 0
-            layers.append(("conv", int(k), int(c)))
-        except (ValueError, AssertionError):
-            raise ValueError(f"architecture token {tok!r} in {spec!r} is not 'cKxC' (odd K) or 'p'") from None
+        k, _, c = tok[1:].partition("x")
+        if not (tok[:1] == "c" and k.isdigit() and c.isdigit() and int(k) % 2 == 1 and int(c) > 0):
+            raise ValueError(f"architecture token {tok!r} in {spec!r} is not 'cKxC' (odd K) or 'p'")
+        layers.append(("conv", int(k), int(c)))
     if not any(kind == "conv" for kind, _, _ in layers) and not layers:
         raise ValueError(f"architecture {spec!r} has no layer")
     return layers

@@ -35,6 +35,7 @@ from fcn_captcha.config import Config
 from fcn_captcha.generator import CenterCaptcha, generate_one
 from fcn_captcha.lookalike import LookalikeGenerator
 from fcn_captcha.preprocess import ImageError, load_image, to_model_input
+from fcn_captcha.targets import rescale_coords
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp")
 FORMAT_VERSION = 1
@@ -263,6 +264,36 @@ def _folder_entries(folder: Path) -> list[tuple[str, str]]:
     return [(name, Path(name).stem) for name in files]
 
 
+def read_annotations(path: str | os.PathLike, strict: bool = True) -> dict[str, dict]:
+    """The ``files`` mapping of a centers JSON (``fcn-captcha annotate``'s output), checked.
+
+    The one parser of that format: :func:`load_folder` and :mod:`fcn_captcha.annotate`
+    both read it here.
+
+    Args:
+      path: the JSON file.
+      strict: also refuse the whole file for one entry whose centers and text differ
+        in length (False: the caller checks entries one by one, as :func:`load_folder`
+        does to skip them).
+
+    Raises:
+      ValueError: not an annotation file, or (``strict``) a bad entry (names the file
+        and the entry).
+    """
+    path = Path(path)
+    try:
+        files = json.loads(path.read_text())["files"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: not an annotation file ({type(e).__name__}: {e})") from None
+    if not isinstance(files, dict):
+        raise ValueError(f"{path}: not an annotation file ('files' is not an object)")
+    for name, e in files.items() if strict else ():
+        if len(e.get("centers", [])) != len(e.get("text", "")):
+            raise ValueError(f"{path}: entry {name!r} has {len(e.get('centers', []))} centers for "
+                             f"text {e.get('text')!r}")
+    return files
+
+
 def load_folder(folder: str | os.PathLike, config: Config, centers_json: str | os.PathLike | None = None,
                 on_error: str = "raise", files: list[str] | None = None, skip_flagged: bool = True) -> Dataset:
     """Load real captchas: ``<label>.<ext>`` files or a ``labels.csv`` (``file,text``).
@@ -299,7 +330,7 @@ def load_folder(folder: str | os.PathLike, config: Config, centers_json: str | o
         entries = [(f, lookup[f]) for f in files]
     ann = None
     if centers_json is not None:
-        ann = json.loads(Path(centers_json).read_text()).get("files", {})
+        ann = read_annotations(centers_json, strict=False)
     images, texts, centers, names, sizes, skipped = [], [], [], [], [], []
     for name, text in entries:
         try:
@@ -322,7 +353,7 @@ def load_folder(folder: str | os.PathLike, config: Config, centers_json: str | o
             raw = load_image(folder / name)
             x = to_model_input(raw, config.width, config.height, name=str(folder / name))
             if ann is not None:
-                c = (c + 0.5) * [config.width / raw.width, config.height / raw.height] - 0.5
+                c = rescale_coords(c, np.array([config.width / raw.width, config.height / raw.height]))
                 centers.append(c.astype(np.float32))
         except (ImageError, ValueError) as e:
             if on_error == "raise":

@@ -38,6 +38,11 @@ cast to float32, and values whose magnitude is below the smallest normal float32
 (including ``-0.0``) count as ``0.0``, so that a GPU that flushes subnormals reads the
 same. Positions are in input pixels (pixel ``k`` has its center at ``k``; see
 :mod:`fcn_captcha.targets`).
+
+Why this module is long: it holds one algorithm twice, the NumPy reference decoder
+and the jitted on-device decoder, side by side so that every rule (peaks, plateaus,
+cross-class duplicates, suppression, length selection, refinement) is written next to
+its twin and tested to read identically; splitting them would separate the twins.
 """
 
 from __future__ import annotations
@@ -51,7 +56,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fcn_captcha.targets import cells_to_pixels
+from fcn_captcha.targets import cells_to_pixels, rescale_coords
 
 #: Smallest normal float32: smaller magnitudes are read as 0.0 (see the module doc).
 _TINY = np.float32(np.finfo(np.float32).tiny)
@@ -190,7 +195,7 @@ def _flush(maps: np.ndarray) -> np.ndarray:
     return np.where(np.abs(maps) < _TINY, np.float32(0), maps)
 
 
-def _max_filter3(maps: np.ndarray) -> np.ndarray:
+def max_filter3(maps: np.ndarray) -> np.ndarray:
     """3x3 spatial maximum of ``[h, w, K]`` (cells outside the map do not count, as ``-inf``)."""
     across = maps.copy()
     np.maximum(across[:, 1:], maps[:, :-1], out=across[:, 1:])
@@ -219,7 +224,7 @@ def _decode_one(maps, alphabet, threshold, stride, lrange, table, max_candidates
     if h == 0 or w == 0:
         return Reading("")
     maps = _flush(maps)
-    peak = maps == _max_filter3(maps)
+    peak = maps == max_filter3(maps)
     flat = maps.reshape(-1)
     idx = np.flatnonzero(peak.reshape(-1))
     sc = flat[idx]
@@ -548,8 +553,8 @@ def _decode_device_impl(center_maps, threshold, lo, hi, *, table, max_candidates
     ok = take(sel)
     return {
         "symbol": jnp.where(ok, take(k), -1).astype(jnp.int32),
-        "x": jnp.where(ok, (take(ucell) + 0.5) * stride - 0.5, 0.0),
-        "y": jnp.where(ok, (take(vcell) + 0.5) * stride - 0.5, 0.0),
+        "x": jnp.where(ok, rescale_coords(take(ucell), stride), 0.0),
+        "y": jnp.where(ok, rescale_coords(take(vcell), stride), 0.0),
         "score": jnp.where(ok, take(c), 0.0),
         "valid": ok,
         "length_forced": forced,

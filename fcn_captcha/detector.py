@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 import warnings
 from pathlib import Path
 
@@ -28,11 +27,13 @@ import numpy as np
 from flax import nnx
 from PIL import Image
 
+from fcn_captcha.batching import fixed_chunks
 from fcn_captcha.checkpoint import load_model
 from fcn_captcha.config import Config
 from fcn_captcha.model import output_maps
 from fcn_captcha.decoder import Reading, decode_device, readings_from_device
-from fcn_captcha.preprocess import ImageError, to_model_input
+from fcn_captcha.preprocess import ImageError, load_image, to_model_input
+from fcn_captcha.targets import rescale_coords
 
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 
@@ -101,13 +102,7 @@ class Detector:
     # -- arrays ---------------------------------------------------------------------------------------
     def _batches(self, images: np.ndarray, batch_size: int):
         """``(n, maps [size, h, w, K])`` per chunk; short chunks are zero-padded to one shape."""
-        images = np.asarray(images, np.uint8)
-        size = min(batch_size, len(images))  # one compiled shape per call pattern
-        for a in range(0, len(images), batch_size):
-            chunk = images[a:a + batch_size]
-            n = len(chunk)
-            if n < size:
-                chunk = np.pad(chunk, ((0, size - n), (0, 0), (0, 0)))
+        for n, (chunk,) in fixed_chunks([np.asarray(images, np.uint8)], batch_size):
             yield n, self._maps(self._params, jnp.asarray(chunk))
 
     def center_maps(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
@@ -163,8 +158,6 @@ class Detector:
             name = str(item) if isinstance(item, (str, os.PathLike)) else f"image #{i}"
             try:
                 if isinstance(item, (str, os.PathLike)):
-                    from fcn_captcha.preprocess import load_image
-
                     item = load_image(item)
                 size = item.size if isinstance(item, Image.Image) else np.asarray(item).shape[1::-1]
                 arrays.append(to_model_input(item, cfg.width, cfg.height, name=name))
@@ -194,31 +187,5 @@ def _rescale(reading: Reading, size, cfg: Config) -> Reading:
     if (w, h) == (cfg.width, cfg.height):
         return reading
     sx, sy = w / cfg.width, h / cfg.height
-    chars = tuple(dataclasses.replace(c, x=(c.x + 0.5) * sx - 0.5, y=(c.y + 0.5) * sy - 0.5) for c in reading.chars)
+    chars = tuple(dataclasses.replace(c, x=rescale_coords(c.x, sx), y=rescale_coords(c.y, sy)) for c in reading.chars)
     return dataclasses.replace(reading, chars=chars)
-
-
-def read_files(detector: Detector, paths: list[str], json_lines: bool = False, stream=None,
-               threshold=None, length=None) -> int:
-    """``fcn-captcha predict``: one line per image on ``stream`` (default: ``sys.stdout`` when called).
-
-    Returns the number of images that failed (each named on ``sys.stderr``).
-    """
-    import json
-
-    stream = sys.stdout if stream is None else stream
-
-    reads = detector.read(list(paths), threshold=threshold, length=length)
-    failed = 0
-    for p, r in zip(paths, reads):
-        if r.error:
-            failed += 1
-            print(f"{p}: {r.error}", file=sys.stderr)
-            continue
-        if json_lines:
-            stream.write(json.dumps({"file": str(p), "text": r.text, "length_forced": r.length_forced,
-                                     "chars": [{"symbol": c.symbol, "x": round(c.x, 2), "y": round(c.y, 2),
-                                                "score": round(c.score, 4)} for c in r.chars]}) + "\n")
-        else:
-            stream.write(f"{p}\t{r.text}\n")
-    return failed

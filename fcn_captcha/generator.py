@@ -30,6 +30,8 @@ import numpy as np
 from captcha import image as _cimage
 from PIL import Image
 
+from fcn_captcha.targets import rescale_coords
+
 _PATCH_LOCK = threading.RLock()
 _ARANGE = np.arange(4096, dtype=np.int64)  # pixel offsets inside a character's ink box
 
@@ -145,7 +147,7 @@ class CenterCaptcha(_cimage.ImageCaptcha):
         sizes = trace.get("sizes", [])
         canvas_w = sizes[0][0] if sizes else self._width  # width before the final squeeze
         squeeze = self._width / canvas_w
-        to_final = lambda x: (x + 0.5) * squeeze - 0.5  # noqa: E731 - pixel centers through the squeeze
+        to_final = lambda x: rescale_coords(x, squeeze)  # noqa: E731 - pixel centers through the squeeze
         centers, boxes = [], []
         for (c, _im), (box, mask) in zip(drawn, pastes):
             if c == " ":

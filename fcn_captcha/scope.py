@@ -51,6 +51,10 @@ Example (two 3x3 convolutions, a 2x2 pool, and the 3x3 head):
 >>> res = measure_scope("c3x4 p c3x4 p")  # r = 18 is not a multiple of s = 4
 >>> res.phase_support_cells[0], sum(res.phase_support_cells[0])
 ((4, 5, 5, 4), 18)
+
+Why this module is long: the scope is one measurement with its three parts (the
+seed's constant-weight spot, the share of a suite's characters that fit it, and the
+figure and report that show both); each part is small and they share one result type.
 """
 
 from __future__ import annotations

@@ -11,18 +11,32 @@ from __future__ import annotations
 import numpy as np
 
 
+def rescale_coords(p, scale):
+    """The one pixel-grid map: ``p' = (p + 0.5) * scale - 0.5``.
+
+    It maps the centers of unit cells of one grid onto another grid ``scale`` times as
+    fine (pixel centers stay centers): input pixels to output cells (``1 / stride``),
+    cells back to pixels (``stride``), model-input pixels to a file's own pixels
+    (``file size / model size``). NumPy or JAX arrays, or floats.
+
+    >>> float(rescale_coords(1.5, 0.25)), float(rescale_coords(0.0, 4))
+    (0.0, 1.5)
+    """
+    return (p + 0.5) * scale - 0.5
+
+
 def pixels_to_cells(xy, stride: int):
     """Input-pixel coordinates to output-cell coordinates (same for x and y).
 
     >>> float(pixels_to_cells(1.5, 4)), float(pixels_to_cells(5.5, 4))
     (0.0, 1.0)
     """
-    return (np.asarray(xy, dtype=np.float64) + 0.5) / stride - 0.5
+    return rescale_coords(np.asarray(xy, dtype=np.float64), 1.0 / stride)
 
 
 def cells_to_pixels(uv, stride: int):
     """Output-cell coordinates to input-pixel coordinates (inverse of the above)."""
-    return (np.asarray(uv, dtype=np.float64) + 0.5) * stride - 0.5
+    return rescale_coords(np.asarray(uv, dtype=np.float64), stride)
 
 
 def render_center_maps(centers, symbols, alphabet: str, out_shape: tuple[int, int], stride: int = 4,
@@ -94,8 +108,8 @@ def render_center_maps_batch(centers, labels, out_shape, num_classes: int, strid
       ``[B, h, w, K]`` float32, equal to stacking :func:`render_center_maps`.
     """
     h, w = out_shape
-    u = (centers[..., 0] + 0.5) / stride - 0.5  # [B, L]
-    v = (centers[..., 1] + 0.5) / stride - 0.5
+    u = rescale_coords(centers[..., 0], 1.0 / stride)  # [B, L]
+    v = rescale_coords(centers[..., 1], 1.0 / stride)
     gu = xp.arange(w, dtype=xp.float32)
     gv = xp.arange(h, dtype=xp.float32)
     sx, sy = sigma

@@ -109,7 +109,7 @@ def draw_centers(image, centers, text, boxes=None, scores=None, scale: int = 3, 
     return out
 
 
-def _sheet(tiles: list[Image.Image], captions: list[tuple[str, tuple[int, int, int]]], cols: int) -> Image.Image:
+def tile_sheet(tiles: list[Image.Image], captions: list[tuple[str, tuple[int, int, int]]], cols: int) -> Image.Image:
     """Tiles in a grid of cells as large as the largest tile, a caption band under each."""
     if not tiles:
         raise ValueError("nothing to draw: no images")
@@ -127,7 +127,7 @@ def _sheet(tiles: list[Image.Image], captions: list[tuple[str, tuple[int, int, i
     return sheet
 
 
-def _save(sheet: Image.Image, path) -> Path:
+def save_sheet(sheet: Image.Image, path) -> Path:
     path = Path(path)
     if path.parent and not path.parent.exists():
         os.makedirs(path.parent, exist_ok=True)
@@ -163,7 +163,7 @@ def sample_sheet(config, count: int, seed: int, path, cols: int = 2, scale: int 
         s = generate_one(gen, config, seed, i)
         tiles.append(draw_centers(s.image, s.centers, s.text, boxes=s.boxes, scale=scale))
         captions.append((f"#{i}  {s.text}", (0, 0, 0)))
-    return _save(_sheet(tiles, captions, cols), path)
+    return save_sheet(tile_sheet(tiles, captions, cols), path)
 
 
 def readings_sheet(images, readings, path, truths=None, cols: int = 2, scale: int = 2) -> Path:
@@ -202,4 +202,4 @@ def readings_sheet(images, readings, path, truths=None, cols: int = 2, scale: in
             captions.append((f"#{n}  read {rd.text!r}  ok", OK_COLOR))
         else:
             captions.append((f"#{n}  read {rd.text!r}  true {truths[n]!r}", BAD_COLOR))
-    return _save(_sheet(tiles, captions, cols), path)
+    return save_sheet(tile_sheet(tiles, captions, cols), path)

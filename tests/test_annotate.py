@@ -212,7 +212,7 @@ def test_annotate_train_split_never_reads_held_out_files(stand_ins, tmp_path):
 def test_rounds_fine_tune_on_unflagged_images_only(stand_ins, monkeypatch):
     """Ideal maps for every image but one whose last character is missing: a round
     fine-tunes on exactly the 19 others, with their aligned (= true) centers."""
-    import fcn_captcha.training as training
+    import fcn_captcha.steps as steps
 
     root, d, ds = stand_ins
     det = Detector.load(root / "model")
@@ -227,7 +227,7 @@ def test_rounds_fine_tune_on_unflagged_images_only(stand_ins, monkeypatch):
         seen.update(names=list(sub.names), centers=sub.centers.copy(), pad_to=kw["pad_to"])
         return model
 
-    monkeypatch.setattr(training, "fine_tune", fake_fine_tune)
+    monkeypatch.setattr(steps, "fine_tune", fake_fine_tune)
     _, _, hist = annotate_dataset(det, real, rounds=1, steps=1, log=lambda *_: None)
     assert hist[0]["flagged"] == 1 and hist[0]["read_equals_label"] == 19
     assert seen["names"] == [f"img{i:02d}.png" for i in range(1, 20)] and seen["pad_to"] == 20

@@ -401,7 +401,7 @@ def test_shifted_max_filter_equals_reduce_window():
     x = jnp.asarray(np.floor(np.random.default_rng(5).random((3, 5, 7, 4)) * 3) - 1.0)
     want = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 1, 1, 1), "SAME")
     np.testing.assert_array_equal(decoder._max_filter3_jnp(x), want)
-    np.testing.assert_array_equal(decoder._max_filter3(np.asarray(x[0])), want[0])
+    np.testing.assert_array_equal(decoder.max_filter3(np.asarray(x[0])), want[0])
 
 
 @pytest.mark.parametrize("path", ["direct", "by_cell"])

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest

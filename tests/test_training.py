@@ -29,13 +29,15 @@ import numpy as np
 import pytest
 from flax import nnx
 
+import fcn_captcha.steps as steps_mod
 import fcn_captcha.training as train_mod
 from fcn_captcha.checkpoint import CheckpointError, TrainCheckpointer, load_model
 from fcn_captcha.config import tiny
 from fcn_captcha.dataset import generate_arrays, load_dataset
 from fcn_captcha.targets import render_center_maps
-from fcn_captcha.training import FAR, NonFiniteError, Trainer, augment, loss_from_maps, make_batch, select_best, \
-    to_device, train
+from fcn_captcha.input_pipeline import FAR, augment, make_batch, to_device
+from fcn_captcha.steps import NonFiniteError, Trainer, loss_from_maps
+from fcn_captcha.training import select_best, train
 
 # 3 -> 2 -> 1 candidates, 8 steps per stage (32 images / batch 4), a checkpoint every 2 steps,
 # a fresh training set for stages 2 and 3 (which a resumed run must read back, not redraw).
@@ -315,15 +317,15 @@ def test_check_and_log_names_the_first_bad_step_and_candidate():
     history = {"log": []}
     ok = {"loss": np.ones(3), "grad_norm": np.ones(3), "param_norm": np.ones(3)}
     bad = dict(ok, grad_norm=np.array([1.0, 1.0, np.inf]))
-    train_mod._check_and_log([(12, [ok]), (13, [ok])], [4, 0, 7], 1, history, CFG)
+    steps_mod.check_and_log([(12, [ok]), (13, [ok])], [4, 0, 7], 1, history, CFG)
     assert history["log"][-1]["step"] == 14 and history["log"][-1]["loss"] == {"4": 1.0, "0": 1.0, "7": 1.0}
     with pytest.raises(NonFiniteError, match="non-finite grad_norm at step 15 of stage 2 for candidate #7"):
-        train_mod._check_and_log([(14, [ok]), (15, [bad]), (16, [bad])], [4, 0, 7], 1, history, CFG)
+        steps_mod.check_and_log([(14, [ok]), (15, [bad]), (16, [bad])], [4, 0, 7], 1, history, CFG)
     # "loop" mode: one [1] dict per candidate
     per_cand = [dict(ok, loss=np.ones(1)), dict(ok, loss=np.array([np.nan])), dict(ok, loss=np.ones(1))]
     per_cand = [{k: v[:1] for k, v in m.items()} for m in per_cand]
     with pytest.raises(NonFiniteError, match="non-finite loss at step 0 of stage 1 for candidate #5"):
-        train_mod._check_and_log([(0, per_cand)], [3, 5, 9], 0, history, CFG)
+        steps_mod.check_and_log([(0, per_cand)], [3, 5, 9], 0, history, CFG)
 
 
 # ----- trainer pieces ----------------------------------------------------------------------------------
@@ -450,7 +452,7 @@ def test_fine_tune_lowers_the_loss_and_reuses_its_compiled_step(small_data):
     model = build_model(cfg, seed=0)
     logs = []
     tuned = train_mod.fine_tune(model, cfg, small_data, 30, seed=1, log=logs.append, pad_to=8)
-    trainer = train_mod._TRAINERS[cfg]
+    trainer = steps_mod._TRAINERS[cfg]
     n = trainer.trace_count
     train_mod.fine_tune(tuned, cfg, small_data.subset([0, 1, 2]), 2, seed=2, log=logs.append, pad_to=8)
     assert trainer.trace_count == n  # another subset, same padded shape: no new trace

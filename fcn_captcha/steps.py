@@ -1,0 +1,284 @@
+"""The loss and the pure jitted steps of training, and fine-tuning an existing network.
+
+:class:`Trainer` holds, for one config, the jitted functions the schedule of
+:mod:`fcn_captcha.training` calls: initialisation of candidates, one optimizer step
+(``loss_fn`` on a batch from :mod:`fcn_captcha.input_pipeline`, Adam with L2, metrics
+with gradient and parameter norms), and the held-out loss. :func:`check_and_log`
+raises at once, naming the step and the candidate, when a value turns non-finite.
+:func:`fine_tune` trains one existing network further with the same step (the
+annotation rounds use it).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from fcn_captcha.batching import fixed_chunks
+from fcn_captcha.checkpoint import CheckpointError, load_model
+from fcn_captcha.config import Config
+from fcn_captcha.dataset import Dataset
+from fcn_captcha.input_pipeline import FAR, DeviceData, make_batch, to_device
+from fcn_captcha.model import CenterNet, build_model
+from fcn_captcha.targets import render_center_maps_batch
+
+__all__ = ["NonFiniteError", "loss_from_maps", "make_optimizer", "candidate_seed", "initial_params", "Trainer",
+           "fine_tune", "check_and_log"]
+
+
+class NonFiniteError(FloatingPointError):
+    """A loss or gradient turned NaN or infinite; names the step and the candidate."""
+
+
+def loss_from_maps(config: Config, raw: jax.Array, y: jax.Array) -> jax.Array:
+    """Per-image loss ``[B]``.
+
+    ``mse``: the seed's squared error summed over the maps. ``focal``: CenterNet's
+    penalty-reduced focal loss (alpha 2, beta 4) on ``sigmoid(raw)``, normalised by
+    the number of characters.
+    """
+    if config.loss == "mse":
+        return ((raw - y) ** 2).sum(axis=(1, 2, 3))
+    p = jnp.clip(jax.nn.sigmoid(raw), 1e-6, 1 - 1e-6)
+    pos = (y >= 0.999).astype(raw.dtype)
+    pos_l = -((1 - p) ** 2) * jnp.log(p) * pos
+    neg_l = -((1 - y) ** 4) * (p ** 2) * jnp.log(1 - p) * (1 - pos)
+    n = jnp.maximum(pos.sum(axis=(1, 2, 3)), 1.0)
+    return (pos_l + neg_l).sum(axis=(1, 2, 3)) / n
+
+
+def make_optimizer(config: Config) -> optax.GradientTransformation:
+    """The seed's Adam with L2 added through the gradient (before Adam's scaling)."""
+    return optax.chain(optax.add_decayed_weights(config.l2), optax.adam(config.learning_rate))
+
+
+def candidate_seed(seed: int, uid: int) -> int:
+    """Initialisation seed of candidate ``uid`` (stable, independent of the others)."""
+    return (seed * 1_000_003 + uid * 7_919 + 17) % (2**31 - 1)
+
+
+def initial_params(config: Config):
+    """Parameters of the model directory ``config.init_from``, checked against ``config``.
+
+    Raises:
+      CheckpointError: the model has another alphabet or architecture (names both).
+    """
+    model, other, _, _ = load_model(config.init_from)
+    if other.alphabet != config.alphabet or other.arch_spec != config.arch_spec:
+        raise CheckpointError(f"init_from {config.init_from}: its alphabet {other.alphabet!r} / architecture "
+                              f"{other.arch_spec!r} differ from this run's {config.alphabet!r} / {config.arch_spec!r}")
+    return nnx.state(model, nnx.Param)
+
+
+class Trainer:
+    """Pure jitted functions for a config: init, train step, held-out loss.
+
+    All functions take a stack of candidates (leading axis ``R``).
+    """
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.graphdef, _ = nnx.split(nnx.eval_shape(lambda: build_model(config)))
+        self.tx = make_optimizer(config)
+        self.root = jax.random.key(config.seed)
+        self.trace_count = 0
+        self.train_step = jax.jit(self._train_step, donate_argnums=(0, 1))
+        self.val_loss = jax.jit(self._val_loss)
+
+    # -- initialisation ----------------------------------------------------------------------------
+    def init(self, uids: list[int], from_init: bool = True):
+        """Parameters and optimizer state of candidates ``uids``, stacked ``[R, ...]``.
+
+        Each candidate starts from its own random initialisation, or, when
+        ``config.init_from`` names a model directory (and ``from_init``), from that
+        model's parameters (the candidates then differ only in their batch streams).
+        ``from_init=False`` gives the same structure without reading that directory
+        (a resumed run's restore target).
+        """
+        if self.config.init_from and from_init:
+            start = initial_params(self.config)
+            params = [start for _ in uids]
+        else:
+            params = [nnx.state(build_model(self.config, seed=candidate_seed(self.config.seed, uid)), nnx.Param)
+                      for uid in uids]
+        stacked = jax.tree.map(lambda *a: jnp.stack(a), *params)
+        return stacked, jax.vmap(self.tx.init)(stacked)
+
+    def _apply(self, params, x):
+        return nnx.merge(self.graphdef, params)(x)
+
+    # -- one step for every candidate --------------------------------------------------------------
+    def _train_step(self, params, opt_state, uids, step, data: DeviceData):
+        """Advance every candidate one step.
+
+        ``restart_mode="vmap"`` stacks the candidates through ``jax.vmap`` (their
+        convolutions become one grouped convolution); ``"map"`` runs them one after
+        another inside the same jitted program (``jax.lax.map``); ``"loop"`` calls this
+        step once per candidate with ``R = 1``. All give the same result; which is
+        fastest depends on the device (benchmarks/bench_restarts.py).
+
+        Args:
+          params, opt_state: stacked ``[R, ...]``.
+          uids: int32 ``[R]`` candidate ids (their batch streams).
+          step: int32 scalar, the candidates' step number.
+          data: training data on the device.
+
+        Returns:
+          ``(params, opt_state, metrics)`` with metrics ``loss``, ``grad_norm``,
+          ``param_norm`` of shape ``[R]``.
+        """
+        self.trace_count += 1
+        cfg = self.config
+
+        def one(p, o, uid):
+            key = jax.random.fold_in(jax.random.fold_in(self.root, uid), step)
+            x, y = make_batch(data, key, cfg)
+
+            def loss_fn(p_):
+                return loss_from_maps(cfg, self._apply(p_, x), y).mean()
+
+            loss, grads = jax.value_and_grad(loss_fn)(p)
+            updates, o = self.tx.update(grads, o, p)
+            p = optax.apply_updates(p, updates)
+            return p, o, {"loss": loss, "grad_norm": optax.global_norm(grads), "param_norm": optax.global_norm(p)}
+
+        if cfg.restart_mode == "map":
+            return jax.lax.map(lambda a: one(*a), (params, opt_state, uids))
+        return jax.vmap(one)(params, opt_state, uids)  # "vmap"; "loop" calls this with R = 1
+
+    def step_all(self, cands, uids: list[int], step: int, data: DeviceData):
+        """Advance every candidate one step, as ``restart_mode`` says.
+
+        Args:
+          cands: ``(params, opt_state)`` stacked ``[R, ...]``, or for "loop" a list of
+            ``R`` such pairs each stacked ``[1, ...]``.
+          uids: the ``R`` candidate ids.
+          step: their step number.
+          data: training data on the device.
+
+        Returns:
+          ``(cands, metrics)``, metrics a list of per-step dicts of ``[R]`` (or ``[1]``) arrays.
+        """
+        if self.config.restart_mode == "loop":
+            out, metrics = [], []
+            for (p, o), u in zip(cands, uids):
+                p, o, m = self.train_step(p, o, jnp.asarray([u], jnp.int32), jnp.int32(step), data)
+                out.append((p, o))
+                metrics.append(m)
+            return out, metrics
+        p, o, m = self.train_step(*cands, jnp.asarray(uids, jnp.int32), jnp.int32(step), data)
+        return (p, o), [m]
+
+    def pack(self, cands):
+        """``(params, opt_state)`` stacked ``[R, ...]`` from the form :meth:`step_all` uses."""
+        if self.config.restart_mode != "loop":
+            return cands
+        return jax.tree.map(lambda *a: jnp.concatenate(a), *cands)
+
+    def unpack(self, params, opt_state):
+        """Inverse of :meth:`pack`."""
+        if self.config.restart_mode != "loop":
+            return (params, opt_state)
+        n = jax.tree.leaves(params)[0].shape[0]
+        return [jax.tree.map(lambda a: a[i:i + 1], (params, opt_state)) for i in range(n)]
+
+    def _val_loss(self, params, images, centers, labels):
+        """Mean held-out loss per candidate ``[R]`` on one chunk (no augmentation)."""
+        cfg = self.config
+        x = images.astype(jnp.float32)[..., None] / 255.0
+        y = render_center_maps_batch(centers, labels, (cfg.out_height, cfg.out_width), cfg.num_classes,
+                                     cfg.stride, (cfg.sigma_x, cfg.sigma_y), xp=jnp)
+        valid = (labels >= 0).any(axis=1)
+        return jax.vmap(lambda p: (loss_from_maps(cfg, self._apply(p, x), y) * valid).sum())(params)
+
+    def held_out_loss(self, params, data: DeviceData, chunk: int = 256) -> np.ndarray:
+        """Mean loss per candidate over a whole held-out set ``[R]``."""
+        total = 0.0
+        # padded rows are empty images whose labels (-1) are masked out
+        for _, (imgs, cens, labs) in fixed_chunks([data.images, data.centers, data.labels], chunk, [0, FAR, -1]):
+            total = total + self.val_loss(params, imgs, cens, labs)
+        return np.asarray(total) / max(data.images.shape[0], 1)
+
+
+_TRAINERS: dict[Config, "Trainer"] = {}
+
+
+def fine_tune(model: CenterNet, config: Config, ds: Dataset, steps: int, synthetic: Dataset | None = None, seed: int = 0,
+              log: Callable[[str], Any] = print, pad_to: int = 0) -> CenterNet:
+    """Train an existing network further on a dataset with centers (no restarts, no selection).
+
+    Used by the annotation rounds (:mod:`fcn_captcha.annotate`): the same jitted step
+    as :class:`Trainer`, one candidate, batches from ``ds`` with the share
+    ``config.synth_mix`` from ``synthetic`` (none when it is None).
+
+    Args:
+      model: the network to start from (not modified).
+      config: step size, batch, augmentation, targets.
+      ds: images with centers.
+      steps: optimiser steps.
+      synthetic: optional images with centers to mix in.
+      seed: the batch stream (candidate id of the step).
+      log: progress lines.
+      pad_to: pad ``ds`` to this many rows (see :func:`to_device`): rounds on subsets
+        of one dataset then reuse one compiled step (the :class:`Trainer` of a config
+        is kept).
+
+    Returns:
+      The fine-tuned network.
+
+    Raises:
+      NonFiniteError: a loss or gradient turned non-finite (names the step).
+    """
+    if synthetic is None or not len(synthetic):
+        config = config.replace(synth_mix=0.0)
+    if config not in _TRAINERS:
+        _TRAINERS[config] = Trainer(config)
+    trainer = _TRAINERS[config]
+    params = jax.tree.map(lambda a: jnp.asarray(a)[None], nnx.state(model, nnx.Param))
+    opt_state = jax.vmap(trainer.tx.init)(params)
+    data = to_device(ds, config, synthetic if config.synth_mix else None, pad_to=pad_to)
+    uid = jnp.asarray([seed], jnp.int32)
+    history: dict[str, Any] = {"log": []}
+    pending = []
+    t0 = time.time()
+    for step in range(steps):
+        params, opt_state, m = trainer.train_step(params, opt_state, uid, jnp.int32(step), data)
+        pending.append((step, [m]))
+        if (step + 1) % config.log_every == 0 or step + 1 == steps:
+            check_and_log(pending, [seed], 0, history, config)
+            pending = []
+    if steps:
+        log(f"fine-tuned {steps} steps on {len(ds)} images ({time.time() - t0:.0f} s), "
+            f"loss {history['log'][-1]['loss_min']:.4f}")
+    return nnx.merge(trainer.graphdef, jax.tree.map(lambda a: a[0], params))
+
+
+# ----- the schedule -------------------------------------------------------------------------------
+
+
+def check_and_log(pending: list, uids: list[int], stage: int, history: dict, config: Config) -> None:
+    """Fetch queued step metrics, raise on a non-finite value, append a log row."""
+    if not pending:
+        return
+    host = [{k: np.concatenate([np.atleast_1d(np.asarray(d[k])) for d in ms]) for k in ms[0]}
+            for ms in jax.device_get([m for _, m in pending])]
+    for (s, _), m in zip(pending, host):
+        for name in ("loss", "grad_norm"):
+            bad = ~np.isfinite(np.asarray(m[name]))
+            if bad.any():
+                raise NonFiniteError(f"non-finite {name} at step {s} of stage {stage + 1} for candidate "
+                                     f"#{uids[int(np.argmax(bad))]}")
+    losses = np.stack([np.asarray(m["loss"]) for m in host])  # [S, R]
+    mean = losses.mean(axis=0)
+    history["log"].append({"stage": stage + 1, "step": int(pending[-1][0]) + 1,
+                           "loss": {str(u): float(v) for u, v in zip(uids, mean)},
+                           "loss_min": float(mean.min()), "loss_max": float(mean.max()),
+                           "grad_norm": float(np.mean([np.asarray(m["grad_norm"]).mean() for m in host])),
+                           "param_norm": float(np.mean([np.asarray(m["param_norm"]).mean() for m in host]))})
