@@ -41,6 +41,17 @@ ARCHITECTURES: dict[str, str] = {
 }
 
 
+def arch_stride(spec: str) -> int:
+    """Output stride of an architecture string in input pixels: 2 to the number of pools.
+
+    The one place it is computed (:attr:`Config.stride`, the model and the FLOP count use it).
+
+    >>> arch_stride("c5x8 p c3x16 p c3x16")
+    4
+    """
+    return 2 ** sum(1 for kind, _, _ in parse_arch(spec) if kind == "pool")
+
+
 def parse_arch(spec: str) -> list[tuple[str, int, int]]:
     """Parse an architecture string into layers.
 
@@ -230,7 +241,7 @@ class Config:
     @property
     def stride(self) -> int:
         """Output stride in input pixels: 2 to the number of pools."""
-        return 2 ** self.arch_spec.split().count("p")
+        return arch_stride(self.arch_spec)
 
     @property
     def out_height(self) -> int:

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from fcn_captcha.config import Config, parse_arch
+from fcn_captcha.config import Config, arch_stride, parse_arch
 
 HEAD_KERNEL = 3
 
@@ -34,7 +34,7 @@ class CenterNet(nnx.Module):
 
     def __init__(self, arch: str, num_classes: int, *, rngs: nnx.Rngs, dtype=jnp.float32):
         self.layers_spec = tuple(parse_arch(arch))
-        self.stride = 2 ** sum(1 for kind, _, _ in self.layers_spec if kind == "pool")
+        self.stride = arch_stride(arch)
         convs = []
         cin = 1
         for kind, k, c in self.layers_spec:
@@ -97,7 +97,7 @@ def count_params(arch: str, num_classes: int) -> int:
 def count_flops(arch: str, num_classes: int, width: int = 192, height: int = 64) -> int:
     """Multiply-add FLOPs (2 per MAC) of one forward pass on a ``width`` x ``height`` image."""
     flops, cin, h, w = 0, 1, height, width
-    stride = 2 ** parse_arch(arch).count(("pool", 2, 0))
+    stride = arch_stride(arch)
     h, w = math.ceil(h / stride) * stride, math.ceil(w / stride) * stride
     for kind, k, c in parse_arch(arch):
         if kind == "pool":

@@ -29,14 +29,12 @@ import numpy as np
 import pytest
 from flax import nnx
 
-import fcn_captcha.steps as steps_mod
 import fcn_captcha.training as train_mod
 from fcn_captcha.checkpoint import CheckpointError, TrainCheckpointer, load_model
 from fcn_captcha.config import tiny
 from fcn_captcha.dataset import generate_arrays, load_dataset
 from fcn_captcha.targets import render_center_maps
-from fcn_captcha.input_pipeline import FAR, augment, make_batch, to_device
-from fcn_captcha.steps import NonFiniteError, Trainer, loss_from_maps
+from fcn_captcha.steps import NonFiniteError, Trainer
 from fcn_captcha.training import select_best, train
 
 # 3 -> 2 -> 1 candidates, 8 steps per stage (32 images / batch 4), a checkpoint every 2 steps,
@@ -190,6 +188,25 @@ def test_run_outputs(reference):
     assert sum(line.startswith(("stage 2: fresh", "stage 3: fresh")) for line in reference["log"]) == 2
 
 
+def test_a_finished_run_says_so_and_leaves_its_model_alone(reference, tmp_path):
+    """Running train again on a finished workdir keeps a later-stored threshold and tests."""
+    work = tmp_path / "finished"
+    shutil.copytree(reference["workdir"], work)
+    from fcn_captcha.checkpoint import read_model_meta, record_test, update_model_card
+
+    update_model_card(work / "model", threshold=0.77)
+    record_test(work / "model", {"count": 3, "sequence_accuracy": 1.0, "character_accuracy": 1.0,
+                                 "length_error_rate": 0.0}, "by hand")
+    card = (work / "model" / "model.json").read_text()
+    lines = []
+    again = train(CFG, work, progress=False, log=lines.append)
+    assert again["already_finished"] and "finished" in lines[0]
+    assert (work / "model" / "model.json").read_text() == card
+    redone = train(CFG, work, progress=False, log=quiet, redo_end=True)
+    assert "already_finished" not in redone
+    assert read_model_meta(work / "model")["threshold"] == reference["summary"]["calibration"]["threshold"]
+
+
 def test_selection_keeps_the_lowest_held_out_losses(reference):
     stages = reference["summary"]["stages"]
     assert [st["stage"] for st in stages] == [1, 2, 3]
@@ -311,160 +328,6 @@ def test_non_finite_loss_names_step_and_candidate(tmp_path, monkeypatch):
         train(CFG, tmp_path, progress=False, log=quiet)
     assert not (tmp_path / "model").exists()
     assert committed_steps(tmp_path / "checkpoints") == [2]  # nothing saved after the bad step
-
-
-def test_check_and_log_names_the_first_bad_step_and_candidate():
-    history = {"log": []}
-    ok = {"loss": np.ones(3), "grad_norm": np.ones(3), "param_norm": np.ones(3)}
-    bad = dict(ok, grad_norm=np.array([1.0, 1.0, np.inf]))
-    steps_mod.check_and_log([(12, [ok]), (13, [ok])], [4, 0, 7], 1, history, CFG)
-    assert history["log"][-1]["step"] == 14 and history["log"][-1]["loss"] == {"4": 1.0, "0": 1.0, "7": 1.0}
-    with pytest.raises(NonFiniteError, match="non-finite grad_norm at step 15 of stage 2 for candidate #7"):
-        steps_mod.check_and_log([(14, [ok]), (15, [bad]), (16, [bad])], [4, 0, 7], 1, history, CFG)
-    # "loop" mode: one [1] dict per candidate
-    per_cand = [dict(ok, loss=np.ones(1)), dict(ok, loss=np.array([np.nan])), dict(ok, loss=np.ones(1))]
-    per_cand = [{k: v[:1] for k, v in m.items()} for m in per_cand]
-    with pytest.raises(NonFiniteError, match="non-finite loss at step 0 of stage 1 for candidate #5"):
-        steps_mod.check_and_log([(0, per_cand)], [3, 5, 9], 0, history, CFG)
-
-
-# ----- trainer pieces ----------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def small_data():
-    return generate_arrays(CFG, 6, seed=99, workers=1)
-
-
-def test_trainer_step_traced_once_per_batch_shape(small_data):
-    data = to_device(small_data, CFG)
-    uids = [0, 1, 2]
-    loop = Trainer(CFG)
-    cands = loop.unpack(*loop.init(uids))
-    for step in range(3):
-        cands, metrics = loop.step_all(cands, uids, step, data)
-    assert loop.trace_count == 1  # 3 candidates x 3 steps, one shape
-    vmapped = Trainer(CFG.replace(restart_mode="vmap"))
-    stacked = vmapped.init(uids)
-    for step in range(3):
-        stacked, vm = vmapped.step_all(stacked, uids, step, data)
-    assert vmapped.trace_count == 1
-    # the same candidates advanced side by side give the same parameters and losses
-    np.testing.assert_allclose(np.concatenate([np.asarray(m["loss"]) for m in metrics]), np.asarray(vm[0]["loss"]),
-                               rtol=1e-4)
-    for a, b in zip(jax.tree.leaves(loop.pack(cands)[0]), jax.tree.leaves(stacked[0])):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-3, atol=1e-5)
-    # two survivors: a new batch shape, one more trace
-    two = jax.tree.map(lambda a: a[:2], stacked)
-    for step in range(3, 5):
-        two, _ = vmapped.step_all(two, uids[:2], step, data)
-    assert vmapped.trace_count == 2
-
-
-def test_make_batch_targets_match_numpy(small_data):
-    data = to_device(small_data, CFG)
-    aug_cfg = CFG.replace(shift=3.0)  # augmentation on in the config, off in the call
-    x, y = jax.jit(lambda k, d: make_batch(d, k, aug_cfg, augmented=False))(jax.random.key(3), data)
-    x, y = np.asarray(x), np.asarray(y)
-    assert x.shape == (CFG.batch_size, CFG.height, CFG.width, 1) and x.dtype == np.float32
-    assert y.shape == (CFG.batch_size, CFG.out_height, CFG.out_width, CFG.num_classes)
-    images = small_data.images.astype(np.float32) / 255.0
-    for b in range(CFG.batch_size):
-        i = int(np.argmin(np.abs(images - x[b, ..., 0]).sum(axis=(1, 2))))
-        np.testing.assert_allclose(x[b, ..., 0], images[i], atol=1e-6)
-        text = small_data.texts[i]
-        want = render_center_maps(small_data.centers[i, :len(text)], text, CFG.alphabet,
-                                  (CFG.out_height, CFG.out_width), CFG.stride, (CFG.sigma_x, CFG.sigma_y))
-        np.testing.assert_allclose(y[b], want, atol=1e-5)
-
-
-def test_augment_moves_centers_with_the_image():
-    # one bright Gaussian blob at a known center: after augmentation its intensity
-    # centroid is where the returned center says
-    cfg = CFG.replace(shift=3.0, scale=0.1, rotate=10.0)
-    h, w = cfg.height, cfg.width
-    ys, xs = np.mgrid[0:h, 0:w]
-    cx, cy = 40.0, 14.0
-    image = np.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * 1.5 ** 2)).astype(np.float32)
-    centers = np.array([[cx, cy], [FAR, FAR]], np.float32)
-    aug = jax.jit(lambda k, im, c: augment(k, im, c, cfg))
-    moved_any = False
-    for seed in range(4):
-        out, moved = (np.asarray(a) for a in aug(jax.random.key(seed), jnp.asarray(image), jnp.asarray(centers)))
-        centroid = np.array([(out * xs).sum(), (out * ys).sum()]) / out.sum()
-        np.testing.assert_allclose(moved[0], centroid, atol=0.2)
-        assert np.array_equal(moved[1], [FAR, FAR])  # absent characters stay absent
-        moved_any |= bool(np.abs(moved[0] - [cx, cy]).max() > 0.5)
-    assert moved_any
-
-
-def test_loss_from_maps_by_hand():
-    y = np.zeros((2, 2, 3, 1), np.float32)
-    y[0, 1, 1, 0] = 1.0
-    y[1, 0, 2, 0] = 0.5
-    raw = np.full((2, 2, 3, 1), 0.25, np.float32)
-    np.testing.assert_allclose(np.asarray(loss_from_maps(CFG, jnp.asarray(raw), jnp.asarray(y))),
-                               [5 * 0.25 ** 2 + 0.75 ** 2, 5 * 0.25 ** 2 + 0.25 ** 2], rtol=1e-6)
-    # focal (CenterNet): positives -(1-p)^2 log p, others -(1-y)^4 p^2 log(1-p), / positives
-    p = 1 / (1 + math.exp(-0.25))
-    neg0 = -(p ** 2) * math.log(1 - p)
-    img0 = (-((1 - p) ** 2) * math.log(p) + 5 * neg0) / 1
-    img1 = (5 * neg0 + -(0.5 ** 4) * p ** 2 * math.log(1 - p)) / 1  # no positive: divided by 1
-    got = np.asarray(loss_from_maps(CFG.replace(loss="focal"), jnp.asarray(raw), jnp.asarray(y)))
-    np.testing.assert_allclose(got, [img0, img1], rtol=1e-5)
-
-
-def test_augment_stretch_moves_centers_and_contrast_noise_stay_in_range():
-    cfg = CFG.replace(shift=2.0, scale=0.05, rotate=5.0, stretch=0.2, contrast=0.3, noise=0.05)
-    h, w = cfg.height, cfg.width
-    ys, xs = np.mgrid[0:h, 0:w]
-    cx, cy = 40.0, 14.0
-    image = np.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * 1.5 ** 2)).astype(np.float32)
-    centers = np.array([[cx, cy]], np.float32)
-    geo = jax.jit(lambda k, im, c: augment(k, im, c, cfg.replace(contrast=0.0, noise=0.0)))
-    full = jax.jit(lambda k, im, c: augment(k, im, c, cfg))
-    for seed in range(3):
-        out, moved = (np.asarray(a) for a in geo(jax.random.key(seed), jnp.asarray(image), jnp.asarray(centers)))
-        centroid = np.array([(out * xs).sum(), (out * ys).sum()]) / out.sum()
-        np.testing.assert_allclose(moved[0], centroid, atol=0.25)
-        out2, moved2 = (np.asarray(a) for a in full(jax.random.key(seed), jnp.asarray(image), jnp.asarray(centers)))
-        np.testing.assert_array_equal(moved2, moved)  # photometric changes do not move centers
-        assert out2.min() >= 0.0 and out2.max() <= 1.0 and not np.allclose(out2, out)
-
-
-def test_make_batch_mixes_synthetic_share_and_never_draws_padding(small_data):
-    other = generate_arrays(CFG, 6, seed=7, workers=1)
-    cfg = CFG.replace(batch_size=8, synth_mix=0.25)
-    data = to_device(small_data.subset([0, 1]), cfg, other, pad_to=5)
-    assert data.images.shape[0] == 2 + 3 + 6 and int(data.n_main) == 2 and int(data.syn_start) == 5
-    main = small_data.images[:2].astype(np.float32) / 255
-    syn = other.images.astype(np.float32) / 255
-    for seed in range(5):
-        x, _ = make_batch(data, jax.random.key(seed), cfg, augmented=False)
-        x = np.asarray(x)[..., 0]
-        src = [("main" if np.abs(main - im).sum(axis=(1, 2)).min() < 1e-3 else
-                "syn" if np.abs(syn - im).sum(axis=(1, 2)).min() < 1e-3 else "other") for im in x]
-        assert src == ["main"] * 6 + ["syn"] * 2
-
-
-def test_fine_tune_lowers_the_loss_and_reuses_its_compiled_step(small_data):
-    from fcn_captcha.model import build_model
-
-    cfg = CFG.replace(batch_size=4, learning_rate=3e-3, log_every=5)
-    model = build_model(cfg, seed=0)
-    logs = []
-    tuned = train_mod.fine_tune(model, cfg, small_data, 30, seed=1, log=logs.append, pad_to=8)
-    trainer = steps_mod._TRAINERS[cfg]
-    n = trainer.trace_count
-    train_mod.fine_tune(tuned, cfg, small_data.subset([0, 1, 2]), 2, seed=2, log=logs.append, pad_to=8)
-    assert trainer.trace_count == n  # another subset, same padded shape: no new trace
-    x = jnp.asarray(small_data.images, jnp.float32)[..., None] / 255
-
-    def loss(m):
-        y = np.stack([render_center_maps(c[:len(t)], t, cfg.alphabet, (cfg.out_height, cfg.out_width), cfg.stride)
-                      for c, t in zip(small_data.centers, small_data.texts)])
-        return float(np.mean(np.asarray(loss_from_maps(cfg, m(x), jnp.asarray(y)))))
-
-    assert loss(tuned) < 0.9 * loss(model)
-    assert "fine-tuned 30 steps on 6 images" in logs[0]
 
 
 def test_train_on_real_folder_from_init_calibrates_on_the_held_out_split(tmp_path):

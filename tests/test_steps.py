@@ -1,0 +1,105 @@
+"""Tests of fcn_captcha.steps: the loss by hand, one trace per batch shape, the
+non-finite check naming step and candidate, and fine-tuning (CPU, tiny config)."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import fcn_captcha.steps as steps_mod
+from fcn_captcha.config import tiny
+from fcn_captcha.dataset import generate_arrays
+from fcn_captcha.input_pipeline import to_device
+from fcn_captcha.steps import NonFiniteError, Trainer, loss_from_maps
+from fcn_captcha.targets import render_center_maps
+
+# the tiny config of test_training, shrunk (no augmentation unless a test turns it on)
+CFG = tiny().replace(train_size=32, val_size=8, calib_size=8, batch_size=4, stage_runs=(3, 2, 1),
+                     stage_epochs=(1, 1, 1), log_every=1, checkpoint_every=2, shift=0.0, scale=0.0, rotate=0.0)
+
+
+@pytest.fixture(scope="module")
+def small_data():
+    return generate_arrays(CFG, 6, seed=99, workers=1)
+
+
+def test_check_and_log_names_the_first_bad_step_and_candidate():
+    history = {"log": []}
+    ok = {"loss": np.ones(3), "grad_norm": np.ones(3), "param_norm": np.ones(3)}
+    bad = dict(ok, grad_norm=np.array([1.0, 1.0, np.inf]))
+    steps_mod.check_and_log([(12, [ok]), (13, [ok])], [4, 0, 7], 1, history, CFG)
+    assert history["log"][-1]["step"] == 14 and history["log"][-1]["loss"] == {"4": 1.0, "0": 1.0, "7": 1.0}
+    with pytest.raises(NonFiniteError, match="non-finite grad_norm at step 15 of stage 2 for candidate #7"):
+        steps_mod.check_and_log([(14, [ok]), (15, [bad]), (16, [bad])], [4, 0, 7], 1, history, CFG)
+    # "loop" mode: one [1] dict per candidate
+    per_cand = [dict(ok, loss=np.ones(1)), dict(ok, loss=np.array([np.nan])), dict(ok, loss=np.ones(1))]
+    per_cand = [{k: v[:1] for k, v in m.items()} for m in per_cand]
+    with pytest.raises(NonFiniteError, match="non-finite loss at step 0 of stage 1 for candidate #5"):
+        steps_mod.check_and_log([(0, per_cand)], [3, 5, 9], 0, history, CFG)
+
+
+def test_trainer_step_traced_once_per_batch_shape(small_data):
+    data = to_device(small_data, CFG)
+    uids = [0, 1, 2]
+    loop = Trainer(CFG)
+    cands = loop.unpack(*loop.init(uids))
+    for step in range(3):
+        cands, metrics = loop.step_all(cands, uids, step, data)
+    assert loop.trace_count == 1  # 3 candidates x 3 steps, one shape
+    vmapped = Trainer(CFG.replace(restart_mode="vmap"))
+    stacked = vmapped.init(uids)
+    for step in range(3):
+        stacked, vm = vmapped.step_all(stacked, uids, step, data)
+    assert vmapped.trace_count == 1
+    # the same candidates advanced side by side give the same parameters and losses
+    np.testing.assert_allclose(np.concatenate([np.asarray(m["loss"]) for m in metrics]), np.asarray(vm[0]["loss"]),
+                               rtol=1e-4)
+    for a, b in zip(jax.tree.leaves(loop.pack(cands)[0]), jax.tree.leaves(stacked[0])):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-3, atol=1e-5)
+    # two survivors: a new batch shape, one more trace
+    two = jax.tree.map(lambda a: a[:2], stacked)
+    for step in range(3, 5):
+        two, _ = vmapped.step_all(two, uids[:2], step, data)
+    assert vmapped.trace_count == 2
+
+
+def test_loss_from_maps_by_hand():
+    y = np.zeros((2, 2, 3, 1), np.float32)
+    y[0, 1, 1, 0] = 1.0
+    y[1, 0, 2, 0] = 0.5
+    raw = np.full((2, 2, 3, 1), 0.25, np.float32)
+    np.testing.assert_allclose(np.asarray(loss_from_maps(CFG, jnp.asarray(raw), jnp.asarray(y))),
+                               [5 * 0.25 ** 2 + 0.75 ** 2, 5 * 0.25 ** 2 + 0.25 ** 2], rtol=1e-6)
+    # focal (CenterNet): positives -(1-p)^2 log p, others -(1-y)^4 p^2 log(1-p), / positives
+    p = 1 / (1 + math.exp(-0.25))
+    neg0 = -(p ** 2) * math.log(1 - p)
+    img0 = (-((1 - p) ** 2) * math.log(p) + 5 * neg0) / 1
+    img1 = (5 * neg0 + -(0.5 ** 4) * p ** 2 * math.log(1 - p)) / 1  # no positive: divided by 1
+    got = np.asarray(loss_from_maps(CFG.replace(loss="focal"), jnp.asarray(raw), jnp.asarray(y)))
+    np.testing.assert_allclose(got, [img0, img1], rtol=1e-5)
+
+
+def test_fine_tune_lowers_the_loss_and_reuses_its_compiled_step(small_data):
+    from fcn_captcha.model import build_model
+
+    cfg = CFG.replace(batch_size=4, learning_rate=3e-3, log_every=5)
+    model = build_model(cfg, seed=0)
+    logs = []
+    tuned = steps_mod.fine_tune(model, cfg, small_data, 30, seed=1, log=logs.append, pad_to=8)
+    trainer = steps_mod._TRAINERS[cfg]
+    n = trainer.trace_count
+    steps_mod.fine_tune(tuned, cfg, small_data.subset([0, 1, 2]), 2, seed=2, log=logs.append, pad_to=8)
+    assert trainer.trace_count == n  # another subset, same padded shape: no new trace
+    x = jnp.asarray(small_data.images, jnp.float32)[..., None] / 255
+
+    def loss(m):
+        y = np.stack([render_center_maps(c[:len(t)], t, cfg.alphabet, (cfg.out_height, cfg.out_width), cfg.stride)
+                      for c, t in zip(small_data.centers, small_data.texts)])
+        return float(np.mean(np.asarray(loss_from_maps(cfg, m(x), jnp.asarray(y)))))
+
+    assert loss(tuned) < 0.9 * loss(model)
+    assert "fine-tuned 30 steps on 6 images" in logs[0]
