@@ -48,13 +48,17 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fcn_captcha.dataset import read_annotations
 from fcn_captcha.decoder import decode, max_filter3
 from fcn_captcha.targets import cells_to_pixels, rescale_coords
+
+if TYPE_CHECKING:
+    from fcn_captcha.dataset import Dataset
+    from fcn_captcha.detector import Detector
 
 __all__ = ["Annotation", "align", "check", "annotate_maps", "annotate_dataset", "annotate_folder",
            "write_annotations", "read_annotations", "annotation_sheet", "center_accuracy"]
@@ -281,7 +285,8 @@ def _summary(anns: list[Annotation]) -> dict[str, Any]:
             "min_confidence": float(conf.min()) if conf.size else 0.0}
 
 
-def annotate_dataset(detector, ds, rounds: int = 3, steps: int = 600, synthetic=None,
+def annotate_dataset(detector: Detector, ds: Dataset, rounds: int = 3, steps: int = 600,
+                     synthetic: Dataset | None = None,
                      min_confidence: float = 0.4, log=print) -> tuple[list[Annotation], Any, list[dict]]:
     """Annotate a string-labelled dataset, with rounds of self-training.
 

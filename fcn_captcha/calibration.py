@@ -10,6 +10,7 @@ least sensitive to a shift between the held-out set and new images.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -19,6 +20,10 @@ from fcn_captcha.batching import fixed_chunks
 from fcn_captcha.config import Config
 from fcn_captcha.decoder import decode_device, readings_from_device
 from fcn_captcha.model import CenterNet
+
+if TYPE_CHECKING:
+    from fcn_captcha.dataset import Dataset
+    from fcn_captcha.detector import Detector
 
 #: Calibrating on fewer images than this is refused (a threshold from a handful is noise).
 MIN_CALIBRATION_IMAGES = 10
@@ -129,7 +134,7 @@ def plot_curve(result: dict, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
-def calibrate_detector(det, dataset, plot: str | os.PathLike | None = None, min_images: int = 1) -> dict:
+def calibrate_detector(det: Detector, dataset: Dataset, plot: str | os.PathLike | None = None, min_images: int = 1) -> dict:
     """Calibrate a :class:`~fcn_captcha.detector.Detector` on a held-out
     :class:`~fcn_captcha.dataset.Dataset` with the decoder settings of its config.
 
@@ -145,7 +150,7 @@ def calibrate_detector(det, dataset, plot: str | os.PathLike | None = None, min_
                      length=cfg.length_range)
 
 
-def calibrate_model(model: CenterNet, config: Config, dataset, plot: str | os.PathLike | None = None) -> dict:
+def calibrate_model(model: CenterNet, config: Config, dataset: Dataset, plot: str | os.PathLike | None = None) -> dict:
     """Calibrate a network on a held-out :class:`~fcn_captcha.dataset.Dataset` (see :func:`calibrate_detector`)."""
     from fcn_captcha.detector import Detector
 

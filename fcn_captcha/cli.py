@@ -6,6 +6,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fcn_captcha.detector import Detector
 
 
 def _config(args):
@@ -116,7 +120,7 @@ def cmd_predict(args):
     return 1 if failed else 0
 
 
-def read_files(detector, paths: list[str], json_lines: bool = False, stream=None, threshold: float | None = None,
+def read_files(detector: Detector, paths: list[str], json_lines: bool = False, stream=None, threshold: float | None = None,
                length=None) -> int:
     """``fcn-captcha predict``: one line per image on ``stream`` (default: ``sys.stdout`` when called).
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import random
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,8 +21,11 @@ from fcn_captcha.generator import random_text
 from fcn_captcha.metrics import reading_metrics
 from fcn_captcha.preprocess import to_model_input
 
+if TYPE_CHECKING:
+    from fcn_captcha.detector import Detector
 
-def evaluate_dataset(detector, ds: Dataset, threshold=None, length=None, batch_size: int = 256) -> dict:
+
+def evaluate_dataset(detector: Detector, ds: Dataset, threshold=None, length=None, batch_size: int = 256) -> dict:
     """Metrics (:func:`fcn_captcha.metrics.reading_metrics`) of ``detector`` on a dataset.
 
     Returns:
@@ -34,7 +38,7 @@ def evaluate_dataset(detector, ds: Dataset, threshold=None, length=None, batch_s
     return m
 
 
-def evaluate_folder(detector, folder: str | os.PathLike, threshold=None, length=None, files=None) -> dict:
+def evaluate_folder(detector: Detector, folder: str | os.PathLike, threshold=None, length=None, files=None) -> dict:
     """``fcn-captcha evaluate``: metrics on a folder of labelled images or a generated dataset.
 
     A folder with ``manifest.json`` is a generated dataset; otherwise ``<label>.<ext>``
@@ -76,7 +80,7 @@ def plain_library_set(config: Config, count: int, seed: int, workers: int | None
     return Dataset(images, texts, None, [f"plain:{seed}:{i}" for i in range(count)])
 
 
-def evaluate_plain(detector, count: int, seed: int = 12345, threshold=None, length=None) -> dict:
+def evaluate_plain(detector: Detector, count: int, seed: int = 12345, threshold=None, length=None) -> dict:
     """Metrics on ``count`` fresh plain-library images of the detector's suite."""
     ds = plain_library_set(detector.config, count, seed)
     return evaluate_dataset(detector, ds, threshold=threshold, length=length)

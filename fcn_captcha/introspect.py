@@ -337,7 +337,6 @@ def introspect_image(model: str, image, out_dir, max_chars: int = 2, steps: int 
     Returns:
       ``{"text": ..., "files": [...]}``.
     """
-    from pathlib import Path
 
     from fcn_captcha.detector import Detector
     from fcn_captcha.preprocess import to_model_input
