@@ -270,7 +270,18 @@ def annotate_maps(maps: np.ndarray, texts: list[str], names: list[str], config, 
     reads = decode(maps, config.alphabet, threshold=threshold, stride=config.stride,
                    min_distance=tuple(config.min_distance), max_candidates=config.max_candidates)
     out = []
+    h, w = maps.shape[1:3]
     for m, text, name, r in zip(maps, texts, names, reads):
+        fits = (len(text) - 1) * gap < w
+        if not fits:  # flag this image alone; placeholder centers keep the format (never trained on)
+            n = len(text)
+            centers = np.stack([cells_to_pixels((np.arange(n) + 0.5) * w / n - 0.5, config.stride),
+                                np.full(n, cells_to_pixels((h - 1) / 2, config.stride))], -1)
+            zeros = np.zeros(n)
+            out.append(Annotation(name, text, centers, zeros, True,
+                                  f"label has {n} characters; at most {(w - 1) // gap + 1} fit {gap} cells apart "
+                                  f"in {w} columns", r.text, zeros))
+            continue
         centers, conf, presence = align(m, text, config.alphabet, config.stride, gap)
         flagged, reason = check(text, presence, r.text, min_confidence)
         out.append(Annotation(name, text, centers, conf, flagged, reason, r.text, presence))
@@ -405,6 +416,25 @@ def center_accuracy(pred: np.ndarray, truth: np.ndarray, tol: float = 2.0) -> di
             "p95_px": float(np.round(np.percentile(d, 95), 3)), "characters": int(d.size)}
 
 
+def _check_outputs(out, sheet, save_model) -> None:
+    """Refuse, before any work, outputs that could not be written at the end.
+
+    Raises:
+      ValueError: ``out`` or ``sheet`` is a directory, or ``save_model`` an existing
+        directory that is not a model directory (names the argument and the path).
+    """
+    for arg, p in (("out", out), ("sheet", sheet)):
+        if p is not None and Path(p).is_dir():
+            raise ValueError(f"{arg} {p} is a directory; give a file path (e.g. {Path(p) / 'centers.json'})"
+                             if arg == "out" else f"{arg} {p} is a directory; give a PNG file path")
+        if p is not None and Path(p).parent.exists() and not Path(p).parent.is_dir():
+            raise ValueError(f"{arg} {p}: its parent {Path(p).parent} is not a directory")
+    if save_model is not None:
+        m = Path(save_model)
+        if m.exists() and (not m.is_dir() or (any(m.iterdir()) and not (m / "model.json").exists())):
+            raise ValueError(f"save_model {m} exists and is not a model directory; it would be replaced")
+
+
 def annotate_folder(model: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike, split: str = "train",
                     limit: int = 0, rounds: int = 3, steps: int = 600, synthetic: int = 20000,
                     sheet: str | os.PathLike | None = None, save_model: str | os.PathLike | None = None,
@@ -438,6 +468,7 @@ def annotate_folder(model: str | os.PathLike, data: str | os.PathLike, out: str 
 
     if split not in ("train", "all"):
         raise ValueError(f"split must be 'train' or 'all', not {split!r}")
+    _check_outputs(out, sheet, save_model)
     det = Detector.load(model)
     cfg = det.config
     if overrides:

@@ -31,7 +31,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from fcn_captcha.config import Config
+from fcn_captcha.config import CARD_FIELDS, Config
 from fcn_captcha.model import CenterNet, build_model
 
 MODEL_FORMAT = 1
@@ -43,6 +43,21 @@ class CheckpointError(RuntimeError):
 
 def _abstract(tree):
     return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+def _first_line(e: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's text, shortened (TensorStore errors run to pages)."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return text[:limit] + ("..." if len(text) > limit else "")
+
+
+def check_finite(tree, where) -> None:
+    """Raise :class:`CheckpointError` naming the first array of ``tree`` with a NaN or infinity."""
+    for path, a in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        a = np.asarray(a)
+        if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
+            raise CheckpointError(f"{where}: non-finite values in {jax.tree_util.keystr(path)} "
+                                  f"({int((~np.isfinite(a)).sum())} of {a.size}); the file is corrupt")
 
 
 def _check_shapes(restored, target, where) -> None:
@@ -79,6 +94,10 @@ class TrainCheckpointer:
         """Global step of the newest complete checkpoint, or None."""
         return self._mngr.latest_step()
 
+    def all_steps(self) -> list[int]:
+        """Global steps of the complete checkpoints, newest first."""
+        return sorted(self._mngr.all_steps(), reverse=True)
+
     def save(self, step: int, state: dict, meta: dict) -> None:
         """Write ``state`` (arrays pytree) and ``meta`` (JSON) as checkpoint ``step``."""
         self._mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
@@ -95,11 +114,13 @@ class TrainCheckpointer:
     def restore_state(self, step: int, target: dict) -> dict:
         """The arrays of checkpoint ``step``, restored into the structure of ``target``."""
         try:
-            return self._mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(target))))[
-                "state"]
+            state = self._mngr.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(_abstract(target))))["state"]
         except Exception as e:  # noqa: BLE001
             raise CheckpointError(f"{self.directory / str(step)}: checkpoint does not match this run or is corrupt "
-                                  f"({type(e).__name__}: {str(e)[:300]})") from None
+                                  f"({type(e).__name__}: {_first_line(e)})") from None
+        check_finite(state, self.directory / str(step))
+        return state
 
     def close(self):
         self._mngr.close()
@@ -121,7 +142,11 @@ def save_model(model_dir: str | os.PathLike, model: CenterNet, config: Config, t
       The folder.
     """
     model_dir = Path(model_dir).absolute()
-    tmp = model_dir.with_name(model_dir.name + ".tmp")
+    tmp, old = _sibling(model_dir, ".tmp"), _sibling(model_dir, ".old")
+    if old.exists() and not (model_dir / "model.json").exists():  # a swap killed half-way: keep the old one
+        if model_dir.exists():
+            shutil.rmtree(model_dir)
+        os.replace(old, model_dir)
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
@@ -132,8 +157,10 @@ def save_model(model_dir: str | os.PathLike, model: CenterNet, config: Config, t
     ck.wait_until_finished()
     meta = {"format": MODEL_FORMAT, "config": config.to_dict(), "threshold": float(threshold), "info": info or {}}
     _write_card(tmp, meta)
+    # The swap: model -> model.old, model.tmp -> model, remove model.old. Between the two
+    # renames no model/ exists; readers then load model.old (resolve_model_dir), so a model
+    # is loadable at every instant, and the next save cleans up.
     if model_dir.exists():
-        old = model_dir.with_name(model_dir.name + ".old")
         if old.exists():
             shutil.rmtree(old)
         os.replace(model_dir, old)
@@ -141,6 +168,22 @@ def save_model(model_dir: str | os.PathLike, model: CenterNet, config: Config, t
         shutil.rmtree(old)
     else:
         os.replace(tmp, model_dir)
+    return model_dir
+
+
+def _sibling(model_dir: Path, suffix: str) -> Path:
+    return model_dir.with_name(model_dir.name + suffix)
+
+
+def resolve_model_dir(model_dir: str | os.PathLike) -> Path:
+    """The directory to read a model from: ``model_dir``, or ``model_dir.old`` when a save
+    was killed between its two renames (then ``model_dir`` has no ``model.json``).
+    """
+    model_dir = Path(model_dir)
+    if not (model_dir / "model.json").exists():
+        old = _sibling(model_dir.absolute(), ".old")
+        if (old / "model.json").exists():
+            return old
     return model_dir
 
 
@@ -205,8 +248,8 @@ def record_test(model_dir: str | os.PathLike, metrics: dict[str, Any], what: str
 
 
 def read_model_meta(model_dir: str | os.PathLike) -> dict:
-    """``model.json`` of a model directory, checked."""
-    p = Path(model_dir) / "model.json"
+    """``model.json`` of a model directory (see :func:`resolve_model_dir`), checked."""
+    p = resolve_model_dir(model_dir) / "model.json"
     if not p.exists():
         raise CheckpointError(f"{model_dir}: not a model directory (no model.json)")
     try:
@@ -225,9 +268,12 @@ def load_model(model_dir: str | os.PathLike) -> tuple[CenterNet, Config, float, 
     Raises:
       CheckpointError: missing or corrupt files, naming them.
     """
-    model_dir = Path(model_dir).absolute()
+    model_dir = resolve_model_dir(Path(model_dir).absolute())
     meta = read_model_meta(model_dir)
-    config = Config.from_dict(meta["config"])
+    try:
+        config = Config.from_dict(meta["config"], required=CARD_FIELDS)
+    except ValueError as e:
+        raise CheckpointError(f"{model_dir / 'model.json'}: {e}") from None
     abstract = nnx.eval_shape(lambda: build_model(config))
     graphdef, abs_state = nnx.split(abstract)
     target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, np.float32),
@@ -236,8 +282,9 @@ def load_model(model_dir: str | os.PathLike) -> tuple[CenterNet, Config, float, 
         restored = ocp.StandardCheckpointer().restore(model_dir / "params", target)
     except Exception as e:  # noqa: BLE001
         raise CheckpointError(f"{model_dir / 'params'}: cannot restore parameters ({type(e).__name__}: "
-                              f"{str(e)[:300]})") from None
+                              f"{_first_line(e)})") from None
     _check_shapes(restored, target, model_dir / "params")
+    check_finite(restored, model_dir / "params")
     abs_state.replace_by_pure_dict(restored)
     model = nnx.merge(graphdef, abs_state)
     return model, config, float(meta["threshold"]), meta.get("info", {})

@@ -95,13 +95,19 @@ def cmd_evaluate(args):
     return 0
 
 
-def _length(text):
+def _length(text: str | None) -> int | tuple[int, int] | None:
+    """``--length``: ``N`` or ``LO-HI``, positive integers (argparse names a bad value)."""
     if text is None:
         return None
-    if "-" in text:
-        lo, hi = text.split("-")
-        return (int(lo), int(hi))
-    return int(text)
+    try:
+        lo, _, hi = text.partition("-")
+        value = (int(lo), int(hi)) if hi else int(lo)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not N or LO-HI (positive integers)") from None
+    ends = value if isinstance(value, tuple) else (value, value)
+    if min(ends) < 1 or ends[0] > ends[1]:
+        raise argparse.ArgumentTypeError(f"{text!r}: lengths must be positive, and LO <= HI")
+    return value
 
 
 def cmd_predict(args):
@@ -116,7 +122,7 @@ def cmd_predict(args):
             paths += sorted(str(q) for q in p.iterdir() if q.suffix.lower() in IMAGE_EXTENSIONS)
         else:
             paths.append(f)
-    failed = read_files(det, paths, json_lines=args.json, threshold=args.threshold, length=_length(args.length))
+    failed = read_files(det, paths, json_lines=args.json, threshold=args.threshold, length=args.length)
     return 1 if failed else 0
 
 
@@ -245,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", help="image files or folders")
     p.add_argument("--json", action="store_true", help="one JSON object per image with positions and scores")
     p.add_argument("--threshold", type=float, default=None)
-    p.add_argument("--length", default=None, help="known length N or range LO-HI")
+    p.add_argument("--length", type=_length, default=None, help="known length N or range LO-HI")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("demo", help="read fresh captchas with a shipped model and draw the result")
@@ -292,7 +298,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
+    except (ValueError, TypeError, OSError, RuntimeError) as e:
         print(f"fcn-captcha {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -281,12 +281,29 @@ class Config:
         return json.dumps(self.to_dict(), indent=1, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Config":
-        """Inverse of :meth:`to_dict`; unknown keys are an error naming them."""
+    def from_dict(cls, d: dict[str, Any], required: tuple[str, ...] = ()) -> "Config":
+        """Inverse of :meth:`to_dict`, checked field by field.
+
+        Args:
+          d: field values as JSON gives them (lists for tuples).
+          required: fields that must be present (a model card needs those that decide
+            how it reads, :data:`CARD_FIELDS`; others take their defaults).
+
+        Raises:
+          ValueError: unknown or missing fields, or a value of the wrong type (names the
+            field, its value and the type it must have: a width ``"192"`` or ``191.5``).
+        """
+        if not isinstance(d, dict):
+            raise ValueError(f"a config must be a JSON object, not {type(d).__name__}")
         names = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - set(names))
         if unknown:
             raise ValueError(f"unknown config fields {unknown}")
+        missing = [k for k in required if k not in d]
+        if missing:
+            raise ValueError(f"config fields {missing} are missing")
+        for k, v in d.items():
+            _check_type(k, _FIELD_TYPES[k], v)
         return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})  # style: __post_init__
 
     def replace(self, **kw) -> "Config":
@@ -384,6 +401,28 @@ PRESETS = {"lib36x4": lib36x4, "lib36var": lib36var, "lib10x4": lib10x4,
 #: Declared type of each field (strings, e.g. "tuple[float, ...]"): tuple elements and
 #: floats convert by declaration, not by the preset's current value (``(1, 1, 2)``).
 _FIELD_TYPES = {f.name: str(f.type) for f in dataclasses.fields(Config)}
+
+
+#: The fields a model card's config must state: they decide how the model reads.
+CARD_FIELDS = ("alphabet", "min_length", "max_length", "width", "height", "arch", "compute_dtype")
+
+_SCALARS = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+
+
+def _check_type(name: str, declared: str, value: Any) -> None:
+    """Raise ValueError unless ``value`` (from JSON) fits the field's declared type."""
+    def fits(kind: str, v: Any) -> bool:
+        return isinstance(v, _SCALARS[kind]) and (kind == "bool" or not isinstance(v, bool))
+
+    if declared == "Style | None":
+        ok = value is None or isinstance(value, (dict, Style))
+    elif declared.startswith("tuple["):
+        kind = declared[6:].split(",")[0].strip(" ]")
+        ok = isinstance(value, (list, tuple)) and all(fits(kind, v) for v in value)
+    else:
+        ok = fits(declared, value)
+    if not ok:
+        raise ValueError(f"config field {name!r} is {value!r}; it must be {declared}")
 
 
 def _parse_value(text: str, current: Any, declared: str = "") -> Any:

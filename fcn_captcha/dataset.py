@@ -211,12 +211,40 @@ def is_complete(path: str | os.PathLike, config: Config | None = None, count: in
     mf = Path(path) / "manifest.json"
     if not mf.exists():
         return False
-    m = json.loads(mf.read_text())
+    try:
+        m = read_manifest(path)
+    except ValueError:
+        return False  # a garbage manifest is an unfinished set: it is written again
     if count is not None and m["count"] != count or seed is not None and m.get("seed") != seed:
         return False
     if config is not None and (m["width"], m["height"], m["alphabet"]) != (config.width, config.height, config.alphabet):
         return False
     return all((Path(path) / s).exists() for s in m["shards"])
+
+
+_MANIFEST_FIELDS = {"count": int, "width": int, "height": int, "alphabet": str, "shards": list}
+
+
+def read_manifest(path: str | os.PathLike) -> dict:
+    """``manifest.json`` of a dataset folder, checked.
+
+    Raises:
+      ValueError: not JSON, not an object, or a field missing or of the wrong type
+        (names the file and the field).
+    """
+    mf = Path(path) / "manifest.json"
+    try:
+        m = json.loads(mf.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{mf}: corrupt manifest ({type(e).__name__}: {e})") from None
+    if not isinstance(m, dict):
+        raise ValueError(f"{mf}: corrupt manifest (a JSON object expected, got {type(m).__name__})")
+    for k, t in _MANIFEST_FIELDS.items():
+        if not isinstance(m.get(k), t) or isinstance(m.get(k), bool):
+            raise ValueError(f"{mf}: corrupt manifest (field {k!r} must be {t.__name__}, got {m.get(k)!r})")
+    if not all(isinstance(s, str) and "/" not in s and "\\" not in s for s in m["shards"]):
+        raise ValueError(f"{mf}: corrupt manifest (shards must be file names in the folder)")
+    return m
 
 
 def load_dataset(path: str | os.PathLike) -> Dataset:
@@ -230,7 +258,7 @@ def load_dataset(path: str | os.PathLike) -> Dataset:
     mf = path / "manifest.json"
     if not mf.exists():
         raise FileNotFoundError(f"{path}: not a dataset folder (no manifest.json); for a folder of images use load_folder")
-    m = json.loads(mf.read_text())
+    m = read_manifest(path)
     imgs, texts, centers, names = [], [], [], []
     for s in m["shards"]:
         try:
@@ -248,18 +276,47 @@ def load_dataset(path: str | os.PathLike) -> Dataset:
 
 
 # ----- real folders --------------------------------------------------------------------------
+def read_labels_csv(csv_path: str | os.PathLike) -> list[tuple[str, str]]:
+    """The ``(file, text)`` rows of a ``labels.csv``, checked.
+
+    The file is read as UTF-8 with or without a byte-order mark (spreadsheets write
+    one); its first row must be the header ``file,text``; every file must lie inside
+    the folder of the CSV (no absolute paths, no ``..``) and appear once.
+
+    Raises:
+      ValueError: a missing or other header, a row without two fields, a path outside
+        the folder, or a duplicate (names the file and the line).
+    """
+    csv_path = Path(csv_path)
+    folder = csv_path.parent.resolve()
+    entries, seen = [], {}
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.reader(f))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{csv_path}: not UTF-8 text ({e})") from None
+    if not rows or [c.strip().lower() for c in rows[0][:2]] != ["file", "text"] or len(rows[0]) != 2:
+        raise ValueError(f"{csv_path}:1: the first line must be the header 'file,text', got "
+                         f"{','.join(rows[0]) if rows else 'an empty file'!r}")
+    for line, row in enumerate(rows[1:], 2):
+        if not row or not any(c.strip() for c in row):
+            continue
+        if len(row) != 2:
+            raise ValueError(f"{csv_path}:{line}: expected 'file,text', got {row!r}")
+        name, text = row[0].strip(), row[1].strip()
+        if not name or Path(name).is_absolute() or not (folder / name).resolve().is_relative_to(folder):
+            raise ValueError(f"{csv_path}:{line}: file {name!r} is not a path inside {folder}")
+        if name in seen:
+            raise ValueError(f"{csv_path}:{line}: file {name!r} is listed again (first on line {seen[name]})")
+        seen[name] = line
+        entries.append((name, text))
+    return entries
+
+
 def _folder_entries(folder: Path) -> list[tuple[str, str]]:
     csv_path = folder / "labels.csv"
     if csv_path.exists():
-        entries = []
-        with open(csv_path, newline="") as f:
-            for row_no, row in enumerate(csv.reader(f), 1):
-                if not row or (row_no == 1 and [c.strip().lower() for c in row[:2]] == ["file", "text"]):
-                    continue
-                if len(row) < 2:
-                    raise ValueError(f"{csv_path}:{row_no}: expected 'file,text', got {row!r}")
-                entries.append((row[0].strip(), row[1].strip()))
-        return entries
+        return read_labels_csv(csv_path)
     files = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
     return [(name, Path(name).stem) for name in files]
 

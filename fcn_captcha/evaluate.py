@@ -46,6 +46,10 @@ def evaluate_folder(detector: Detector, folder: str | os.PathLike, threshold=Non
     listed under ``"skipped"``.
     """
     ds = load_labelled(folder, detector.config, files=files)
+    if not len(ds):
+        reasons = "; ".join(why for _, why in ds.skipped[:3])
+        raise ValueError(f"{folder}: no usable labelled image to evaluate ({len(ds.skipped)} skipped"
+                         + (f": {reasons}" if reasons else "") + ")")
     m = evaluate_dataset(detector, ds, threshold=threshold, length=length)
     m["skipped"] = list(ds.skipped)
     return m

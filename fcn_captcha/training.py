@@ -146,7 +146,7 @@ def _start_or_resume(config: Config, workdir: Path, log: Callable[[str], Any], p
     val_dev = to_device(data["val"], config)
     ckpt = TrainCheckpointer(workdir / "checkpoints")
     runs = config.stage_runs
-    latest = ckpt.latest_step()
+    latest, restored = _restore_newest_good(ckpt, trainer, config, log)
     if latest is None:
         stage, step, uids = 0, 0, list(range(runs[0]))
         params, opt_state = trainer.init(uids)
@@ -156,12 +156,8 @@ def _start_or_resume(config: Config, workdir: Path, log: Callable[[str], Any], p
             f"batch {config.batch_size}, {len(data.get('real', data['train']))} training images"
             + (f", from {config.init_from}" if config.init_from else ""))
     else:
-        meta = ckpt.restore_meta(latest)
-        if meta.get("config") != config.to_dict():
-            raise CheckpointError(f"{ckpt.directory}: checkpoint {latest} was written for another config")
+        meta, state = restored
         stage, step, uids, history = meta["stage"], meta["step"], meta["uids"], meta["history"]
-        target_p, target_o = jax.eval_shape(lambda: trainer.init(uids, from_init=False))
-        state = ckpt.restore_state(latest, {"params": target_p, "opt_state": target_o})
         params, opt_state = state["params"], state["opt_state"]
         log(f"resumed from checkpoint {latest}: stage {stage + 1}, step {step}, candidates {uids}")
     run = _Run(config, workdir, trainer, ckpt, data, train_dev, val_dev, stage, step, uids, params, opt_state,
@@ -169,6 +165,40 @@ def _start_or_resume(config: Config, workdir: Path, log: Callable[[str], Any], p
     run.t_proc = time.time()
     run.elapsed0 = history["elapsed"] + (0.0 if run.resumed else t_data)
     return run
+
+
+def _restore_newest_good(ckpt: TrainCheckpointer, trainer: Trainer, config: Config,
+                         log: Callable[[str], Any]) -> tuple[int | None, tuple[dict, dict] | None]:
+    """The newest checkpoint that restores and holds finite values, falling back to older ones.
+
+    A checkpoint of another config is an error (never skipped). A corrupt one (unreadable,
+    truncated, or with non-finite values) is skipped with a line saying so; when every
+    checkpoint is corrupt the run stops with an error rather than start over.
+
+    Returns:
+      ``(step, (meta, state))``, or ``(None, None)`` when there is no checkpoint.
+    """
+    steps = ckpt.all_steps()
+    errors = []
+    for s in steps:
+        try:
+            meta = ckpt.restore_meta(s)
+            if meta.get("config") != config.to_dict():
+                raise CheckpointError(f"{ckpt.directory}: checkpoint {s} was written for another config")
+            target_p, target_o = jax.eval_shape(lambda: trainer.init(meta["uids"], from_init=False))
+            state = ckpt.restore_state(s, {"params": target_p, "opt_state": target_o})
+        except CheckpointError as e:
+            if "another config" in str(e):
+                raise
+            errors.append(str(e))
+            log(f"checkpoint {s} is corrupt, skipped: {e}")
+            continue
+        if errors:
+            log(f"fell back to checkpoint {s}")
+        return s, (meta, state)
+    if errors:
+        raise CheckpointError(f"{ckpt.directory}: no readable checkpoint ({'; '.join(errors)})")
+    return None, None
 
 
 def _run_stage(run: _Run, log: Callable[[str], Any], progress: bool,

@@ -242,3 +242,27 @@ def test_annotation_sheet_puts_flagged_first(tmp_path):
     p = annotation_sheet(img, anns, tmp_path / "s.png", cols=1)
     a = np.asarray(Image.open(p))
     assert a.shape[0] > 2 * 96 and (a[..., 0] > 150).any()
+
+
+# ----- reliability (issue 12 case 4) ----------------------------------------------------------------------
+@pytest.mark.parametrize("arg", ["out", "sheet", "save_model"])
+def test_unwritable_outputs_are_refused_before_any_work(stand_ins, tmp_path, arg):
+    root, d, _ = stand_ins
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "other.txt").write_text("not a model")
+    kw = {"out": tmp_path / "c.json", "sheet": None, "save_model": None, arg: tmp_path / "busy"}
+    lines = []
+    with pytest.raises(ValueError, match=f"{arg} {tmp_path / 'busy'}"):
+        annotate_folder(root / "model", d, split="all", rounds=1, steps=1, synthetic=0, log=lines.append, **kw)
+    assert lines == []  # refused before reading anything
+    assert not (tmp_path / "c.json").exists()
+
+
+def test_a_label_too_long_to_fit_flags_that_image_and_the_rest_are_written():
+    shape = (CFG.out_height, CFG.out_width)
+    good = render_center_maps([[10.0, 16.0], [30.0, 16.0], [50.0, 16.0]], "123", CFG.alphabet, shape, CFG.stride)
+    maps = np.stack([good, good])
+    too_long = "1" * (CFG.out_width // 2 + 2)
+    anns = annotate_maps(maps, ["123", too_long], ["ok.png", "long.png"], CFG, threshold=0.5)
+    assert not anns[0].flagged
+    assert anns[1].flagged and "fit" in anns[1].reason and len(anns[1].centers) == len(too_long)

@@ -276,3 +276,65 @@ def test_shipped_model_loads_and_reads(name):
                    max_candidates=cfg.max_candidates)
     correct = sum(r.text == t for r, t in zip(reads, ds.texts))
     assert correct >= 5, ([r.text for r in reads], ds.texts)
+
+
+# ----- reliability: the card, the swap, corrupt parameters ---------------------------------------------
+def test_a_save_killed_between_its_renames_leaves_a_loadable_model_and_is_cleaned_up(tmp_path, saved):
+    """Issue 12 case 3: model -> model.old done, model.tmp -> model not yet."""
+    import os
+
+    os.replace(saved, saved.with_name("m.old"))
+    cfg = tiny()
+    _, _, thr, _ = load_model(saved)  # read from m.old
+    assert thr == 0.4 and read_model_meta(saved)["threshold"] == 0.4
+    save_model(saved, numpy_model(cfg, seed=3), cfg, 0.7)
+    assert load_model(saved)[2] == 0.7
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: m.pop("config"), "field 'config' must be an object"),
+    (lambda m: m.pop("threshold"), "field 'threshold' must be a number in \\(0, 1\\]"),
+    (lambda m: m.update(threshold=None), "field 'threshold'"),
+    (lambda m: m.update(threshold=1.5), "field 'threshold'"),
+    (lambda m: m["config"].update(width="192"), "config field 'width' is '192'; it must be int"),
+    (lambda m: m["config"].update(width=191.5), "config field 'width' is 191.5; it must be int"),
+    (lambda m: m["config"].pop("alphabet"), r"config fields \['alphabet'\] are missing"),
+    (lambda m: m["config"].pop("compute_dtype"), r"config fields \['compute_dtype'\] are missing"),
+    (lambda m: m.update(config=[1, 2]), "field 'config' must be an object"),
+])
+def test_a_bad_card_names_the_field(saved, edit, message):
+    """Issue 12 case 12: no KeyError/TypeError tracebacks, no silent defaults."""
+    meta = json.loads((saved / "model.json").read_text())
+    edit(meta)
+    (saved / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=message):
+        load_model(saved)
+
+
+def test_flipped_parameter_bytes_giving_nan_are_refused_at_load(tmp_path):
+    """Issue 12 case 5: a model whose parameters hold NaN does not load (and read '')."""
+    cfg = tiny()
+    model = numpy_model(cfg)
+    state = nnx.state(model, nnx.Param)
+    first = jax.tree.leaves(state)[0]
+    nnx.update(model, jax.tree.map(lambda a: a.at[(0,) * a.ndim].set(jnp.nan) if a is first else a, state))
+    assert not np.isfinite(np.asarray(jax.tree.leaves(nnx.state(model, nnx.Param))[0])).all()
+    save_model(tmp_path / "m", model, cfg, 0.4)
+    with pytest.raises(CheckpointError, match="non-finite values in .* the file is corrupt"):
+        load_model(tmp_path / "m")
+
+
+def test_card_updates_are_atomic_and_checked(saved):
+    from fcn_captcha.checkpoint import record_test, update_model_card
+
+    update_model_card(saved, threshold=0.55, info={"calibration": {"count": 3}})
+    record_test(saved, {"count": 2, "sequence_accuracy": 0.5, "character_accuracy": 0.75,
+                        "length_error_rate": 0.0}, "a set")
+    meta = read_model_meta(saved)
+    assert meta["threshold"] == 0.55 and meta["info"]["calibration"] == {"count": 3}
+    assert meta["info"]["tests"][-1]["set"] == "a set"
+    with pytest.raises(CheckpointError, match="threshold"):
+        update_model_card(saved, threshold=float("nan"))
+    assert read_model_meta(saved)["threshold"] == 0.55  # unchanged by the refused write
+    assert not (saved / "model.json.tmp").exists()

@@ -174,3 +174,39 @@ def test_annotate_command(tmp_path, capsys):
     assert sorted(files) == ["12.png", "345.png", "67.png"] and len(files["345.png"]["centers"]) == 3
     code = main(["annotate", "--model", str(tmp_path / "m"), "--data", str(tmp_path / "nope"), "--out", "x.json"])
     assert code == 2 and "nope" in capsys.readouterr().err
+
+
+# ----- reliability --------------------------------------------------------------------------------------
+def test_calibrate_on_no_usable_image_refuses_and_changes_nothing(tmp_path, capsys):
+    """Issue 12 case 1: labels outside the alphabet, or an empty labels.csv."""
+    from fcn_captcha.checkpoint import save_model
+    from fcn_captcha.config import tiny
+    from fcn_captcha.model import build_model
+
+    cfg = tiny()
+    save_model(tmp_path / "m", build_model(cfg), cfg, 0.42, {"calibration": {"keep": 1}})
+    card = (tmp_path / "m" / "model.json").read_text()
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    Image.new("L", (cfg.width, cfg.height)).save(bad / "XYZ.png")  # tiny's alphabet is digits
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "labels.csv").write_text("file,text\n")
+    for data in (bad, empty):
+        assert main(["calibrate", "--model", str(tmp_path / "m"), "--data", str(data)]) == 2
+        assert "calibration needs at least 10 usable labelled images, got 0" in capsys.readouterr().err
+        assert (tmp_path / "m" / "model.json").read_text() == card
+
+
+def test_evaluate_with_no_usable_image_is_an_error(tmp_path, capsys):
+    """Issue 12 case 14: no more "n/a" and exit 0."""
+    (tmp_path / "labels.csv").write_text("file,text\nmissing.png,ABCD\n")
+    assert main(["evaluate", "--model", "lib36x4", "--data", str(tmp_path)]) == 2
+    assert "no usable labelled image to evaluate (1 skipped" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["-1", "0", "5-3", "x", "2.5"])
+def test_a_bad_length_is_a_usage_error(folder, value, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["predict", "--model", "lib36x4", "--length", value, str(folder / f"{TEXTS[0]}.png")])
+    assert e.value.code == 2 and "--length" in capsys.readouterr().err

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from fcn_captcha.config import ARCHITECTURES, PRESETS, Config, get_config, parse_arch
+from fcn_captcha.config import ARCHITECTURES, PRESETS, Config, get_config, lib36x4, parse_arch
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
@@ -167,3 +167,20 @@ def test_kaggle_presets_style_and_known_length():
         Config(synth_mix=1.5)
     with pytest.raises(ValueError, match="holdout"):
         Config(holdout=0.0)
+
+
+@pytest.mark.parametrize("field, value, kind", [
+    ("width", "192", "int"), ("width", 191.5, "int"), ("alphabet", None, "str"), ("holdout", True, "float"),
+    ("stage_runs", [3, "2"], r"tuple\[int, ...\]"), ("sigma_x", "1.3", "float"), ("force_length", 1, "bool")])
+def test_from_dict_names_a_value_of_the_wrong_type(field, value, kind):
+    d = {**lib36x4().to_dict(), field: value}
+    with pytest.raises(ValueError, match=f"config field '{field}' is .*; it must be {kind}"):
+        Config.from_dict(d)
+
+
+def test_from_dict_required_fields_and_ints_for_floats():
+    d = lib36x4().to_dict()
+    assert Config.from_dict({**d, "learning_rate": 1}).learning_rate == 1  # JSON may write 1.0 as 1
+    del d["alphabet"]
+    with pytest.raises(ValueError, match=r"config fields \['alphabet'\] are missing"):
+        Config.from_dict(d, required=("alphabet", "width"))

@@ -80,9 +80,23 @@ def test_load_csv_folder(tmp_path):
     ds = load_folder(tmp_path, CFG)
     assert ds.names == [n for n, _ in rows] and ds.texts == [t for _, t in rows]
     assert ds.images.shape == (3, CFG.height, CFG.width)
-    # also without the header row
+    # a byte-order mark (as spreadsheets save it) keeps the first row
+    (tmp_path / "labels.csv").write_bytes(b"\xef\xbb\xbf" + f"file,text\n{rows[0][0]},{rows[0][1]}\n".encode())
+    assert load_folder(tmp_path, CFG).names == [rows[0][0]]
+    # the header is required: without it the first row would be taken as one
     (tmp_path / "labels.csv").write_text("".join(f"{n},{t}\n" for n, t in rows))
-    assert load_folder(tmp_path, CFG).texts == [t for _, t in rows]
+    with pytest.raises(ValueError, match="labels.csv:1: the first line must be the header 'file,text'"):
+        load_folder(tmp_path, CFG)
+    (tmp_path / "labels.csv").write_text("name,label\na.png,12\n")
+    with pytest.raises(ValueError, match="labels.csv:1: .*'name,label'"):
+        load_folder(tmp_path, CFG)
+    for bad, why in ((f"../{rows[0][0]}", "not a path inside"), ("/etc/passwd", "not a path inside")):
+        (tmp_path / "labels.csv").write_text(f"file,text\n{rows[1][0]},1\n{bad},12\n")
+        with pytest.raises(ValueError, match=f"labels.csv:3: file .* is {why}"):
+            load_folder(tmp_path, CFG)
+    (tmp_path / "labels.csv").write_text(f"file,text\n{rows[0][0]},1\n{rows[1][0]},2\n{rows[0][0]},1\n")
+    with pytest.raises(ValueError, match="labels.csv:4: file .* is listed again \\(first on line 2\\)"):
+        load_folder(tmp_path, CFG)
     (tmp_path / "labels.csv").write_text("file,text\na.png\n")
     with pytest.raises(ValueError, match="labels.csv:2"):
         load_folder(tmp_path, CFG)

@@ -80,7 +80,7 @@ def test_folder_with_labels_csv(det, plain, tmp_path):
         rows.append(f"{name},{t}")
     (tmp_path / "corrupt.png").write_bytes((tmp_path / "img_01.png").read_bytes()[:300])
     rows += ["corrupt.png,ABCD", "missing.png,ABCD", "img_00.bmp,abcd"]
-    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "labels.csv").write_text("\n".join(["file,text"] + rows) + "\n")
     m = evaluate_folder(det, tmp_path)
     assert m["count"] == N
     truths = [t for t, _ in plain]

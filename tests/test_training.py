@@ -298,21 +298,50 @@ def test_checkpoint_of_another_config_is_an_error(reference, tmp_path):
         train(CFG.replace(learning_rate=1e-3), tmp_path, progress=False, log=quiet)
 
 
-def test_corrupt_checkpoint_is_an_error_not_a_restart(reference, tmp_path):
-    wd = tmp_path / "work"
-    shutil.copytree(reference["workdir"], wd, ignore=shutil.ignore_patterns("model"))
-    steps = committed_steps(wd / "checkpoints")
-    latest = wd / "checkpoints" / str(steps[-1])
-    data = [f for f in (latest / "state").rglob("*") if f.is_file() and f.parent.name == "d"]
+def _truncate_state(ckpt: Path):
+    data = [f for f in (ckpt / "state").rglob("*") if f.is_file() and f.parent.name == "d"]
     assert data
     for f in data:
         f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+
+
+def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(reference, tmp_path):
+    """The newest checkpoint truncated: the run says so, resumes from the one before and
+    ends with the reference's model, bit for bit."""
+    wd = tmp_path / "work"
+    shutil.copytree(reference["workdir"], wd, ignore=shutil.ignore_patterns("model", "summary.json"))
+    steps = committed_steps(wd / "checkpoints")
+    assert len(steps) >= 2
+    _truncate_state(wd / "checkpoints" / str(steps[-1]))
     lines = []
-    with pytest.raises(CheckpointError, match=f"checkpoints/{steps[-1]}"):
+    summary = train(CFG, wd, progress=False, log=lines.append)
+    assert any(f"checkpoint {steps[-1]} is corrupt" in line for line in lines)
+    assert any(f"fell back to checkpoint {steps[-2]}" in line for line in lines)
+    assert not any(line.startswith("start") for line in lines)
+    assert_same_result(summary, wd, reference["summary"], reference["workdir"])
+
+
+def test_every_checkpoint_corrupt_is_an_error_not_a_restart(reference, tmp_path):
+    wd = tmp_path / "work"
+    shutil.copytree(reference["workdir"], wd, ignore=shutil.ignore_patterns("model", "summary.json"))
+    steps = committed_steps(wd / "checkpoints")
+    for s in steps:
+        _truncate_state(wd / "checkpoints" / str(s))
+    lines = []
+    with pytest.raises(CheckpointError, match=f"no readable checkpoint.*checkpoints/{steps[-1]}"):
         train(CFG, wd, progress=False, log=lines.append)
     assert not any(line.startswith("start") for line in lines)
     assert committed_steps(wd / "checkpoints") == steps
     assert not (wd / "model").exists()
+
+
+def test_checkpoint_with_non_finite_values_is_refused(tmp_path):
+    ck = TrainCheckpointer(tmp_path / "ck")
+    state = {"params": {"w": np.array([1.0, np.nan], np.float32)}}
+    ck.save(3, state, {"k": 1})
+    with pytest.raises(CheckpointError, match=r"non-finite values in \['params'\]\['w'\]"):
+        ck.restore_state(3, {"params": {"w": np.zeros(2, np.float32)}})
+    ck.close()
 
 
 def test_non_finite_loss_names_step_and_candidate(tmp_path, monkeypatch):
@@ -348,6 +377,7 @@ def test_train_on_real_folder_from_init_calibrates_on_the_held_out_split(tmp_pat
     files = {}
     with open(d / "labels.csv", "w", newline="") as f:
         w = csv.writer(f)
+        w.writerow(["file", "text"])
         for i, (img, t, c) in enumerate(zip(ds.images, ds.texts, ds.centers)):
             name = f"r{i:02d}.png"
             Image.fromarray(255 - img).save(d / name)
