@@ -93,8 +93,9 @@ class Reading:
       length_forced: True when a ``length=`` constraint changed the set of peaks read,
         compared with the plain threshold (peaks added below the threshold, or surplus
         peaks over it cut).
-      error: why the image could not be read (set by callers for unreadable inputs;
-        the decoder itself leaves it None).
+      error: why the image could not be read, else None: set by callers for
+        unreadable inputs, and by :func:`readings_from_device` for non-finite maps
+        (:data:`NON_FINITE_MAPS`).
     """
 
     text: str
@@ -104,6 +105,12 @@ class Reading:
 
     def __str__(self) -> str:
         return self.text
+
+
+#: :attr:`Reading.error` of an image whose center maps hold NaN or infinite values
+#: (see :func:`readings_from_device`).
+NON_FINITE_MAPS = ("center maps hold NaN or infinite values (a corrupt model, or an overflow in the network); "
+                   "nothing was read")
 
 
 # ----- validation, shared by both implementations ------------------------------------------------
@@ -142,6 +149,18 @@ def _min_distance(min_distance) -> tuple[float, float]:
 def _positive_int(name: str, v) -> int:
     if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
         raise ValueError(f"{name} must be a positive int, not {v!r}")
+    return int(v)
+
+
+#: Most candidates a decoder examines per image: the suppression holds an
+#: ``[M, M]`` table per image (``[B, M, M]`` on the device), so memory grows with its square.
+MAX_CANDIDATES_LIMIT = 4096
+
+
+def _max_candidates(v) -> int:
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or not 1 <= v <= MAX_CANDIDATES_LIMIT:
+        raise ValueError(f"max_candidates must be a positive int at most {MAX_CANDIDATES_LIMIT} (the decoder's "
+                         f"memory grows with its square), not {v!r}")
     return int(v)
 
 
@@ -292,15 +311,17 @@ def decode(center_maps, alphabet: str, threshold: float = 0.4, stride: int = 4, 
         ``clip(n_above, lo, hi)`` peaks, ``n_above`` being the count over the threshold.
       min_distance: ``(rx, ry)`` suppression ellipse, output cells across and down;
         tall (8 cells) by default because captcha text is one line (see Config).
-      max_candidates: most local maxima examined per image.
+      max_candidates: most local maxima examined per image (1 to
+        :data:`MAX_CANDIDATES_LIMIT`).
 
     Returns:
       One :class:`Reading` for ``[h, w, K]``, a list of ``B`` readings for a batch.
 
     Raises:
       ValueError: a rank other than 3 or 4, a K other than ``len(alphabet)``, NaN or
-        infinite values, a repeated symbol, a bad ``length``, a non-finite threshold,
-        or bad ``stride``, ``min_distance`` or ``max_candidates``.
+        infinite values (the message gives the index of the first), a repeated symbol,
+        a bad ``length``, a non-finite threshold, or bad ``stride``, ``min_distance`` or
+        ``max_candidates``.
 
     Three characters on a 16-column grid (two equal ones), read back with sub-pixel
     positions:
@@ -336,7 +357,7 @@ def decode(center_maps, alphabet: str, threshold: float = 0.4, stride: int = 4, 
     stride = _positive_int("stride", stride)
     lrange = _length_range(length)
     table = _ellipse_table(*_min_distance(min_distance))
-    max_candidates = _positive_int("max_candidates", max_candidates)
+    max_candidates = _max_candidates(max_candidates)
 
     if maps.ndim == 3:
         return _decode_one(maps, alphabet, thr, stride, lrange, table, max_candidates)
@@ -505,6 +526,7 @@ def _decode_device_impl(center_maps, threshold, lo, hi, *, table, max_candidates
     """
     maps = jnp.asarray(center_maps).astype(jnp.float32)
     b, h, w, k_maps = maps.shape
+    finite = jnp.all(jnp.isfinite(maps), axis=(1, 2, 3))  # [b]: one fused reduction
     n_flat = h * w * k_maps
     m = min(max_candidates, n_flat)
     maps = jnp.where(jnp.abs(maps) < _TINY, 0.0, maps)
@@ -550,14 +572,15 @@ def _decode_device_impl(center_maps, threshold, lo, hi, *, table, max_candidates
     def take(a):
         return jnp.take_along_axis(a, order, axis=1)
 
-    ok = take(sel)
+    ok = take(sel) & finite[:, None]
     return {
         "symbol": jnp.where(ok, take(k), -1).astype(jnp.int32),
         "x": jnp.where(ok, rescale_coords(take(ucell), stride), 0.0),
         "y": jnp.where(ok, rescale_coords(take(vcell), stride), 0.0),
         "score": jnp.where(ok, take(c), 0.0),
         "valid": ok,
-        "length_forced": forced,
+        "length_forced": forced & finite,
+        "finite": finite,
     }
 
 
@@ -580,8 +603,10 @@ def decode_device(center_maps, threshold, length=None, min_distance: Sequence[fl
     ``min_distance``, ``max_candidates`` and ``stride`` must then be Python values).
 
     Args:
-      center_maps: ``[B, h, w, K]`` maps (any float dtype, computed in float32), finite
-        (not checked here; :func:`decode` checks).
+      center_maps: ``[B, h, w, K]`` maps (any float dtype, computed in float32). An
+        image whose maps hold a NaN or an infinity reads nothing and has
+        ``finite`` False (:func:`readings_from_device` gives it a reading with
+        ``error`` set); the check is one reduction inside the jitted computation.
       threshold: least peak value read (a scalar, traced).
       length: None, ``n`` or ``(lo, hi)`` as in :func:`decode` (Python ints; traced).
       min_distance: ``(rx, ry)`` suppression ellipse in output cells (static).
@@ -595,8 +620,11 @@ def decode_device(center_maps, threshold, length=None, min_distance: Sequence[fl
       * ``symbol``: int32 ``[B, M]`` map index, ``-1`` where not valid;
       * ``x``, ``y``: float32 ``[B, M]`` centers in input pixels (0 where not valid);
       * ``score``: float32 ``[B, M]`` peak values (0 where not valid);
-      * ``valid``: bool ``[B, M]``, True for the read characters;
-      * ``length_forced``: bool ``[B]``, as :attr:`Reading.length_forced`.
+      * ``valid``: bool ``[B, M]``, True for the read characters (none in an image
+        whose maps are not finite);
+      * ``length_forced``: bool ``[B]``, as :attr:`Reading.length_forced`;
+      * ``finite``: bool ``[B]``, False where the image's maps hold NaN or infinite
+        values (its row is then empty, not a reading).
 
     Raises:
       ValueError: a rank other than 4, or a bad ``length``, ``min_distance``,
@@ -619,7 +647,7 @@ def decode_device(center_maps, threshold, length=None, min_distance: Sequence[fl
     return _decode_device_jit(jnp.asarray(center_maps), jnp.asarray(threshold, jnp.float32),
                               jnp.int32(min(lo, 2**31 - 1)), jnp.int32(hi),
                               table=_ellipse_table(*_min_distance(min_distance)),
-                              max_candidates=_positive_int("max_candidates", max_candidates),
+                              max_candidates=_max_candidates(max_candidates),
                               stride=_positive_int("stride", stride))
 
 
@@ -631,16 +659,22 @@ def readings_from_device(out: dict[str, Any], alphabet: str) -> list[Reading]:
       alphabet: the symbols in map order.
 
     Returns:
-      ``B`` readings, equal to ``decode(...)`` on the same maps and settings.
+      ``B`` readings, equal to ``decode(...)`` on the same maps and settings. An image
+      whose maps are not finite (``out["finite"]`` False) gets an empty reading with
+      :attr:`Reading.error` set to :data:`NON_FINITE_MAPS` (where :func:`decode` raises).
     """
     symbol = np.asarray(out["symbol"])
     x, y, score = (np.asarray(out[n], np.float64) for n in ("x", "y", "score"))
     valid = np.asarray(out["valid"])
     forced = np.asarray(out["length_forced"])
-    if symbol.size and (symbol.max() >= len(alphabet)):
-        raise ValueError(f"symbol index {int(symbol.max())} is outside the alphabet {alphabet!r}")
+    finite = np.asarray(out["finite"]) if "finite" in out else np.ones(symbol.shape[:1], bool)
+    if symbol.size and (symbol[finite].max(initial=-1) >= len(alphabet)):
+        raise ValueError(f"symbol index {int(symbol[finite].max())} is outside the alphabet {alphabet!r}")
     reads = []
     for b in range(symbol.shape[0]):
+        if not finite[b]:
+            reads.append(Reading("", error=NON_FINITE_MAPS))
+            continue
         chars = tuple(Char(alphabet[int(symbol[b, i])], float(x[b, i]), float(y[b, i]), float(score[b, i]))
                       for i in np.flatnonzero(valid[b]))
         reads.append(Reading("".join(c.symbol for c in chars), chars, bool(forced[b])))

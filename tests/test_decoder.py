@@ -291,6 +291,8 @@ def test_char_and_reading_are_frozen():
     (np.zeros((4, 4, 2)), "ab", {"min_distance": (2, float("nan"))}, "positive finite"),
     (np.zeros((4, 4, 2)), "ab", {"max_candidates": 0}, "max_candidates must be a positive int"),
     (np.zeros((4, 4, 2)), "ab", {"max_candidates": 2.5}, "max_candidates must be a positive int"),
+    (np.zeros((4, 4, 2)), "ab", {"max_candidates": 4097}, "at most 4096 (the decoder's memory grows with its square)"),
+    (np.zeros((4, 4, 2)), "ab", {"max_candidates": 10**12}, "max_candidates must be a positive int at most 4096"),
     (np.zeros((4, 4, 2)), "ab", {"stride": 0}, "stride must be a positive int"),
     (np.array([[["x", "y"]]]), "ab", {}, "not real numbers"),
 ])
@@ -306,12 +308,54 @@ def test_bad_inputs_raise_helpful_errors(maps, alphabet, kw, message):
     (np.zeros((1, 4, 4, 2)), {"length": (2, 1)}, "0 <= lo <= hi"),
     (np.zeros((1, 4, 4, 2)), {"min_distance": (-1, 1)}, "positive finite"),
     (np.zeros((1, 4, 4, 2)), {"max_candidates": 0}, "max_candidates"),
+    (np.zeros((1, 4, 4, 2)), {"max_candidates": 4097}, "max_candidates must be a positive int at most 4096"),
     (np.zeros((1, 4, 4, 2)), {"stride": -4}, "stride"),
 ])
 def test_decode_device_bad_inputs(maps, kw, message):
     with pytest.raises(ValueError) as e:
         decode_device(maps, 0.4, **kw)
     assert message in str(e.value)
+
+
+def test_max_candidates_at_its_bound_is_kept():
+    maps = spots((4, 6, 2), [(1, 2, 1, 0.9)])
+    assert decode(maps, "ab", max_candidates=4096).text == "b"
+    assert device_readings(maps, "ab", max_candidates=4096).text == "b"
+
+
+def test_non_finite_maps_numpy_raises_naming_the_first_bad_value():
+    """Issue 12, item 5: ``decode`` refuses non-finite maps, naming the index of the first."""
+    maps = np.stack([spots((4, 6, 2), [(1, 2, 1, 0.9)])] * 3)
+    maps[2, 3, 4, 0] = -np.inf
+    with pytest.raises(ValueError, match=r"NaN or infinite values \(first at index \(2, 3, 4, 0\)\)"):
+        decode(maps, "ab")
+
+
+def test_non_finite_maps_device_flag_each_image_and_read_as_errors():
+    """Issue 12, item 5: ``decode_device`` flags each image whose maps are not finite
+    (``finite``), reads nothing there, and ``readings_from_device`` sets ``error``."""
+    good = spots((4, 6, 2), [(1, 2, 1, 0.9), (2, 4, 0, 0.8)])
+    maps = np.stack([good, good, good, good])
+    maps[1, 0, 0, 0] = np.nan
+    maps[2, 3, 5, 1] = np.inf
+    maps[3] = np.nan
+    out = decode_device(maps, 0.4, length=(1, 3))
+    np.testing.assert_array_equal(out["finite"], [True, False, False, False])
+    assert not np.asarray(out["valid"])[1:].any() and not np.asarray(out["length_forced"])[1:].any()
+    assert (np.asarray(out["symbol"])[1:] == -1).all()
+    reads = readings_from_device(out, "ab")
+    assert_same_reading(reads[0], decode(good, "ab", length=(1, 3)))
+    assert reads[0].error is None
+    for r in reads[1:]:
+        assert r.text == "" and r.chars == () and r.error == decoder.NON_FINITE_MAPS
+    assert "NaN or infinite" in decoder.NON_FINITE_MAPS
+
+
+def test_readings_from_device_without_a_finite_flag():
+    """Dicts of an older decode_device (no ``finite``) still read, as all finite."""
+    maps = spots((4, 6, 2), [(1, 2, 1, 0.9)])[None]
+    out = {k: v for k, v in decode_device(maps, 0.4).items() if k != "finite"}
+    assert [r.text for r in readings_from_device(out, "ab")] == ["b"]
 
 
 def test_readings_from_device_rejects_a_short_alphabet():
