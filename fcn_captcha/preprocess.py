@@ -4,8 +4,13 @@ The network reads one grayscale channel with **text bright on a zero background*
 that its zero padding is neutral (the seed's "negative image"). :func:`to_model_input`
 does this for every PIL mode and NumPy layout, and for either polarity:
 
-1. to grayscale float (RGB by luminance; alpha composited over white; 16-bit and
-   float scaled to 0..255);
+0. files and encoded bytes are opened fully (:func:`load_image`), PIL images are
+   turned upright by their EXIF orientation, and of an animated image (GIF, APNG,
+   multi-page TIFF) only the first frame is read, with a warning saying so;
+1. to grayscale float (RGB by luminance; alpha composited over white; float scaled
+   to 0..255; integer images wider than 8 bits, ``uint16`` arrays and PIL ``I;16`` /
+   ``I`` images, scaled by their brightest value when it exceeds 255, so that 12-bit
+   and 16-bit images keep their grey levels);
 2. resized to the model's ``width`` x ``height`` with bilinear resampling (a no-op
    for images already of that size: the synthetic suites);
 3. polarity: the background is the median gray level; if it is brighter than mid-gray
@@ -13,7 +18,9 @@ does this for every PIL mode and NumPy layout, and for either polarity:
 4. the background level is subtracted and the result clipped at 0, then scaled so
    that the 99.5th percentile of the remaining ink is 255 (contrast normalisation,
    ignored when the image has almost no ink);
-5. stored as uint8 ``[H, W]``.
+5. stored as uint8 ``[H, W]``. An image of 16 or fewer grey levels whose result stays
+   faint (brightest value under 128: a blank image, or a low-bit-depth one with too
+   little contrast to stretch) gets a warning naming it: it may read empty.
 
 The same function prepares training data, calibration data and every image a
 :class:`~fcn_captcha.detector.Detector` reads, so they are treated alike.
@@ -21,24 +28,56 @@ The same function prepares training data, calibration data and every image a
 
 from __future__ import annotations
 
+import io
 import os
+import warnings
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 
 class ImageError(ValueError):
     """An input image that cannot be read or used; the message names it."""
 
 
+#: Encoded image bytes, accepted wherever a file path is.
+BYTES_TYPES = (bytes, bytearray, memoryview)
+
+#: An image of at most this many grey levels that stays faint gets a warning.
+FEW_GREY_LEVELS = 16
+
+
+def _scale_int(a: np.ndarray) -> np.ndarray:
+    """Integer gray/colour values as float64 in 0..255: 8-bit values kept, wider ones scaled by their maximum."""
+    a = a.astype(np.float64)
+    lo = a.min()
+    if lo < 0:  # signed data: shift to start at 0
+        a = a - lo
+    hi = a.max()
+    return a * (255.0 / hi) if hi > 255 else a
+
+
+def _upright(im: Image.Image, name: str) -> Image.Image:
+    """``im`` turned by its EXIF orientation (itself when it has none); warns on animated images."""
+    try:
+        n = getattr(im, "n_frames", 1)
+        if n > 1:
+            frame = im.tell()
+            which = "the first" if frame == 0 else f"frame {frame + 1}"
+            warnings.warn(f"{name}: animated image, only {which} of {n} frames was read", stacklevel=4)
+            im = im.copy()  # that frame alone: warned once
+        orientation = im.getexif().get(0x0112, 1)
+        return ImageOps.exif_transpose(im) if orientation not in (None, 1) else im
+    except (OSError, SyntaxError, ValueError, TypeError, KeyError) as e:
+        raise ImageError(f"{name}: cannot read image ({e})") from None
+
+
 def _to_gray_float(image, name: str) -> np.ndarray:
     """Any PIL image or NumPy array as float64 gray ``[H, W]`` in 0..255."""
     if isinstance(image, Image.Image):
         im = image
-        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-            a = np.asarray(im, dtype=np.float64)
-            hi = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0
-            return a * (255.0 / hi)
+        if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+            return _scale_int(np.asarray(im))
         if im.mode == "F":
             a = np.asarray(im, dtype=np.float64)
             if not np.isfinite(a).all():
@@ -55,10 +94,7 @@ def _to_gray_float(image, name: str) -> np.ndarray:
     if a.dtype == bool:
         a = a.astype(np.float64) * 255.0
     elif np.issubdtype(a.dtype, np.integer):
-        hi = np.iinfo(a.dtype).max if a.dtype != np.uint8 else 255
-        a = a.astype(np.float64) * (255.0 / hi if a.dtype == np.uint16 else 1.0)
-        if a.dtype != np.uint8 and a.max() > 255:
-            a = a * (255.0 / a.max())
+        a = _scale_int(a)
     elif np.issubdtype(a.dtype, np.floating):
         a = a.astype(np.float64)
         if not np.isfinite(a).all():
@@ -80,24 +116,56 @@ def _to_gray_float(image, name: str) -> np.ndarray:
     return a
 
 
-def load_image(path: str | os.PathLike) -> Image.Image:
-    """Open an image file fully (so a truncated file fails here, naming the file)."""
+def load_image(path, name: str | None = None) -> Image.Image:
+    """Open an image file, or encoded image bytes, fully and upright.
+
+    A truncated file fails here, naming it. The EXIF orientation is applied
+    (``PIL.ImageOps.exif_transpose``); of an animated image (GIF, APNG, multi-page
+    TIFF) the first frame is read and a warning says so. An image over Pillow's
+    pixel limit (``PIL.Image.MAX_IMAGE_PIXELS``, where Pillow warns or raises
+    ``DecompressionBombError``) is refused.
+
+    Args:
+      path: a file path (str or PathLike), or ``bytes`` / ``bytearray`` /
+        ``memoryview`` holding an encoded image (PNG, JPEG, GIF, ...).
+      name: how to name the image in messages (default: the path, or "image bytes").
+
+    Returns:
+      The loaded PIL image (first frame, upright; not tied to the file).
+
+    Raises:
+      ImageError: missing, unreadable, truncated or oversized; the message names it.
+    """
+    is_bytes = isinstance(path, BYTES_TYPES)
+    if name is None:
+        name = f"image bytes ({len(memoryview(path).cast('B'))} bytes)" if is_bytes else str(path)
+    if not is_bytes and not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{name}: load_image takes a path or encoded image bytes, not {type(path).__name__}")
     try:
-        with Image.open(path) as im:
+        src = io.BytesIO(bytes(path)) if is_bytes else path
+        with Image.open(src) as im:
+            limit = Image.MAX_IMAGE_PIXELS
+            if limit is not None and im.width * im.height > limit:  # Pillow only warned
+                raise Image.DecompressionBombError(
+                    f"{im.width}x{im.height} = {im.width * im.height} pixels")
             im.load()
-            return im.copy()
+            return _upright(im, name).copy()
     except FileNotFoundError:
-        raise ImageError(f"{path}: no such file") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ImageError(f"{path}: cannot read image ({e})") from None
+        raise ImageError(f"{name}: no such file") from None
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"{name}: image over Pillow's pixel limit of {Image.MAX_IMAGE_PIXELS} pixels "
+                         f"(PIL.Image.MAX_IMAGE_PIXELS), refused as a possible decompression bomb ({e})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, TypeError, EOFError) as e:
+        raise ImageError(f"{name}: cannot read image ({e})") from None
 
 
 def to_model_input(image, width: int, height: int, name: str = "image") -> np.ndarray:
     """Normalise one image for the network.
 
     Args:
-      image: a file path, PIL image (any mode) or NumPy array (``[H, W]`` or
-        ``[H, W, C]``; uint8, uint16, bool or float in 0..1 / 0..255).
+      image: a file path, encoded image bytes, PIL image (any mode; turned upright
+        by its EXIF orientation) or NumPy array (``[H, W]`` or ``[H, W, 1|3|4]``;
+        uint8, uint16 or other ints, bool, or float in 0..1 / 0..255).
       width: model input width in pixels.
       height: model input height in pixels.
       name: how to name the input in error messages.
@@ -108,13 +176,22 @@ def to_model_input(image, width: int, height: int, name: str = "image") -> np.nd
     Raises:
       ImageError: unreadable file, empty array, wrong shape or dtype, NaN; the message
         names the input.
+
+    Warns:
+      UserWarning: an animated image (first frame read), or one of 16 or fewer grey
+        levels whose result stays faint (it may read empty); the message names it.
     """
     if isinstance(image, (str, os.PathLike)):
         name = str(image)
         image = load_image(image)
+    elif isinstance(image, BYTES_TYPES):
+        image = load_image(image, name=name)
+    elif isinstance(image, Image.Image):
+        image = _upright(image, name)
     gray = _to_gray_float(image, name)
     if gray.shape[0] < 2 or gray.shape[1] < 2:
         raise ImageError(f"{name}: image of {gray.shape[1]}x{gray.shape[0]} pixels is too small")
+    original = gray
     if gray.shape != (height, width):
         gray = np.asarray(Image.fromarray(gray.astype(np.float32), mode="F").resize((width, height), Image.BILINEAR),
                           dtype=np.float64)
@@ -125,4 +202,11 @@ def to_model_input(image, width: int, height: int, name: str = "image") -> np.nd
     ink = np.clip(gray - bg, 0.0, None)
     hi = float(np.percentile(ink[ink > 0], 99.5)) if (ink > 8).sum() > 4 else 0.0
     scale = 255.0 / hi if hi > 32.0 else 255.0 / max(255.0 - bg, 1.0)
-    return np.clip(np.rint(ink * scale), 0, 255).astype(np.uint8)
+    out = np.clip(np.rint(ink * scale), 0, 255).astype(np.uint8)
+    if out.max() < 128:
+        levels = np.unique(np.rint(original)).size
+        if levels <= FEW_GREY_LEVELS:
+            warnings.warn(f"{name}: only {levels} grey level{'s' if levels != 1 else ''} and little contrast "
+                          f"(brightest model-input value {int(out.max())} of 255): it may read empty",
+                          stacklevel=2)
+    return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import io
+import re
 
 import numpy as np
 import pytest
@@ -155,7 +156,8 @@ def test_low_contrast_text_is_stretched():
 
 
 def test_blank_image_stays_blank():
-    out = to_model_input(np.full((H, W), 240, np.uint8), W, H)
+    with pytest.warns(UserWarning, match="image: only 1 grey level .*may read empty"):  # issue 12, item 10
+        out = to_model_input(np.full((H, W), 240, np.uint8), W, H)
     check_output(out)
     assert out.max() == 0
 
@@ -228,3 +230,100 @@ def test_bad_files_raise_naming_the_file(tmp_path):
         load_image(missing)
     with pytest.raises(ImageError, match="truncated"):
         load_image(truncated)
+
+
+# ----- issue 12: orientation, frames, bit depth, grey levels, pixel limit, bytes -------------------------
+def _jpeg_with_orientation(tmp_path, orientation: int, stored: Image.Image):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    p = tmp_path / f"o{orientation}.jpg"
+    stored.save(p, quality=95, exif=exif)
+    return p
+
+
+@pytest.mark.parametrize("orientation, stored_as", [
+    (3, Image.Transpose.ROTATE_180), (6, Image.Transpose.ROTATE_90), (8, Image.Transpose.ROTATE_270),
+    (2, Image.Transpose.FLIP_LEFT_RIGHT)])
+def test_exif_orientation_is_applied(tmp_path, orientation, stored_as):
+    """Item 7: the stored pixels turned by the EXIF tag give the upright picture (path, PIL, bytes)."""
+    upright = Image.fromarray(drawing()).convert("RGB")
+    p = _jpeg_with_orientation(tmp_path, orientation, upright.transpose(stored_as))
+    assert load_image(p).size == (W, H)
+    assert 0x0112 not in load_image(p).getexif()
+    for x in (p, Image.open(p), p.read_bytes()):
+        out = to_model_input(x, W, H)
+        assert np.abs(out.astype(int) - reference()).mean() < 8  # the JPEG blurs edges a little
+
+
+def test_animated_image_first_frame_with_a_warning(tmp_path):
+    a = Image.fromarray(drawing())
+    b = Image.fromarray(255 - drawing())
+    p = tmp_path / "anim.gif"
+    a.save(p, save_all=True, append_images=[b, a], duration=50)
+    with pytest.warns(UserWarning, match=re.escape(f"{p}: animated image, only the first of 3 frames was read")):
+        im = load_image(p)
+    check_output(to_model_input(im, W, H), ink_mask())  # the copy is one frame: no second warning
+    with pytest.warns(UserWarning, match="frames") as warned:
+        to_model_input(p, W, H)
+    assert len(warned) == 1
+    with pytest.warns(UserWarning, match="frame-test: animated image, only the first of 3"):
+        to_model_input(Image.open(p), W, H, name="frame-test")
+
+
+@pytest.mark.parametrize("bits", [10, 12, 16])
+def test_uint16_scaled_by_its_range_not_clipped(bits):
+    """Item 10: 10-, 12- and 16-bit grey (uint16 arrays, PIL ``I;16`` and ``I``) keep their levels."""
+    a = drawing().astype(np.uint16) * ((2 ** bits - 1) // 255)
+    for x in (a, Image.fromarray(a), Image.fromarray(a).convert("I"), a.astype(np.int32)):
+        out = to_model_input(x, W, H)
+        check_output(out, ink_mask())
+        assert np.abs(out.astype(int) - reference()).max() <= 8
+    # 8-bit values stored in 16 bits stay 8-bit values
+    check_output(to_model_input(drawing().astype(np.uint16), W, H), ink_mask())
+
+
+def test_signed_ints_are_shifted():
+    a = drawing().astype(np.int16) - 128
+    check_output(to_model_input(a, W, H), ink_mask())
+
+
+def test_few_grey_levels_that_stay_faint_warn_naming_the_image():
+    """Item 10: 16 or fewer grey levels and nothing to stretch: a warning that it may read empty."""
+    four_bit = np.full((H, W), 2, np.uint8)
+    four_bit[ink_mask()] = 14  # bright text, 12 levels above a dark background: faint after normalisation
+    with pytest.warns(UserWarning, match=r"pic-3: only 2 grey levels and little contrast .*may read empty"):
+        to_model_input(four_bit, W, H, name="pic-3")
+    import warnings
+
+    with warnings.catch_warnings():  # two full-contrast levels (a binarised captcha) read fine: no warning
+        warnings.simplefilter("error")
+        check_output(to_model_input(drawing(), W, H), ink_mask())
+        to_model_input(np.clip(drawing().astype(int) + np.arange(W) % 20, 0, 255).astype(np.uint8), W, H)
+
+
+def test_pixel_limit_is_an_image_error(tmp_path, monkeypatch):
+    """Item 11: over Pillow's pixel limit (its error and its warning form) is an ImageError naming the file."""
+    big, mid = tmp_path / "big.png", tmp_path / "mid.png"
+    Image.new("L", (100, 100)).save(big)
+    Image.new("L", (60, 60)).save(mid)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 3000)  # big: > 2x (Pillow raises); mid: > 1x (Pillow warns)
+    for p in (big, mid):
+        with pytest.raises(ImageError, match=re.escape(f"{p}: image over Pillow's pixel limit of 3000")):
+            load_image(p)
+        with pytest.raises(ImageError, match="pixel limit"):
+            to_model_input(p, W, H)
+    with pytest.raises(ImageError, match="pixel limit"):
+        load_image(big.read_bytes())
+
+
+def test_encoded_bytes():
+    data = _noisy_png_bytes()
+    for x in (data, bytearray(data), memoryview(data)):
+        assert load_image(x).size == (W, H)
+        assert to_model_input(x, W, H).shape == (H, W)
+    with pytest.raises(ImageError, match=r"image bytes \(5 bytes\): cannot read image"):
+        load_image(b"hello")
+    with pytest.raises(ImageError, match="blob-1: cannot read image"):
+        to_model_input(b"hello", W, H, name="blob-1")
+    with pytest.raises(TypeError, match="path or encoded image bytes"):
+        load_image(3)
