@@ -4,7 +4,8 @@
 >>> det.read("captcha.png").text                         # doctest: +SKIP
 'X7QF'
 
-Images of any kind (paths, PIL images of any mode, NumPy arrays) are normalised by
+Images of any kind (paths, encoded bytes, PIL images of any mode, NumPy arrays; one, or
+a list of them) are normalised by
 :func:`fcn_captcha.preprocess.to_model_input`: gray, text made bright on a zero
 background, **resized** (bilinear) to the model's input width x height, exactly as the
 training and calibration images were. Positions in readings are in the pixels of
@@ -17,6 +18,8 @@ has one); images are read in fixed-size batches so each batch shape compiles onc
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 import os
 import warnings
 from pathlib import Path
@@ -32,7 +35,7 @@ from fcn_captcha.checkpoint import load_model
 from fcn_captcha.config import Config
 from fcn_captcha.model import output_maps
 from fcn_captcha.decoder import Reading, decode_device, readings_from_device
-from fcn_captcha.preprocess import ImageError, load_image, to_model_input
+from fcn_captcha.preprocess import BYTES_TYPES, ImageError, _upright, load_image, to_model_input
 from fcn_captcha.targets import rescale_coords
 
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
@@ -45,13 +48,36 @@ def pretrained_names() -> list[str]:
     return sorted(p.name for p in PRETRAINED_DIR.iterdir() if (p / "model.json").exists())
 
 
-def _is_single(images) -> bool:
-    if isinstance(images, (str, os.PathLike, Image.Image)):
-        return True
-    if isinstance(images, np.ndarray) or hasattr(images, "__array__") and not isinstance(images, (list, tuple)):
-        a = np.asarray(images)
-        return a.ndim == 2 or (a.ndim == 3 and a.shape[-1] in (1, 3, 4) and a.shape[0] > 4)
-    return False
+#: What :meth:`Detector.read` accepts, for its error messages.
+_ACCEPTED = ("one image (a path str or os.PathLike, a PIL image, encoded image bytes/bytearray/memoryview, "
+             "or an array [H, W] or [H, W, 1|3|4]) or a list/tuple of them; preprocessed uint8 batches "
+             "[N, H, W] go to Detector.read_arrays")
+_ON_ERROR = ("report", "quiet", "raise")
+
+
+def _is_array(x) -> bool:
+    return isinstance(x, np.ndarray) or (hasattr(x, "__array__") and hasattr(x, "shape")
+                                         and not isinstance(x, (str, bytes, list, tuple, dict, Image.Image)))
+
+
+def _is_image(x) -> bool:
+    """One image by its type (its content is checked when it is read)."""
+    return isinstance(x, (str, os.PathLike, Image.Image, *BYTES_TYPES)) or _is_array(x)
+
+
+def _check_single_array(x, what: str) -> None:
+    shape = tuple(np.shape(x))
+    if len(shape) == 2 or (len(shape) == 3 and shape[-1] in (1, 3, 4)):
+        return
+    raise ValueError(f"{what}: an array of shape {shape} is not one image; Detector.read takes {_ACCEPTED}")
+
+
+def _check_int(name: str, v, lo: int | None = None, hi: int | None = None, hint: str = "") -> int:
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+        raise TypeError(f"{name} must be an int{hint}, not {type(v).__name__} {v!r}")
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        raise ValueError(f"{name} {v!r} is out of range{hint}")
+    return int(v)
 
 
 class Detector:
@@ -99,11 +125,61 @@ class Detector:
         model, config, threshold, info = load_model(p)
         return cls(model, config, threshold, info, name=str(name_or_path))
 
+    # -- arguments -----------------------------------------------------------------------------------
+    def _threshold(self, threshold) -> float:
+        """``threshold`` (None: the calibrated one), checked to be a finite number in (0, 1]."""
+        if threshold is None:
+            return self.threshold
+        if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
+            raise TypeError(f"threshold must be a number in (0, 1], not {type(threshold).__name__} {threshold!r}")
+        t = float(threshold)
+        if not (math.isfinite(t) and 0.0 < t <= 1.0):
+            raise ValueError(f"threshold {threshold!r} must be a finite number in (0, 1] "
+                             f"(this model's calibrated threshold is {self.threshold:.3f})")
+        return t
+
+    def _length(self, length):
+        """``length`` (None: the config's ``length_range``) checked against the model's length range."""
+        cfg = self.config
+        if length is None:
+            return cfg.length_range
+        lo_m, hi_m = cfg.min_length, cfg.max_length
+        hint = f" within this model's length range [{lo_m}, {hi_m}] (an int n or a (lo, hi) pair)"
+        if isinstance(length, (tuple, list)):
+            if len(length) != 2:
+                raise ValueError(f"length {length!r} must be an int n or a (lo, hi) pair{hint}")
+            lo, hi = (_check_int("length", v, lo_m, hi_m, hint) for v in length)
+            if lo > hi:
+                raise ValueError(f"length {length!r} has lo > hi; it must be a (lo, hi) pair{hint}")
+            return lo, hi
+        return _check_int("length", length, lo_m, hi_m, hint)
+
+    @staticmethod
+    def _on_error(on_error: str) -> str:
+        if not isinstance(on_error, str) or on_error not in _ON_ERROR:
+            raise ValueError(f"on_error must be one of {_ON_ERROR}, not {on_error!r}")
+        return on_error
+
     # -- arrays ---------------------------------------------------------------------------------------
     def _batches(self, images: np.ndarray, batch_size: int):
         """``(n, maps [size, h, w, K])`` per chunk; short chunks are zero-padded to one shape."""
+        batch_size = _check_int("batch_size", batch_size, 1, None, " (a positive int, images per device call)")
         for n, (chunk,) in fixed_chunks([np.asarray(images, np.uint8)], batch_size):
             yield n, self._maps(self._params, jnp.asarray(chunk))
+
+    def _check_arrays(self, images) -> np.ndarray:
+        cfg = self.config
+        if not _is_array(images):
+            raise TypeError(f"images must be a uint8 array [N, {cfg.height}, {cfg.width}], not "
+                            f"{type(images).__name__}; Detector.read takes other images")
+        a = np.asarray(images)
+        if a.shape[1:] != (cfg.height, cfg.width) or a.ndim != 3:
+            raise ValueError(f"images must be preprocessed uint8 [N, {cfg.height}, {cfg.width}] "
+                             f"(fcn_captcha.preprocess.to_model_input), not shape {a.shape}; "
+                             f"Detector.read takes other images")
+        if a.dtype != np.uint8:
+            raise ValueError(f"images must be preprocessed uint8 [N, H, W], not dtype {a.dtype}")
+        return a
 
     def center_maps(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Center maps for preprocessed uint8 images ``[N, H, W]`` -> ``[N, h, w, K]``."""
@@ -112,15 +188,10 @@ class Detector:
             return np.zeros((0, self.config.out_height, self.config.out_width, self.config.num_classes), np.float32)
         return np.concatenate(out)
 
-    def read_arrays(self, images: np.ndarray, threshold: float | None = None, batch_size: int = 256,
-                    length=None) -> list[Reading]:
-        """Readings of preprocessed uint8 images ``[N, H, W]`` (positions in model pixels).
-
-        ``length`` None means the config's known length (``force_length``), if any.
-        """
-        thr = jnp.float32(self.threshold if threshold is None else float(threshold))
+    def _decode(self, images: np.ndarray, threshold: float, batch_size: int, length) -> list[Reading]:
+        """Readings of checked arrays and arguments; non-finite maps give readings with ``error`` set."""
+        thr = jnp.float32(threshold)
         cfg = self.config
-        length = cfg.length_range if length is None else length
         reads: list[Reading] = []
         for n, maps in self._batches(images, batch_size):
             out = decode_device(maps, thr, stride=cfg.stride, length=length,
@@ -128,40 +199,110 @@ class Detector:
             reads += readings_from_device(out, cfg.alphabet)[:n]
         return reads
 
+    def read_arrays(self, images: np.ndarray, threshold: float | None = None, batch_size: int = 256,
+                    length=None, on_error: str = "report") -> list[Reading]:
+        """Readings of preprocessed uint8 images (positions in model pixels).
+
+        Args:
+          images: uint8 ``[N, H, W]`` at the model's input size, as
+            :func:`fcn_captcha.preprocess.to_model_input` makes them.
+          threshold: decoder threshold, a finite number in (0, 1] (default: the
+            calibrated one).
+          batch_size: images per device call, an int >= 1.
+          length: known symbol count, an int or ``(lo, hi)`` within the model's
+            ``[config.min_length, config.max_length]``; None: the config's
+            (``force_length``), else free.
+          on_error: for an image whose center maps are not finite (NaN or infinite:
+            a corrupt model): "report" (default) gives it a reading with empty text
+            and ``error`` set and warns; "quiet" the same without the warning;
+            "raise" raises ValueError naming it.
+
+        Returns:
+          ``N`` readings in input order.
+
+        Raises:
+          TypeError, ValueError: a bad argument (the message names it and what is accepted).
+        """
+        on_error = self._on_error(on_error)
+        thr, length = self._threshold(threshold), self._length(length)
+        _check_int("batch_size", batch_size, 1, None, " (a positive int, images per device call)")
+        images = self._check_arrays(images)
+        reads = self._decode(images, thr, batch_size, length)
+        for i, r in enumerate(reads):
+            if r.error:
+                reads[i] = dataclasses.replace(r, error=f"image #{i}: {r.error}")
+                _report(reads[i].error, on_error, ValueError)
+        return reads
+
     # -- anything a user has -------------------------------------------------------------------------
     def read(self, images, threshold: float | None = None, batch_size: int = 64, length=None,
              on_error: str = "report"):
-        """Read one image or many.
+        """Read one image or a list of images.
 
         Args:
-          images: a path, PIL image or NumPy array (one image), or a list of them
-            (``[N, H, W]`` / ``[N, H, W, C]`` arrays are batches).
-          threshold: decoder threshold (default: the calibrated one).
-          batch_size: images per device call.
-          length: known symbol count (int or ``(lo, hi)``), see :func:`fcn_captcha.decode`;
+          images: ONE image: a path (str or ``os.PathLike``), a PIL image (any mode; EXIF
+            orientation applied; of an animated one the first frame, with a warning),
+            encoded image ``bytes`` / ``bytearray`` / ``memoryview`` (decoded by
+            Pillow), or an array ``[H, W]`` or ``[H, W, 1|3|4]`` (NumPy or JAX); or a
+            BATCH: a list or tuple of those. Nothing is guessed: other arrays (``[H, W, 2]``,
+            ``[3, H, W]``, 4-D batches, ...) are refused, and preprocessed ``[N, H, W]``
+            batches go to :meth:`read_arrays`.
+          threshold: decoder threshold, a finite number in (0, 1] (default: the
+            calibrated one).
+          batch_size: images per device call, an int >= 1.
+          length: known symbol count, an int or ``(lo, hi)`` within the model's
+            ``[config.min_length, config.max_length]`` (see :func:`fcn_captcha.decode`);
             None: the config's (``force_length``), else free.
-          on_error: "report" (default): an unreadable input gives a reading with empty
-            text and ``error`` set, a warning names it, and the others are still read;
-            "raise": raise :class:`~fcn_captcha.preprocess.ImageError` naming it.
+          on_error: what an unreadable image (missing, truncated or oversized file,
+            bad array) or a non-finite center map does:
+
+            * "report" (default): that image gets a reading with empty text and
+              ``error`` set (naming it), a warning repeats the error, and the others
+              are still read;
+            * "quiet": the same without the warning (for callers that print
+              ``reading.error`` themselves, like the CLI);
+            * "raise": raise :class:`~fcn_captcha.preprocess.ImageError` naming the
+              image (ValueError for non-finite maps).
 
         Returns:
           A :class:`~fcn_captcha.decoder.Reading` for one image, else a list in input
           order. Positions (``chars[i].x, .y``) are in the original image's pixels.
+
+        Raises:
+          TypeError: ``images`` (or an item of the list) is of no accepted type
+            (None, an int, a dict, a generator, a nested list, ...).
+          ValueError: a single array of a shape that is not one image, or a bad
+            ``threshold``, ``length``, ``batch_size`` or ``on_error`` (TypeError for
+            a wrong type); each message names the argument and what is accepted.
         """
-        if on_error not in ("report", "raise"):
-            raise ValueError(f"on_error must be 'report' or 'raise', not {on_error!r}")
-        single = _is_single(images)
-        items = [images] if single else list(images)
+        on_error = self._on_error(on_error)
+        thr, length = self._threshold(threshold), self._length(length)
+        _check_int("batch_size", batch_size, 1, None, " (a positive int, images per device call)")
+        if isinstance(images, (list, tuple)):
+            single, items = False, list(images)
+            for i, item in enumerate(items):
+                if not _is_image(item):
+                    raise TypeError(f"images[{i}] is a {type(item).__name__} ({_short(item)}); "
+                                    f"Detector.read takes {_ACCEPTED}")
+        elif _is_image(images):
+            if _is_array(images):
+                _check_single_array(images, "images")
+            single, items = True, [images]
+        else:
+            raise TypeError(f"images is a {type(images).__name__} ({_short(images)}); Detector.read takes {_ACCEPTED}")
         cfg = self.config
-        arrays, sizes, errors = [], [], {}
+        arrays, sizes, names, errors = [], [], [], {}
         for i, item in enumerate(items):
             name = str(item) if isinstance(item, (str, os.PathLike)) else f"image #{i}"
             try:
-                if isinstance(item, (str, os.PathLike)):
-                    item = load_image(item)
+                if isinstance(item, (str, os.PathLike, *BYTES_TYPES)):
+                    item = load_image(item, name=name)
+                elif isinstance(item, Image.Image):
+                    item = _upright(item, name)  # its upright size is the one positions map to
                 size = item.size if isinstance(item, Image.Image) else np.asarray(item).shape[1::-1]
                 arrays.append(to_model_input(item, cfg.width, cfg.height, name=name))
                 sizes.append(size)
+                names.append(name)
             except (ImageError, OSError, ValueError, TypeError) as e:  # e.g. a lazily opened, truncated PIL image
                 err = e if isinstance(e, ImageError) else ImageError(f"{name}: cannot read image ({e})")
                 if on_error == "raise":
@@ -169,17 +310,34 @@ class Detector:
                         raise
                     raise err from e
                 errors[i] = str(err)
-                warnings.warn(str(err), stacklevel=2)
+                _report(errors[i], on_error, ImageError)
         stack = np.stack(arrays) if arrays else np.zeros((0, cfg.height, cfg.width), np.uint8)
-        reads = self.read_arrays(stack, threshold, batch_size, length) if arrays else []
+        reads = self._decode(stack, thr, batch_size, length) if arrays else []
         out, k = [], 0
         for i in range(len(items)):
             if i in errors:
                 out.append(Reading(text="", chars=(), length_forced=False, error=errors[i]))
                 continue
-            out.append(_rescale(reads[k], sizes[k], cfg))
+            r = reads[k]
+            if r.error:
+                r = dataclasses.replace(r, error=f"{names[k]}: {r.error}")
+                _report(r.error, on_error, ValueError)
+            out.append(_rescale(r, sizes[k], cfg))
             k += 1
         return out[0] if single else out
+
+
+def _short(x) -> str:
+    text = repr(x)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _report(message: str, on_error: str, exc: type[Exception]) -> None:
+    """Act on one image's error by ``on_error``: warn ("report"), nothing ("quiet"), raise ``exc``."""
+    if on_error == "raise":
+        raise exc(message)
+    if on_error == "report":
+        warnings.warn(message, stacklevel=3)
 
 
 def _rescale(reading: Reading, size, cfg: Config) -> Reading:

@@ -111,14 +111,16 @@ def test_list_mixing_kinds_keeps_order(det, samples, files):
     assert isinstance(det.read(tuple(items[:1])), list)  # a one-item list is still a list
 
 
-def test_batch_array(det, samples):
+def test_batch_array_is_refused_and_a_list_of_arrays_is_a_batch(det, samples):
+    """Issue 12, item 6: ``read`` guesses nothing; a stacked array is not a batch (``read_arrays`` is)."""
     batch = np.stack([gray(s) for s in samples[4:8]])  # [4, H, W]
-    reads = det.read(batch)
+    for x in (batch, np.stack([np.asarray(s.image) for s in samples[4:8]])):  # and [4, H, W, 3]
+        with pytest.raises(ValueError, match=re.escape(f"shape {x.shape}") + ".*read_arrays"):
+            det.read(x)
+    reads = det.read(list(batch))
     assert [r.text for r in reads] == [s.text for s in samples[4:8]]
     for r, s in zip(reads, samples[4:8]):
         check(r, s)
-    rgb = np.stack([np.asarray(s.image) for s in samples[4:8]])  # [4, H, W, 3]
-    assert [r.text for r in det.read(rgb)] == [s.text for s in samples[4:8]]
 
 
 def test_read_arrays_and_center_maps(det, samples):
@@ -138,9 +140,9 @@ def test_read_arrays_and_center_maps(det, samples):
 def test_length_and_threshold(det, samples):
     r = det.read(samples[0].image, length=4)
     assert r.text == samples[0].text and not r.length_forced
-    r = det.read(samples[0].image, threshold=1e9)  # nothing over it ...
-    assert r.text == "" and r.chars == ()
-    r = det.read(samples[0].image, threshold=1e9, length=4)  # ... unless the length is known
+    r = det.read(samples[0].image, threshold=1.0)  # the highest allowed: (nearly) nothing over it ...
+    assert len(r.text) < len(samples[0].text)
+    r = det.read(samples[0].image, threshold=1.0, length=4)  # ... unless the length is known
     assert r.text == samples[0].text and r.length_forced
 
 
@@ -181,8 +183,8 @@ BAD = ["missing file", "truncated PNG", "text file named .png", "zero-size array
 def bad_inputs(files):
     """(input, text its error names) for every kind of unreadable input, in the order of ``BAD``.
 
-    The last one, ``[H, W, 5]``, is bad in a list only: alone it is a batch ``[N, H, W]``
-    of 64 images 192 pixels high and 5 wide (the documented rule).
+    The last one, ``[H, W, 5]``, is a bad image in a list; alone it is refused as no
+    image at all (:func:`test_arrays_of_no_image_shape_are_refused`).
     """
     with open(files["truncated"], "rb") as f:
         lazy_truncated = Image.open(io.BytesIO(f.read()))  # opens (header only), fails on load
@@ -338,3 +340,218 @@ def test_shipped_kaggle_v2_on_real_held_out_files():
     reads = det.read([REAL / n for n in pick])
     acc = np.mean([r.text == Path(n).stem for r, n in zip(reads, pick)])
     assert acc >= 0.9, acc
+
+
+# ----- issue 12: what read accepts, and every other input named ----------------------------------
+@pytest.mark.parametrize("shape", [(64, 192, 2), (3, 64, 192), (64, 192, 5), (2, 64, 192, 3), (192,), (1, 1, 1, 1, 1)])
+def test_arrays_of_no_image_shape_are_refused(det, shape):
+    """Item 6: no guessing; ``[H, W, 2]``, ``[3, H, W]``, ``[H, W, 5]`` and batches are not one image."""
+    with pytest.raises(ValueError, match=re.escape(f"shape {shape}") + r".*\[H, W, 1\|3\|4\].*read_arrays"):
+        det.read(np.zeros(shape, np.uint8))
+
+
+@pytest.mark.parametrize("x", [None, 7, 2.5, {"a": 1}, {1, 2}, (i for i in range(2)), object()],
+                         ids=["None", "int", "float", "dict", "set", "generator", "object"])
+def test_inputs_of_no_image_type_are_refused(det, x):
+    """Items 6 and 14: None, ints and other types are a TypeError naming them and what is accepted."""
+    with pytest.raises(TypeError, match=r"images is a .*Detector.read takes one image"):
+        det.read(x)
+
+
+def test_a_list_item_of_no_image_type_is_refused(det, samples):
+    with pytest.raises(TypeError, match=r"images\[1\] is a NoneType"):
+        det.read([samples[0].image, None])
+    with pytest.raises(TypeError, match=r"images\[0\] is a list"):
+        det.read([[samples[0].image]])
+
+
+def _png_bytes(image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_encoded_bytes_are_one_image(det, samples):
+    """Item 6: ``bytes`` (and bytearray, memoryview) are decoded, not 8,362 "images"."""
+    data = _png_bytes(samples[0].image)
+    for x in (data, bytearray(data), memoryview(data)):
+        check(det.read(x), samples[0])
+    reads = det.read([data, samples[1].image])
+    check(reads[0], samples[0])
+    check(reads[1], samples[1])
+    with pytest.warns(UserWarning, match="image #1"):
+        reads = det.read([data, data[: len(data) // 2], b"not an image"])
+    check(reads[0], samples[0])
+    assert "image #1" in reads[1].error and "image #2" in reads[2].error
+    with pytest.raises(ImageError, match="image #0"):
+        det.read(b"not an image", on_error="raise")
+
+
+def test_exif_orientation_is_applied(det, samples, tmp_path):
+    """Item 7: a JPEG stored sideways with an EXIF orientation reads as its upright picture."""
+    s = samples[2]
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to view": the stored pixels are the picture turned 90 degrees CCW
+    stored = s.image.transpose(Image.Transpose.ROTATE_90)
+    path = tmp_path / "sideways.jpg"
+    stored.save(path, quality=95, exif=exif)
+    assert Image.open(path).size == (s.image.height, s.image.width)
+    for x in (path, str(path), Image.open(path), path.read_bytes()):
+        r = det.read(x)
+        check(r, s)  # positions in the upright picture's pixels
+
+
+def test_animated_image_reads_the_first_frame_and_says_so(det, samples, tmp_path):
+    path = tmp_path / "anim.gif"
+    samples[3].image.save(path, save_all=True, append_images=[samples[4].image, samples[5].image], duration=100)
+    with pytest.warns(UserWarning, match=re.escape(f"{path}: animated image, only the first of 3 frames was read")):
+        r = det.read(path)
+    assert r.text == samples[3].text
+    with pytest.warns(UserWarning, match="image #0: animated image, only the first of 3 frames"):
+        r = det.read(Image.open(path))
+    assert r.text == samples[3].text
+
+
+@pytest.mark.parametrize("bits", [12, 16])
+def test_uint16_images_are_scaled_not_clipped(det, samples, bits):
+    """Item 10: 12- and 16-bit grey images (arrays and PIL ``I;16``) keep their grey levels."""
+    s = samples[1]
+    g = gray(s).astype(np.uint16) * ((2 ** bits - 1) // 255)
+    im = Image.fromarray(g)
+    assert im.mode == "I;16"
+    for x in (g, im, im.convert("I")):
+        check(det.read(x), s)
+
+
+def test_few_grey_levels_warn_naming_the_image(det, samples):
+    """Item 10: an image of 16 or fewer grey levels that stays faint warns that it may read empty."""
+    blank = np.full((64, 192), 200, np.uint8)
+    four_bit = (gray(samples[0]) // 16).astype(np.uint8)  # 16 levels, 0..15, dark text on dark
+    with pytest.warns(UserWarning, match=r"image #1: only \d+ grey levels? .*may read empty"):
+        reads = det.read([samples[0].image, blank, four_bit])
+    check(reads[0], samples[0])
+    assert reads[1].error is None
+
+
+def test_over_the_pixel_limit_is_reported_for_that_file(det, samples, files, tmp_path, monkeypatch):
+    """Item 11: ``DecompressionBombError`` (and Pillow's warning form) is one bad file, not a failed batch."""
+    big = tmp_path / "bomb.png"
+    Image.new("L", (400, 200), 255).save(big)  # 80,000 pixels: over 2 x the limit -> Pillow raises
+    warn = tmp_path / "warn.png"
+    Image.new("L", (300, 200), 255).save(warn)  # 60,000 pixels: over the limit -> Pillow only warns
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 35_000)
+    items = [files["good"][0], big, warn, files["good"][1], big.read_bytes()]
+    with pytest.warns(UserWarning, match="bomb.png: image over Pillow's pixel limit"):
+        reads = det.read(items)
+    check(reads[0], samples[0])
+    check(reads[3], samples[1])
+    for i, name in [(1, "bomb.png"), (2, "warn.png"), (4, "image #4")]:
+        assert reads[i].text == "" and name in reads[i].error and "pixel limit" in reads[i].error
+    with pytest.raises(ImageError, match="warn.png: image over Pillow's pixel limit"):
+        det.read(warn, on_error="raise")
+
+
+def test_quiet_reports_errors_without_warnings(det, samples, files):
+    """Item 11: ``on_error="quiet"`` gives the same readings and errors, with no warning."""
+    items = [files["good"][0], files["text"], files["missing"]]
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        reads = det.read(items, on_error="quiet")
+    check(reads[0], samples[0])
+    assert "text.png" in reads[1].error and "missing.png" in reads[2].error
+    with pytest.warns(UserWarning):
+        loud = det.read(items)
+    assert [r.error for r in loud] == [r.error for r in reads]
+
+
+LENGTH_RANGE = re.escape("this model's length range [4, 4]")
+
+
+@pytest.mark.parametrize("kw, exc, message", [
+    ({"length": 0}, ValueError, "length 0 is out of range" + ".*" + LENGTH_RANGE),
+    ({"length": 99}, ValueError, "length 99 is out of range.*" + LENGTH_RANGE),
+    ({"length": -1}, ValueError, "length -1 is out of range.*" + LENGTH_RANGE),
+    ({"length": (4, 5)}, ValueError, "length 5 is out of range.*" + LENGTH_RANGE),
+    ({"length": (3, 4)}, ValueError, "length 3 is out of range.*" + LENGTH_RANGE),
+    ({"length": (4, 4, 4)}, ValueError, "length .* must be an int n or a .lo, hi. pair.*" + LENGTH_RANGE),
+    ({"length": 4.0}, TypeError, "length must be an int.*not float 4.0"),
+    ({"length": True}, TypeError, "length must be an int.*not bool True"),
+    ({"length": "4"}, TypeError, "length must be an int.*not str '4'"),
+    ({"threshold": float("nan")}, ValueError, r"threshold nan must be a finite number in \(0, 1\]"),
+    ({"threshold": float("inf")}, ValueError, r"threshold inf must be a finite number in \(0, 1\]"),
+    ({"threshold": -0.2}, ValueError, r"threshold -0.2 must be a finite number in \(0, 1\]"),
+    ({"threshold": 0}, ValueError, r"threshold 0 must be a finite number in \(0, 1\]"),
+    ({"threshold": 1.5}, ValueError, r"threshold 1.5 must be a finite number in \(0, 1\]"),
+    ({"threshold": "0.5"}, TypeError, r"threshold must be a number in \(0, 1\], not str"),
+    ({"threshold": True}, TypeError, r"threshold must be a number in \(0, 1\], not bool"),
+    ({"batch_size": 0}, ValueError, "batch_size 0 is out of range"),
+    ({"batch_size": -1}, ValueError, "batch_size -1 is out of range"),
+    ({"batch_size": None}, TypeError, "batch_size must be an int.*not NoneType"),
+    ({"batch_size": 2.5}, TypeError, "batch_size must be an int.*not float 2.5"),
+    ({"on_error": "skip"}, ValueError, "on_error must be one of"),
+])
+def test_arguments_are_validated_against_the_model(det, samples, kw, exc, message):
+    """Items 8 and 14: ``length`` within the model's range, ``threshold`` in (0, 1], ``batch_size`` >= 1."""
+    cfg = det.config
+    with pytest.raises(exc, match=message):
+        det.read(samples[0].image, **kw)
+    with pytest.raises(exc, match=message):
+        det.read_arrays(np.zeros((1, cfg.height, cfg.width), np.uint8), **kw)
+
+
+def test_arguments_at_the_edges_of_their_ranges_are_kept(det, samples):
+    assert det.read(samples[0].image, length=(4, 4), threshold=1.0, batch_size=1).text == samples[0].text
+    assert det.read(samples[0].image, length=np.int64(4), threshold=np.float32(0.3)).text == samples[0].text
+
+
+def test_read_arrays_refuses_what_is_not_preprocessed(det):
+    cfg = det.config
+    with pytest.raises(ValueError, match=re.escape(f"[N, {cfg.height}, {cfg.width}]")):
+        det.read_arrays(np.zeros((cfg.height, cfg.width), np.uint8))
+    with pytest.raises(ValueError, match="dtype float32"):
+        det.read_arrays(np.zeros((1, cfg.height, cfg.width), np.float32))
+    with pytest.raises(TypeError, match="not list"):
+        det.read_arrays([np.zeros((cfg.height, cfg.width), np.uint8)])
+    assert det.read_arrays(np.zeros((0, cfg.height, cfg.width), np.uint8)) == []
+
+
+@pytest.fixture(scope="module")
+def broken():
+    """A tiny detector whose parameters are all NaN (as a model with flipped bytes): every map is NaN."""
+    import jax
+    from flax import nnx
+
+    from fcn_captcha.config import tiny
+    from fcn_captcha.model import build_model
+
+    cfg = tiny()
+    model = build_model(cfg)
+    graphdef, state = nnx.split(model)
+    state = jax.tree.map(lambda p: p * np.nan, state)
+    return Detector(nnx.merge(graphdef, state), cfg, threshold=0.5)
+
+
+def test_non_finite_maps_are_an_error_not_an_empty_reading(broken):
+    """Item 5: NaN maps give readings with ``error`` set (warned), or raise; never a silent ``''``."""
+    cfg = broken.config
+    img = np.full((cfg.height, cfg.width), 200, np.uint8)
+    img[8:24, 20:30] = 0
+    assert not np.isfinite(broken.center_maps(img[None])).any()
+    with pytest.warns(UserWarning, match="image #1: center maps hold NaN or infinite values"):
+        reads = broken.read([img, img])
+    assert all(r.text == "" and r.chars == () and "NaN or infinite" in r.error for r in reads)
+    with pytest.raises(ValueError, match="image #0: center maps hold NaN"):
+        broken.read(img, on_error="raise")
+    arrays = np.zeros((3, cfg.height, cfg.width), np.uint8)
+    with pytest.warns(UserWarning, match="image #2: center maps hold NaN"):
+        reads = broken.read_arrays(arrays)
+    assert [r.error.split(":")[0] for r in reads] == ["image #0", "image #1", "image #2"]
+    with pytest.raises(ValueError, match="image #0: center maps hold NaN"):
+        broken.read_arrays(arrays, on_error="raise")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert all(r.error for r in broken.read_arrays(arrays, on_error="quiet"))
