@@ -41,6 +41,10 @@ ARCHITECTURES: dict[str, str] = {
 }
 
 
+#: Upper bound of ``max_candidates`` (peaks the decoder considers per image; memory ~ its square).
+MAX_CANDIDATES = 4096
+
+
 def arch_stride(spec: str) -> int:
     """Output stride of an architecture string in input pixels: 2 to the number of pools.
 
@@ -223,6 +227,12 @@ class Config:
             raise ValueError(f"compute_dtype {self.compute_dtype!r} must be 'float32' or 'bfloat16'")
         if not 0.0 <= self.synth_mix <= 1.0 or not 0.0 < self.holdout < 1.0:
             raise ValueError(f"synth_mix {self.synth_mix} must be in [0, 1] and holdout {self.holdout} in (0, 1)")
+        if not 1 <= self.max_candidates <= MAX_CANDIDATES:
+            raise ValueError(f"max_candidates {self.max_candidates} must be in [1, {MAX_CANDIDATES}] "
+                             "(the decoder's memory grows with its square)")
+        if self.batch_size < 1 or self.log_every < 1 or self.checkpoint_every < 1:
+            raise ValueError(f"batch_size {self.batch_size}, log_every {self.log_every} and checkpoint_every "
+                             f"{self.checkpoint_every} must be at least 1")
         if isinstance(self.style, dict):  # from JSON
             object.__setattr__(self, "style", Style.from_dict(self.style))
         parse_arch(self.arch_spec)

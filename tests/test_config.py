@@ -184,3 +184,11 @@ def test_from_dict_required_fields_and_ints_for_floats():
     del d["alphabet"]
     with pytest.raises(ValueError, match=r"config fields \['alphabet'\] are missing"):
         Config.from_dict(d, required=("alphabet", "width"))
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"max_candidates": 0}, "max_candidates 0 must be in"), ({"max_candidates": 10**6}, "max_candidates"),
+    ({"batch_size": 0}, "batch_size 0"), ({"batch_size": -1}, "batch_size -1")])
+def test_unbounded_or_empty_sizes_are_refused(change, message):
+    with pytest.raises(ValueError, match=message):
+        lib36x4().replace(**change)

@@ -262,6 +262,17 @@ def test_corrupt_shard_is_named(tmp_path, damage):
         assert not is_complete(out)
 
 
+@pytest.mark.parametrize("text, field", [("{not json", "JSONDecodeError"), ("[1, 2]", "a JSON object"),
+                                         ('{"count": "10"}', "field 'count'"),
+                                         ('{"count": 1, "width": 8, "height": 8, "alphabet": "0", "shards": ["../x"]}',
+                                          "shards must be file names")])
+def test_garbage_manifest_is_named(tmp_path, text, field):
+    (tmp_path / "manifest.json").write_text(text)
+    with pytest.raises(ValueError, match=f"manifest.json: corrupt manifest .*{field}"):
+        load_dataset(tmp_path)
+    assert not is_complete(tmp_path)  # so a run writes the set again
+
+
 def test_not_a_dataset_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="manifest"):
         load_dataset(tmp_path)
