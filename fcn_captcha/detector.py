@@ -56,6 +56,9 @@ _ON_ERROR = ("report", "quiet", "raise")
 
 
 def _is_array(x) -> bool:
+    """A NumPy or JAX array (not a NumPy scalar such as ``np.int64(3)``)."""
+    if isinstance(x, np.generic):
+        return False
     return isinstance(x, np.ndarray) or (hasattr(x, "__array__") and hasattr(x, "shape")
                                          and not isinstance(x, (str, bytes, list, tuple, dict, Image.Image)))
 

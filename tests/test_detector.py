@@ -86,6 +86,7 @@ INPUT_KINDS = {
     "uint8 [H, W, 3]": lambda s, f: np.asarray(s.image),
     "uint8 [H, W, 4]": lambda s, f: np.asarray(s.image.convert("RGBA")),
     "uint16 [H, W]": lambda s, f: gray(s).astype(np.uint16) * 257,
+    "jax uint8 [H, W, 3]": lambda s, f: __import__("jax").numpy.asarray(np.asarray(s.image)),
     "float [H, W] in 0..1": lambda s, f: gray(s) / 255.0,
     "float [H, W, 3] in 0..1": lambda s, f: np.asarray(s.image, np.float32) / 255.0,
 }
@@ -350,8 +351,8 @@ def test_arrays_of_no_image_shape_are_refused(det, shape):
         det.read(np.zeros(shape, np.uint8))
 
 
-@pytest.mark.parametrize("x", [None, 7, 2.5, {"a": 1}, {1, 2}, (i for i in range(2)), object()],
-                         ids=["None", "int", "float", "dict", "set", "generator", "object"])
+@pytest.mark.parametrize("x", [None, 7, np.int64(7), 2.5, {"a": 1}, {1, 2}, (i for i in range(2)), object()],
+                         ids=["None", "int", "NumPy int", "float", "dict", "set", "generator", "object"])
 def test_inputs_of_no_image_type_are_refused(det, x):
     """Items 6 and 14: None, ints and other types are a TypeError naming them and what is accepted."""
     with pytest.raises(TypeError, match=r"images is a .*Detector.read takes one image"):
