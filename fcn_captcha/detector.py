@@ -147,7 +147,7 @@ class Detector:
         if length is None:
             return cfg.length_range
         lo_m, hi_m = cfg.min_length, cfg.max_length
-        hint = f" within this model's length range [{lo_m}, {hi_m}] (an int n or a (lo, hi) pair)"
+        hint = f" (this model's length range is [{lo_m}, {hi_m}]: give an int n or a (lo, hi) pair within it)"
         if isinstance(length, (tuple, list)):
             if len(length) != 2:
                 raise ValueError(f"length {length!r} must be an int n or a (lo, hi) pair{hint}")
