@@ -467,7 +467,7 @@ def test_quiet_reports_errors_without_warnings(det, samples, files):
     assert [r.error for r in loud] == [r.error for r in reads]
 
 
-LENGTH_RANGE = re.escape("this model's length range [4, 4]")
+LENGTH_RANGE = re.escape("this model's length range is [4, 4]")
 
 
 @pytest.mark.parametrize("kw, exc, message", [
