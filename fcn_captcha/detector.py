@@ -11,6 +11,14 @@ background, **resized** (bilinear) to the model's input width x height, exactly 
 training and calibration images were. Positions in readings are in the pixels of
 that resized image scaled back to the original image's size.
 
+Nothing is guessed: one image is a path, a PIL image, encoded bytes or an array
+``[H, W]`` / ``[H, W, 1|3|4]``, a batch is a list or tuple of them, and anything else
+is a TypeError or ValueError naming it (:meth:`Detector.read`). ``length``,
+``threshold`` and ``batch_size`` are checked against the model. An unreadable image, or
+one whose center maps are NaN or infinite (a corrupt model), gets a reading with
+``error`` set: warned (``on_error="report"``), not warned (``"quiet"``, for callers that
+print the errors themselves), or raised (``"raise"``).
+
 The network and the on-device decoder run on JAX's default device (the GPU when JAX
 has one); images are read in fixed-size batches so each batch shape compiles once.
 """
