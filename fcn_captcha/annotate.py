@@ -417,16 +417,10 @@ def center_accuracy(pred: np.ndarray, truth: np.ndarray, tol: float = 2.0) -> di
 
 
 def _check_outputs(out, sheet, save_model) -> None:
-    """Refuse, before any work, outputs that could not be written at the end.
-
-    Raises:
-      ValueError: ``out`` or ``sheet`` is a directory, or ``save_model`` an existing
-        directory that is not a model directory (names the argument and the path).
-    """
+    """Refuse, before any work, outputs that could not be written at the end (ValueError naming them)."""
     for arg, p in (("out", out), ("sheet", sheet)):
         if p is not None and Path(p).is_dir():
-            raise ValueError(f"{arg} {p} is a directory; give a file path (e.g. {Path(p) / 'centers.json'})"
-                             if arg == "out" else f"{arg} {p} is a directory; give a PNG file path")
+            raise ValueError(f"{arg} {p} is a directory; give a file path")
         if p is not None and Path(p).parent.exists() and not Path(p).parent.is_dir():
             raise ValueError(f"{arg} {p}: its parent {Path(p).parent} is not a directory")
     if save_model is not None:

@@ -134,12 +134,12 @@ def read_files(detector: Detector, paths: list[str], json_lines: bool = False, s
     """
     stream = sys.stdout if stream is None else stream
 
-    reads = detector.read(list(paths), threshold=threshold, length=length)
+    reads = detector.read(list(paths), threshold=threshold, length=length, on_error="quiet")
     failed = 0
     for p, r in zip(paths, reads):
-        if r.error:
+        if r.error:  # once: the reading's error already names the file
             failed += 1
-            print(f"{p}: {r.error}", file=sys.stderr)
+            print(r.error, file=sys.stderr)
             continue
         if json_lines:
             stream.write(json.dumps({"file": str(p), "text": r.text, "length_forced": r.length_forced,

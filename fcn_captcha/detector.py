@@ -39,7 +39,7 @@ from flax import nnx
 from PIL import Image
 
 from fcn_captcha.batching import fixed_chunks
-from fcn_captcha.checkpoint import load_model
+from fcn_captcha.checkpoint import load_model, resolve_model_dir
 from fcn_captcha.config import Config
 from fcn_captcha.model import output_maps
 from fcn_captcha.decoder import Reading, decode_device, readings_from_device
@@ -126,6 +126,7 @@ class Detector:
           FileNotFoundError: neither a directory nor a shipped name (lists the names).
         """
         p = Path(name_or_path)
+        p = resolve_model_dir(p)  # a save killed half-way leaves model.old to read
         if not (p / "model.json").exists():
             cand = PRETRAINED_DIR / str(name_or_path)
             if (cand / "model.json").exists():

@@ -73,10 +73,11 @@ def test_unknown_model(folder, capsys):
     assert "fcn-captcha predict: error" in err and "no-such-model" in err and "lib36x4" in err
 
 
-def test_predict_folder_with_a_corrupt_file(folder, capsys):
-    with pytest.warns(UserWarning, match="corrupt.png"):
-        rc = main(["predict", "--model", "lib36x4", str(folder)])
+def test_predict_folder_with_a_corrupt_file(folder, capsys, recwarn):
+    rc = main(["predict", "--model", "lib36x4", str(folder)])
     out, err = capsys.readouterr()
+    assert not [w for w in recwarn if "corrupt.png" in str(w.message)]  # said once, on stderr, not also warned
+    assert err.count("corrupt.png") == 1
     assert rc == 1
     lines = out.splitlines()
     assert [ln.split("\t")[0] for ln in lines] == [str(folder / f"{t}.png") for t in sorted(TEXTS)]
@@ -103,7 +104,7 @@ def test_predict_json(folder, capsys):
 
 def test_predict_length(folder, capsys):
     f = str(folder / f"{TEXTS[0]}.png")
-    assert main(["predict", "--model", "lib36x4", "--threshold", "1e9", "--length", "4", f, f]) == 0
+    assert main(["predict", "--model", "lib36x4", "--threshold", "1.0", "--length", "4", f, f]) == 0
     texts = [ln.split("\t")[1] for ln in capsys.readouterr().out.splitlines()]
     assert len(texts) == 2 and all(len(t) == 4 for t in texts)
 
@@ -210,3 +211,17 @@ def test_a_bad_length_is_a_usage_error(folder, value, capsys):
     with pytest.raises(SystemExit) as e:
         main(["predict", "--model", "lib36x4", "--length", value, str(folder / f"{TEXTS[0]}.png")])
     assert e.value.code == 2 and "--length" in capsys.readouterr().err
+
+
+def test_predict_reports_an_image_over_the_pixel_limit_and_reads_the_others(folder, tmp_path, capsys, monkeypatch):
+    """Issue 12 case 11: one decompression bomb does not abort the batch."""
+    from PIL import Image as PILImage
+
+    big = tmp_path / "big.png"
+    PILImage.new("L", (400, 400)).save(big)
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 20_000)  # 400x400 is over twice the limit: an error
+    good = str(folder / f"{TEXTS[0]}.png")
+    rc = main(["predict", "--model", "lib36x4", good, str(big)])
+    out, err = capsys.readouterr()
+    assert rc == 1 and out.startswith(good + "\t") and len(out.splitlines()) == 1
+    assert err.count(str(big)) == 1

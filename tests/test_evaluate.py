@@ -66,9 +66,10 @@ def test_folder_of_label_files(det, plain, tmp_path):
 def test_threshold_and_length_pass_through(det, plain, tmp_path):
     for t, im in plain:
         im.save(tmp_path / f"{t}.png")
-    none = evaluate_folder(det, tmp_path, threshold=1e9)
-    assert none["readings"] == [""] * N and none["sequence_accuracy"] == 0.0 and none["length_error_rate"] == 1.0
-    forced = evaluate_folder(det, tmp_path, threshold=1e9, length=4)
+    free = evaluate_folder(det, tmp_path, threshold=0.5)
+    high = evaluate_folder(det, tmp_path, threshold=1.0)  # the highest valid threshold: fewer peaks pass it
+    assert sum(map(len, high["readings"])) < sum(map(len, free["readings"])) and high["length_error_rate"] > 0
+    forced = evaluate_folder(det, tmp_path, threshold=1.0, length=4)
     assert all(len(r) == 4 for r in forced["readings"]) and forced["sequence_accuracy"] >= FLOOR
 
 
@@ -79,13 +80,14 @@ def test_folder_with_labels_csv(det, plain, tmp_path):
         im.save(tmp_path / name)
         rows.append(f"{name},{t}")
     (tmp_path / "corrupt.png").write_bytes((tmp_path / "img_01.png").read_bytes()[:300])
-    rows += ["corrupt.png,ABCD", "missing.png,ABCD", "img_00.bmp,abcd"]
-    (tmp_path / "labels.csv").write_text("\n".join(["file,text"] + rows) + "\n")
+    (tmp_path / "lower.bmp").write_bytes((tmp_path / "img_00.bmp").read_bytes())  # a label outside the alphabet
+    rows += ["corrupt.png,ABCD", "missing.png,ABCD", "lower.bmp,abcd"]
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
     m = evaluate_folder(det, tmp_path)
     assert m["count"] == N
     truths = [t for t, _ in plain]
     assert m["names"][:3] == ["img_00.bmp", "img_01.png", "img_02.png"]
-    assert sorted(name for name, _ in m["skipped"]) == ["corrupt.png", "img_00.bmp", "missing.png"]
+    assert sorted(name for name, _ in m["skipped"]) == ["corrupt.png", "lower.bmp", "missing.png"]
     assert all(name in why for name, why in m["skipped"])
     assert m["sequence_accuracy"] == pytest.approx(by_hand(m["readings"], truths)[0])
     assert m["sequence_accuracy"] >= FLOOR, m
