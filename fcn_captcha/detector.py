@@ -70,6 +70,12 @@ class Detector:
         self.threshold = float(threshold)
         self.info = info or {}
         self.name = name
+        # a model made by fcn_captcha.fit carries its scheme: gray conversion, polarity, padded canvas
+        self.scheme = None
+        if self.info.get("scheme"):
+            from fcn_captcha.scheme import SchemeInfo
+
+            self.scheme = SchemeInfo.from_dict(self.info["scheme"])
         graphdef, params = nnx.split(model)
         self._params = params
         self.trace_count = 0
@@ -167,7 +173,8 @@ class Detector:
 
                     item = load_image(item)
                 size = item.size if isinstance(item, Image.Image) else np.asarray(item).shape[1::-1]
-                arrays.append(to_model_input(item, cfg.width, cfg.height, name=name))
+                arrays.append(self.scheme.model_input(item) if self.scheme is not None
+                              else to_model_input(item, cfg.width, cfg.height, name=name))
                 sizes.append(size)
             except (ImageError, OSError, ValueError, TypeError) as e:  # e.g. a lazily opened, truncated PIL image
                 err = e if isinstance(e, ImageError) else ImageError(f"{name}: cannot read image ({e})")
@@ -184,13 +191,17 @@ class Detector:
             if i in errors:
                 out.append(Reading(text="", chars=(), length_forced=False, error=errors[i]))
                 continue
-            out.append(_rescale(reads[k], sizes[k], cfg))
+            out.append(_rescale(reads[k], sizes[k], cfg, self.scheme))
             k += 1
         return out[0] if single else out
 
 
-def _rescale(reading: Reading, size, cfg: Config) -> Reading:
+def _rescale(reading: Reading, size, cfg: Config, scheme=None) -> Reading:
     w, h = size
+    if scheme is not None:  # the scheme's canvas: one scale per file, padded on the right
+        chars = tuple(dataclasses.replace(c, x=float(p[0]), y=float(p[1])) for c, p in
+                      zip(reading.chars, scheme.to_file([[c.x, c.y] for c in reading.chars], size).reshape(-1, 2)))
+        return dataclasses.replace(reading, chars=chars)
     if (w, h) == (cfg.width, cfg.height):
         return reading
     sx, sy = w / cfg.width, h / cfg.height
