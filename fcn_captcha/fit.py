@@ -216,7 +216,7 @@ def _evaluate_files(det, folder: Path, names: list[str] | None = None) -> tuple[
 
 
 def fit(data, workdir, test=None, time_budget: float | None = None, limit: int = 0, holdout: float = 0.22,
-        seed: int = 0, device: str | None = None, log=print) -> dict[str, Any]:
+        seed: int = 0, device: str | None = None, overrides: dict | None = None, log=print) -> dict[str, Any]:
     """Fit a calibrated reader to a folder of string-labelled captchas (see the module doc).
 
     Args:
@@ -229,6 +229,7 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
       holdout: share of ``data`` held out for calibration (by a hash of each name).
       seed: root seed.
       device: "gpu" or "cpu" settings (default: JAX's backend).
+      overrides: config fields to change (tests: a tiny network).
       log: progress lines.
 
     Returns:
@@ -241,14 +242,9 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
     wd.mkdir(parents=True, exist_ok=True)
     device = device or _device_kind()
     budget = float(time_budget or DEVICE_SETTINGS[device]["budget"])
-    if (wd / "summary.json").exists() and (wd / "model" / "model.json").exists():
-        s = json.loads((wd / "summary.json").read_text())
-        if test is None or s.get("test_dir") == str(Path(test).absolute()):
-            log(f"{wd}: finished run found; nothing to do (summary.json)")
-            return s
     job_path = wd / "job.json"
     job = {"data": str(data), "limit": limit, "holdout": holdout, "seed": seed, "device": device,
-           "time_budget": budget}
+           "time_budget": budget, "overrides": overrides or {}}
     if job_path.exists():
         old = json.loads(job_path.read_text())
         if {k: old.get(k) for k in job} != job:
@@ -258,6 +254,11 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
         spent = 0.0
         _write_json(job_path, job)
     start_spent = spent
+    if (wd / "summary.json").exists() and (wd / "model" / "model.json").exists():
+        s = json.loads((wd / "summary.json").read_text())
+        if test is None or s.get("test_dir") == str(Path(test).absolute()):
+            log(f"{wd}: finished run found; nothing to do (summary.json)")
+            return s
 
     def elapsed():
         return start_spent + time.time() - t0
@@ -272,7 +273,7 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
     log(f"scheme: {len(scheme.alphabet)} symbols {scheme.alphabet!r}, length {scheme.min_length}-"
         f"{scheme.max_length}, input {scheme.width}x{scheme.height}, colour {scheme.color}, "
         f"{'inverted' if scheme.invert else 'not inverted'}")
-    cfg = scheme_config(scheme, device, seed)
+    cfg = scheme_config(scheme, device, seed, **(overrides or {}))
     # 2. prepared canvases, 3. split
     prepared = wd / "prepared"
     prep = prepare_folder(data, prepared, scheme, log)
@@ -292,7 +293,10 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
     left = budget * (1 - RESERVE) - elapsed()
     tcfg = tcfg.replace(real_data=str(prepared), real_centers=str(wd / "weak" / "centers.json"), real_limit=limit,
                         holdout=holdout, init_from=str(wd / "weak" / "model"), stage_runs=(3, 2, 1),
-                        stage_epochs=(1.0, 2.0, 400.0), time_budget=float(max(left, 1.0)))
+                        stage_epochs=(1.0, 2.0, 400.0),
+                        # the trainer keeps 45 s of its budget for compiling, selection and calibration;
+                        # fit keeps its own RESERVE for those, so most of the trainer's is given back
+                        time_budget=float(max(left, 1.0) + 30.0))
     tdir = wd / "train"
     cfg_file = tdir / "config.json"
     if cfg_file.exists():  # a resumed run keeps the budget it was given (its checkpoints depend on it)
@@ -337,6 +341,7 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
     summary["wall_s"] = elapsed()
     _write_json(job_path, job | {"spent": summary["wall_s"]})
     _write_json(wd / "summary.json", summary)
+    summary = json.loads((wd / "summary.json").read_text())  # the same value a resumed call returns
     log(f"fit: calibration {100 * cal_m['sequence_accuracy']:.2f}% of {cal_m['count']}"
         + (f", test {100 * test_m['sequence_accuracy']:.2f}% of {test_m['count']}" if test_m else "")
         + f", {summary['wall_s']:.0f} s; model {wd / 'model'}")
