@@ -26,10 +26,12 @@ _EXPORTS = {
     "evaluate_folder": "fcn_captcha.evaluate",
     "evaluate_plain": "fcn_captcha.evaluate",
     "fine_tune": "fcn_captcha.steps",
+    "fit": "fcn_captcha.fit",
     "fit_style": "fcn_captcha.stylefit",
     "generate_dataset": "fcn_captcha.dataset",
     "get_config": "fcn_captcha.config",
     "ImageError": "fcn_captcha.preprocess",
+    "infer_scheme": "fcn_captcha.scheme",
     "load_dataset": "fcn_captcha.dataset",
     "load_folder": "fcn_captcha.dataset",
     "load_model": "fcn_captcha.checkpoint",
@@ -42,9 +44,11 @@ _EXPORTS = {
     "real_split": "fcn_captcha.dataset",
     "render_center_maps": "fcn_captcha.targets",
     "save_model": "fcn_captcha.checkpoint",
+    "SchemeInfo": "fcn_captcha.scheme",
     "Style": "fcn_captcha.style",
     "to_model_input": "fcn_captcha.preprocess",
     "train": "fcn_captcha.training",
+    "weak_centers": "fcn_captcha.weak",
 }
 
 __all__ = sorted(_EXPORTS)

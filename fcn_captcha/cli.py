@@ -186,6 +186,15 @@ def cmd_introspect(args):
     return 0
 
 
+def cmd_fit(args):
+    from fcn_captcha.fit import fit
+
+    s = fit(args.data, args.workdir, test=args.test, time_budget=args.time_budget, limit=args.limit,
+            holdout=args.holdout, seed=args.seed)
+    print(json.dumps({k: s.get(k) for k in ("model_dir", "wall_s", "calibration", "test", "report")}, indent=1))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="fcn-captcha", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
@@ -211,6 +220,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--redo-end", action="store_true",
                    help="on a finished run: calibrate, save and test again (replaces its model)")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("fit", help="a calibrated reader for a folder of string-labelled captchas; resumes")
+    p.add_argument("data", help="folder of <text>.png files or with labels.csv (file,text)")
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--test", default=None, help="a separate labelled folder to report on")
+    p.add_argument("--time-budget", type=float, default=None, help="seconds for the whole job (default: 300 GPU, 900 CPU)")
+    p.add_argument("--limit", type=int, default=0, help="train on the first N training files only")
+    p.add_argument("--holdout", type=float, default=0.22, help="share of DATA held out for calibration")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_fit)
 
     p = sub.add_parser("annotate", help="character centers for string-labelled real captchas (forced alignment)")
     p.add_argument("--model", required=True, help="detector to start from (shipped name or model directory)")

@@ -313,7 +313,7 @@ def read_labels_csv(csv_path: str | os.PathLike) -> list[tuple[str, str]]:
     return entries
 
 
-def _folder_entries(folder: Path) -> list[tuple[str, str]]:
+def folder_entries(folder: Path) -> list[tuple[str, str]]:
     csv_path = folder / "labels.csv"
     if csv_path.exists():
         return read_labels_csv(csv_path)
@@ -378,7 +378,7 @@ def load_folder(folder: str | os.PathLike, config: Config, centers_json: str | o
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such folder")
-    entries = _folder_entries(folder)
+    entries = folder_entries(folder)
     if files is not None:
         lookup = dict(entries)
         missing = [f for f in files if f not in lookup]
@@ -466,7 +466,7 @@ def real_split(folder: str | os.PathLike, holdout: float, limit: int = 0) -> tup
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such folder")
-    train, hold = split_names([n for n, _ in _folder_entries(folder)], holdout)
+    train, hold = split_names([n for n, _ in folder_entries(folder)], holdout)
     return (train[:limit] if limit > 0 else train), hold
 
 

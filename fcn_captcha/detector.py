@@ -41,9 +41,16 @@ from PIL import Image
 from fcn_captcha.batching import fixed_chunks
 from fcn_captcha.checkpoint import load_model, resolve_model_dir
 from fcn_captcha.config import Config
-from fcn_captcha.model import output_maps
 from fcn_captcha.decoder import Reading, decode_device, readings_from_device
-from fcn_captcha.preprocess import BYTES_TYPES, ImageError, _upright, load_image, to_model_input
+from fcn_captcha.model import output_maps
+from fcn_captcha.preprocess import (
+    BYTES_TYPES,
+    ImageError,
+    load_image,
+    to_model_input,
+    upright,
+)
+from fcn_captcha.scheme import SchemeInfo
 from fcn_captcha.targets import rescale_coords
 
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
@@ -108,6 +115,10 @@ class Detector:
         self.threshold = float(threshold)
         self.info = info or {}
         self.name = name
+        # a model made by fcn_captcha.fit carries its scheme: gray conversion, polarity, padded canvas
+        self.scheme = None
+        if self.info.get("scheme"):
+            self.scheme = SchemeInfo.from_dict(self.info["scheme"])
         graphdef, params = nnx.split(model)
         self._params = params
         self.trace_count = 0
@@ -310,9 +321,10 @@ class Detector:
                 if isinstance(item, (str, os.PathLike, *BYTES_TYPES)):
                     item = load_image(item, name=name)
                 elif isinstance(item, Image.Image):
-                    item = _upright(item, name)  # its upright size is the one positions map to
+                    item = upright(item, name)  # its upright size is the one positions map to
                 size = item.size if isinstance(item, Image.Image) else np.asarray(item).shape[1::-1]
-                arrays.append(to_model_input(item, cfg.width, cfg.height, name=name))
+                arrays.append(self.scheme.model_input(item) if self.scheme is not None
+                              else to_model_input(item, cfg.width, cfg.height, name=name))
                 sizes.append(size)
                 names.append(name)
             except (ImageError, OSError, ValueError, TypeError) as e:  # e.g. a lazily opened, truncated PIL image
@@ -334,7 +346,7 @@ class Detector:
             if r.error:
                 r = dataclasses.replace(r, error=f"{names[k]}: {r.error}")
                 _report(r.error, on_error, ValueError)
-            out.append(_rescale(r, sizes[k], cfg))
+            out.append(_rescale(r, sizes[k], cfg, self.scheme))
             k += 1
         return out[0] if single else out
 
@@ -352,8 +364,12 @@ def _report(message: str, on_error: str, exc: type[Exception]) -> None:
         warnings.warn(message, stacklevel=3)
 
 
-def _rescale(reading: Reading, size, cfg: Config) -> Reading:
+def _rescale(reading: Reading, size, cfg: Config, scheme: SchemeInfo | None = None) -> Reading:
     w, h = size
+    if scheme is not None:  # the scheme's canvas: one scale per file, padded on the right
+        chars = tuple(dataclasses.replace(c, x=float(p[0]), y=float(p[1])) for c, p in
+                      zip(reading.chars, scheme.to_file([[c.x, c.y] for c in reading.chars], size).reshape(-1, 2)))
+        return dataclasses.replace(reading, chars=chars)
     if (w, h) == (cfg.width, cfg.height):
         return reading
     sx, sy = w / cfg.width, h / cfg.height

@@ -57,7 +57,7 @@ def _scale_int(a: np.ndarray) -> np.ndarray:
     return a * (255.0 / hi) if hi > 255 else a
 
 
-def _upright(im: Image.Image, name: str) -> Image.Image:
+def upright(im: Image.Image, name: str) -> Image.Image:
     """``im`` turned by its EXIF orientation (itself when it has none); warns on animated images."""
     try:
         n = getattr(im, "n_frames", 1)
@@ -149,7 +149,7 @@ def load_image(path, name: str | None = None) -> Image.Image:
                 raise Image.DecompressionBombError(
                     f"{im.width}x{im.height} = {im.width * im.height} pixels")
             im.load()
-            return _upright(im, name).copy()
+            return upright(im, name).copy()
     except FileNotFoundError:
         raise ImageError(f"{name}: no such file") from None
     except Image.DecompressionBombError as e:
@@ -187,7 +187,7 @@ def to_model_input(image, width: int, height: int, name: str = "image") -> np.nd
     elif isinstance(image, BYTES_TYPES):
         image = load_image(image, name=name)
     elif isinstance(image, Image.Image):
-        image = _upright(image, name)
+        image = upright(image, name)
     gray = _to_gray_float(image, name)
     if gray.shape[0] < 2 or gray.shape[1] < 2:
         raise ImageError(f"{name}: image of {gray.shape[1]}x{gray.shape[0]} pixels is too small")

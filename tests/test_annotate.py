@@ -157,7 +157,7 @@ CFG = tiny().replace(min_length=3, max_length=3, batch_size=8, log_every=50, syn
 def stand_ins(tmp_path_factory):
     """A tiny model that reads some of its suite (800 steps, about 10 s), and a folder of
     20 synthetic "real" captchas (labels.csv, dark text on light)."""
-    from fcn_captcha.training import fine_tune
+    from fcn_captcha.steps import fine_tune
 
     root = tmp_path_factory.mktemp("annotate")
     train = generate_arrays(CFG, 300, seed=11, workers=1)

@@ -1,0 +1,460 @@
+"""``fcn-captcha fit``: a calibrated reader for any text-captcha scheme from string-labelled images.
+
+:func:`fit` runs the whole job in stages, each written to the work directory and
+skipped when it is already there (running again resumes; training itself resumes from
+its Orbax checkpoints):
+
+1. ``scheme.json``: :func:`fcn_captcha.scheme.infer_scheme` (alphabet, lengths, model
+   input size, colour mode, polarity);
+2. ``prepared/``: every file turned into the scheme's model canvas (PNG, same names,
+   ``labels.csv``), so that the existing loaders and trainer read it;
+3. the split: :func:`fcn_captcha.dataset.real_split` of the names (a hash of each file
+   name, ``holdout`` of them, default 22%, for calibration; the rest for training,
+   the first ``limit`` of them when ``limit`` is set);
+4. ``weak/``: centers from the strings (:func:`fcn_captcha.weak.weak_centers`: ink
+   profile, then EM rounds of training and forced alignment); labels that disagree
+   with their image are flagged there and left out of training;
+5. ``train/``: :func:`fcn_captcha.training.train`, the restart schedule, starting from
+   the EM network, on the aligned centers, selecting restarts by their loss on the
+   aligned calibration images, the last stage shortened to the time budget, and the
+   threshold calibrated on the calibration split;
+6. ``model/``: the network with its scheme (a :class:`~fcn_captcha.detector.Detector`
+   loads it and reads files of the scheme at their own sizes, positions in each file's
+   pixels), then ``report.md`` with figures and ``summary.json``.
+
+Every setting comes from the data (alphabet, lengths, sizes, colour), the device
+(architecture, batch, step size) or the time budget (steps); nothing is set per scheme.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fcn_captcha.config import Config
+from fcn_captcha.scheme import SchemeInfo, infer_scheme
+
+#: Per device kind: architecture, batch, step size, bfloat16, default time budget (s).
+DEVICE_SETTINGS = {
+    "gpu": {"arch": "wide", "batch_size": 64, "learning_rate": 5e-4, "compute_dtype": "bfloat16", "budget": 300.0},
+    "cpu": {"arch": "cpu", "batch_size": 16, "learning_rate": 1e-3, "compute_dtype": "float32", "budget": 900.0},
+}
+WEAK_SHARE = 0.4  #: share of the training time spent on the EM rounds
+RESERVE = 0.08  #: share of the budget kept for calibration, tests and the report
+
+
+def _device_kind() -> str:
+    import jax
+
+    return "gpu" if jax.default_backend() in ("gpu", "cuda", "rocm") else "cpu"
+
+
+def scheme_config(scheme: SchemeInfo, device: str = "cpu", seed: int = 0, **overrides) -> Config:
+    """The run's :class:`~fcn_captcha.config.Config` from a scheme and a device kind.
+
+    Augmentation is the same strong, generic set for every scheme (shift 6% of the
+    height, scale and stretch 10%, rotation 5 degrees, contrast 30%, noise 3%); the
+    decoder keeps between ``min_length`` and ``max_length`` peaks (``force_length``).
+    """
+    d = DEVICE_SETTINGS[device]
+    cfg = Config(name="fit", alphabet=scheme.alphabet, min_length=scheme.min_length, max_length=scheme.max_length,
+                 width=scheme.width, height=scheme.height, arch=d["arch"], batch_size=d["batch_size"],
+                 learning_rate=d["learning_rate"], compute_dtype=d["compute_dtype"], seed=seed,
+                 shift=round(0.06 * scheme.height, 1), scale=0.1, rotate=5.0, stretch=0.1, contrast=0.3, noise=0.03,
+                 force_length=True, synth_mix=0.0, log_every=50, checkpoint_every=200, train_size=64, val_size=16,
+                 calib_size=16)
+    return cfg.replace(**overrides) if overrides else cfg
+
+
+# ----- stages ---------------------------------------------------------------------------------------
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+def prepare_folder(data: Path, out: Path, scheme: SchemeInfo, log=print) -> dict:
+    """Write every labelled file of ``data`` as the scheme's model canvas under ``out``.
+
+    Returns:
+      ``{"sizes": {name: [w, h]}, "skipped": [[name, reason]]}`` (also ``out/done.json``,
+      written last: a complete folder is not written again).
+    """
+    from fcn_captcha.dataset import folder_entries
+    from fcn_captcha.preprocess import ImageError, load_image
+
+    done = out / "done.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    sizes, skipped, rows, originals = {}, [], [], {}
+    for name, text in folder_entries(data):
+        try:
+            bad = sorted({s for s in text if s not in scheme.alphabet})
+            if not text or bad:
+                raise ValueError(f"label {text!r} is empty or has symbols {bad} outside the alphabet")
+            im = load_image(data / name)
+            x = scheme.prepare(im)
+        except (ImageError, ValueError, OSError) as e:
+            skipped.append([name, str(e)])
+            continue
+        from PIL import Image
+
+        target = out / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(x).save(target.with_suffix(".png") if target.suffix.lower() != ".png" else target)
+        stored = name if target.suffix.lower() == ".png" else str(Path(name).with_suffix(".png"))
+        rows.append((stored, text))
+        originals[stored] = name
+        sizes[stored] = list(im.size)
+    with open(out / "labels.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["file", "text"])
+        w.writerows(rows)
+    res = {"sizes": sizes, "skipped": skipped, "count": len(rows), "originals": originals}
+    _write_json(done, res)
+    log(f"prepared {len(rows)} files of {data} as {scheme.width}x{scheme.height} canvases ({len(skipped)} skipped)")
+    return res
+
+
+def _weak_stage(wd: Path, cfg: Config, prepared: Path, train_names, calib_names, seconds: float, log) -> dict:
+    """EM centers of the training split and of the calibration split (restart selection)."""
+    from fcn_captcha.annotate import annotate_maps, write_annotations
+    from fcn_captcha.checkpoint import save_model
+    from fcn_captcha.dataset import load_folder
+    from fcn_captcha.detector import Detector
+    from fcn_captcha.model import build_model
+    from fcn_captcha.steps import fine_tune
+    from fcn_captcha.weak import ink_rows, weak_centers
+
+    out = wd / "weak"
+    done = out / "done.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    ds = load_folder(prepared, cfg, files=train_names, on_error="skip")
+    cal = load_folder(prepared, cfg, files=calib_names, on_error="skip")
+    # speed: two short calls (the first compiles), then the rounds' steps from the time left
+    t0 = time.time()
+    model = build_model(cfg, seed=cfg.seed)
+    from fcn_captcha.weak import initial_centers
+
+    warm = ds.subset(range(len(ds)))
+    warm.centers = initial_centers(warm)
+    model = fine_tune(model, cfg, warm, 10, seed=99, log=lambda *_: None, pad_to=len(ds))
+    t1 = time.time()
+    model = fine_tune(model, cfg, warm, 10, seed=98, log=lambda *_: None, pad_to=len(ds))
+    per_step = (time.time() - t1) / 10
+    rounds = 3
+    left = max(1.0, seconds - (time.time() - t0))
+    # a bound of 40 epochs per round: more buys little once the spots are sharp
+    steps = int(np.clip(left / rounds / max(per_step, 1e-6) * 0.85, 20, 40 * max(1, len(ds) // cfg.batch_size)))
+    log(f"weak centers: {len(ds)} training images, {rounds} rounds of {steps} steps "
+        f"({1000 * per_step:.0f} ms per step, {left:.0f} s left for them)")
+    res = weak_centers(ds, cfg, rounds=rounds, steps=steps, model=model, log=log, seconds=left)
+    anns = res["annotations"]
+    det = Detector(res["model"], cfg, res["threshold"])
+    cal_anns = annotate_maps(det.center_maps(cal.images), cal.texts, cal.names, cfg, res["threshold"]) if len(cal) else []
+    for a, im in zip(cal_anns, cal.images):
+        a.centers = np.stack([a.centers[:, 0], ink_rows(im, a.centers[:, 0])], -1)
+    size = {n: (cfg.width, cfg.height) for n in list(ds.names) + list(cal.names)}
+    write_annotations(anns + cal_anns, out / "centers.json", size, cfg,
+                      extra={"history": res["history"], "calibration_files": list(cal.names)})
+    save_model(out / "model", res["model"], cfg, res["threshold"], {"trained_by": "fcn_captcha.weak",
+                                                                     "history": res["history"]})
+    flagged = [{"file": a.name, "text": a.text, "read": a.read, "reason": a.reason} for a in anns if a.flagged]
+    info = {"history": res["history"], "seconds": time.time() - t0, "steps": steps, "threshold": res["threshold"],
+            "flagged": flagged, "images": len(ds), "skipped": [list(s) for s in ds.skipped],
+            "calibration_flagged": sum(a.flagged for a in cal_anns)}
+    _write_json(done, info)
+    return info
+
+
+def _val_and_train_sets(wd: Path, cfg: Config, prepared: Path, train_names, calib_names):
+    """Pre-write the trainer's ``data/train`` and ``data/val`` sets from real images.
+
+    :func:`fcn_captcha.training.prepare_data` generates synthetic sets there unless
+    complete ones of the right size and seed are present; here ``train`` holds the
+    annotated training split and ``val`` (restart selection) the aligned, unflagged
+    calibration images, so no synthetic image is made.
+    """
+    from fcn_captcha.dataset import is_complete, load_folder, write_dataset
+
+    cj = wd / "weak" / "centers.json"
+    tr = load_folder(prepared, cfg, centers_json=cj, files=train_names, on_error="skip")
+    va = load_folder(prepared, cfg, centers_json=cj, files=calib_names, on_error="skip")
+    if len(va) < 8:  # too few aligned calibration images: select on training images (said in the report)
+        va = tr.subset(range(min(len(tr), 256)))
+    cfg = cfg.replace(train_size=len(tr), val_size=len(va))
+    for split, ds, i in (("train", tr, 1), ("val", va, 2)):
+        path = wd / "train" / "data" / split
+        if not is_complete(path, cfg, len(ds), cfg.seed * 1000 + i):
+            write_dataset(ds, path, cfg, seed=cfg.seed * 1000 + i)
+    return cfg, len(tr), len(va)
+
+
+def _evaluate_files(det, folder: Path, names: list[str] | None = None) -> tuple[dict, list, list, list]:
+    """Read original files with the saved detector: metrics, names, truths, readings."""
+    from fcn_captcha.dataset import folder_entries
+    from fcn_captcha.metrics import reading_metrics
+
+    entries = folder_entries(folder)
+    if names is not None:
+        keep = set(names)
+        entries = [e for e in entries if e[0] in keep]
+    paths = [str(folder / n) for n, _ in entries]
+    reads = det.read(paths) if paths else []
+    m = reading_metrics(reads, [t for _, t in entries])
+    return m, [n for n, _ in entries], [t for _, t in entries], reads
+
+
+def fit(data, workdir, test=None, time_budget: float | None = None, limit: int = 0, holdout: float = 0.22,
+        seed: int = 0, device: str | None = None, overrides: dict | None = None, log=print) -> dict[str, Any]:
+    """Fit a calibrated reader to a folder of string-labelled captchas (see the module doc).
+
+    Args:
+      data: folder of ``<text>.<ext>`` files or with a ``labels.csv`` (``file,text``).
+      workdir: where every stage, the model (``workdir/model``) and ``report.md`` go;
+        running again on it resumes (finished stages are not redone).
+      test: optional separate labelled folder to report on.
+      time_budget: seconds for the whole job (default by device: 300 on a GPU, 900 on a CPU).
+      limit: if > 0, train on the first ``limit`` training files only (learning curves).
+      holdout: share of ``data`` held out for calibration (by a hash of each name).
+      seed: root seed.
+      device: "gpu" or "cpu" settings (default: JAX's backend).
+      overrides: config fields to change (tests: a tiny network).
+      log: progress lines.
+
+    Returns:
+      ``{"model_dir", "wall_s", "scheme", "calibration", "test", "flagged", ...}``.
+    """
+    from fcn_captcha.dataset import real_split
+
+    t0 = time.time()
+    data, wd = Path(data).absolute(), Path(workdir).absolute()
+    wd.mkdir(parents=True, exist_ok=True)
+    device = device or _device_kind()
+    budget = float(time_budget or DEVICE_SETTINGS[device]["budget"])
+    job_path = wd / "job.json"
+    job = {"data": str(data), "limit": limit, "holdout": holdout, "seed": seed, "device": device,
+           "time_budget": budget, "overrides": overrides or {}}
+    if job_path.exists():
+        old = json.loads(job_path.read_text())
+        if {k: old.get(k) for k in job} != job:
+            raise ValueError(f"{wd} holds a fit of another job ({old}); use another --workdir")
+        spent = float(old.get("spent", 0.0))
+    else:
+        spent = 0.0
+        _write_json(job_path, job)
+    start_spent = spent
+    if (wd / "summary.json").exists() and (wd / "model" / "model.json").exists():
+        s = json.loads((wd / "summary.json").read_text())
+        if test is None or s.get("test_dir") == str(Path(test).absolute()):
+            log(f"{wd}: finished run found; nothing to do (summary.json)")
+            return s
+
+    def elapsed():
+        return start_spent + time.time() - t0
+
+    # 1. scheme
+    sp = wd / "scheme.json"
+    if sp.exists():
+        scheme = SchemeInfo.from_dict(json.loads(sp.read_text()))
+    else:
+        scheme = infer_scheme(data)
+        sp.write_text(scheme.to_json())
+    log(f"scheme: {len(scheme.alphabet)} symbols {scheme.alphabet!r}, length {scheme.min_length}-"
+        f"{scheme.max_length}, input {scheme.width}x{scheme.height}, colour {scheme.color}, "
+        f"{'inverted' if scheme.invert else 'not inverted'}")
+    cfg = scheme_config(scheme, device, seed, **(overrides or {}))
+    # 2. prepared canvases, 3. split
+    prepared = wd / "prepared"
+    prep = prepare_folder(data, prepared, scheme, log)
+    train_names, calib_names = real_split(prepared, holdout, limit)
+    _write_json(wd / "split.json", {"holdout": holdout, "limit": limit, "train": train_names,
+                                    "calibration": calib_names})
+    log(f"split: {len(train_names)} training files, {len(calib_names)} calibration files (hash of the name)")
+    # 4. weak centers
+    work_s = budget * (1 - RESERVE) - elapsed()
+    weak = _weak_stage(wd, cfg, prepared, train_names, calib_names, WEAK_SHARE * work_s, log)
+    _write_json(job_path, job | {"spent": elapsed()})
+    # 5. restart schedule
+    from fcn_captcha.checkpoint import load_model, save_model
+    from fcn_captcha.training import train
+
+    tcfg, n_tr, n_va = _val_and_train_sets(wd, cfg, prepared, train_names, calib_names)
+    left = budget * (1 - RESERVE) - elapsed()
+    tcfg = tcfg.replace(real_data=str(prepared), real_centers=str(wd / "weak" / "centers.json"), real_limit=limit,
+                        holdout=holdout, init_from=str(wd / "weak" / "model"), stage_runs=(3, 2, 1),
+                        stage_epochs=(1.0, 2.0, 400.0),
+                        # the trainer keeps 45 s of its budget for compiling, selection and calibration;
+                        # fit keeps its own RESERVE for those, so most of the trainer's is given back
+                        time_budget=float(max(left, 1.0) + 30.0))
+    tdir = wd / "train"
+    cfg_file = tdir / "config.json"
+    if cfg_file.exists():  # a resumed run keeps the budget it was given (its checkpoints depend on it)
+        old = json.loads(cfg_file.read_text())
+        tcfg = tcfg.replace(time_budget=old.get("time_budget", tcfg.time_budget))
+    tsum_path = tdir / "summary.json"
+    if tsum_path.exists():
+        tsum = json.loads(tsum_path.read_text())
+    else:
+        log(f"training: {n_tr} annotated images, restarts {list(tcfg.stage_runs)}, {tcfg.time_budget:.0f} s")
+        tsum = train(tcfg, tdir, log=log, progress=False)
+    _write_json(job_path, job | {"spent": elapsed()})
+    # 6. the model with its scheme
+    model, mcfg, thr, minfo = load_model(tdir / "model")
+    info = {"trained_by": "fcn_captcha.fit", "scheme": scheme.to_dict(), "data": str(data),
+            "split": {"holdout": holdout, "limit": limit, "train": len(train_names),
+                      "calibration": len(calib_names)},
+            "weak": {k: v for k, v in weak.items() if k != "flagged"}, "flagged": weak["flagged"],
+            "training": minfo.get("summary", {})}
+    save_model(wd / "model", model, mcfg, thr, info)
+    from fcn_captcha.detector import Detector
+
+    det = Detector.load(wd / "model")
+    cal_m, cal_names, cal_truth, cal_reads = _evaluate_files(det, data, [prep["originals"][n] for n in calib_names])
+    summary: dict[str, Any] = {
+        "model_dir": str(wd / "model"), "scheme": scheme.to_dict(), "device": device, "time_budget": budget,
+        "train_files": len(train_names), "calibration_files": len(calib_names),
+        "calibration": {"threshold": thr, **{k: cal_m[k] for k in ("count", "sequence_accuracy",
+                                                                      "character_accuracy", "length_error_rate")}},
+        "flagged": weak["flagged"], "weak_history": weak["history"], "training": tsum.get("stages", []),
+    }
+    test_m = None
+    if test is not None:
+        test = Path(test).absolute()
+        test_m, t_names, t_truth, t_reads = _evaluate_files(det, test)
+        summary["test_dir"] = str(test)
+        summary["test"] = {k: test_m[k] for k in ("count", "sequence_accuracy", "character_accuracy",
+                                                  "length_error_rate", "confusions")}
+    summary["wall_s"] = elapsed()
+    write_report(wd, summary, det, data, cal_names, cal_truth, cal_m, test_m)
+    summary["report"] = str(wd / "report.md")
+    summary["wall_s"] = elapsed()
+    _write_json(job_path, job | {"spent": summary["wall_s"]})
+    _write_json(wd / "summary.json", summary)
+    summary = json.loads((wd / "summary.json").read_text())  # the same value a resumed call returns
+    log(f"fit: calibration {100 * cal_m['sequence_accuracy']:.2f}% of {cal_m['count']}"
+        + (f", test {100 * test_m['sequence_accuracy']:.2f}% of {test_m['count']}" if test_m else "")
+        + f", {summary['wall_s']:.0f} s; model {wd / 'model'}")
+    return summary
+
+
+# ----- the report --------------------------------------------------------------------------------------
+def _confusion_png(confusions: list, path: Path, title: str) -> Path | None:
+    """Heat map of the most frequent (true, read) substitutions."""
+    if not confusions:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    true_s = sorted({a for a, _, _ in confusions})
+    read_s = sorted({b for _, b, _ in confusions})
+    m = np.zeros((len(true_s), len(read_s)))
+    for a, b, c in confusions:
+        m[true_s.index(a), read_s.index(b)] += c
+    fig, ax = plt.subplots(figsize=(1 + 0.4 * len(read_s) + 1.5, 1 + 0.4 * len(true_s)))
+    im = ax.imshow(m, cmap="Reds")
+    ax.set_xticks(range(len(read_s)), [repr(s) for s in read_s])
+    ax.set_yticks(range(len(true_s)), [repr(s) for s in true_s])
+    ax.set_xlabel("read")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    for (i, j), v in np.ndenumerate(m):
+        if v:
+            ax.text(j, i, int(v), ha="center", va="center", fontsize=8)
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def write_report(wd: Path, summary: dict, det, data: Path, cal_names, cal_truth, cal_m: dict,
+                 test_m: dict | None) -> Path:
+    """``wd/report.md`` with its figures beside it (``wd/figures``)."""
+    from fcn_captcha.annotate import Annotation, annotation_sheet, read_annotations
+    from fcn_captcha.calibration import calibrate
+    from fcn_captcha.dataset import load_folder
+    from fcn_captcha.metrics import format_metrics
+
+    fig = wd / "figures"
+    fig.mkdir(exist_ok=True)
+    cfg = det.config
+    figures = {}
+    if (wd / "train" / "losses.png").exists():
+        shutil.copy(wd / "train" / "losses.png", fig / "losses.png")
+        figures["losses"] = "figures/losses.png"
+    if cal_names:
+        images = np.stack([det.scheme.model_input(str(data / n)) for n in cal_names])
+        calibrate(det.center_maps(images), list(cal_truth), cfg.alphabet, cfg.stride,
+                  min_distance=cfg.min_distance, max_candidates=cfg.max_candidates, plot=fig / "threshold.png",
+                  length=cfg.length_range)
+        figures["threshold"] = "figures/threshold.png"
+    for key, m in (("calibration", cal_m), ("test", test_m)):
+        if m and _confusion_png(m.get("confusions", []), fig / f"confusions_{key}.png", f"{key}: true -> read"):
+            figures[f"confusions_{key}"] = f"figures/confusions_{key}.png"
+    ann = read_annotations(wd / "weak" / "centers.json")
+    cal_set = set(json.loads((wd / "weak" / "centers.json").read_text()).get("calibration_files", []))
+    names = [n for n in ann if n not in cal_set]
+    order = sorted(names, key=lambda n: (not ann[n]["flagged"], names.index(n)))[:30]
+    if order:
+        ds = load_folder(wd / "prepared", cfg, files=order, on_error="skip")
+        anns = [Annotation(n, ann[n]["text"], np.asarray(ann[n]["centers"]), np.asarray(ann[n]["confidence"]),
+                           ann[n]["flagged"], ann[n]["reason"], ann[n]["read"]) for n in ds.names]
+        annotation_sheet(ds.images, anns, fig / "centers.png", limit=30)
+        figures["centers"] = "figures/centers.png"
+    s = summary
+    sch = s["scheme"]
+    lines = [f"# fcn-captcha fit: {data}", "",
+             f"Device {s['device']}, time budget {s['time_budget']:.0f} s, wall time {s['wall_s']:.0f} s.", "",
+             "## Scheme (measured from the labelled files)", "",
+             "| field | value |", "| --- | --- |",
+             f"| alphabet ({len(sch['alphabet'])}) | `{sch['alphabet']}` |",
+             f"| length | {sch['min_length']} to {sch['max_length']} |",
+             f"| file sizes (w, h) | {sch['file_sizes'][0]}-{sch['file_sizes'][1]} x "
+             f"{sch['file_sizes'][2]}-{sch['file_sizes'][3]} |",
+             f"| model input | {sch['width']} x {sch['height']} (one scale per file, padded right) |",
+             f"| colour mode | {sch['color']} (Otsu separability: luma {sch['measurements'].get('separability_luma')}"
+             f", background distance {sch['measurements'].get('separability_bgdist')}) |",
+             f"| inverted (dark ink on light) | {sch['invert']} (bright background in "
+             f"{100 * sch['measurements'].get('bright_background_share', 0):.0f}% of sampled files) |",
+             f"| Otsu binarisation | {sch['binarize']} |", "",
+             "## Split", "",
+             f"{s['train_files']} training files, {s['calibration_files']} calibration files (a hash of each "
+             "file name; `split.json` lists them).", "",
+             "## Results", "",
+             f"Calibration split (threshold {s['calibration']['threshold']:.2f}): " + format_metrics(cal_m)
+             .replace("\n", "; "), ""]
+    if test_m:
+        lines += [f"Test folder `{s.get('test_dir')}`: " + format_metrics(test_m).replace("\n", "; "), ""]
+    lines += ["## Centers from strings (EM rounds)", "", "| round | steps | s | free reading = label | flagged |"
+              " median move (px) |", "| --- | --- | --- | --- | --- | --- |"]
+    for r in s["weak_history"]:
+        lines.append(f"| {r['round']} | {r['steps']} | {r['seconds']} | {100 * r['free_read_agreement']:.1f}% | "
+                     f"{r['flagged']} | {r['median_move_px']:.2f} |")
+    lines += ["", "## Training (restart schedule)", ""]
+    for st in s["training"]:
+        lines.append(f"- stage {st['stage']}: candidates {st['uids']}, held-out loss "
+                     + ", ".join(f"{v:.3f}" for v in st["val_loss"]) + f", kept {st['kept']}")
+    lines += ["", "## Figures", ""]
+    for k, v in figures.items():
+        lines.append(f"![{k}]({v})")
+        lines.append("")
+    lines += [f"## Flagged labels ({len(s['flagged'])}, left out of training)", ""]
+    lines += [f"- `{f['file']}` label {f['text']!r}, read {f['read']!r}: {f['reason']}" for f in s["flagged"]]
+    if not s["flagged"]:
+        lines.append("none")
+    path = wd / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -1,0 +1,274 @@
+"""Everything about a captcha scheme, inferred from a folder of string-labelled images.
+
+:func:`infer_scheme` reads a labelled folder (``<text>.png`` files or a ``labels.csv``)
+and measures:
+
+* the **alphabet** from the labels, case kept (``a`` and ``A`` are two symbols when
+  both occur), in a stable order (digits, upper, lower, then the rest);
+* the **length range** of the labels;
+* the **canonical model input size**: files are scaled to one height (the median file
+  height, a multiple of the stride, kept between 32 and 80 pixels) keeping their
+  aspect ratio, and padded on the right to the widest scaled file; each file keeps its
+  own scale, so positions map back to its pixels (:meth:`SchemeInfo.to_file`);
+* the **colour mode**: ``"luma"`` (gray by luminance) or ``"bgdist"`` (each pixel's
+  distance in RGB from the background colour, which keeps a hue-only contrast that
+  luminance loses). Chosen by data: Otsu's separability (between-class over total
+  variance) of both conversions on sample images; ``bgdist`` only when it separates
+  ink from background clearly better (by ``COLOR_MARGIN``);
+* the **polarity**: the share of files whose border (the background) is brighter than
+  their median; ``luma`` images of a dark-on-light scheme are inverted so that ink is
+  bright on a zero background, as the network expects
+  (:mod:`fcn_captcha.preprocess`);
+* preprocessing options from the seeds (Otsu binarisation, seed 000) kept as options
+  of :class:`SchemeInfo`, off unless a measurement turns them on
+  (:func:`fcn_captcha.fit.fit` records what it measured).
+
+:meth:`SchemeInfo.prepare` turns any image of the scheme into the padded canvas, and
+:meth:`SchemeInfo.model_input` into the uint8 network input; a
+:class:`~fcn_captcha.detector.Detector` whose ``info`` carries a scheme uses it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from fcn_captcha.preprocess import ImageError, load_image, to_model_input
+
+COLOR_MARGIN = 0.08  #: bgdist must beat luma's separability by this much to be chosen
+SAMPLE = 64  #: files measured for colour and polarity
+MIN_HEIGHT, MAX_HEIGHT = 32, 80
+STRIDE = 4
+
+
+@dataclasses.dataclass
+class SchemeInfo:
+    """What :func:`infer_scheme` measured; JSON-serialisable (:meth:`to_dict`).
+
+    Attributes:
+      alphabet: the symbols, one center map each.
+      min_length, max_length: label length range.
+      width, height: model input size (pixels), multiples of 4.
+      color: "luma" or "bgdist" (see module doc).
+      invert: luma images are inverted (dark ink on a light background).
+      binarize: Otsu binarisation after the gray conversion (seed 000).
+      file_sizes: ``[min_w, max_w, min_h, max_h]`` of the files.
+      count: labelled files read.
+      measurements: the figures behind each choice (for the report).
+    """
+
+    alphabet: str
+    min_length: int
+    max_length: int
+    width: int
+    height: int
+    color: str = "luma"
+    invert: bool = True
+    binarize: bool = False
+    file_sizes: tuple[int, int, int, int] = (0, 0, 0, 0)
+    count: int = 0
+    measurements: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["file_sizes"] = list(self.file_sizes)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "SchemeInfo":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: (tuple(v) if k == "file_sizes" else v) for k, v in d.items() if k in names})
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1, sort_keys=True)
+
+    # -- geometry ------------------------------------------------------------------------------------
+    def scale_of(self, size: tuple[int, int]) -> float:
+        """Model pixels per file pixel for a file of ``(width, height)``."""
+        w, h = size
+        return min(self.height / h, self.width / w)
+
+    def to_file(self, xy, size: tuple[int, int]) -> np.ndarray:
+        """Model-input positions ``[..., 2]`` (x, y) -> the file's own pixels."""
+        s = self.scale_of(size)
+        return (np.asarray(xy, np.float64) + 0.5) / s - 0.5
+
+    def to_model(self, xy, size: tuple[int, int]) -> np.ndarray:
+        """Inverse of :meth:`to_file`."""
+        s = self.scale_of(size)
+        return (np.asarray(xy, np.float64) + 0.5) * s - 0.5
+
+    # -- pixels -------------------------------------------------------------------------------------
+    def gray(self, image) -> np.ndarray:
+        """Float gray ``[h, w]`` of the file's size, ink bright (0..255)."""
+        return to_gray(image, self.color, self.invert)
+
+    def prepare(self, image) -> np.ndarray:
+        """uint8 ``[height, width]`` model canvas: gray, scaled, left-aligned, zero-padded."""
+        g = self.gray(image)
+        h, w = g.shape
+        s = self.scale_of((w, h))
+        nw, nh = max(2, min(self.width, round(w * s))), max(2, min(self.height, round(h * s)))
+        x = to_model_input(g, nw, nh)
+        if self.binarize:
+            x = np.where(x > otsu_threshold(x), 255, 0).astype(np.uint8)
+        out = np.zeros((self.height, self.width), np.uint8)
+        out[:nh, :nw] = x
+        return out
+
+    def model_input(self, image) -> np.ndarray:
+        """What the network reads: :func:`~fcn_captcha.preprocess.to_model_input` of :meth:`prepare`
+        (the same path as a prepared file read back by :func:`~fcn_captcha.dataset.load_folder`)."""
+        return to_model_input(self.prepare(image), self.width, self.height)
+
+
+# ----- gray conversions -----------------------------------------------------------------------------
+def _rgb(image) -> np.ndarray:
+    if isinstance(image, (str, Path)):
+        image = load_image(image)
+    if isinstance(image, Image.Image):
+        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+            rgba = image.convert("RGBA")
+            bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            image = Image.alpha_composite(bg, rgba)
+        return np.asarray(image.convert("RGB"), np.float64)
+    a = np.asarray(image, np.float64)
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, -1)
+    if a.ndim != 3 or a.shape[-1] < 3:
+        raise ImageError(f"expected an [H, W] or [H, W, 3|4] image, got shape {a.shape}")
+    if a.max() <= 1.0:
+        a = a * 255.0
+    return a[..., :3]
+
+
+def border_color(rgb: np.ndarray) -> np.ndarray:
+    """Median colour of the 2-pixel border ``[3]`` (the background, for captchas)."""
+    b = np.concatenate([rgb[:2].reshape(-1, 3), rgb[-2:].reshape(-1, 3), rgb[:, :2].reshape(-1, 3),
+                        rgb[:, -2:].reshape(-1, 3)])
+    return np.median(b, axis=0)
+
+
+def to_gray(image, color: str = "luma", invert: bool = True) -> np.ndarray:
+    """Float ``[h, w]`` gray in 0..255, ink bright.
+
+    Args:
+      image: path, PIL image or array.
+      color: "luma" (luminance, inverted when ``invert``) or "bgdist" (RGB distance from
+        the border's median colour, scaled to 0..255; polarity-free).
+      invert: for luma: dark ink on a light background.
+    """
+    rgb = _rgb(image)
+    if color == "bgdist":
+        d = np.linalg.norm(rgb - border_color(rgb), axis=-1) / math.sqrt(3.0)
+        return np.clip(d, 0, 255)
+    if color != "luma":
+        raise ValueError(f"color mode {color!r} must be 'luma' or 'bgdist'")
+    g = rgb @ np.array([0.299, 0.587, 0.114])
+    return 255.0 - g if invert else g
+
+
+def otsu_threshold(x: np.ndarray) -> float:
+    """Otsu's threshold of a uint8 (or 0..255) image."""
+    hist = np.bincount(np.clip(np.asarray(x).ravel().astype(np.int64), 0, 255), minlength=256).astype(np.float64)
+    return float(_otsu(hist)[0])
+
+
+def _otsu(hist: np.ndarray) -> tuple[int, float]:
+    """(threshold, separability eta = between-class / total variance) of a 256-bin histogram."""
+    p = hist / max(hist.sum(), 1.0)
+    levels = np.arange(len(p))
+    w0 = np.cumsum(p)
+    mu = np.cumsum(p * levels)
+    mu_t = mu[-1]
+    var_t = float((p * (levels - mu_t) ** 2).sum())
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = (mu_t * w0 - mu) ** 2 / (w0 * (1 - w0))
+    between = np.nan_to_num(between, nan=0.0, posinf=0.0)
+    t = int(np.argmax(between))
+    return t, float(between[t] / var_t) if var_t > 0 else 0.0
+
+
+def separability(gray: np.ndarray) -> float:
+    """Otsu's eta of a float gray image (0..255): 1 for two clean levels, ~0 for no contrast."""
+    g = np.asarray(gray, np.float64)
+    lo, hi = np.percentile(g, 0.5), np.percentile(g, 99.5)
+    if hi - lo < 4:
+        return 0.0
+    q = np.clip((g - lo) / (hi - lo) * 255, 0, 255).astype(np.int64)
+    return _otsu(np.bincount(q.ravel(), minlength=256).astype(np.float64))[1]
+
+
+# ----- inference ------------------------------------------------------------------------------------
+def symbol_order(symbols) -> str:
+    """Digits, upper-case, lower-case, then the rest, each sorted."""
+    s = sorted(set(symbols))
+    key = lambda c: (0 if c.isdigit() else 1 if c.isupper() else 2 if c.islower() else 3, c)  # noqa: E731
+    return "".join(sorted(s, key=key))
+
+
+def canonical_size(sizes: list[tuple[int, int]], stride: int = STRIDE) -> tuple[int, int]:
+    """(width, height): median height (clamped, a multiple of ``stride``), widest scaled file."""
+    hs = np.array([h for _, h in sizes], np.float64)
+    h = int(np.clip(stride * round(np.median(hs) / stride), MIN_HEIGHT, MAX_HEIGHT))
+    w = max(math.ceil(fw * h / fh) for fw, fh in sizes)
+    return stride * math.ceil(w / stride), h
+
+
+def infer_scheme(folder, files: list[str] | None = None, sample: int = SAMPLE) -> SchemeInfo:
+    """Measure a labelled folder's scheme (see the module doc).
+
+    Args:
+      folder: ``<label>.<ext>`` files or a ``labels.csv``.
+      files: optional subset of file names (e.g. the training split) to measure on.
+      sample: files (evenly spaced) for the colour and polarity measurements.
+
+    Returns:
+      A :class:`SchemeInfo`.
+
+    Raises:
+      ValueError: no labelled file.
+    """
+    from fcn_captcha.dataset import folder_entries
+
+    folder = Path(folder)
+    entries = folder_entries(folder)
+    if files is not None:
+        keep = set(files)
+        entries = [e for e in entries if e[0] in keep]
+    entries = [(n, t) for n, t in entries if t]
+    if not entries:
+        raise ValueError(f"{folder}: no labelled image")
+    texts = [t for _, t in entries]
+    sizes = []
+    for name, _ in entries:
+        with Image.open(folder / name) as im:  # the header only
+            sizes.append(im.size)
+    width, height = canonical_size(sizes)
+    idx = np.unique(np.linspace(0, len(entries) - 1, min(sample, len(entries))).round().astype(int))
+    eta_l, eta_c, bright_bg = [], [], []
+    for i in idx:
+        rgb = _rgb(load_image(folder / entries[i][0]))
+        luma = rgb @ np.array([0.299, 0.587, 0.114])
+        bright_bg.append(float(np.median(luma[[0, 1, -2, -1]].ravel()) > np.median(luma)
+                               or np.median(luma) > 127.5))
+        eta_l.append(separability(luma))
+        eta_c.append(separability(to_gray(rgb, "bgdist")))
+    el, ec = float(np.median(eta_l)), float(np.median(eta_c))
+    color = "bgdist" if ec > el + COLOR_MARGIN else "luma"
+    invert = float(np.mean(bright_bg)) >= 0.5
+    ws, hs = [s[0] for s in sizes], [s[1] for s in sizes]
+    lengths = [len(t) for t in texts]
+    return SchemeInfo(
+        alphabet=symbol_order("".join(texts)), min_length=min(lengths), max_length=max(lengths),
+        width=width, height=height, color=color, invert=invert,
+        file_sizes=(min(ws), max(ws), min(hs), max(hs)), count=len(entries),
+        measurements={"separability_luma": round(el, 4), "separability_bgdist": round(ec, 4),
+                      "color_margin": COLOR_MARGIN, "bright_background_share": round(float(np.mean(bright_bg)), 4),
+                      "sampled": int(len(idx)), "lengths": {str(k): lengths.count(k) for k in sorted(set(lengths))}})

@@ -1,0 +1,135 @@
+"""Tests of fcn_captcha.fit: the whole job on a tiny stand-in folder (CPU, a tiny network).
+
+The folder holds plain-library captchas labelled by file name, one with a label a
+symbol too long. The run is shared by the tests; they check the outputs (model,
+report, flags), the CLI, and that running again resumes instead of redoing work.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from fcn_captcha.config import Config
+from fcn_captcha.dataset import generate_arrays
+from fcn_captcha.dataset import make_generator
+from fcn_captcha.generator import generate_one
+
+CFG = Config(alphabet="0123456789", min_length=3, max_length=3, width=96, height=40, font_sizes=(28, 32))
+OVERRIDES = {"arch": "cpu", "batch_size": 8}
+BAD = "bad_label.png"
+
+
+def _write_folder(path, count, seed):
+    path.mkdir(parents=True)
+    gen = make_generator(CFG)
+    texts = []
+    for i in range(count):
+        s = generate_one(gen, CFG, seed, i)
+        name = f"{i:03d}.png"
+        s.image.save(path / name)
+        texts.append((name, s.text))
+    s = generate_one(gen, CFG, seed, count)
+    s.image.save(path / BAD)
+    texts.append((BAD, s.text + "5"))  # one symbol more than the image shows
+    (path / "labels.csv").write_text("file,text\n" + "".join(f"{n},{t}\n" for n, t in texts))
+    return path
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    from fcn_captcha.fit import fit
+
+    root = tmp_path_factory.mktemp("fit")
+    data = _write_folder(root / "data", 90, seed=3)
+    test = _write_folder(root / "test", 20, seed=4)
+    wd = root / "wd"
+    s = fit(data, wd, test=test, time_budget=45, device="cpu", overrides=OVERRIDES, log=lambda *_: None)
+    return data, test, wd, s
+
+
+def test_summary_fields(run):
+    data, test, wd, s = run
+    for k in ("model_dir", "wall_s", "scheme", "calibration", "test", "flagged"):
+        assert k in s
+    assert s["scheme"]["alphabet"] == "".join(sorted({c for t in (data / "labels.csv").read_text().split()[1:]
+                                                       for c in t.split(",")[1]}))
+    assert s["train_files"] + s["calibration_files"] == 91
+    split = json.loads((wd / "split.json").read_text())
+    assert not set(split["train"]) & set(split["calibration"])
+    assert 0.0 <= s["calibration"]["sequence_accuracy"] <= 1.0 and s["test"]["count"] == 21
+
+
+def test_model_loads_and_reads_files_in_their_pixels(run):
+    from fcn_captcha.detector import Detector
+
+    data, _, wd, _ = run
+    det = Detector.load(wd / "model")
+    assert det.scheme is not None and det.config.alphabet == json.loads((wd / "scheme.json").read_text())["alphabet"]
+    r = det.read(str(data / "000.png"))
+    assert all(-1 <= c.x <= CFG.width and -1 <= c.y <= CFG.height for c in r.chars)
+
+
+def test_wrong_length_label_is_flagged_and_left_out(run):
+    _, _, wd, s = run
+    split = json.loads((wd / "split.json").read_text())
+    flagged = {f["file"] for f in s["flagged"]}
+    if BAD in split["train"]:
+        assert BAD in flagged
+    centers = json.loads((wd / "weak" / "centers.json").read_text())["files"]
+    assert all(centers[f]["flagged"] for f in flagged)
+
+
+def test_report_is_written(run):
+    _, _, wd, s = run
+    text = (wd / "report.md").read_text()
+    assert "## Scheme" in text and "## Flagged labels" in text and "Test folder" in text
+    for fig in ("losses.png", "threshold.png", "centers.png"):
+        assert (wd / "figures" / fig).stat().st_size > 1000, fig
+
+
+def test_running_again_resumes_and_gives_the_same_model(run):
+    from fcn_captcha.checkpoint import load_model
+    from fcn_captcha.fit import fit
+    from flax import nnx
+
+    data, test, wd, s = run
+    assert fit(data, wd, test=test, time_budget=45, device="cpu", overrides=OVERRIDES, log=lambda *_: None) == s
+
+    def params():
+        m = load_model(wd / "model")[0]
+        return [np.asarray(a) for a in __import__("jax").tree.leaves(nnx.state(m, nnx.Param))]
+
+    before = params()
+    # as after a kill during the last steps: the finished stages stay, the outputs are made again
+    for p in ("summary.json", "report.md", "train/summary.json"):
+        (wd / p).unlink()
+    shutil.rmtree(wd / "model")
+    shutil.rmtree(wd / "train" / "model")
+    lines = []
+    s2 = fit(data, wd, test=test, time_budget=45, device="cpu", overrides=OVERRIDES, log=lines.append)
+    assert not any(l.startswith("weak round") for l in lines)  # the EM stage was not redone
+    for a, b in zip(before, params()):
+        np.testing.assert_array_equal(a, b)
+    assert s2["calibration"] == s["calibration"]
+
+
+def test_another_job_in_the_same_workdir_is_an_error(run):
+    from fcn_captcha.fit import fit
+
+    data, _, wd, _ = run
+    with pytest.raises(ValueError, match="another job"):
+        fit(data, wd, time_budget=45, limit=10, device="cpu", overrides=OVERRIDES)
+
+
+def test_cli_parses_and_calls_fit(monkeypatch, tmp_path):
+    import fcn_captcha.fit as fit_mod
+    from fcn_captcha.cli import main
+
+    seen = {}
+    monkeypatch.setattr(fit_mod, "fit", lambda data, wd, **kw: seen.update(data=data, wd=wd, **kw) or {"wall_s": 1})
+    assert main(["fit", "D", "--workdir", "W", "--test", "T", "--time-budget", "60", "--limit", "5"]) == 0
+    assert seen == {"data": "D", "wd": "W", "test": "T", "time_budget": 60.0, "limit": 5, "holdout": 0.22, "seed": 0}

@@ -1,0 +1,117 @@
+"""Tests of fcn_captcha.scheme: what is inferred from a labelled folder, and the canvas.
+
+Stand-in folders are drawn here with PIL (blocks of known colour at known places), so
+every expected value is known by construction.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from fcn_captcha.scheme import (SchemeInfo, canonical_size, infer_scheme, otsu_threshold, separability,
+                                symbol_order, to_gray)
+
+
+def _draw(size, n, bg, ink, seed=0):
+    """An image of ``n`` ink blocks, evenly spaced, on a plain background."""
+    w, h = size
+    rng = np.random.default_rng(seed)
+    im = Image.new("RGB", size, bg)
+    d = ImageDraw.Draw(im)
+    step = w / (n + 1)
+    for i in range(n):
+        cx = step * (i + 1) + rng.uniform(-2, 2)
+        d.rectangle([cx - step / 4, h * 0.3, cx + step / 4, h * 0.7], fill=ink)
+    return im
+
+
+def _folder(tmp_path, texts, sizes=None, bg=(255, 255, 255), ink=(0, 0, 0), csv_labels=False):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, t in enumerate(texts):
+        size = sizes[i % len(sizes)] if sizes else (120, 40)
+        name = f"{i:03d}.png" if csv_labels else f"{t}.png"
+        _draw(size, len(t), bg, ink, seed=i).save(tmp_path / name)
+        rows.append((name, t))
+    if csv_labels:
+        with open(tmp_path / "labels.csv", "w", newline="") as f:
+            csv.writer(f).writerows([("file", "text")] + rows)
+    return tmp_path
+
+
+def test_alphabet_keeps_case_and_length_range(tmp_path):
+    folder = _folder(tmp_path / "d", ["aB3", "Ab", "xYz1", "bA9"], csv_labels=True)
+    s = infer_scheme(folder)
+    assert s.alphabet == "139ABYabxz"  # digits, upper, lower; 'a' and 'A' both kept
+    assert (s.min_length, s.max_length) == (2, 4)
+    assert s.count == 4
+
+
+def test_symbol_order():
+    assert symbol_order("zA1a-Z0") == "01AZaz-"
+
+
+def test_variable_sizes_common_height_padded_width(tmp_path):
+    sizes = [(100, 30), (150, 40), (120, 30)]
+    folder = _folder(tmp_path / "d", ["123", "456", "789"], sizes=sizes)
+    s = infer_scheme(folder)
+    assert s.height == 32  # median 30, at least 32, a multiple of 4
+    assert s.width == 128  # widest scaled: 120 * 32 / 30 = 128
+    assert s.file_sizes == (100, 150, 30, 40)
+    for size in sizes:
+        xy = np.array([[10.0, 5.0], [37.5, 20.0]])
+        np.testing.assert_allclose(s.to_file(s.to_model(xy, size), size), xy, atol=1e-9)
+    x = s.prepare(folder / "123.png")  # 100 x 30 -> 107 x 32, then zero padding
+    assert x.shape == (32, 128) and x[:, 108:].max() == 0 and x.max() == 255
+
+
+def test_canonical_size_clamps():
+    assert canonical_size([(400, 200)]) == (160, 80)
+    assert canonical_size([(50, 10)]) == (160, 32)
+
+
+@pytest.mark.parametrize("bg,ink,invert", [((255, 255, 255), (0, 0, 0), True), ((0, 0, 0), (255, 255, 255), False)])
+def test_polarity(tmp_path, bg, ink, invert):
+    folder = _folder(tmp_path / "d", ["12", "345", "67"], bg=bg, ink=ink)
+    s = infer_scheme(folder)
+    assert s.invert is invert and s.color == "luma"
+    x = s.model_input(folder / "345.png")
+    assert x[x.shape[0] // 2].max() == 255 and x[0].max() == 0  # ink bright, background zero
+
+
+def test_colour_only_contrast_chooses_background_distance(tmp_path):
+    # red background, green ink of the same luminance (0.299 * 255 = 0.587 * 130): gray loses the text
+    folder = _folder(tmp_path / "d", ["12", "345", "67", "890"], bg=(255, 0, 0), ink=(0, 130, 0))
+    luma = to_gray(folder / "345.png", "luma", True)
+    assert luma.max() - luma.min() < 1.0
+    s = infer_scheme(folder)
+    assert s.color == "bgdist", s.measurements
+    assert s.measurements["separability_bgdist"] > s.measurements["separability_luma"] + 0.08
+    x = s.model_input(folder / "345.png")
+    assert x[x.shape[0] // 2].max() == 255 and x[0].max() == 0
+
+
+def test_separability_and_otsu():
+    two = np.zeros((10, 10))
+    two[:, 5:] = 200
+    assert separability(two) == pytest.approx(1.0)
+    assert separability(np.full((10, 10), 7.0)) == 0.0
+    t = otsu_threshold(two.astype(np.uint8))
+    assert 0 <= t < 200
+
+
+def test_json_round_trip(tmp_path):
+    s = infer_scheme(_folder(tmp_path / "d", ["12", "34"]))
+    d = json.loads(s.to_json())
+    assert SchemeInfo.from_dict(d) == s
+
+
+def test_empty_folder_is_an_error(tmp_path):
+    (tmp_path / "e").mkdir()
+    with pytest.raises(ValueError, match="no labelled image"):
+        infer_scheme(tmp_path / "e")
