@@ -293,7 +293,7 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
     left = budget * (1 - RESERVE) - elapsed()
     tcfg = tcfg.replace(real_data=str(prepared), real_centers=str(wd / "weak" / "centers.json"), real_limit=limit,
                         holdout=holdout, init_from=str(wd / "weak" / "model"), stage_runs=(3, 2, 1),
-                        stage_epochs=(1.0, 2.0, 400.0),
+                        stage_epochs=(1.0, 2.0, 4000.0),  # the time budget ends the last stage
                         # the trainer keeps 45 s of its budget for compiling, selection and calibration;
                         # fit keeps its own RESERVE for those, so most of the trainer's is given back
                         time_budget=float(max(left, 1.0) + 30.0))

@@ -249,6 +249,8 @@ def _run_stage(run: _Run, log: Callable[[str], Any], progress: bool,
                 jax.block_until_ready(cands)
                 if steady is None:
                     steady = (time.time(), steps_timed)
+                elif last and config.time_budget > 0 and not history.get("budget_replanned"):
+                    end = _replan_last_stage(run, (time.time() - steady[0]) / (steps_timed - steady[1]), log)
                 rate = steps_timed * len(run.uids) * config.batch_size / max(time.time() - t_stage, 1e-9)
                 mfu = f", MFU {100 * rate / config.batch_size * flops_step / peak:.1f}%" if peak else ""
                 row = history["log"][-1]
@@ -394,6 +396,30 @@ def train(config: Config, workdir: str | os.PathLike, log: Callable[[str], Any] 
     return _finish(run, log, test_count, test_seed, t0)
 
 
+def _replan_last_stage(run: _Run, seconds_per_step: float, log: Callable[[str], Any],
+                       reserve: float = 45.0) -> int:
+    """Fit the last stage to the time budget by its own measured step time (decided once, checkpointed).
+
+    :func:`_apply_time_budget` plans the last stage from the stage before it, whose
+    steps can be few and dominated by compilation; once the last stage has run past two
+    log points (compilation excluded) its steps are timed directly and the stage's end is
+    set to what the budget leaves, never past the config's planned end (an estimate from
+    the stage before may have cut it short: this corrects it both ways).
+
+    Returns:
+      The stage's new last global step.
+    """
+    config, history = run.config, run.history
+    planned_end = int(np.sum(history["steps_plan"][:-1])) + int(config.stage_steps[-1])  # the config's plan
+    left = config.time_budget - (run.elapsed0 + time.time() - run.t_proc) - reserve
+    end = max(run.step + 1, min(planned_end, run.step + int(left / max(seconds_per_step, 1e-9))))
+    history["steps_plan"][-1] = end - int(np.sum(history["steps_plan"][:-1]))
+    history["budget_replanned"] = True
+    log(f"time budget {config.time_budget:.0f} s: last stage re-planned to end at step {end} "
+        f"({seconds_per_step * 1000:.2f} ms per step measured in it; planned end {planned_end})")
+    return end
+
+
 def _apply_time_budget(config: Config, history: dict, elapsed: float, log: Callable[[str], Any], reserve: float = 45.0):
     """Shorten the last stage so the run fits ``config.time_budget`` (decided once, checkpointed).
 
@@ -406,7 +432,8 @@ def _apply_time_budget(config: Config, history: dict, elapsed: float, log: Calla
         return
     per_step = prev["seconds_per_step"] / len(prev["uids"])
     left = config.time_budget - elapsed - reserve
-    fit = max(1, int(left / max(per_step, 1e-9)))
+    # at least two log points, so that the stage can time its own steps (_replan_last_stage)
+    fit = max(2 * config.log_every + 1, int(left / max(per_step, 1e-9)))
     planned = history["steps_plan"][-1]
     history["steps_plan"][-1] = min(planned, fit)
     history["budget_applied"] = True
