@@ -40,6 +40,7 @@ sanity run of the baseline (about 4 minutes on 2 cores)::
 from __future__ import annotations
 
 import argparse
+import csv
 import datetime
 import json
 import math
@@ -89,7 +90,8 @@ def split_flat(folder: str | os.PathLike, holdout: float, workdir: Path) -> tupl
         d.mkdir(parents=True)
         for n in names:
             (d / n).symlink_to(folder / n)
-        (d / "labels.csv").write_text("file,text\n" + "".join(f"{n},{labels[n]}\n" for n in names))
+        with open(d / "labels.csv", "w", newline="") as f:
+            csv.writer(f).writerows([("file", "text")] + [(n, labels[n]) for n in names])
     return out / "train", out / "test", hold
 
 
@@ -227,9 +229,10 @@ def table(result: dict) -> str:
         fs = f"{pct(f['test']['sequence_accuracy']):>8} {pct(f['test']['character_accuracy']):>7} " \
              f"{f['wall_s']:>7.1f}" if f else f"{'-':>8} {'-':>7} {'-':>7}"
         q = r.get("ratio_sequence")
+        q = "-" if not f else "inf" if q is None else f"{q:.2f}x"
         lines.append(f"{r['n']:>5} | {fs} | {pct(c['test']['sequence_accuracy']):>8} "
                      f"{pct(c['test']['character_accuracy']):>7} {c['wall_s']:>7.1f} {c['info']['steps']:>6} | "
-                     f"{'-' if q is None else f'{q:.2f}x':>6}")
+                     f"{q:>6}")
     return "\n".join(lines)
 
 
@@ -272,19 +275,23 @@ def plot(result: dict, path: str) -> bool:
     rows = result["rows"]
     ns = [r["n"] for r in rows]
     fig, ax = plt.subplots(figsize=(6, 4))
-    methods = [("fit", "fcn_captcha.fit", "C0")] if any(r.get("fit") for r in rows) else []
-    for key, label, color in methods + [("crnn", "CRNN+BiLSTM+CTC, same wall time", "C3")]:
+    with_fit = any(r.get("fit") for r in rows)
+    methods = [("fit", "fcn_captcha.fit", "C0")] if with_fit else []
+    crnn = "CRNN+BiLSTM+CTC" + (", same wall time" if with_fit else f", {result['time_budget']:.0f} s")
+    for key, label, color in methods + [("crnn", crnn, "C3")]:
         pts = [(r["n"], r[key]["test"]) for r in rows if r.get(key)]
         ax.plot([n for n, _ in pts], [100 * t["sequence_accuracy"] for _, t in pts], "o-", color=color,
                 label=f"{label}: sequence")
         ax.plot([n for n, _ in pts], [100 * t["character_accuracy"] for _, t in pts], "s--", color=color,
                 alpha=0.6, label=f"{label}: character")
     ax.set_xscale("log")
+    ax.minorticks_off()
     ax.set_xticks(ns, [str(n) for n in ns])
     ax.set_ylim(0, 101)
     ax.set_xlabel("string-labelled training images (first N)")
     ax.set_ylabel(f"test accuracy, % ({result['test_count']} images)")
-    ax.set_title(f"{result['suite']}: fit vs CRNN+CTC ({result['device']})", fontsize=9)
+    what = "fit vs CRNN+CTC" if with_fit else "CRNN+CTC baseline"
+    ax.set_title(f"{result['suite']}: {what} ({result['device']})", fontsize=9)
     ax.legend(loc="lower right", fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
