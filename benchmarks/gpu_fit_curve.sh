@@ -12,10 +12,13 @@
 # wheel in .whl/ is installed first, as in the other GPU scripts. FCN_COMMIT names the
 # commit in the rows (the machine's copy has no git history):
 #   FCN_COMMIT=$(git rev-parse --short HEAD) bash benchmarks/gpu_fit_curve.sh .data/wheezy .data/captcha_images_v2 45
+# Options after BUDGET go to bench_fit.py (e.g. --baseline-only, --crnn small).
 set -uo pipefail
 wheezy=${1:?usage: gpu_fit_curve.sh WHEEZY_DIR KAGGLE_DIR [BUDGET]}
 kaggle=${2:?usage: gpu_fit_curve.sh WHEEZY_DIR KAGGLE_DIR [BUDGET]}
 budget=${3:-45}
+shift $(( $# < 3 ? $# : 3 ))
+extra=("$@")  # more bench_fit options, e.g. --baseline-only (a dry run without fit)
 if compgen -G ".whl/*.whl" >/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
 fi
@@ -24,13 +27,13 @@ out=${OUT:-/tmp/out}; mkdir -p "$out"
 nvidia-smi --query-gpu=name --format=csv,noheader | tee "$out/device.txt"
 python3 -c "import matplotlib" 2>/dev/null || echo "matplotlib is missing: no learning-curve PNG"
 filter() { grep --line-buffered -v -E "cuda_timer|Delay kernel|DeprecationWarning|warnings.warn"; }
-command="bash benchmarks/gpu_fit_curve.sh $wheezy $kaggle $budget"
+command="bash benchmarks/gpu_fit_curve.sh $wheezy $kaggle $budget${extra[*]:+ ${extra[*]}}"
 status=0
 bench() {  # bench SUITE DATA [bench_fit options]
   local suite=$1; shift
   python3 benchmarks/bench_fit.py "$@" --suite "$suite" --time-budget "$budget" --workdir "/tmp/bench_fit_$suite" \
       --json "$out/bench_fit_$suite.json" --plot "$out/bench_fit_$suite.png" --out "$out/bench_fit_$suite.md" \
-      --command "$command" 2>&1 | filter | tee "$out/bench_fit_$suite.log"
+      --command "$command" "${extra[@]}" 2>&1 | filter | tee "$out/bench_fit_$suite.log"
   local rc=${PIPESTATUS[0]}
   [ "$rc" -eq 0 ] || { echo "bench_fit $suite failed (exit $rc)"; status=1; }
 }
