@@ -56,7 +56,7 @@ from pathlib import Path
 from PIL import Image
 
 from fcn_captcha.config import Config
-from fcn_captcha.dataset import Dataset, _folder_entries, load_folder, real_split
+from fcn_captcha.dataset import Dataset, folder_entries, load_folder, real_split
 from fcn_captcha.metrics import reading_metrics
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -81,7 +81,7 @@ def split_flat(folder: str | os.PathLike, holdout: float, workdir: Path) -> tupl
       ``(train_dir, test_dir, held-out file names)``.
     """
     folder = Path(folder).resolve()
-    labels = dict(_folder_entries(folder))
+    labels = dict(folder_entries(folder))
     train, hold = real_split(folder, holdout)
     out = workdir / "split"
     shutil.rmtree(out, ignore_errors=True)
@@ -99,7 +99,7 @@ def loader_config(folders: list[Path], height: int) -> Config:
     """A config for :func:`~fcn_captcha.dataset.load_folder`: every symbol of the folders'
     labels, their length range, and the baseline's input size (:func:`crnn_ctc.input_size`
     of the training files, ``folders[0]``)."""
-    entries = [_folder_entries(f) for f in folders]
+    entries = [folder_entries(f) for f in folders]
     texts = [t for e in entries for _, t in e]
     sizes = []
     for name, _ in entries[0]:

@@ -11,7 +11,7 @@ for a wall-clock budget (compilation included, so both methods of a comparison a
 treated alike), under a cosine learning-rate decay keyed to the elapsed share of the
 budget; reading is greedy CTC decoding (best column labels, repeats merged, blanks
 dropped). Light augmentation (random shift, scale, rotation, contrast, noise) is the
-library's own :func:`fcn_captcha.training.augment`.
+library's own :func:`fcn_captcha.input_pipeline.augment`.
 
 Images are model inputs of :func:`fcn_captcha.preprocess.to_model_input` (uint8
 ``[H, W]``, text bright on a zero background, as :func:`fcn_captcha.dataset.load_folder`
@@ -44,7 +44,8 @@ import optax
 from flax import nnx
 
 from fcn_captcha.config import Config
-from fcn_captcha.training import NonFiniteError, augment
+from fcn_captcha.input_pipeline import augment
+from fcn_captcha.steps import NonFiniteError
 
 BLANK = 0  # CTC blank index; symbol i of the alphabet is class i + 1
 STRIDE = 4  # input pixels per output column (two 2x2 pools across)
@@ -65,7 +66,7 @@ class CRNNConfig:
       clip_norm: gradient global-norm clip.
       augment: a library :class:`~fcn_captcha.config.Config` whose ``shift`` (pixels),
         ``scale``, ``rotate`` (degrees), ``stretch``, ``contrast`` and ``noise`` drive
-        :func:`fcn_captcha.training.augment`; None for no augmentation.
+        :func:`fcn_captcha.input_pipeline.augment`; None for no augmentation.
       check_every: steps between host syncs (non-finite check, budget check).
       read_batch: images per call of the jitted reader (last batch padded).
     """
