@@ -154,6 +154,8 @@ class Config:
       real_limit: if > 0, train on only the first this many images of the training split.
       holdout: share of ``real_data`` held out (by a hash of each file name) for calibration
         and reporting; never trained on or annotated.
+      split_salt: the salt of that hash (`fcn_captcha.fit` uses its own, so a folder that is
+        itself one side of a split still splits).
       synth_mix: share of each batch drawn from synthetic images when training on real ones.
       init_from: a model directory whose parameters every candidate starts from (empty:
         random initialisation).
@@ -204,6 +206,7 @@ class Config:
     real_centers: str = ""
     real_limit: int = 0
     holdout: float = 0.22
+    split_salt: str = "fcn_captcha"
     synth_mix: float = 0.0
     init_from: str = ""
     force_length: bool = False

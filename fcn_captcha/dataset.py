@@ -288,7 +288,7 @@ def read_labels_csv(csv_path: str | os.PathLike) -> list[tuple[str, str]]:
         the folder, or a duplicate (names the file and the line).
     """
     csv_path = Path(csv_path)
-    folder = csv_path.parent.resolve()
+    folder = csv_path.parent
     entries, seen = [], {}
     try:
         with open(csv_path, newline="", encoding="utf-8-sig") as f:
@@ -304,7 +304,9 @@ def read_labels_csv(csv_path: str | os.PathLike) -> list[tuple[str, str]]:
         if len(row) != 2:
             raise ValueError(f"{csv_path}:{line}: expected 'file,text', got {row!r}")
         name, text = row[0].strip(), row[1].strip()
-        if not name or Path(name).is_absolute() or not (folder / name).resolve().is_relative_to(folder):
+        # judged by the name, not by where a symbolic link points (linked split folders are fine)
+        norm = os.path.normpath(name)
+        if not name or os.path.isabs(name) or norm == ".." or norm.startswith(".." + os.sep):
             raise ValueError(f"{csv_path}:{line}: file {name!r} is not a path inside {folder}")
         if name in seen:
             raise ValueError(f"{csv_path}:{line}: file {name!r} is listed again (first on line {seen[name]})")
@@ -451,7 +453,8 @@ def split_names(names: list[str], holdout: float = 0.2, salt: str = "fcn_captcha
     return train, hold
 
 
-def real_split(folder: str | os.PathLike, holdout: float, limit: int = 0) -> tuple[list[str], list[str]]:
+def real_split(folder: str | os.PathLike, holdout: float, limit: int = 0,
+               salt: str = "fcn_captcha") -> tuple[list[str], list[str]]:
     """The training and held-out file names of a labelled folder (:func:`split_names`).
 
     Args:
@@ -459,6 +462,8 @@ def real_split(folder: str | os.PathLike, holdout: float, limit: int = 0) -> tup
       holdout: share of files held out (by a hash of the name, so a file keeps its side
         when others are added).
       limit: if > 0, only the first ``limit`` training names (sorted), for learning curves.
+      salt: the hash's salt. A folder that is itself one side of a split with a salt
+        would put every file on that side again with the same salt: split it with another.
 
     Returns:
       ``(train, held_out)`` sorted names.
@@ -466,7 +471,7 @@ def real_split(folder: str | os.PathLike, holdout: float, limit: int = 0) -> tup
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such folder")
-    train, hold = split_names([n for n, _ in folder_entries(folder)], holdout)
+    train, hold = split_names([n for n, _ in folder_entries(folder)], holdout, salt=salt)
     return (train[:limit] if limit > 0 else train), hold
 
 

@@ -47,6 +47,7 @@ DEVICE_SETTINGS = {
     "cpu": {"arch": "cpu", "batch_size": 16, "learning_rate": 1e-3, "compute_dtype": "float32", "budget": 900.0},
 }
 WEAK_SHARE = 0.4  #: share of the training time spent on the EM rounds
+FIT_SALT = "fcn_captcha.fit"  #: salt of fit's training/calibration split (see dataset.real_split)
 RESERVE = 0.08  #: share of the budget kept for calibration, tests and the report
 
 
@@ -277,7 +278,12 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
     # 2. prepared canvases, 3. split
     prepared = wd / "prepared"
     prep = prepare_folder(data, prepared, scheme, log)
-    train_names, calib_names = real_split(prepared, holdout, limit)
+    # fit's own salt: DATA is often itself the training side of a split by the default salt
+    # (bench_fit, kaggle), which would put every file on the training side again
+    train_names, calib_names = real_split(prepared, holdout, limit, salt=FIT_SALT)
+    if not calib_names or not train_names:
+        raise ValueError(f"{data}: {len(train_names)} training and {len(calib_names)} calibration files after the "
+                         f"split (holdout {holdout}); fit needs both")
     _write_json(wd / "split.json", {"holdout": holdout, "limit": limit, "train": train_names,
                                     "calibration": calib_names})
     log(f"split: {len(train_names)} training files, {len(calib_names)} calibration files (hash of the name)")
@@ -292,7 +298,7 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
     tcfg, n_tr, n_va = _val_and_train_sets(wd, cfg, prepared, train_names, calib_names)
     left = budget * (1 - RESERVE) - elapsed()
     tcfg = tcfg.replace(real_data=str(prepared), real_centers=str(wd / "weak" / "centers.json"), real_limit=limit,
-                        holdout=holdout, init_from=str(wd / "weak" / "model"), stage_runs=(3, 2, 1),
+                        holdout=holdout, split_salt=FIT_SALT, init_from=str(wd / "weak" / "model"), stage_runs=(3, 2, 1),
                         stage_epochs=(1.0, 2.0, 4000.0),  # the time budget ends the last stage
                         # the trainer keeps 45 s of its budget for compiling, selection and calibration;
                         # fit keeps its own RESERVE for those, so most of the trainer's is given back

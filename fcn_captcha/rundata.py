@@ -50,7 +50,7 @@ def prepare_data(config: Config, workdir: str | os.PathLike, progress: bool = Tr
     if config.real_data:
         if not config.real_centers:
             raise ValueError(f"real_data {config.real_data} needs real_centers (a JSON from fcn-captcha annotate)")
-        train_names, hold = real_split(config.real_data, config.holdout, config.real_limit)
+        train_names, hold = real_split(config.real_data, config.holdout, config.real_limit, config.split_salt)
         out["real"] = load_folder(config.real_data, config, centers_json=config.real_centers, files=train_names,
                                   on_error="skip")
         out["calib"] = load_folder(config.real_data, config, files=hold, on_error="skip")

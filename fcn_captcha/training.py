@@ -338,7 +338,7 @@ def test_trained(config: Config, model_dir: Path, test_count: int, test_seed: in
     from fcn_captcha.metrics import format_metrics
 
     if config.real_data:
-        _, hold = real_split(config.real_data, config.holdout)
+        _, hold = real_split(config.real_data, config.holdout, salt=config.split_salt)
         m = evaluate_folder(Detector.load(model_dir), config.real_data, files=hold)
         what = f"held-out split of {config.real_data}: {len(hold)} files"
         log(f"held-out split of {config.real_data} ({len(hold)} files, also the calibration set):")

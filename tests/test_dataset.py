@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from fcn_captcha.config import get_config
-from fcn_captcha.dataset import (Dataset, generate_arrays, generate_dataset, is_complete, load_dataset, load_folder,
-                                 pad_centers, real_split, split_names, write_dataset)
+from fcn_captcha.dataset import (Dataset, generate_arrays, generate_dataset, is_complete, folder_entries, load_dataset,
+                                 load_folder, pad_centers, real_split, split_names, write_dataset)
 from fcn_captcha.generator import CenterCaptcha
 from fcn_captcha.preprocess import ImageError, to_model_input
 
@@ -336,3 +336,25 @@ def test_real_kaggle_v2_folder():
     train, hold = real_split(REAL, cfg.holdout)
     if len(names) == 800:
         assert (len(train), len(hold)) == (639, 161)
+
+
+def test_a_folder_that_is_one_side_of_a_split_still_splits_with_another_salt(tmp_path):
+    """The training side of a hash split, split again by the same salt, has no held-out file:
+    fit uses its own salt (found when bench_fit handed fit the kaggle training split)."""
+    names = [f"{i:04d}.png" for i in range(300)]
+    train, _ = split_names(names, holdout=0.22)
+    (tmp_path / "labels.csv").write_text("file,text\n" + "".join(f"{n},1\n" for n in train))
+    assert real_split(tmp_path, 0.22)[1] == []
+    tr, ho = real_split(tmp_path, 0.22, salt="fcn_captcha.fit")
+    assert 0.15 < len(ho) / len(train) < 0.3 and sorted(tr + ho) == sorted(train)
+
+
+def test_labels_csv_may_name_symbolic_links_to_files_elsewhere(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    Image.new("L", (10, 10)).save(src / "a.png")
+    d = tmp_path / "linked"
+    d.mkdir()
+    (d / "a.png").symlink_to(src / "a.png")
+    (d / "labels.csv").write_text("file,text\na.png,1\n")
+    assert [n for n, _ in folder_entries(d)] == ["a.png"]
