@@ -452,6 +452,9 @@ def write_report(wd: Path, summary: dict, det, data: Path, cal_names, cal_truth,
         lines.append(f"![{k}]({v})")
         lines.append("")
     lines += [f"## Flagged labels ({len(s['flagged'])}, left out of training)", ""]
+    if s["weak_history"] and s["weak_history"][-1].get("flags_trusted") is False:
+        lines += ["The EM network read fewer than half of the labels back: its flags were not trusted "
+                  "and no label was left out.", ""]
     lines += [f"- `{f['file']}` label {f['text']!r}, read {f['read']!r}: {f['reason']}" for f in s["flagged"]]
     if not s["flagged"]:
         lines.append("none")

@@ -76,7 +76,10 @@ def test_wrong_length_label_is_flagged_and_left_out(run):
     _, _, wd, s = run
     split = json.loads((wd / "split.json").read_text())
     flagged = {f["file"] for f in s["flagged"]}
-    if BAD in split["train"]:
+    trusted = s["weak_history"][-1].get("flags_trusted", True)
+    if not trusted:  # a tiny run's network may read too few labels back to judge any
+        assert not flagged and "not trusted" in (wd / "report.md").read_text()
+    elif BAD in split["train"]:
         assert BAD in flagged
     centers = json.loads((wd / "weak" / "centers.json").read_text())["files"]
     assert all(centers[f]["flagged"] for f in flagged)
