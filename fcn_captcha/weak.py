@@ -289,8 +289,8 @@ def weak_centers(ds: Dataset, config, rounds: int = 3, steps: int = 400, model=N
     per_step = None
     for r in range(rounds):
         n_steps = steps
-        if seconds > 0 and per_step is not None:
-            left = seconds - (time.time() - t0)
+        if seconds > 0 and per_step is not None:  # the alignment of each round left to do counts too
+            left = seconds - (time.time() - t0) - overhead * (rounds - r)
             n_steps = int(max(20, min(steps, left / (rounds - r) / per_step)))
         sub = ds.subset(good)
         sub.centers = centers[good] if centers.shape[1] == width else pad_centers(list(centers[good]), width)
@@ -313,6 +313,7 @@ def weak_centers(ds: Dataset, config, rounds: int = 3, steps: int = 400, model=N
         moved = np.linalg.norm(new - (centers if centers.shape[1] == width else pad_centers(list(centers), width)),
                                axis=-1)
         centers = new
+        overhead = time.time() - t_r - per_step * n_steps  # maps, thresholds, alignment
         row = {"round": r + 1, "steps": n_steps, "min_presence": round(min_conf, 3), "seconds": round(time.time() - t_r, 1), "threshold": thr,
                "free_read_agreement": agree, "count_threshold": t_count,
                "length_agreement": count_agree, "flagged": sum(a.flagged for a in anns),
