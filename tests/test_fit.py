@@ -43,10 +43,10 @@ def run(tmp_path_factory):
     from fcn_captcha.fit import fit
 
     root = tmp_path_factory.mktemp("fit")
-    data = _write_folder(root / "data", 90, seed=3)
+    data = _write_folder(root / "data", 60, seed=3)
     test = _write_folder(root / "test", 20, seed=4)
     wd = root / "wd"
-    s = fit(data, wd, test=test, time_budget=45, device="cpu", overrides=OVERRIDES, log=lambda *_: None)
+    s = fit(data, wd, test=test, time_budget=35, device="cpu", overrides=OVERRIDES, log=lambda *_: None)
     return data, test, wd, s
 
 
@@ -56,7 +56,7 @@ def test_summary_fields(run):
         assert k in s
     assert s["scheme"]["alphabet"] == "".join(sorted({c for t in (data / "labels.csv").read_text().split()[1:]
                                                        for c in t.split(",")[1]}))
-    assert s["train_files"] + s["calibration_files"] == 91
+    assert s["train_files"] + s["calibration_files"] == 61
     split = json.loads((wd / "split.json").read_text())
     assert not set(split["train"]) & set(split["calibration"])
     assert 0.0 <= s["calibration"]["sequence_accuracy"] <= 1.0 and s["test"]["count"] == 21
@@ -99,7 +99,7 @@ def test_running_again_resumes_and_gives_the_same_model(run):
     from flax import nnx
 
     data, test, wd, s = run
-    assert fit(data, wd, test=test, time_budget=45, device="cpu", overrides=OVERRIDES, log=lambda *_: None) == s
+    assert fit(data, wd, test=test, time_budget=35, device="cpu", overrides=OVERRIDES, log=lambda *_: None) == s
 
     def params():
         m = load_model(wd / "model")[0]
@@ -112,7 +112,7 @@ def test_running_again_resumes_and_gives_the_same_model(run):
     shutil.rmtree(wd / "model")
     shutil.rmtree(wd / "train" / "model")
     lines = []
-    s2 = fit(data, wd, test=test, time_budget=45, device="cpu", overrides=OVERRIDES, log=lines.append)
+    s2 = fit(data, wd, test=test, time_budget=35, device="cpu", overrides=OVERRIDES, log=lines.append)
     assert not any(l.startswith("weak round") for l in lines)  # the EM stage was not redone
     for a, b in zip(before, params()):
         np.testing.assert_array_equal(a, b)
@@ -124,7 +124,7 @@ def test_another_job_in_the_same_workdir_is_an_error(run):
 
     data, _, wd, _ = run
     with pytest.raises(ValueError, match="another job"):
-        fit(data, wd, time_budget=45, limit=10, device="cpu", overrides=OVERRIDES)
+        fit(data, wd, time_budget=35, limit=10, device="cpu", overrides=OVERRIDES)
 
 
 def test_cli_parses_and_calls_fit(monkeypatch, tmp_path):
