@@ -154,8 +154,8 @@ def _weak_stage(wd: Path, cfg: Config, prepared: Path, train_names, calib_names,
     per_step = (time.time() - t1) / 10
     rounds = 3
     left = max(1.0, seconds - (time.time() - t0))
-    # a bound of 40 epochs per round: more buys little once the spots are sharp
-    steps = int(np.clip(left / rounds / max(per_step, 1e-6) * 0.85, 20, 40 * max(1, len(ds) // cfg.batch_size)))
+    # a bound of 100 epochs per round (so that a fast device leaves time to the final training)
+    steps = int(np.clip(left / rounds / max(per_step, 1e-6) * 0.85, 20, 100 * max(1, len(ds) // cfg.batch_size)))
     log(f"weak centers: {len(ds)} training images, {rounds} rounds of {steps} steps "
         f"({1000 * per_step:.0f} ms per step, {left:.0f} s left for them)")
     res = weak_centers(ds, cfg, rounds=rounds, steps=steps, model=model, log=log, seconds=left)
