@@ -26,7 +26,7 @@ _EXPORTS = {
     "evaluate_folder": "fcn_captcha.evaluate",
     "evaluate_plain": "fcn_captcha.evaluate",
     "fine_tune": "fcn_captcha.steps",
-    "fit": "fcn_captcha.fit",
+    "fit": "fcn_captcha.fitting",
     "fit_style": "fcn_captcha.stylefit",
     "generate_dataset": "fcn_captcha.dataset",
     "get_config": "fcn_captcha.config",

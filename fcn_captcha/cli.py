@@ -187,7 +187,7 @@ def cmd_introspect(args):
 
 
 def cmd_fit(args):
-    from fcn_captcha.fit import fit
+    from fcn_captcha.fitting import fit
 
     s = fit(args.data, args.workdir, test=args.test, time_budget=args.time_budget, limit=args.limit,
             holdout=args.holdout, seed=args.seed)

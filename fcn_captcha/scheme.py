@@ -21,7 +21,7 @@ and measures:
   (:mod:`fcn_captcha.preprocess`);
 * preprocessing options from the seeds (Otsu binarisation, seed 000) kept as options
   of :class:`SchemeInfo`, off unless a measurement turns them on
-  (:func:`fcn_captcha.fit.fit` records what it measured).
+  (:func:`fcn_captcha.fitting.fit` records what it measured).
 
 :meth:`SchemeInfo.prepare` turns any image of the scheme into the padded canvas, and
 :meth:`SchemeInfo.model_input` into the uint8 network input; a

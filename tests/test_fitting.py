@@ -1,4 +1,4 @@
-"""Tests of fcn_captcha.fit: the whole job on a tiny stand-in folder (CPU, a tiny network).
+"""Tests of fcn_captcha.fitting (fit): the whole job on a tiny stand-in folder (CPU, a tiny network).
 
 The folder holds plain-library captchas labelled by file name, one with a label a
 symbol too long. The run is shared by the tests; they check the outputs (model,
@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from fcn_captcha.config import Config
-from fcn_captcha.dataset import generate_arrays
 from fcn_captcha.dataset import make_generator
 from fcn_captcha.generator import generate_one
 
@@ -41,13 +40,13 @@ def _write_folder(path, count, seed):
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    from fcn_captcha.fit import fit
+    from fcn_captcha.fitting import fit
 
     root = tmp_path_factory.mktemp("fit")
-    data = _write_folder(root / "data", 90, seed=3)
+    data = _write_folder(root / "data", 60, seed=3)
     test = _write_folder(root / "test", 20, seed=4)
     wd = root / "wd"
-    s = fit(data, wd, test=test, time_budget=45, device="cpu", overrides=OVERRIDES, log=lambda *_: None)
+    s = fit(data, wd, test=test, time_budget=35, device="cpu", overrides=OVERRIDES, log=lambda *_: None)
     return data, test, wd, s
 
 
@@ -57,7 +56,7 @@ def test_summary_fields(run):
         assert k in s
     assert s["scheme"]["alphabet"] == "".join(sorted({c for t in (data / "labels.csv").read_text().split()[1:]
                                                        for c in t.split(",")[1]}))
-    assert s["train_files"] + s["calibration_files"] == 91
+    assert s["train_files"] + s["calibration_files"] == 61
     split = json.loads((wd / "split.json").read_text())
     assert not set(split["train"]) & set(split["calibration"])
     assert 0.0 <= s["calibration"]["sequence_accuracy"] <= 1.0 and s["test"]["count"] == 21
@@ -77,7 +76,10 @@ def test_wrong_length_label_is_flagged_and_left_out(run):
     _, _, wd, s = run
     split = json.loads((wd / "split.json").read_text())
     flagged = {f["file"] for f in s["flagged"]}
-    if BAD in split["train"]:
+    trusted = s["weak_history"][-1].get("flags_trusted", True)
+    if not trusted:  # a tiny run's network may read too few labels back to judge any
+        assert not flagged and "not trusted" in (wd / "report.md").read_text()
+    elif BAD in split["train"]:
         assert BAD in flagged
     centers = json.loads((wd / "weak" / "centers.json").read_text())["files"]
     assert all(centers[f]["flagged"] for f in flagged)
@@ -93,11 +95,11 @@ def test_report_is_written(run):
 
 def test_running_again_resumes_and_gives_the_same_model(run):
     from fcn_captcha.checkpoint import load_model
-    from fcn_captcha.fit import fit
+    from fcn_captcha.fitting import fit
     from flax import nnx
 
     data, test, wd, s = run
-    assert fit(data, wd, test=test, time_budget=45, device="cpu", overrides=OVERRIDES, log=lambda *_: None) == s
+    assert fit(data, wd, test=test, time_budget=35, device="cpu", overrides=OVERRIDES, log=lambda *_: None) == s
 
     def params():
         m = load_model(wd / "model")[0]
@@ -110,7 +112,7 @@ def test_running_again_resumes_and_gives_the_same_model(run):
     shutil.rmtree(wd / "model")
     shutil.rmtree(wd / "train" / "model")
     lines = []
-    s2 = fit(data, wd, test=test, time_budget=45, device="cpu", overrides=OVERRIDES, log=lines.append)
+    s2 = fit(data, wd, test=test, time_budget=35, device="cpu", overrides=OVERRIDES, log=lines.append)
     assert not any(l.startswith("weak round") for l in lines)  # the EM stage was not redone
     for a, b in zip(before, params()):
         np.testing.assert_array_equal(a, b)
@@ -118,15 +120,15 @@ def test_running_again_resumes_and_gives_the_same_model(run):
 
 
 def test_another_job_in_the_same_workdir_is_an_error(run):
-    from fcn_captcha.fit import fit
+    from fcn_captcha.fitting import fit
 
     data, _, wd, _ = run
     with pytest.raises(ValueError, match="another job"):
-        fit(data, wd, time_budget=45, limit=10, device="cpu", overrides=OVERRIDES)
+        fit(data, wd, time_budget=35, limit=10, device="cpu", overrides=OVERRIDES)
 
 
 def test_cli_parses_and_calls_fit(monkeypatch, tmp_path):
-    import fcn_captcha.fit as fit_mod
+    import fcn_captcha.fitting as fit_mod
     from fcn_captcha.cli import main
 
     seen = {}

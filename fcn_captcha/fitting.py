@@ -48,7 +48,7 @@ DEVICE_SETTINGS = {
 }
 WEAK_SHARE = 0.4  #: share of the training time spent on the EM rounds
 FIT_SALT = "fcn_captcha.fit"  #: salt of fit's training/calibration split (see dataset.real_split)
-RESERVE = 0.08  #: share of the budget kept for calibration, tests and the report
+RESERVE = 0.08  #: least share of the budget kept for calibration, tests and the report
 
 
 def _device_kind() -> str:
@@ -155,8 +155,8 @@ def _weak_stage(wd: Path, cfg: Config, prepared: Path, train_names, calib_names,
     per_step = (time.time() - t1) / 10
     rounds = 3
     left = max(1.0, seconds - (time.time() - t0))
-    # a bound of 40 epochs per round: more buys little once the spots are sharp
-    steps = int(np.clip(left / rounds / max(per_step, 1e-6) * 0.85, 20, 40 * max(1, len(ds) // cfg.batch_size)))
+    # a bound of 100 epochs per round (so that a fast device leaves time to the final training)
+    steps = int(np.clip(left / rounds / max(per_step, 1e-6) * 0.85, 20, 100 * max(1, len(ds) // cfg.batch_size)))
     log(f"weak centers: {len(ds)} training images, {rounds} rounds of {steps} steps "
         f"({1000 * per_step:.0f} ms per step, {left:.0f} s left for them)")
     res = weak_centers(ds, cfg, rounds=rounds, steps=steps, model=model, log=log, seconds=left)
@@ -172,6 +172,7 @@ def _weak_stage(wd: Path, cfg: Config, prepared: Path, train_names, calib_names,
                                                                      "history": res["history"]})
     flagged = [{"file": a.name, "text": a.text, "read": a.read, "reason": a.reason} for a in anns if a.flagged]
     info = {"history": res["history"], "seconds": time.time() - t0, "steps": steps, "threshold": res["threshold"],
+            "seconds_per_step": per_step,
             "flagged": flagged, "images": len(ds), "skipped": [list(s) for s in ds.skipped],
             "calibration_flagged": sum(a.flagged for a in cal_anns)}
     _write_json(done, info)
@@ -277,7 +278,11 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
     cfg = scheme_config(scheme, device, seed, **(overrides or {}))
     # 2. prepared canvases, 3. split
     prepared = wd / "prepared"
+    t_prep = time.time()
     prep = prepare_folder(data, prepared, scheme, log)
+    if "seconds_per_file" not in prep:  # measured once, kept for a resumed run
+        prep["seconds_per_file"] = (time.time() - t_prep) / max(prep["count"], 1)
+        _write_json(prepared / "done.json", prep)
     # fit's own salt: DATA is often itself the training side of a split by the default salt
     # (bench_fit, kaggle), which would put every file on the training side again
     train_names, calib_names = real_split(prepared, holdout, limit, salt=FIT_SALT)
@@ -287,8 +292,12 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
     _write_json(wd / "split.json", {"holdout": holdout, "limit": limit, "train": train_names,
                                     "calibration": calib_names})
     log(f"split: {len(train_names)} training files, {len(calib_names)} calibration files (hash of the name)")
+    # what the end costs (reading the calibration and test files twice, calibration, report), from the
+    # measured cost of preparing a file: kept out of the training time
+    n_test = sum(1 for _ in Path(test).iterdir()) if test is not None else 0
+    reserve = max(RESERVE * budget, 10.0 + 3.0 * prep["seconds_per_file"] * (len(calib_names) + n_test))
     # 4. weak centers
-    work_s = budget * (1 - RESERVE) - elapsed()
+    work_s = budget - reserve - elapsed()
     weak = _weak_stage(wd, cfg, prepared, train_names, calib_names, WEAK_SHARE * work_s, log)
     _write_json(job_path, job | {"spent": elapsed()})
     # 5. restart schedule
@@ -296,18 +305,26 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
     from fcn_captcha.training import train
 
     tcfg, n_tr, n_va = _val_and_train_sets(wd, cfg, prepared, train_names, calib_names)
-    left = budget * (1 - RESERVE) - elapsed()
+    left = budget - reserve - elapsed()
+    # the first two stages of the restart schedule: about a tenth of the time left each, from the
+    # EM stage's measured step time (same network and batch); the last stage takes the rest
+    spe = max(1, n_tr // tcfg.batch_size)
+    per = max(float(weak.get("seconds_per_step", 0.1)), 1e-4)
+    e1 = float(np.clip(0.1 * left / (3 * per) / spe, 1.0 / spe, 1.0))
+    e2 = float(np.clip(0.1 * left / (2 * per) / spe, 1.0 / spe, 2.0))
     tcfg = tcfg.replace(real_data=str(prepared), real_centers=str(wd / "weak" / "centers.json"), real_limit=limit,
-                        holdout=holdout, split_salt=FIT_SALT, init_from=str(wd / "weak" / "model"), stage_runs=(3, 2, 1),
-                        stage_epochs=(1.0, 2.0, 4000.0),  # the time budget ends the last stage
+                        holdout=holdout, split_salt=FIT_SALT, init_from=str(wd / "weak" / "model"),
+                        stage_runs=(3, 2, 1),
+                        stage_epochs=(round(e1, 4), round(e2, 4), 4000.0),  # the time budget ends the last stage
                         # the trainer keeps 45 s of its budget for compiling, selection and calibration;
                         # fit keeps its own RESERVE for those, so most of the trainer's is given back
                         time_budget=float(max(left, 1.0) + 30.0))
     tdir = wd / "train"
     cfg_file = tdir / "config.json"
-    if cfg_file.exists():  # a resumed run keeps the budget it was given (its checkpoints depend on it)
+    if cfg_file.exists():  # a resumed run keeps the budget and stages it was given (its checkpoints depend on them)
         old = json.loads(cfg_file.read_text())
-        tcfg = tcfg.replace(time_budget=old.get("time_budget", tcfg.time_budget))
+        tcfg = tcfg.replace(time_budget=old.get("time_budget", tcfg.time_budget),
+                            stage_epochs=tuple(old.get("stage_epochs", tcfg.stage_epochs)))
     tsum_path = tdir / "summary.json"
     if tsum_path.exists():
         tsum = json.loads(tsum_path.read_text())
@@ -458,6 +475,9 @@ def write_report(wd: Path, summary: dict, det, data: Path, cal_names, cal_truth,
         lines.append(f"![{k}]({v})")
         lines.append("")
     lines += [f"## Flagged labels ({len(s['flagged'])}, left out of training)", ""]
+    if s["weak_history"] and s["weak_history"][-1].get("flags_trusted") is False:
+        lines += ["The EM network read fewer than half of the labels back: its flags were not trusted "
+                  "and no label was left out.", ""]
     lines += [f"- `{f['file']}` label {f['text']!r}, read {f['read']!r}: {f['reason']}" for f in s["flagged"]]
     if not s["flagged"]:
         lines.append("none")
