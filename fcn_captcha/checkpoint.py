@@ -94,6 +94,20 @@ class TrainCheckpointer:
         """Global step of the newest complete checkpoint, or None."""
         return self._mngr.latest_step()
 
+    def set_aside(self, step: int, folder: str | os.PathLike) -> Path:
+        """Move checkpoint ``step`` (a corrupt one) to ``folder/<step>`` out of the manager's way.
+
+        Returns:
+          Where it now lies (kept for inspection, never read again).
+        """
+        dest = Path(folder) / str(step)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if dest.exists():
+            shutil.rmtree(dest)
+        shutil.move(str(self.directory / str(step)), str(dest))
+        self._mngr.reload()
+        return dest
+
     def all_steps(self) -> list[int]:
         """Global steps of the complete checkpoints, newest first."""
         return sorted(self._mngr.all_steps(), reverse=True)

@@ -172,7 +172,8 @@ def _restore_newest_good(ckpt: TrainCheckpointer, trainer: Trainer, config: Conf
     """The newest checkpoint that restores and holds finite values, falling back to older ones.
 
     A checkpoint of another config is an error (never skipped). A corrupt one (unreadable,
-    truncated, or with non-finite values) is skipped with a line saying so; when every
+    truncated, or with non-finite values) is skipped with a line saying so and, once an older one
+    restores, set aside in ``workdir/corrupt_checkpoints``; when every
     checkpoint is corrupt the run stops with an error rather than start over.
 
     Returns:
@@ -194,6 +195,9 @@ def _restore_newest_good(ckpt: TrainCheckpointer, trainer: Trainer, config: Conf
             log(f"checkpoint {s} is corrupt, skipped: {e}")
             continue
         if errors:
+            for bad in steps[: steps.index(s)]:  # newer and corrupt: out of the way of the steps to come
+                where = ckpt.set_aside(bad, ckpt.directory.parent / "corrupt_checkpoints")
+                log(f"corrupt checkpoint {bad} moved to {where}")
             log(f"fell back to checkpoint {s}")
         return s, (meta, state)
     if errors:

@@ -317,6 +317,7 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(reference, tmp
     summary = train(CFG, wd, progress=False, log=lines.append)
     assert any(f"checkpoint {steps[-1]} is corrupt" in line for line in lines)
     assert any(f"fell back to checkpoint {steps[-2]}" in line for line in lines)
+    assert (wd / "corrupt_checkpoints" / str(steps[-1])).is_dir()  # set aside, kept for inspection
     assert not any(line.startswith("start") for line in lines)
     assert_same_result(summary, wd, reference["summary"], reference["workdir"])
 
