@@ -56,6 +56,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fcn_captcha.config import MAX_CANDIDATES
 from fcn_captcha.targets import cells_to_pixels, rescale_coords
 
 #: Smallest normal float32: smaller magnitudes are read as 0.0 (see the module doc).
@@ -154,7 +155,8 @@ def _positive_int(name: str, v) -> int:
 
 #: Most candidates a decoder examines per image: the suppression holds an
 #: ``[M, M]`` table per image (``[B, M, M]`` on the device), so memory grows with its square.
-MAX_CANDIDATES_LIMIT = 4096
+#: The config's bound, so that a config and the decoder never disagree.
+MAX_CANDIDATES_LIMIT = MAX_CANDIDATES
 
 
 def _max_candidates(v) -> int:

@@ -184,13 +184,16 @@ def _restore_newest_good(ckpt: TrainCheckpointer, trainer: Trainer, config: Conf
     for s in steps:
         try:
             meta = ckpt.restore_meta(s)
-            if meta.get("config") != config.to_dict():
-                raise CheckpointError(f"{ckpt.directory}: checkpoint {s} was written for another config")
+        except CheckpointError as e:
+            errors.append(str(e))
+            log(f"checkpoint {s} is corrupt, skipped: {e}")
+            continue
+        if meta.get("config") != config.to_dict():  # never skipped: another run's checkpoint is an error
+            raise CheckpointError(f"{ckpt.directory}: checkpoint {s} was written for another config")
+        try:
             target_p, target_o = jax.eval_shape(lambda: trainer.init(meta["uids"], from_init=False))
             state = ckpt.restore_state(s, {"params": target_p, "opt_state": target_o})
         except CheckpointError as e:
-            if "another config" in str(e):
-                raise
             errors.append(str(e))
             log(f"checkpoint {s} is corrupt, skipped: {e}")
             continue
