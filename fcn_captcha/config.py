@@ -8,6 +8,10 @@ Derived values (output stride, output size) are properties, never stored twice.
 
 Presets are plain functions returning a :class:`Config`; :func:`get_config`
 looks one up by name and applies ``field=value`` overrides, as the CLI does.
+
+Why this module is long: the field list with its documentation, its validation and
+every preset (each a documented function with its command) belong to the one config
+role; splitting them would put a field's meaning and its checks in two places.
 """
 
 from __future__ import annotations
@@ -161,6 +165,9 @@ class Config:
         random initialisation).
       force_length: the suite's text length is known (``min_length`` to ``max_length``):
         the decoder keeps that many peaks, the strongest, even below the threshold.
+      generator: "auto" (the `captcha` library, or the lookalike renderer when ``style``
+        is set) or "broad" (:class:`fcn_captcha.broad.BroadGenerator`: no scheme in
+        particular, the generic prior's data; ``fonts`` names its fonts, empty: all found).
     """
 
     name: str = "custom"
@@ -210,6 +217,7 @@ class Config:
     synth_mix: float = 0.0
     init_from: str = ""
     force_length: bool = False
+    generator: str = "auto"
 
     def __post_init__(self):
         if len(set(self.alphabet)) != len(self.alphabet) or not self.alphabet:
@@ -236,6 +244,8 @@ class Config:
         if self.batch_size < 1 or self.log_every < 1 or self.checkpoint_every < 1:
             raise ValueError(f"batch_size {self.batch_size}, log_every {self.log_every} and checkpoint_every "
                              f"{self.checkpoint_every} must be at least 1")
+        if self.generator not in ("auto", "broad"):
+            raise ValueError(f"generator {self.generator!r} must be 'auto' or 'broad'")
         if isinstance(self.style, dict):  # from JSON
             object.__setattr__(self, "style", Style.from_dict(self.style))
         parse_arch(self.arch_spec)
@@ -399,6 +409,34 @@ def kaggle_v2() -> Config:
                                   checkpoint_every=1000)
 
 
+def generic() -> Config:
+    """The generic prior: 62 symbols (0-9, A-Z, a-z), 3 to 8 per image, 192x64, no scheme.
+
+    GPU: ``fcn-captcha train --preset generic --workdir runs/generic --test-count 2000``
+    draws 120,000 :class:`~fcn_captcha.broad.BroadGenerator` captchas (every font found,
+    sizes, rotations, levels, lines, dots, arcs, bands), trains restarts 4 -> 2 -> 1 of
+    the ``wide`` network in a 330 s wall-time budget on one H200, calibrates on 2,000
+    more, and tests on fresh plain-library images of the same alphabet. `fit` starts
+    from it (:mod:`fcn_captcha.prior`): shipped as ``generic``.
+    """
+    return Config(name="generic", alphabet=DIGITS + UPPER + UPPER.lower(), min_length=3, max_length=8,
+                  width=192, height=64, arch="wide", compute_dtype="bfloat16", generator="broad",
+                  batch_size=128, train_size=120_000, val_size=2000, calib_size=2000,
+                  stage_runs=(4, 2, 1), stage_epochs=(0.3, 0.6, 60), time_budget=330.0,
+                  shift=3.0, scale=0.1, rotate=5.0, stretch=0.1, contrast=0.3, noise=0.03,
+                  log_every=200, checkpoint_every=2000)
+
+
+def generic_cpu() -> Config:
+    """The generic prior of the ``cpu`` network (what `fit` trains on a CPU): shipped as ``generic-cpu``.
+
+    GPU: ``fcn-captcha train --preset generic_cpu --workdir runs/generic_cpu --test-count 2000``
+    (the same data as :func:`generic`, float32, batch 64, 300 s on one H200).
+    """
+    return generic().replace(name="generic_cpu", arch="cpu", compute_dtype="float32", batch_size=64,
+                             learning_rate=1e-3, time_budget=300.0)
+
+
 def tiny() -> Config:
     """A seconds-long config for tests: digits, 3 symbols, 64x32, tiny network."""
     return Config(name="tiny", alphabet="0123456789", min_length=2, max_length=3, width=96,
@@ -408,7 +446,8 @@ def tiny() -> Config:
 
 
 PRESETS = {"lib36x4": lib36x4, "lib36var": lib36var, "lib10x4": lib10x4,
-           "kaggle_synth": kaggle_synth, "kaggle_v2": kaggle_v2, "tiny": tiny}
+           "kaggle_synth": kaggle_synth, "kaggle_v2": kaggle_v2, "generic": generic,
+           "generic_cpu": generic_cpu, "tiny": tiny}
 
 
 #: Declared type of each field (strings, e.g. "tuple[float, ...]"): tuple elements and

@@ -87,13 +87,17 @@ def pad_centers(centers: list[np.ndarray], length: int) -> np.ndarray:
 _WORKER: dict = {}
 
 
-def make_generator(config: Config) -> CenterCaptcha | LookalikeGenerator:
+def make_generator(config: Config):
     """The generator of a :class:`~fcn_captcha.config.Config`'s synthetic images.
 
-    A :class:`~fcn_captcha.generator.CenterCaptcha` (the `captcha` library), or with ``config.style`` a
-    :class:`fcn_captcha.lookalike.LookalikeGenerator`; both have
-    ``generate_sample(text, seed) -> Sample``.
+    A :class:`~fcn_captcha.generator.CenterCaptcha` (the `captcha` library), with ``config.style`` a
+    :class:`fcn_captcha.lookalike.LookalikeGenerator`, with ``generator="broad"`` a
+    :class:`fcn_captcha.broad.BroadGenerator`; all have ``generate_sample(text, seed) -> Sample``.
     """
+    if config.generator == "broad":
+        from fcn_captcha.broad import BroadGenerator
+
+        return BroadGenerator(config.width, config.height, fonts=config.fonts)
     if config.style is not None:
         return LookalikeGenerator(config.width, config.height, config.style)
     return CenterCaptcha(config.width, config.height, fonts=config.fonts or None,

@@ -312,6 +312,10 @@ def _finish(run: _Run, log: Callable[[str], Any], test_count: int, test_seed: in
     summary = {"chosen": run.uids[0], "stages": history["stages"], "data_seconds": run.t_data,
                "train_seconds": history["train_seconds"], "device": jax.devices()[0].device_kind,
                "workdir": str(workdir)}
+    if config.generator == "broad":  # what the generic prior read
+        from fcn_captcha.dataset import make_generator
+
+        summary["fonts"] = list(make_generator(config).fonts)
     write_log(workdir, history)
     plot_history(workdir, config)
     cal = calibrate_model(model, config, run.data["calib"])
