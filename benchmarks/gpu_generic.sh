@@ -5,8 +5,10 @@
 #   bash benchmarks/gpu_generic.sh [FONT_DIR]
 # FONT_DIR (optional, e.g. a folder of DejaVu .ttf files carried along) is added to the
 # fonts BroadGenerator finds ($FCN_CAPTCHA_FONTS); the model cards list every font read.
-# Expected: about 6 minutes on one H200. Under $OUT: generic.log, generic_cpu.log and the
-# two model directories (generic/, generic-cpu/), ready to copy into fcn_captcha/pretrained/.
+# Expected: about 5.5 minutes on one H200. Under $OUT: generic.log, generic_cpu.log, the loss
+# curves and models.tgz (generic/ and generic-cpu/, ready for fcn_captcha/pretrained/). With
+# INSTALL=1 the two models are also copied into fcn_captcha/pretrained/ of this tree (so that
+# a fit run after it in the same command starts from them).
 set -euo pipefail
 fonts=${1:-}
 if ls .whl/*.whl >/dev/null 2>&1; then
@@ -22,10 +24,14 @@ train() {  # preset name
   python3 -m fcn_captcha.cli train --preset "$1" --workdir "/tmp/run_$1" --test-count 2000 2>&1 | filter \
       > "$out/$1.log" || true
   echo "wall seconds (process): $(( $(date +%s) - start ))" >> "$out/$1.log"
-  cp -r "/tmp/run_$1/model" "$out/$2" 2>/dev/null || true
+  mkdir -p /tmp/models && rm -rf "/tmp/models/$2" && cp -r "/tmp/run_$1/model" "/tmp/models/$2" 2>/dev/null || true
   cp "/tmp/run_$1/losses.png" "$out/$2-losses.png" 2>/dev/null || true
 }
 train generic generic &
 train generic_cpu generic-cpu &
 wait
+tar -C /tmp/models -czf "$out/models.tgz" .
+if [ "${INSTALL:-0}" = 1 ]; then
+  for m in generic generic-cpu; do rm -rf "fcn_captcha/pretrained/$m"; cp -r "/tmp/models/$m" fcn_captcha/pretrained/; done
+fi
 tail -n 12 "$out/generic.log" "$out/generic_cpu.log"

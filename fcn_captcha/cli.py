@@ -190,7 +190,7 @@ def cmd_fit(args):
     from fcn_captcha.fitting import fit
 
     s = fit(args.data, args.workdir, test=args.test, time_budget=args.time_budget, limit=args.limit,
-            holdout=args.holdout, seed=args.seed)
+            holdout=args.holdout, seed=args.seed, prior=args.prior)
     print(json.dumps({k: s.get(k) for k in ("model_dir", "wall_s", "calibration", "test", "report")}, indent=1))
     return 0
 
@@ -229,6 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=0, help="train on the first N training files only")
     p.add_argument("--holdout", type=float, default=0.22, help="share of DATA held out for calibration")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-prior", dest="prior", action="store_false",
+                   help="start from a fresh network, not the shipped generic prior")
     p.set_defaults(func=cmd_fit)
 
     p = sub.add_parser("annotate", help="character centers for string-labelled real captchas (forced alignment)")

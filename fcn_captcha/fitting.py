@@ -125,8 +125,14 @@ def prepare_folder(data: Path, out: Path, scheme: SchemeInfo, log=print) -> dict
     return res
 
 
-def _weak_stage(wd: Path, cfg: Config, prepared: Path, train_names, calib_names, seconds: float, log) -> dict:
-    """EM centers of the training split and of the calibration split (restart selection)."""
+def _weak_stage(wd: Path, cfg: Config, prepared: Path, train_names, calib_names, seconds: float, log,
+                use_prior: bool = True) -> dict:
+    """EM centers of the training split and of the calibration split (restart selection).
+
+    With ``use_prior`` and a shipped prior of the run's architecture
+    (:func:`fcn_captcha.prior.load_prior`), the rounds start from the prior's network
+    and its alignment of the labels; otherwise from a fresh network and the ink profile.
+    """
     from fcn_captcha.annotate import annotate_maps, write_annotations
     from fcn_captcha.checkpoint import save_model
     from fcn_captcha.dataset import load_folder
@@ -144,11 +150,24 @@ def _weak_stage(wd: Path, cfg: Config, prepared: Path, train_names, calib_names,
     cal = load_folder(prepared, cfg, files=calib_names, on_error="skip")
     # speed: two short calls (the first compiles), then the rounds' steps from the time left
     t0 = time.time()
-    model = build_model(cfg, seed=cfg.seed)
+    from fcn_captcha.prior import load_prior, prior_centers, transfer
     from fcn_captcha.weak import initial_centers
 
     warm = ds.subset(range(len(ds)))
-    warm.centers = initial_centers(warm)
+    prior = load_prior(cfg) if use_prior else None
+    if prior is not None:
+        model, known = transfer(prior[0], prior[1], cfg, seed=cfg.seed)
+        warm.centers = prior_centers(prior[0], prior[1], cfg, warm)
+        start = {"from": "generic prior", "arch": cfg.arch, "symbols_known": known,
+                 "symbols_new": "".join(c for c in cfg.alphabet if c not in known)}
+        log(f"weak centers: starting from the generic prior ({len(known)} of {len(cfg.alphabet)} symbols known), "
+            f"initial centers by alignment on its maps ({time.time() - t0:.0f} s)")
+    else:
+        model = build_model(cfg, seed=cfg.seed)
+        warm.centers = initial_centers(warm)
+        start = {"from": "ink profile", "arch": cfg.arch,
+                 "why": "no prior asked for" if not use_prior else f"no prior ships for the {cfg.arch!r} network"}
+    initial = warm.centers
     model = fine_tune(model, cfg, warm, 10, seed=99, log=lambda *_: None, pad_to=len(ds))
     t1 = time.time()
     model = fine_tune(model, cfg, warm, 10, seed=98, log=lambda *_: None, pad_to=len(ds))
@@ -159,7 +178,7 @@ def _weak_stage(wd: Path, cfg: Config, prepared: Path, train_names, calib_names,
     steps = int(np.clip(left / rounds / max(per_step, 1e-6) * 0.85, 20, 100 * max(1, len(ds) // cfg.batch_size)))
     log(f"weak centers: {len(ds)} training images, {rounds} rounds of {steps} steps "
         f"({1000 * per_step:.0f} ms per step, {left:.0f} s left for them)")
-    res = weak_centers(ds, cfg, rounds=rounds, steps=steps, model=model, log=log, seconds=left)
+    res = weak_centers(ds, cfg, rounds=rounds, steps=steps, model=model, log=log, seconds=left, initial=initial)
     anns = res["annotations"]
     det = Detector(res["model"], cfg, res["threshold"])
     cal_anns = annotate_maps(det.center_maps(cal.images), cal.texts, cal.names, cfg, res["threshold"]) if len(cal) else []
@@ -171,7 +190,8 @@ def _weak_stage(wd: Path, cfg: Config, prepared: Path, train_names, calib_names,
     save_model(out / "model", res["model"], cfg, res["threshold"], {"trained_by": "fcn_captcha.weak",
                                                                      "history": res["history"]})
     flagged = [{"file": a.name, "text": a.text, "read": a.read, "reason": a.reason} for a in anns if a.flagged]
-    info = {"history": res["history"], "seconds": time.time() - t0, "steps": steps, "threshold": res["threshold"],
+    info = {"start": start, "history": res["history"], "seconds": time.time() - t0, "steps": steps,
+            "threshold": res["threshold"],
             "seconds_per_step": per_step,
             "flagged": flagged, "images": len(ds), "skipped": [list(s) for s in ds.skipped],
             "calibration_flagged": sum(a.flagged for a in cal_anns)}
@@ -218,7 +238,8 @@ def _evaluate_files(det, folder: Path, names: list[str] | None = None) -> tuple[
 
 
 def fit(data, workdir, test=None, time_budget: float | None = None, limit: int = 0, holdout: float = 0.22,
-        seed: int = 0, device: str | None = None, overrides: dict | None = None, log=print) -> dict[str, Any]:
+        seed: int = 0, device: str | None = None, overrides: dict | None = None, prior: bool = True,
+        log=print) -> dict[str, Any]:
     """Fit a calibrated reader to a folder of string-labelled captchas (see the module doc).
 
     Args:
@@ -232,6 +253,8 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
       seed: root seed.
       device: "gpu" or "cpu" settings (default: JAX's backend).
       overrides: config fields to change (tests: a tiny network).
+      prior: start from the shipped generic prior of the network when there is one
+        (:mod:`fcn_captcha.prior`); False: from a fresh network and the ink profile.
       log: progress lines.
 
     Returns:
@@ -246,7 +269,7 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
     budget = float(time_budget or DEVICE_SETTINGS[device]["budget"])
     job_path = wd / "job.json"
     job = {"data": str(data), "limit": limit, "holdout": holdout, "seed": seed, "device": device,
-           "time_budget": budget, "overrides": overrides or {}}
+           "time_budget": budget, "overrides": overrides or {}, "prior": bool(prior)}
     if job_path.exists():
         old = json.loads(job_path.read_text())
         if {k: old.get(k) for k in job} != job:
@@ -298,7 +321,7 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
     reserve = max(RESERVE * budget, 10.0 + 3.0 * prep["seconds_per_file"] * (len(calib_names) + n_test))
     # 4. weak centers
     work_s = budget - reserve - elapsed()
-    weak = _weak_stage(wd, cfg, prepared, train_names, calib_names, WEAK_SHARE * work_s, log)
+    weak = _weak_stage(wd, cfg, prepared, train_names, calib_names, WEAK_SHARE * work_s, log, use_prior=prior)
     _write_json(job_path, job | {"spent": elapsed()})
     # 5. restart schedule
     from fcn_captcha.checkpoint import load_model, save_model
@@ -349,7 +372,8 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
         "train_files": len(train_names), "calibration_files": len(calib_names),
         "calibration": {"threshold": thr, **{k: cal_m[k] for k in ("count", "sequence_accuracy",
                                                                       "character_accuracy", "length_error_rate")}},
-        "flagged": weak["flagged"], "weak_history": weak["history"], "training": tsum.get("stages", []),
+        "flagged": weak["flagged"], "weak_start": weak.get("start", {}), "weak_history": weak["history"],
+        "training": tsum.get("stages", []),
     }
     test_m = None
     if test is not None:
@@ -461,7 +485,13 @@ def write_report(wd: Path, summary: dict, det, data: Path, cal_names, cal_truth,
              .replace("\n", "; "), ""]
     if test_m:
         lines += [f"Test folder `{s.get('test_dir')}`: " + format_metrics(test_m).replace("\n", "; "), ""]
-    lines += ["## Centers from strings (EM rounds)", "", "| round | steps | s | free reading = label | flagged |"
+    st = s.get("weak_start") or {}
+    lines += ["## Centers from strings (EM rounds)", "",
+              (f"Started from the generic prior (`{st.get('arch')}` network): {len(st.get('symbols_known', ''))} "
+               f"symbols known to it, new: `{st.get('symbols_new') or 'none'}`; initial centers by alignment on its "
+               "maps." if st.get("from") == "generic prior" else
+               f"Started from a fresh network and the ink profile ({st.get('why', '')})."), "",
+              "| round | steps | s | free reading = label | flagged |"
               " median move (px) |", "| --- | --- | --- | --- | --- | --- |"]
     for r in s["weak_history"]:
         lines.append(f"| {r['round']} | {r['steps']} | {r['seconds']} | {100 * r['free_read_agreement']:.1f}% | "

@@ -1,9 +1,10 @@
 """Character centers from strings alone: ink-profile initialisation, then EM rounds.
 
-No look-alike of the scheme and no pretrained detector: the centers come from the
-images and their labels.
+No look-alike of the scheme: the centers come from the images and their labels, and,
+where one ships for the network, from the generic prior (:mod:`fcn_captcha.prior`),
+which gives the initial centers and the network the rounds start from.
 
-1. **Initial centers from the ink** (:func:`ink_centers`). The column profile of the
+1. **Initial centers from the ink** (without a prior) (:func:`ink_centers`). The column profile of the
    (polarity-corrected, ink-bright) image is cut into ``len(label)`` parts by a
    length-constrained dynamic programme: cuts fall in the profile's valleys (between
    characters), part widths stay near the ink extent divided by the label length.
@@ -255,7 +256,8 @@ def review_flags(anns: list[Annotation], miss_rate: float = MISS_RATE) -> list[A
 
 
 def weak_centers(ds: Dataset, config, rounds: int = 3, steps: int = 400, model=None,
-                 min_confidence: float = 0.4, log=print, seconds: float = 0.0) -> dict[str, Any]:
+                 min_confidence: float = 0.4, log=print, seconds: float = 0.0,
+                 initial: np.ndarray | None = None) -> dict[str, Any]:
     """Centers of every image of ``ds`` from its label, by EM rounds (see the module doc).
 
     Args:
@@ -268,6 +270,8 @@ def weak_centers(ds: Dataset, config, rounds: int = 3, steps: int = 400, model=N
       log: progress lines.
       seconds: if > 0, a wall-time bound: steps of later rounds shrink to fit it
         (measured from the first round's speed).
+      initial: ``[N, L, 2]`` centers to start from (default: :func:`initial_centers`,
+        the ink profile; `fit` gives the generic prior's alignment, :mod:`fcn_captcha.prior`).
 
     Returns:
       ``{"annotations": [Annotation], "model", "threshold", "history": [per round]}``;
@@ -278,7 +282,7 @@ def weak_centers(ds: Dataset, config, rounds: int = 3, steps: int = 400, model=N
     from fcn_captcha.steps import fine_tune
 
     t0 = time.time()
-    centers = initial_centers(ds)
+    centers = initial_centers(ds) if initial is None else np.asarray(initial, np.float64)
     good = list(range(len(ds)))  # every round trains on all images: flags of a half-trained network are
     # noise (measured: excluding them from round 2 on cut 160 images to 67); the final training leaves them out
     model = model if model is not None else build_model(config, seed=config.seed)
