@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from fcn_captcha.cleanup import otsu_threshold, separability
 from fcn_captcha.preprocess import ImageError, load_image, to_model_input
 
 COLOR_MARGIN = 0.08  #: bgdist must beat luma's separability by this much to be chosen
@@ -172,37 +173,6 @@ def to_gray(image, color: str = "luma", invert: bool = True) -> np.ndarray:
         raise ValueError(f"color mode {color!r} must be 'luma' or 'bgdist'")
     g = rgb @ np.array([0.299, 0.587, 0.114])
     return 255.0 - g if invert else g
-
-
-def otsu_threshold(x: np.ndarray) -> float:
-    """Otsu's threshold of a uint8 (or 0..255) image."""
-    hist = np.bincount(np.clip(np.asarray(x).ravel().astype(np.int64), 0, 255), minlength=256).astype(np.float64)
-    return float(_otsu(hist)[0])
-
-
-def _otsu(hist: np.ndarray) -> tuple[int, float]:
-    """(threshold, separability eta = between-class / total variance) of a 256-bin histogram."""
-    p = hist / max(hist.sum(), 1.0)
-    levels = np.arange(len(p))
-    w0 = np.cumsum(p)
-    mu = np.cumsum(p * levels)
-    mu_t = mu[-1]
-    var_t = float((p * (levels - mu_t) ** 2).sum())
-    with np.errstate(divide="ignore", invalid="ignore"):
-        between = (mu_t * w0 - mu) ** 2 / (w0 * (1 - w0))
-    between = np.nan_to_num(between, nan=0.0, posinf=0.0)
-    t = int(np.argmax(between))
-    return t, float(between[t] / var_t) if var_t > 0 else 0.0
-
-
-def separability(gray: np.ndarray) -> float:
-    """Otsu's eta of a float gray image (0..255): 1 for two clean levels, ~0 for no contrast."""
-    g = np.asarray(gray, np.float64)
-    lo, hi = np.percentile(g, 0.5), np.percentile(g, 99.5)
-    if hi - lo < 4:
-        return 0.0
-    q = np.clip((g - lo) / (hi - lo) * 255, 0, 255).astype(np.int64)
-    return _otsu(np.bincount(q.ravel(), minlength=256).astype(np.float64))[1]
 
 
 # ----- inference ------------------------------------------------------------------------------------
