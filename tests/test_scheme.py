@@ -7,12 +7,16 @@ every expected value is known by construction.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from fcn_captcha import cleanup as C
+from fcn_captcha.cleanup import Cleanup
+from fcn_captcha.preprocess import to_model_input
 from fcn_captcha.scheme import (SchemeInfo, canonical_size, infer_scheme, otsu_threshold, separability,
                                 symbol_order, to_gray)
 
@@ -115,3 +119,59 @@ def test_empty_folder_is_an_error(tmp_path):
     (tmp_path / "e").mkdir()
     with pytest.raises(ValueError, match="no labelled image"):
         infer_scheme(tmp_path / "e")
+
+
+# ----- clean-ups (fcn_captcha.cleanup) --------------------------------------------------------------
+def _prepare_before_cleanups(s: SchemeInfo, image) -> np.ndarray:
+    """SchemeInfo.prepare as it was written before the clean-ups: the reference for old cards."""
+    g = s.gray(image)
+    h, w = g.shape
+    sc = s.scale_of((w, h))
+    nw, nh = max(2, min(s.width, round(w * sc))), max(2, min(s.height, round(h * sc)))
+    x = to_model_input(g, nw, nh)
+    if s.binarize:
+        x = np.where(x > otsu_threshold(x), 255, 0).astype(np.uint8)
+    out = np.zeros((s.height, s.width), np.uint8)
+    out[:nh, :nw] = x
+    return out
+
+
+@pytest.mark.parametrize("binarize", [False, True])
+def test_an_old_card_reads_the_same(tmp_path, binarize):
+    sizes = [(100, 30), (150, 40), (120, 30)]
+    folder = _folder(tmp_path / "d", ["123", "456", "789"], sizes=sizes)
+    card = infer_scheme(folder).to_dict()
+    del card["cleanup"]  # written before the clean-ups
+    card["binarize"] = binarize
+    s = SchemeInfo.from_dict(json.loads(json.dumps(card)))
+    assert s.cleanups == Cleanup(binarize=binarize) and s.cleanup["binarize"] is binarize
+    xy = np.array([[10.3, 5.7], [37.5, 20.25]])
+    for name, size in zip(["123.png", "456.png", "789.png"], sizes):
+        canvas, a = s.prepare_with_transform(folder / name)
+        assert canvas.tobytes() == _prepare_before_cleanups(s, folder / name).tobytes()
+        assert s.model_input(folder / name).tobytes() == to_model_input(canvas, s.width, s.height).tobytes()
+        np.testing.assert_array_equal(a, s.file_affine(size))
+        sc = s.scale_of(size)
+        assert s.to_file(xy, size, a).tobytes() == ((xy + 0.5) / sc - 0.5).tobytes()  # bit for bit
+        np.testing.assert_allclose(C.apply_affine(a, xy), (xy + 0.5) / sc - 0.5, atol=1e-9)
+
+
+def test_cleanup_round_trip_and_the_binarize_switch(tmp_path):
+    s = infer_scheme(_folder(tmp_path / "d", ["12", "34"]))
+    s2 = dataclasses.replace(s, cleanup={"deskew": True, "text_height": 0.5})
+    assert s2.cleanups == Cleanup(deskew=True, text_height=0.5)
+    back = SchemeInfo.from_dict(json.loads(s2.to_json()))
+    assert back == s2 and back.cleanups == s2.cleanups
+    assert dataclasses.replace(s, binarize=True).cleanup["binarize"] is True  # either switch turns it on
+    on = dataclasses.replace(s, cleanup={"binarize": True})
+    assert on.binarize is True and on.to_dict()["binarize"] is True
+    with pytest.raises(ValueError, match="deskw"):
+        dataclasses.replace(s, cleanup={"deskw": True})
+
+
+def test_to_file_and_to_model_through_a_transform():
+    s = SchemeInfo("1", 1, 1, width=96, height=32, cleanup={"deskew": True})
+    a = np.array([[0.5, 0.0, 3.0], [0.1, 0.5, -2.0]])
+    xy = np.array([[4.0, 7.0], [50.0, 12.5]])
+    np.testing.assert_allclose(s.to_file(xy, (192, 64), a), xy @ a[:, :2].T + a[:, 2])
+    np.testing.assert_allclose(s.to_model(s.to_file(xy, (192, 64), a), (192, 64), a), xy)
