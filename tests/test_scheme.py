@@ -175,3 +175,59 @@ def test_to_file_and_to_model_through_a_transform():
     xy = np.array([[4.0, 7.0], [50.0, 12.5]])
     np.testing.assert_allclose(s.to_file(xy, (192, 64), a), xy @ a[:, :2].T + a[:, 2])
     np.testing.assert_allclose(s.to_model(s.to_file(xy, (192, 64), a), (192, 64), a), xy)
+
+
+# a file of 192 x 64 (half-scale onto a 96 x 32 canvas) with three dots on a line of slope 0.25
+DOTS = np.array([[40.0, 20.0], [96.0, 34.0], [152.0, 48.0]])
+
+
+def _dots_file() -> Image.Image:
+    im = Image.new("RGB", (192, 64), (0, 0, 0))
+    d = ImageDraw.Draw(im)
+    for x, y in DOTS:
+        d.rectangle([x - 3, y - 3, x + 3, y + 3], fill=(255, 255, 255))
+    return im
+
+
+def _blob_maps(cfg):
+    """A stand-in network: a Gaussian target spot of symbol '1' on each bright blob's centroid."""
+    from scipy import ndimage
+
+    from fcn_captcha.targets import render_center_maps
+
+    def maps(params, x):
+        out = []
+        for img in np.asarray(x):
+            lab, n = ndimage.label(img > 100)
+            yx = ndimage.center_of_mass(img.astype(float), lab, range(1, n + 1)) if n else []
+            centers = np.array([[c, r] for r, c in yx]).reshape(-1, 2)
+            out.append(render_center_maps(centers, "1" * n, cfg.alphabet, (cfg.out_height, cfg.out_width),
+                                          stride=cfg.stride, sigma=(cfg.sigma_x, cfg.sigma_y)))
+        return np.stack(out).astype(np.float32)
+    return maps
+
+
+@pytest.mark.parametrize("deskew", [False, True])
+def test_detector_reads_positions_in_the_file_through_a_deskew(deskew):
+    from fcn_captcha.config import tiny
+    from fcn_captcha.detector import Detector
+    from fcn_captcha.model import build_model
+
+    cfg = tiny()  # 96 x 32, digits
+    s = SchemeInfo(cfg.alphabet, 2, 3, width=cfg.width, height=cfg.height, invert=False,
+                   cleanup={"deskew": deskew})
+    det = Detector(build_model(cfg), cfg, threshold=0.5, info={"scheme": s.to_dict()})
+    det._maps = _blob_maps(cfg)
+    im = _dots_file()
+    r = det.read(im, length=3)
+    assert r.text == "111"
+    got = np.array([(c.x, c.y) for c in r.chars])
+    np.testing.assert_allclose(got, DOTS, atol=1.0)
+    x, a = s.model_input_with_transform(im)
+    model_xy = np.array([(c.x, c.y) for c in det.read_arrays(x[None], length=3)[0].chars])
+    plain = (model_xy + 0.5) / s.scale_of(im.size) - 0.5  # the plain scale, no clean-up
+    if deskew:  # the dots were moved onto the middle row: the plain scale would put them there
+        assert np.ptp(model_xy[:, 1]) < 1.0
+        assert np.abs(plain - DOTS).max() > 8.0
+    else:  # no clean-up: the positions are the plain scale's, bit for bit
+        assert got.tobytes() == plain.tobytes()
