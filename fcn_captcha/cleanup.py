@@ -43,8 +43,9 @@ import dataclasses
 from typing import Any, Iterable
 
 import numpy as np
-from scipy import ndimage
-from skimage import morphology, transform
+
+# scipy.ndimage and scikit-image (about a second to import) are imported where used: a
+# scheme without clean-ups, and every model without a scheme, never loads them.
 
 MIN_COLUMN_INK = 0.1  #: columns with less ink than this share of the 90th-percentile column are not fitted
 TRIM = 0.35  #: the midline's second fit leaves out columns this many text heights off the first
@@ -127,6 +128,9 @@ def _warp(x: np.ndarray, a: np.ndarray) -> np.ndarray:
     wide (PIL's antialiased bilinear resize), so that strokes do not alias and ink
     centroids stay where the affine puts them.
     """
+    from scipy import ndimage
+    from skimage import transform
+
     a = np.asarray(a, np.float64)
     x = np.asarray(x, np.float64)
     s = np.abs(np.diag(a[:, :2]))[::-1]  # (rows, columns)
@@ -211,6 +215,9 @@ def text_height(x: np.ndarray) -> float:
 
 def _specks(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(speck, kept)`` boolean masks ``[H, W]`` of the ink components (see :func:`denoise`)."""
+    from scipy import ndimage
+    from skimage import morphology
+
     x = np.asarray(x)
     mask = x > otsu_threshold(x)
     lab, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
@@ -235,6 +242,8 @@ def binarize(x: np.ndarray) -> np.ndarray:
 
 def denoise(x: np.ndarray) -> np.ndarray:
     """``x [H, W]`` uint8 with its specks erased (see the module doc), same shape and dtype."""
+    from scipy import ndimage
+
     x = np.asarray(x, np.uint8)
     speck, kept = _specks(x)
     if not speck.any():
