@@ -241,7 +241,15 @@ def binarize(x: np.ndarray) -> np.ndarray:
 
 
 def denoise(x: np.ndarray) -> np.ndarray:
-    """``x [H, W]`` uint8 with its specks erased (see the module doc), same shape and dtype."""
+    """Morphological denoising (seed 000): erase the specks (see the module doc).
+
+    Args:
+      x: uint8 ``[H, W]``, ink bright.
+
+    Returns:
+      uint8 ``[H, W]``: ``x`` with each speck (a component under ``SPECK_AREA`` stroke
+      squares) and its faint fringe set to 0; every other pixel as it was.
+    """
     from scipy import ndimage
 
     x = np.asarray(x, np.uint8)
