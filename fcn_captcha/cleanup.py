@@ -18,9 +18,9 @@ position read on the cleaned image maps back exactly.
   an i's dot are kept too: by size alone they cannot be told apart.
 * :func:`deskew` (seed 001, least-squares midline deskew): per column the ink-weighted
   mean row; a line through them by weighted least squares (weights: the column's ink;
-  columns with under ``MIN_COLUMN_INK`` of a typical column's ink are left out); a
-  vertical shear (columns are kept) that makes that line horizontal, on the canvas's
-  middle row.
+  columns with under ``MIN_COLUMN_INK`` of a typical column's ink left out; fitted again
+  without the columns ``TRIM`` text heights off the first line); a vertical shear
+  (columns are kept) that makes that line horizontal, on the canvas's middle row.
 * :func:`scale_text_height` (seed 001, scaling by the text height): the text height is
   the span between the 5th and 95th percentiles of the ink's row distribution, divided
   by 0.9 (so a band of uniform ink ``n`` rows tall measures ``n``); the image is scaled
@@ -28,13 +28,12 @@ position read on the cleaned image maps back exactly.
   of the canvas height, the canvas size kept (cropped or zero-padded), the text put on
   the middle row, never pushed past the right edge.
 
-:class:`Cleanup` is a set of these options with one fixed order: binarise, denoise
-(pixel clean-ups first, so that specks do not move the geometric estimates), then
-deskew, then height scaling (a tilted text's row span includes its tilt, so the height
-is measured after the deskew). :func:`measure` says, from a sample of canvases, whether
-each option could matter on a scheme, and :func:`candidates` turns that into the option
-sets worth a short probe training, for :func:`fcn_captcha.fitting.fit` to choose among by
-data.
+:class:`Cleanup` is a set of these options in one fixed order: binarise, denoise (pixel
+clean-ups first, so that specks do not move the geometric estimates), deskew, height
+scaling (a tilted text's row span includes its tilt). :func:`measure` says, from a sample
+of canvases, whether each option could matter on a scheme; :func:`candidates` turns that
+into the option sets worth a short probe training, for :func:`fcn_captcha.fitting.fit` to
+choose among by data.
 """
 
 from __future__ import annotations
@@ -145,11 +144,8 @@ def _warp(x: np.ndarray, a: np.ndarray) -> np.ndarray:
 
 # ----- estimates ------------------------------------------------------------------------------------
 def _ink(x: np.ndarray) -> np.ndarray:
-    """Float ``[H, W]``: ``x`` where it is over its Otsu threshold, else 0 (what the estimates weigh).
-
-    Faint background noise spread over the whole canvas would otherwise pull the
-    midline to the middle and stretch the row distribution.
-    """
+    """Float ``[H, W]``: ``x`` over its Otsu threshold, else 0: what the estimates weigh (faint noise
+    all over the canvas would pull the midline to the middle and stretch the row distribution)."""
     x = np.asarray(x)
     return np.where(x > otsu_threshold(x), x, 0).astype(np.float64)
 
@@ -286,10 +282,10 @@ def deskew(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def scale_text_height(x: np.ndarray, target: float) -> tuple[np.ndarray, np.ndarray]:
     """Scale ``x`` so that its :func:`text_height` is ``target`` times the canvas height.
 
-    The scale is about the ink's left edge (its first column over Otsu's threshold) and vertical middle
-    (the mean of the two height quantiles), which lands on the middle row; it is clipped to
-    ``SCALE_RANGE`` and, when enlarging, so that the ink's right edge stays on the canvas
-    (the height then stays short of the target).
+    The scale is about the ink's left edge (its first column over Otsu's threshold) and
+    vertical middle (the mean of the two height quantiles), which lands on the middle row;
+    it is clipped to ``SCALE_RANGE`` and, when enlarging, so that the ink's right edge stays
+    on the canvas (the height then stays short of the target).
 
     Args:
       x: uint8 ``[H, W]``, ink bright.
@@ -307,11 +303,10 @@ def scale_text_height(x: np.ndarray, target: float) -> tuple[np.ndarray, np.ndar
     x = np.asarray(x, np.uint8)
     h, w = x.shape
     q = _row_quantiles(x, HEIGHT_Q)
-    cols = np.flatnonzero(_ink(x).sum(0) > 0)
-    height = text_height(x)
-    if q is None or cols.size == 0 or height <= 0:
+    if q is None or q[1] <= q[0]:  # no ink
         return x.copy(), IDENTITY.copy()
-    k = float(np.clip(target * h / height, *SCALE_RANGE))
+    cols = np.flatnonzero(_ink(x).sum(0) > 0)
+    k = float(np.clip(target * h / text_height(x), *SCALE_RANGE))
     left, right = float(cols[0]), float(cols[-1])
     if k > 1.0 and right > left:
         k = max(1.0, min(k, (w - 1 - left) / (right - left)))
@@ -342,8 +337,7 @@ class Cleanup:
             raise ValueError(f"text_height {self.text_height!r} must be 0 (off) or a fraction in (0, 1]")
 
     @property
-    def off(self) -> bool:
-        """Nothing is done."""
+    def off(self) -> bool:  # nothing is done
         return self == Cleanup()
 
     @property
@@ -390,17 +384,14 @@ class Cleanup:
         Raises:
           ValueError: an unknown key (a misspelt option must not be silently off).
         """
-        d = dict(d or {})
-        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown clean-up options {unknown}; known: {[f.name for f in dataclasses.fields(cls)]}")
-        return cls(denoise=bool(d.get("denoise", False)), deskew=bool(d.get("deskew", False)),
-                   text_height=float(d.get("text_height", 0.0)), binarize=bool(d.get("binarize", False)))
+        d, known = dict(d or {}), [f.name for f in dataclasses.fields(cls)]
+        if set(d) - set(known):
+            raise ValueError(f"unknown clean-up options {sorted(set(d) - set(known))}; known: {known}")
+        return cls(**{k: float(v) if k == "text_height" else bool(v) for k, v in d.items()})
 
 
 # ----- whether an option could matter ---------------------------------------------------------------
-def _spread(v: np.ndarray) -> float:
-    """Robust standard deviation (1.4826 times the median absolute deviation)."""
+def _spread(v: np.ndarray) -> float:  # robust standard deviation: 1.4826 median absolute deviations
     return float(1.4826 * np.median(np.abs(v - np.median(v)))) if v.size else 0.0
 
 
@@ -424,14 +415,11 @@ def measure(images: Iterable[np.ndarray]) -> dict[str, Any]:
       * ``separability``: median Otsu separability (:func:`separability`);
       * ``bars``: the bars :func:`candidates` holds these against.
     """
-    slopes, drifts, heights, specks, etas, n = [], [], [], [], [], 0
+    slopes, drifts, heights, specks, etas = [], [], [], [], []
     for x in images:
         x = np.asarray(x, np.uint8)
-        n += 1
         etas.append(separability(x))
-        speck, _ = _specks(x)
-        ink = float(x.sum())
-        specks.append(float(x[speck].sum()) / ink if ink > 0 else 0.0)
+        specks.append(float(x[_specks(x)[0]].sum()) / max(float(x.sum()), 1.0))
         line = midline(x)
         y = deskew(x)[0] if line is not None else x
         h = text_height(y)
@@ -443,7 +431,7 @@ def measure(images: Iterable[np.ndarray]) -> dict[str, Any]:
             drifts.append(line[1] * (cols[-1] - cols[0]) / h)
     s, d, hs = np.asarray(slopes), np.asarray(drifts), np.asarray(heights)
     r = lambda v: round(float(v), 4)  # noqa: E731
-    return {"images": n, "fitted": int(s.size),
+    return {"images": len(etas), "fitted": int(s.size),
             "slope_median_abs": r(np.median(np.abs(s))) if s.size else 0.0, "slope_spread": r(_spread(s)),
             "drift_median_abs": r(np.median(np.abs(d))) if d.size else 0.0, "drift_spread": r(_spread(d)),
             "height_median": r(np.median(hs)) if hs.size else 0.0,
