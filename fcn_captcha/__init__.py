@@ -18,6 +18,7 @@ _EXPORTS = {
     "CenterNet": "fcn_captcha.model",
     "Char": "fcn_captcha.decoder",
     "CheckpointError": "fcn_captcha.checkpoint",
+    "Cleanup": "fcn_captcha.cleanup",
     "Config": "fcn_captcha.config",
     "Dataset": "fcn_captcha.dataset",
     "decode": "fcn_captcha.decoder",

@@ -314,7 +314,7 @@ class Detector:
         else:
             raise TypeError(f"images is a {type(images).__name__} ({_short(images)}); Detector.read takes {_ACCEPTED}")
         cfg = self.config
-        arrays, sizes, names, errors = [], [], [], {}
+        arrays, sizes, names, transforms, errors = [], [], [], [], {}
         for i, item in enumerate(items):
             name = str(item) if isinstance(item, (str, os.PathLike)) else f"image #{i}"
             try:
@@ -323,8 +323,12 @@ class Detector:
                 elif isinstance(item, Image.Image):
                     item = upright(item, name)  # its upright size is the one positions map to
                 size = item.size if isinstance(item, Image.Image) else np.asarray(item).shape[1::-1]
-                arrays.append(self.scheme.model_input(item) if self.scheme is not None
-                              else to_model_input(item, cfg.width, cfg.height, name=name))
+                if self.scheme is not None:  # its canvas, and the affine back to the file's pixels
+                    x, transform = self.scheme.model_input_with_transform(item)
+                else:
+                    x, transform = to_model_input(item, cfg.width, cfg.height, name=name), None
+                arrays.append(x)
+                transforms.append(transform)
                 sizes.append(size)
                 names.append(name)
             except (ImageError, OSError, ValueError, TypeError) as e:  # e.g. a lazily opened, truncated PIL image
@@ -346,7 +350,7 @@ class Detector:
             if r.error:
                 r = dataclasses.replace(r, error=f"{names[k]}: {r.error}")
                 _report(r.error, on_error, ValueError)
-            out.append(_rescale(r, sizes[k], cfg, self.scheme))
+            out.append(_rescale(r, sizes[k], cfg, self.scheme, transforms[k]))
             k += 1
         return out[0] if single else out
 
@@ -364,11 +368,11 @@ def _report(message: str, on_error: str, exc: type[Exception]) -> None:
         warnings.warn(message, stacklevel=3)
 
 
-def _rescale(reading: Reading, size, cfg: Config, scheme: SchemeInfo | None = None) -> Reading:
+def _rescale(reading: Reading, size, cfg: Config, scheme: SchemeInfo | None = None, transform=None) -> Reading:
     w, h = size
-    if scheme is not None:  # the scheme's canvas: one scale per file, padded on the right
-        chars = tuple(dataclasses.replace(c, x=float(p[0]), y=float(p[1])) for c, p in
-                      zip(reading.chars, scheme.to_file([[c.x, c.y] for c in reading.chars], size).reshape(-1, 2)))
+    if scheme is not None:  # the scheme's canvas: one scale per file, padded right, and its clean-ups' affine
+        xy = scheme.to_file([[c.x, c.y] for c in reading.chars], size, transform).reshape(-1, 2)
+        chars = tuple(dataclasses.replace(c, x=float(p[0]), y=float(p[1])) for c, p in zip(reading.chars, xy))
         return dataclasses.replace(reading, chars=chars)
     if (w, h) == (cfg.width, cfg.height):
         return reading

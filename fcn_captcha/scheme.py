@@ -19,13 +19,16 @@ and measures:
   their median; ``luma`` images of a dark-on-light scheme are inverted so that ink is
   bright on a zero background, as the network expects
   (:mod:`fcn_captcha.preprocess`);
-* preprocessing options from the seeds (Otsu binarisation, seed 000) kept as options
-  of :class:`SchemeInfo`, off unless a measurement turns them on
+* the seeds' clean-ups (:mod:`fcn_captcha.cleanup`: Otsu binarisation and denoising,
+  seed 000; midline deskew and text-height scaling, seed 001) kept as options of
+  :class:`SchemeInfo` (``cleanup``), off unless a measurement turns them on
   (:func:`fcn_captcha.fitting.fit` records what it measured).
 
 :meth:`SchemeInfo.prepare` turns any image of the scheme into the padded canvas, and
-:meth:`SchemeInfo.model_input` into the uint8 network input; a
-:class:`~fcn_captcha.detector.Detector` whose ``info`` carries a scheme uses it.
+:meth:`SchemeInfo.model_input` into the uint8 network input; their ``_with_transform``
+twins also give the affine from the canvas's pixels to the file's, through which
+positions map back when a clean-up moves the text. A
+:class:`~fcn_captcha.detector.Detector` whose ``info`` carries a scheme uses them.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from fcn_captcha.cleanup import Cleanup, apply_affine, compose, invert_affine, separability
+from fcn_captcha.cleanup import otsu_threshold  # noqa: F401 (re-exported: it was defined here)
 from fcn_captcha.preprocess import ImageError, load_image, to_model_input
 
 COLOR_MARGIN = 0.08  #: bgdist must beat luma's separability by this much to be chosen
@@ -57,10 +62,15 @@ class SchemeInfo:
       width, height: model input size (pixels), multiples of 4.
       color: "luma" or "bgdist" (see module doc).
       invert: luma images are inverted (dark ink on a light background).
-      binarize: Otsu binarisation after the gray conversion (seed 000).
+      binarize: Otsu binarisation after the gray conversion (seed 000). Kept for the
+        cards written before ``cleanup``: the same switch as ``cleanup["binarize"]``
+        (either one on turns it on, and both are then written on; turn both off to
+        turn it off).
       file_sizes: ``[min_w, max_w, min_h, max_h]`` of the files.
       count: labelled files read.
       measurements: the figures behind each choice (for the report).
+      cleanup: the clean-up options, :meth:`fcn_captcha.cleanup.Cleanup.to_dict`
+        (all off by default; :attr:`cleanups` is the :class:`~fcn_captcha.cleanup.Cleanup`).
     """
 
     alphabet: str
@@ -74,6 +84,17 @@ class SchemeInfo:
     file_sizes: tuple[int, int, int, int] = (0, 0, 0, 0)
     count: int = 0
     measurements: dict[str, Any] = dataclasses.field(default_factory=dict)
+    cleanup: dict[str, Any] = dataclasses.field(default_factory=lambda: Cleanup().to_dict())
+
+    def __post_init__(self):
+        c = self.cleanups
+        self.binarize, self.cleanup = c.binarize, c.to_dict()
+
+    @property
+    def cleanups(self) -> Cleanup:
+        """The clean-up options as a :class:`~fcn_captcha.cleanup.Cleanup` (``binarize`` folded in)."""
+        c = self.cleanup if isinstance(self.cleanup, Cleanup) else Cleanup.from_dict(self.cleanup)
+        return dataclasses.replace(c, binarize=True) if self.binarize else c
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -94,13 +115,30 @@ class SchemeInfo:
         w, h = size
         return min(self.height / h, self.width / w)
 
-    def to_file(self, xy, size: tuple[int, int]) -> np.ndarray:
-        """Model-input positions ``[..., 2]`` (x, y) -> the file's own pixels."""
+    def file_affine(self, size: tuple[int, int]) -> np.ndarray:
+        """The 2x3 affine from the canvas's pixels to a ``(width, height)`` file's, without clean-ups."""
+        s = self.scale_of(size)
+        return np.array([[1.0 / s, 0.0, 0.5 / s - 0.5], [0.0, 1.0 / s, 0.5 / s - 0.5]])
+
+    def to_file(self, xy, size: tuple[int, int], transform: np.ndarray | None = None) -> np.ndarray:
+        """Model-input positions ``[..., 2]`` (x, y) -> the file's own pixels.
+
+        Args:
+          xy: positions on the canvas.
+          size: the file's ``(width, height)``.
+          transform: the file's 2x3 affine from :meth:`prepare_with_transform`; None: the
+            plain scale. The plain scale (also when ``transform`` is it) is computed as it
+            always was, so that models without clean-ups give bit-identical positions.
+        """
+        if transform is not None and not np.array_equal(transform, self.file_affine(size)):
+            return apply_affine(transform, xy)
         s = self.scale_of(size)
         return (np.asarray(xy, np.float64) + 0.5) / s - 0.5
 
-    def to_model(self, xy, size: tuple[int, int]) -> np.ndarray:
+    def to_model(self, xy, size: tuple[int, int], transform: np.ndarray | None = None) -> np.ndarray:
         """Inverse of :meth:`to_file`."""
+        if transform is not None and not np.array_equal(transform, self.file_affine(size)):
+            return apply_affine(invert_affine(transform), xy)
         s = self.scale_of(size)
         return (np.asarray(xy, np.float64) + 0.5) * s - 0.5
 
@@ -109,23 +147,46 @@ class SchemeInfo:
         """Float gray ``[h, w]`` of the file's size, ink bright (0..255)."""
         return to_gray(image, self.color, self.invert)
 
-    def prepare(self, image) -> np.ndarray:
-        """uint8 ``[height, width]`` model canvas: gray, scaled, left-aligned, zero-padded."""
+    def prepare_with_transform(self, image) -> tuple[np.ndarray, np.ndarray]:
+        """The model canvas and the affine that maps its positions back to the file.
+
+        Gray, scaled (one scale per file), the pixel clean-ups (binarise, denoise),
+        left-aligned and zero-padded, then the geometric clean-ups (deskew, text height)
+        on the padded canvas (:class:`~fcn_captcha.cleanup.Cleanup`).
+
+        Returns:
+          ``(canvas, A)``: uint8 ``[height, width]`` and the float 2x3 affine from the
+          canvas's pixel coordinates (x, y) to the file's (:meth:`to_file` takes it).
+        """
         g = self.gray(image)
         h, w = g.shape
         s = self.scale_of((w, h))
         nw, nh = max(2, min(self.width, round(w * s))), max(2, min(self.height, round(h * s)))
-        x = to_model_input(g, nw, nh)
-        if self.binarize:
-            x = np.where(x > otsu_threshold(x), 255, 0).astype(np.uint8)
+        c = self.cleanups
+        x = c.clean(to_model_input(g, nw, nh))
         out = np.zeros((self.height, self.width), np.uint8)
         out[:nh, :nw] = x
-        return out
+        if not c.warps:
+            return out, self.file_affine((w, h))
+        out, warp = c.warp(out)
+        return out, compose(self.file_affine((w, h)), warp)
+
+    def prepare(self, image) -> np.ndarray:
+        """uint8 ``[height, width]`` model canvas (:meth:`prepare_with_transform` without the affine)."""
+        return self.prepare_with_transform(image)[0]
+
+    def model_input_with_transform(self, image) -> tuple[np.ndarray, np.ndarray]:
+        """What the network reads, uint8 ``[height, width]``, and the 2x3 affine back to the file.
+
+        :func:`~fcn_captcha.preprocess.to_model_input` of :meth:`prepare` (the same path as
+        a prepared file read back by :func:`~fcn_captcha.dataset.load_folder`).
+        """
+        x, a = self.prepare_with_transform(image)
+        return to_model_input(x, self.width, self.height), a
 
     def model_input(self, image) -> np.ndarray:
-        """What the network reads: :func:`~fcn_captcha.preprocess.to_model_input` of :meth:`prepare`
-        (the same path as a prepared file read back by :func:`~fcn_captcha.dataset.load_folder`)."""
-        return to_model_input(self.prepare(image), self.width, self.height)
+        """:meth:`model_input_with_transform` without the affine."""
+        return self.model_input_with_transform(image)[0]
 
 
 # ----- gray conversions -----------------------------------------------------------------------------
@@ -172,37 +233,6 @@ def to_gray(image, color: str = "luma", invert: bool = True) -> np.ndarray:
         raise ValueError(f"color mode {color!r} must be 'luma' or 'bgdist'")
     g = rgb @ np.array([0.299, 0.587, 0.114])
     return 255.0 - g if invert else g
-
-
-def otsu_threshold(x: np.ndarray) -> float:
-    """Otsu's threshold of a uint8 (or 0..255) image."""
-    hist = np.bincount(np.clip(np.asarray(x).ravel().astype(np.int64), 0, 255), minlength=256).astype(np.float64)
-    return float(_otsu(hist)[0])
-
-
-def _otsu(hist: np.ndarray) -> tuple[int, float]:
-    """(threshold, separability eta = between-class / total variance) of a 256-bin histogram."""
-    p = hist / max(hist.sum(), 1.0)
-    levels = np.arange(len(p))
-    w0 = np.cumsum(p)
-    mu = np.cumsum(p * levels)
-    mu_t = mu[-1]
-    var_t = float((p * (levels - mu_t) ** 2).sum())
-    with np.errstate(divide="ignore", invalid="ignore"):
-        between = (mu_t * w0 - mu) ** 2 / (w0 * (1 - w0))
-    between = np.nan_to_num(between, nan=0.0, posinf=0.0)
-    t = int(np.argmax(between))
-    return t, float(between[t] / var_t) if var_t > 0 else 0.0
-
-
-def separability(gray: np.ndarray) -> float:
-    """Otsu's eta of a float gray image (0..255): 1 for two clean levels, ~0 for no contrast."""
-    g = np.asarray(gray, np.float64)
-    lo, hi = np.percentile(g, 0.5), np.percentile(g, 99.5)
-    if hi - lo < 4:
-        return 0.0
-    q = np.clip((g - lo) / (hi - lo) * 255, 0, 255).astype(np.int64)
-    return _otsu(np.bincount(q.ravel(), minlength=256).astype(np.float64))[1]
 
 
 # ----- inference ------------------------------------------------------------------------------------

@@ -7,12 +7,16 @@ every expected value is known by construction.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from fcn_captcha import cleanup as C
+from fcn_captcha.cleanup import Cleanup
+from fcn_captcha.preprocess import to_model_input
 from fcn_captcha.scheme import (SchemeInfo, canonical_size, infer_scheme, otsu_threshold, separability,
                                 symbol_order, to_gray)
 
@@ -115,3 +119,115 @@ def test_empty_folder_is_an_error(tmp_path):
     (tmp_path / "e").mkdir()
     with pytest.raises(ValueError, match="no labelled image"):
         infer_scheme(tmp_path / "e")
+
+
+# ----- clean-ups (fcn_captcha.cleanup) --------------------------------------------------------------
+def _prepare_before_cleanups(s: SchemeInfo, image) -> np.ndarray:
+    """SchemeInfo.prepare as it was written before the clean-ups: the reference for old cards."""
+    g = s.gray(image)
+    h, w = g.shape
+    sc = s.scale_of((w, h))
+    nw, nh = max(2, min(s.width, round(w * sc))), max(2, min(s.height, round(h * sc)))
+    x = to_model_input(g, nw, nh)
+    if s.binarize:
+        x = np.where(x > otsu_threshold(x), 255, 0).astype(np.uint8)
+    out = np.zeros((s.height, s.width), np.uint8)
+    out[:nh, :nw] = x
+    return out
+
+
+@pytest.mark.parametrize("binarize", [False, True])
+def test_an_old_card_reads_the_same(tmp_path, binarize):
+    sizes = [(100, 30), (150, 40), (120, 30)]
+    folder = _folder(tmp_path / "d", ["123", "456", "789"], sizes=sizes)
+    card = infer_scheme(folder).to_dict()
+    del card["cleanup"]  # written before the clean-ups
+    card["binarize"] = binarize
+    s = SchemeInfo.from_dict(json.loads(json.dumps(card)))
+    assert s.cleanups == Cleanup(binarize=binarize) and s.cleanup["binarize"] is binarize
+    xy = np.array([[10.3, 5.7], [37.5, 20.25]])
+    for name, size in zip(["123.png", "456.png", "789.png"], sizes):
+        canvas, a = s.prepare_with_transform(folder / name)
+        assert canvas.tobytes() == _prepare_before_cleanups(s, folder / name).tobytes()
+        assert s.model_input(folder / name).tobytes() == to_model_input(canvas, s.width, s.height).tobytes()
+        np.testing.assert_array_equal(a, s.file_affine(size))
+        sc = s.scale_of(size)
+        assert s.to_file(xy, size, a).tobytes() == ((xy + 0.5) / sc - 0.5).tobytes()  # bit for bit
+        np.testing.assert_allclose(C.apply_affine(a, xy), (xy + 0.5) / sc - 0.5, atol=1e-9)
+
+
+def test_cleanup_round_trip_and_the_binarize_switch(tmp_path):
+    s = infer_scheme(_folder(tmp_path / "d", ["12", "34"]))
+    s2 = dataclasses.replace(s, cleanup={"deskew": True, "text_height": 0.5})
+    assert s2.cleanups == Cleanup(deskew=True, text_height=0.5)
+    back = SchemeInfo.from_dict(json.loads(s2.to_json()))
+    assert back == s2 and back.cleanups == s2.cleanups
+    assert dataclasses.replace(s, binarize=True).cleanup["binarize"] is True  # either switch turns it on
+    on = dataclasses.replace(s, cleanup={"binarize": True})
+    assert on.binarize is True and on.to_dict()["binarize"] is True
+    with pytest.raises(ValueError, match="deskw"):
+        dataclasses.replace(s, cleanup={"deskw": True})
+
+
+def test_to_file_and_to_model_through_a_transform():
+    s = SchemeInfo("1", 1, 1, width=96, height=32, cleanup={"deskew": True})
+    a = np.array([[0.5, 0.0, 3.0], [0.1, 0.5, -2.0]])
+    xy = np.array([[4.0, 7.0], [50.0, 12.5]])
+    np.testing.assert_allclose(s.to_file(xy, (192, 64), a), xy @ a[:, :2].T + a[:, 2])
+    np.testing.assert_allclose(s.to_model(s.to_file(xy, (192, 64), a), (192, 64), a), xy)
+
+
+# a file of 192 x 64 (half-scale onto a 96 x 32 canvas) with three dots on a line of slope 0.25
+DOTS = np.array([[40.0, 20.0], [96.0, 34.0], [152.0, 48.0]])
+
+
+def _dots_file() -> Image.Image:
+    im = Image.new("RGB", (192, 64), (0, 0, 0))
+    d = ImageDraw.Draw(im)
+    for x, y in DOTS:
+        d.rectangle([x - 3, y - 3, x + 3, y + 3], fill=(255, 255, 255))
+    return im
+
+
+def _blob_maps(cfg):
+    """A stand-in network: a Gaussian target spot of symbol '1' on each bright blob's centroid."""
+    from scipy import ndimage
+
+    from fcn_captcha.targets import render_center_maps
+
+    def maps(params, x):
+        out = []
+        for img in np.asarray(x):
+            lab, n = ndimage.label(img > 100)
+            yx = ndimage.center_of_mass(img.astype(float), lab, range(1, n + 1)) if n else []
+            centers = np.array([[c, r] for r, c in yx]).reshape(-1, 2)
+            out.append(render_center_maps(centers, "1" * n, cfg.alphabet, (cfg.out_height, cfg.out_width),
+                                          stride=cfg.stride, sigma=(cfg.sigma_x, cfg.sigma_y)))
+        return np.stack(out).astype(np.float32)
+    return maps
+
+
+@pytest.mark.parametrize("deskew", [False, True])
+def test_detector_reads_positions_in_the_file_through_a_deskew(deskew):
+    from fcn_captcha.config import tiny
+    from fcn_captcha.detector import Detector
+    from fcn_captcha.model import build_model
+
+    cfg = tiny()  # 96 x 32, digits
+    s = SchemeInfo(cfg.alphabet, 2, 3, width=cfg.width, height=cfg.height, invert=False,
+                   cleanup={"deskew": deskew})
+    det = Detector(build_model(cfg), cfg, threshold=0.5, info={"scheme": s.to_dict()})
+    det._maps = _blob_maps(cfg)
+    im = _dots_file()
+    r = det.read(im, length=3)
+    assert r.text == "111"
+    got = np.array([(c.x, c.y) for c in r.chars])
+    np.testing.assert_allclose(got, DOTS, atol=1.0)
+    x, a = s.model_input_with_transform(im)
+    model_xy = np.array([(c.x, c.y) for c in det.read_arrays(x[None], length=3)[0].chars])
+    plain = (model_xy + 0.5) / s.scale_of(im.size) - 0.5  # the plain scale, no clean-up
+    if deskew:  # the dots were moved onto the middle row: the plain scale would put them there
+        assert np.ptp(model_xy[:, 1]) < 1.0
+        assert np.abs(plain - DOTS).max() > 8.0
+    else:  # no clean-up: the positions are the plain scale's, bit for bit
+        assert got.tobytes() == plain.tobytes()
