@@ -11,6 +11,9 @@ its Orbax checkpoints):
 3. the split: :func:`fcn_captcha.dataset.real_split` of the names (a hash of each file
    name, ``holdout`` of them, default 22%, for calibration; the rest for training,
    the first ``limit`` of them when ``limit`` is set);
+   ``cleanup.json``: which of the seeds' clean-ups (deskew, text-height scaling, Otsu
+   binarisation, denoising) the data choose, by short probe trainings on the split
+   (:func:`fcn_captcha.probe.choose_cleanup`); ``prepared/`` is made again with them;
 4. ``weak/``: centers from the strings (:func:`fcn_captcha.weak.weak_centers`: ink
    profile, then EM rounds of training and forced alignment); labels that disagree
    with their image are flagged there and left out of training;
@@ -21,6 +24,10 @@ its Orbax checkpoints):
 6. ``model/``: the network with its scheme (a :class:`~fcn_captcha.detector.Detector`
    loads it and reads files of the scheme at their own sizes, positions in each file's
    pixels), then ``report.md`` with figures and ``summary.json``.
+
+Why this module is long: it is the one place that orders the stages and carries a
+run's state (split, budget, resume) between them, and the report is written from that
+state; each stage's own work lives in its module.
 
 Every setting comes from the data (alphabet, lengths, sizes, colour), the device
 (architecture, batch, step size) or the time budget (steps); nothing is set per scheme.
@@ -38,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from fcn_captcha.cleanup import Cleanup
 from fcn_captcha.config import Config
 from fcn_captcha.scheme import SchemeInfo, infer_scheme
 
@@ -49,6 +57,7 @@ DEVICE_SETTINGS = {
 WEAK_SHARE = 0.4  #: share of the training time spent on the EM rounds
 FIT_SALT = "fcn_captcha.fit"  #: salt of fit's training/calibration split (see dataset.real_split)
 RESERVE = 0.08  #: least share of the budget kept for calibration, tests and the report
+PROBE_SHARE = 0.08  #: share of the working time the clean-up probes may take (when any clean-up is a candidate)
 
 
 def _device_kind() -> str:
@@ -93,7 +102,10 @@ def prepare_folder(data: Path, out: Path, scheme: SchemeInfo, log=print) -> dict
 
     done = out / "done.json"
     if done.exists():
-        return json.loads(done.read_text())
+        old = json.loads(done.read_text())
+        if (old.get("cleanup") or Cleanup().to_dict()) == scheme.cleanup:
+            return old
+        shutil.rmtree(out)  # made with other clean-ups (a probe chose them after): made again
     out.mkdir(parents=True, exist_ok=True)
     sizes, skipped, rows, originals = {}, [], [], {}
     for name, text in folder_entries(data):
@@ -119,7 +131,8 @@ def prepare_folder(data: Path, out: Path, scheme: SchemeInfo, log=print) -> dict
         w = csv.writer(f)
         w.writerow(["file", "text"])
         w.writerows(rows)
-    res = {"sizes": sizes, "skipped": skipped, "count": len(rows), "originals": originals}
+    res = {"sizes": sizes, "skipped": skipped, "count": len(rows), "originals": originals,
+           "cleanup": scheme.cleanup}
     _write_json(done, res)
     log(f"prepared {len(rows)} files of {data} as {scheme.width}x{scheme.height} canvases ({len(skipped)} skipped)")
     return res
@@ -319,6 +332,25 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
     # measured cost of preparing a file: kept out of the training time
     n_test = sum(1 for _ in Path(test).iterdir()) if test is not None else 0
     reserve = max(RESERVE * budget, 10.0 + 3.0 * prep["seconds_per_file"] * (len(calib_names) + n_test))
+    # 3b. clean-ups chosen by probes (fcn_captcha.probe); the folder is prepared again with them
+    cp = wd / "cleanup.json"
+    if cp.exists():
+        cleanup_record = json.loads(cp.read_text())
+    else:
+        from fcn_captcha.dataset import folder_entries
+        from fcn_captcha.probe import choose_cleanup, with_cleanup
+
+        texts = dict(folder_entries(prepared))
+        orig = prep["originals"]
+        chosen, cleanup_record = choose_cleanup(
+            scheme, cfg, data, [(orig[n], texts[n]) for n in train_names], [(orig[n], texts[n]) for n in calib_names],
+            PROBE_SHARE * (budget - reserve - elapsed()), use_prior=prior, log=log)
+        if not chosen.off:
+            scheme = with_cleanup(scheme, chosen)
+            sp.write_text(scheme.to_json())
+        _write_json(cp, cleanup_record)
+    if not scheme.cleanups.off:
+        prep = prepare_folder(data, prepared, scheme, log) | {"seconds_per_file": prep["seconds_per_file"]}
     # 4. weak centers
     work_s = budget - reserve - elapsed()
     weak = _weak_stage(wd, cfg, prepared, train_names, calib_names, WEAK_SHARE * work_s, log, use_prior=prior)
@@ -372,7 +404,7 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
         "train_files": len(train_names), "calibration_files": len(calib_names),
         "calibration": {"threshold": thr, **{k: cal_m[k] for k in ("count", "sequence_accuracy",
                                                                       "character_accuracy", "length_error_rate")}},
-        "flagged": weak["flagged"], "weak_start": weak.get("start", {}), "weak_history": weak["history"],
+        "flagged": weak["flagged"], "cleanup": cleanup_record, "weak_start": weak.get("start", {}), "weak_history": weak["history"],
         "training": tsum.get("stages", []),
     }
     test_m = None
@@ -427,6 +459,14 @@ def _confusion_png(confusions: list, path: Path, title: str) -> Path | None:
     return path
 
 
+def _cleanup_line(rec: dict) -> str:
+    """The clean-up choice in one table cell: chosen options, why, and each probe's score."""
+    on = [k for k, v in (rec.get("chosen") or {}).items() if v]
+    probes = "; ".join(f"{', '.join(k for k, v in p['cleanup'].items() if v) or 'none'}: "
+                       f"{100 * p['free_read_accuracy']:.1f}%" for p in rec.get("probes", []))
+    return (", ".join(on) or "none") + f" ({rec.get('why', 'not measured')}" + (f"; probes {probes}" if probes else "") + ")"
+
+
 def write_report(wd: Path, summary: dict, det, data: Path, cal_names, cal_truth, cal_m: dict,
                  test_m: dict | None) -> Path:
     """``wd/report.md`` with its figures beside it (``wd/figures``)."""
@@ -476,7 +516,7 @@ def write_report(wd: Path, summary: dict, det, data: Path, cal_names, cal_truth,
              f", background distance {sch['measurements'].get('separability_bgdist')}) |",
              f"| inverted (dark ink on light) | {sch['invert']} (bright background in "
              f"{100 * sch['measurements'].get('bright_background_share', 0):.0f}% of sampled files) |",
-             f"| Otsu binarisation | {sch['binarize']} |", "",
+             f"| clean-ups (seeds 000, 001) | {_cleanup_line(s.get('cleanup') or {})} |", "",
              "## Split", "",
              f"{s['train_files']} training files, {s['calibration_files']} calibration files (a hash of each "
              "file name; `split.json` lists them).", "",

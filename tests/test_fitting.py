@@ -134,4 +134,31 @@ def test_cli_parses_and_calls_fit(monkeypatch, tmp_path):
     seen = {}
     monkeypatch.setattr(fit_mod, "fit", lambda data, wd, **kw: seen.update(data=data, wd=wd, **kw) or {"wall_s": 1})
     assert main(["fit", "D", "--workdir", "W", "--test", "T", "--time-budget", "60", "--limit", "5"]) == 0
-    assert seen == {"data": "D", "wd": "W", "test": "T", "time_budget": 60.0, "limit": 5, "holdout": 0.22, "seed": 0}
+    assert seen == {"data": "D", "wd": "W", "test": "T", "time_budget": 60.0, "limit": 5, "holdout": 0.22, "seed": 0,
+                    "prior": True}
+    assert main(["fit", "D", "--workdir", "W", "--no-prior"]) == 0
+    assert seen["prior"] is False
+
+
+def test_a_chosen_cleanup_prepares_again_and_travels_in_the_card(tmp_path, monkeypatch):
+    """When the probes choose a clean-up, the folder is prepared with it, the scheme and the
+    model card carry it, and the detector reads files through it (positions in file pixels)."""
+    import fcn_captcha.probe as probe
+    from fcn_captcha.cleanup import Cleanup
+    from fcn_captcha.detector import Detector
+    from fcn_captcha.fitting import fit
+
+    data = _write_folder(tmp_path / "data", 24, seed=5)
+    chosen = Cleanup(deskew=True)
+    monkeypatch.setattr(probe, "choose_cleanup",
+                        lambda *a, **k: (chosen, {"chosen": chosen.to_dict(), "probes": [], "why": "given"}))
+    wd = tmp_path / "wd"
+    fit(data, wd, time_budget=20, device="cpu", overrides={"arch": "tiny", "batch_size": 8}, prior=False,
+        log=lambda *_: None)
+    assert json.loads((wd / "prepared" / "done.json").read_text())["cleanup"] == chosen.to_dict()
+    assert json.loads((wd / "scheme.json").read_text())["cleanup"]["deskew"] is True
+    det = Detector.load(wd / "model")
+    assert det.scheme.cleanups == chosen
+    r = det.read(str(data / "000.png"))
+    assert all(0 <= c.x < 96 and 0 <= c.y < 40 for c in r.chars)
+    assert "deskew" in (wd / "report.md").read_text()

@@ -1,0 +1,145 @@
+"""Choosing a scheme's clean-ups by data: short probe trainings, one per candidate.
+
+:func:`fcn_captcha.cleanup.measure` says, from a sample of a scheme's canvases, which of
+the seeds' clean-ups (deskew, text-height scaling, Otsu binarisation, denoising) could
+matter, and :func:`fcn_captcha.cleanup.candidates` turns that into at most four option
+sets, the all-off one first. Whether one actually helps is then measured, not assumed
+(:func:`choose_cleanup`): for each candidate the same probe is run on the same files,
+
+1. the training sample (up to ``PROBE_TRAIN`` files) and the calibration sample (up to
+   ``PROBE_CALIB``) are prepared with that candidate;
+2. initial centers come from the generic prior's alignment on those canvases (or from
+   the ink profile where no prior ships for the network, :mod:`fcn_captcha.prior`);
+3. the same network start is fine-tuned for the same number of steps (same batches),
+   as many as the time given allows (two short probes of all-off first: one compiles,
+   one times a step);
+4. the score is the share of calibration images whose free reading, at the best
+   threshold, is the label (:func:`fcn_captcha.weak._free_threshold`).
+
+A candidate replaces all-off only when it beats it by ``MARGIN`` or three images,
+whichever is more: a clean-up changes what every later reading sees, so a tie keeps
+the images as they are. When the measurements leave only the all-off set, no probe
+runs. Every figure goes to ``W/cleanup.json`` and the report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from fcn_captcha.cleanup import Cleanup, candidates, measure
+from fcn_captcha.config import Config
+from fcn_captcha.scheme import SchemeInfo
+
+__all__ = ["choose_cleanup", "MARGIN"]
+
+PROBE_TRAIN = 256  #: training files a probe trains on
+PROBE_CALIB = 128  #: calibration files a probe is scored on
+MEASURE_SAMPLE = 96  #: training files the measurements are taken on
+MARGIN = 0.03  #: least gain in free-reading accuracy for a clean-up to be chosen
+STEP_RANGE = (20, 400)  #: fewest and most steps of one probe
+
+
+def with_cleanup(scheme: SchemeInfo, c: Cleanup) -> SchemeInfo:
+    """``scheme`` with its clean-ups replaced by ``c`` (``binarize`` kept in step)."""
+    return dataclasses.replace(scheme, cleanup=c.to_dict(), binarize=c.binarize)
+
+
+def _canvases(scheme: SchemeInfo, data: Path, entries: list[tuple[str, str]]):
+    from fcn_captcha.dataset import Dataset
+
+    images = np.stack([scheme.model_input(str(data / n)) for n, _ in entries])
+    return Dataset(images, [t for _, t in entries], None, [n for n, _ in entries])
+
+
+def _probe(scheme: SchemeInfo, cfg: Config, data: Path, train, calib, steps: int,
+           use_prior: bool) -> tuple[float, float]:
+    """Free-reading accuracy on ``calib`` after a short training on ``train`` under ``scheme``,
+    and the seconds its training steps took."""
+    from fcn_captcha.detector import Detector
+    from fcn_captcha.model import build_model
+    from fcn_captcha.prior import load_prior, prior_centers, transfer
+    from fcn_captcha.steps import fine_tune
+    from fcn_captcha.weak import _free_threshold, initial_centers
+
+    tr, ca = _canvases(scheme, data, train), _canvases(scheme, data, calib)
+    prior = load_prior(cfg) if use_prior else None
+    if prior is not None:
+        model, _ = transfer(prior[0], prior[1], cfg, seed=cfg.seed)
+        tr.centers = prior_centers(prior[0], prior[1], cfg, tr)
+    else:
+        model = build_model(cfg, seed=cfg.seed)
+        tr.centers = initial_centers(tr)
+    t = time.time()
+    model = fine_tune(model, cfg, tr, steps, seed=7, log=lambda *_: None, pad_to=len(tr))
+    took = time.time() - t
+    maps = Detector(model, cfg, cfg.threshold).center_maps(ca.images)
+    return _free_threshold(maps, ca.texts, cfg)[1], took
+
+
+def choose_cleanup(scheme: SchemeInfo, cfg: Config, data: Path, train: list[tuple[str, str]],
+                   calib: list[tuple[str, str]], seconds: float, use_prior: bool = True,
+                   log: Callable[[str], Any] = print) -> tuple[Cleanup, dict[str, Any]]:
+    """The clean-ups a scheme's data choose (see the module doc).
+
+    Args:
+      scheme: the measured scheme (its own clean-ups are ignored: all off is the base).
+      cfg: the run's config (network, batch, augmentation).
+      data: the labelled folder.
+      train: ``(file, text)`` of training files, in split order.
+      calib: ``(file, text)`` of calibration files.
+      seconds: time for all probes together.
+      use_prior: start probes from the generic prior (as `fit` does).
+      log: progress lines.
+
+    Returns:
+      ``(chosen, record)``: the :class:`~fcn_captcha.cleanup.Cleanup` and a JSON-able
+      record (measurements, candidates, each probe's score and seconds, the choice).
+    """
+    t0 = time.time()
+    base = with_cleanup(scheme, Cleanup())
+    idx = np.unique(np.linspace(0, len(train) - 1, min(MEASURE_SAMPLE, len(train))).round().astype(int))
+    m = measure(base.prepare(str(data / train[i][0])) for i in idx)
+    cands = candidates(m)
+    record: dict[str, Any] = {"measurements": m, "candidates": [c.to_dict() for c in cands], "probes": []}
+    if len(cands) == 1 or not calib:
+        record.update(chosen=Cleanup().to_dict(), why="no clean-up passed its measurement's bar"
+                      if len(cands) == 1 else "no calibration files to score probes on",
+                      seconds=time.time() - t0)
+        log(f"clean-ups: none ({record['why']})")
+        return Cleanup(), record
+    tr = train[:: max(1, len(train) // PROBE_TRAIN)][:PROBE_TRAIN]
+    ca = calib[:: max(1, len(calib) // PROBE_CALIB)][:PROBE_CALIB]
+    # two short probes of the base: the first compiles, the second times a step and the rest
+    lo = STEP_RANGE[0]
+    _probe(base, cfg, data, tr, ca, lo, use_prior)
+    t = time.time()
+    score, in_steps = _probe(base, cfg, data, tr, ca, lo, use_prior)
+    per_step, overhead = in_steps / lo, time.time() - t - in_steps
+    left = max(0.0, seconds - (time.time() - t0))
+    steps = int(np.clip((left / len(cands) - overhead) / max(per_step, 1e-6), *STEP_RANGE))
+    scores = []
+    for k, c in enumerate(cands):
+        t = time.time()
+        if k == 0 and steps == lo:
+            pass  # the timing probe was this one
+        else:
+            score, _ = _probe(with_cleanup(scheme, c), cfg, data, tr, ca, steps, use_prior)
+        took = time.time() - t
+        scores.append(score)
+        record["probes"].append({"cleanup": c.to_dict(), "steps": steps, "free_read_accuracy": round(score, 4),
+                                 "seconds": round(took, 1)})
+        log(f"clean-up probe {k + 1}/{len(cands)} {c.to_dict()}: {100 * score:.1f}% of {len(ca)} calibration "
+            f"images read right after {steps} steps ({took:.0f} s)")
+    bar = max(MARGIN, 3.0 / len(ca))
+    best = int(np.argmax(scores))
+    chosen = cands[best] if best > 0 and scores[best] >= scores[0] + bar else cands[0]
+    record.update(chosen=chosen.to_dict(), margin=bar, seconds=round(time.time() - t0, 1),
+                  why=f"best probe {100 * scores[best]:.1f}% against {100 * scores[0]:.1f}% with none "
+                      f"(a clean-up needs {100 * bar:.1f} points more)")
+    log(f"clean-ups chosen: {chosen.to_dict()} ({record['why']})")
+    return chosen, record

@@ -1,0 +1,66 @@
+"""Tests of fcn_captcha.probe: clean-ups chosen by short probe trainings."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from fcn_captcha import probe
+from fcn_captcha.cleanup import Cleanup
+from fcn_captcha.config import Config
+from fcn_captcha.scheme import infer_scheme
+
+CFG = dict(arch="tiny", batch_size=8)
+
+
+def _folder(path, n, shear_range=0.0, seed=0):
+    """Labelled dark-on-light digit images; with ``shear_range`` each image is sheared by its own amount."""
+    rng = np.random.default_rng(seed)
+    path.mkdir(parents=True)
+    font = ImageFont.load_default(26)
+    rows = []
+    for i in range(n):
+        text = "".join(str(d) for d in rng.integers(0, 10, 3))
+        im = Image.new("L", (96, 40), 255)
+        ImageDraw.Draw(im).text((8, 6), text, font=font, fill=0)
+        a = np.asarray(im)
+        k = rng.uniform(-shear_range, shear_range)
+        if k:
+            a = np.stack([np.roll(a[:, c], int(round(k * (c - 48)))) for c in range(a.shape[1])], 1)
+        Image.fromarray(a).save(path / f"{i:03d}.png")
+        rows.append(f"{i:03d}.png,{text}")
+    (path / "labels.csv").write_text("file,text\n" + "\n".join(rows) + "\n")
+    return [tuple(r.split(",")) for r in rows]
+
+
+def _config(scheme):
+    return Config(alphabet=scheme.alphabet, min_length=scheme.min_length, max_length=scheme.max_length,
+                  width=scheme.width, height=scheme.height, **CFG)
+
+
+def test_plain_text_runs_no_probe(tmp_path):
+    entries = _folder(tmp_path / "d", 24)
+    scheme = infer_scheme(tmp_path / "d")
+    chosen, rec = probe.choose_cleanup(scheme, _config(scheme), tmp_path / "d", entries[:16], entries[16:], 5.0,
+                                       log=lambda *_: None)
+    assert chosen.off and rec["probes"] == [] and len(rec["candidates"]) == 1
+
+
+def test_sheared_text_is_probed_and_the_margin_decides(tmp_path, monkeypatch):
+    entries = _folder(tmp_path / "d", 40, shear_range=0.25)
+    scheme = infer_scheme(tmp_path / "d")
+    cfg = _config(scheme)
+    chosen, rec = probe.choose_cleanup(scheme, cfg, tmp_path / "d", entries[:28], entries[28:], 20.0,
+                                       log=lambda *_: None)
+    assert any(c["deskew"] for c in rec["candidates"])
+    assert len(rec["probes"]) == len(rec["candidates"]) >= 2
+    assert all(0.0 <= p["free_read_accuracy"] <= 1.0 for p in rec["probes"])
+    # the choice, with scores given: a gain under the margin keeps all-off, one above it wins
+    for gain, wins in ((0.2, False), (0.4, True)):  # 12 calibration images: the bar is 3 of them (0.25)
+        def fake(sch, *a, gain=gain, **k):
+            return (0.5 + (gain if not sch.cleanups.off else 0.0), 0.01)
+        monkeypatch.setattr(probe, "_probe", fake)
+        chosen, rec = probe.choose_cleanup(scheme, cfg, tmp_path / "d", entries[:28], entries[28:], 1.0,
+                                           log=lambda *_: None)
+        assert chosen.off != wins
+        assert (Cleanup.from_dict(rec["chosen"]) == chosen)
