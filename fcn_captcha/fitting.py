@@ -14,8 +14,10 @@ its Orbax checkpoints):
    ``cleanup.json``: which of the seeds' clean-ups (deskew, text-height scaling, Otsu
    binarisation, denoising) the data choose, by short probe trainings on the split
    (:func:`fcn_captcha.probe.choose_cleanup`); ``prepared/`` is made again with them;
-4. ``weak/``: centers from the strings (:func:`fcn_captcha.weak.weak_centers`: ink
-   profile, then EM rounds of training and forced alignment); labels that disagree
+4. ``weak/``: centers from the strings (:func:`fcn_captcha.weak.weak_centers`: forced
+   alignment on the shipped generic prior's maps, :mod:`fcn_captcha.prior`, or the ink
+   profile where no prior ships for the network, then EM rounds of training and forced
+   alignment starting from the prior's network); labels that disagree
    with their image are flagged there and left out of training;
 5. ``train/``: :func:`fcn_captcha.training.train`, the restart schedule, starting from
    the EM network, on the aligned centers, selecting restarts by their loss on the
