@@ -21,7 +21,7 @@ _EXPORTS = {
     "Config": "fcn_captcha.config",
     "Dataset": "fcn_captcha.dataset",
     "decode": "fcn_captcha.decoder",
-    "decode_device": "fcn_captcha.decoder",
+    "decode_device": "fcn_captcha.device_decoder",
     "Detector": "fcn_captcha.detector",
     "evaluate_folder": "fcn_captcha.evaluate",
     "evaluate_plain": "fcn_captcha.evaluate",

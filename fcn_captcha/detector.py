@@ -41,7 +41,8 @@ from PIL import Image
 from fcn_captcha.batching import fixed_chunks
 from fcn_captcha.checkpoint import load_model, resolve_model_dir
 from fcn_captcha.config import Config
-from fcn_captcha.decoder import Reading, decode_device, readings_from_device
+from fcn_captcha.decoder import Reading
+from fcn_captcha.device_decoder import decode_device, readings_from_device
 from fcn_captcha.model import output_maps
 from fcn_captcha.preprocess import (
     BYTES_TYPES,
