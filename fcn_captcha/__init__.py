@@ -25,6 +25,7 @@ _EXPORTS = {
     "Detector": "fcn_captcha.detector",
     "evaluate_folder": "fcn_captcha.evaluate",
     "evaluate_plain": "fcn_captcha.evaluate",
+    "export_onnx": "fcn_captcha.onnx_export",
     "fine_tune": "fcn_captcha.steps",
     "fit": "fcn_captcha.fitting",
     "fit_style": "fcn_captcha.stylefit",

@@ -1,4 +1,4 @@
-"""The model card: finding, reading and checking a model directory's ``model.json`` (no JAX).
+"""The model card: finding a model directory (or a shipped model), reading and checking its ``model.json`` (no JAX).
 
 A model directory (:mod:`fcn_captcha.checkpoint`) holds ``model.json``, its card::
 
@@ -23,6 +23,8 @@ from typing import Any
 from fcn_captcha.config import CARD_FIELDS, Config
 
 MODEL_FORMAT = 1
+#: The models shipped in the package, one directory each.
+PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 
 
 class CheckpointError(RuntimeError):
@@ -43,6 +45,29 @@ def resolve_model_dir(model_dir: str | os.PathLike) -> Path:
         if (old / "model.json").exists():
             return old
     return model_dir
+
+
+def pretrained_names() -> list[str]:
+    """Names of the models shipped in the package."""
+    if not PRETRAINED_DIR.is_dir():
+        return []
+    return sorted(p.name for p in PRETRAINED_DIR.iterdir() if (p / "model.json").exists())
+
+
+def find_model_dir(name_or_path: str | os.PathLike) -> Path:
+    """A model directory (:func:`resolve_model_dir`), else the shipped model of that name.
+
+    Raises:
+      FileNotFoundError: neither (lists the shipped names).
+    """
+    p = resolve_model_dir(Path(name_or_path))  # a save killed half-way leaves model.old to read
+    if (p / "model.json").exists():
+        return p
+    cand = PRETRAINED_DIR / str(name_or_path)
+    if (cand / "model.json").exists():
+        return cand
+    raise FileNotFoundError(f"{name_or_path}: no model directory of that path and no shipped model of "
+                            f"that name (shipped: {pretrained_names()})")
 
 
 def check_card(meta: Any, where: str | os.PathLike) -> dict:

@@ -332,7 +332,8 @@ def readings_from_device(out: dict[str, Any], alphabet: str) -> list[Reading]:
     Returns:
       ``B`` readings, equal to ``decode(...)`` on the same maps and settings. An image
       whose maps are not finite (``out["finite"]`` False) gets an empty reading with
-      :attr:`Reading.error` set to :data:`NON_FINITE_MAPS` (where :func:`~fcn_captcha.decoder.decode` raises, or flags them with ``non_finite="flag"``).
+      :attr:`Reading.error` set to :data:`NON_FINITE_MAPS`, as
+      ``decode(..., non_finite="flag")`` gives (plain ``decode`` raises).
     """
     symbol = np.asarray(out["symbol"])
     x, y, score = (np.asarray(out[n], np.float64) for n in ("x", "y", "score"))
