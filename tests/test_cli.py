@@ -1,8 +1,7 @@
 """Tests of the ``fcn-captcha`` command line (fcn_captcha.cli.main), in process, with capsys.
 
 Loading a model is not what these tests check, so ``Detector.load`` is cached for the
-module: every command that reads images shares one loaded ``lib36x4`` per backend
-(``predict`` reads it with the ONNX backend by default: it ships a ``model.onnx``) and
+module: every command that reads images shares one loaded ``lib36x4`` per backend and
 reads two good images at a time, so the network compiles once. About 30 s on 2 CPU cores.
 """
 

@@ -138,7 +138,7 @@ from fcn_captcha.cli import main
 model_dir, files = sys.argv[1], sys.argv[2:]
 reads = Detector.load(model_dir, backend="auto").read(files)
 print(json.dumps([[r.text, [[c.x, c.y] for c in r.chars]] for r in reads]))
-main(["predict", "--model", model_dir, "--json", *files])
+main(["predict", "--model", model_dir, "--backend", "onnx", "--json", *files])
 loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("jax", "jaxlib", "flax", "orbax", "optax")
                 and sys.modules[m] is not None)
 print(json.dumps(loaded))
