@@ -24,7 +24,8 @@ the network and the on-device decoder run on JAX's default device, the GPU when 
 has one; images are read in fixed-size batches so each batch shape compiles once) and
 "onnx" (an exported file, :mod:`fcn_captcha.onnx_reader`: onnxruntime runs the network,
 the NumPy decoder reads its maps; nothing imports JAX). Preprocessing, arguments, errors
-and positions are this module's for both, so both give the same readings.
+and positions are this module's for both, so both read alike: identically where JAX
+computes in float32; a bfloat16 model differs by that rounding (:mod:`fcn_captcha.onnx_reader`).
 """
 
 from __future__ import annotations

@@ -8,9 +8,10 @@
   ``[N, h, w, K]``: scaling by 1/255, zero padding at the bottom and right to a multiple
   of the stride, the 'SAME' convolutions with ReLU, the 2x2 max-pools, the 3x3 head
   (and the sigmoid of a focal-loss model), all in **float32**, also for a model trained
-  with bfloat16 convolutions (whose JAX backend computes in bfloat16: the maps differ
-  by bfloat16's rounding, about 1% of a peak; the shipped models read the same texts,
-  see ``benchmarks/RESULTS.md``);
+  with bfloat16 convolutions, whose JAX backend computes in bfloat16: the graph reads
+  exactly as JAX in float32, and differs from JAX in bfloat16 by that rounding (on the
+  shipped models 1 text in 5,600 readings, positions by a few tenths of a pixel;
+  ``benchmarks/RESULTS.md``);
 * **its card**, in the file's metadata (``metadata_props[CARD_KEY]``, JSON): the model
   directory's card (``format``, ``config``, ``threshold``, ``info`` with the scheme of a
   model made by ``fit``; :mod:`fcn_captcha.card`) plus ``onnx_format`` and
