@@ -3,10 +3,10 @@
 Times per image of
 
 * :func:`fcn_captcha.decoder.decode` (NumPy, on the host CPU) at batch 1 and a batch;
-* :func:`fcn_captcha.decoder.decode_device` (jitted, on JAX's default device: the GPU
+* :func:`fcn_captcha.device_decoder.decode_device` (jitted, on JAX's default device: the GPU
   when there is one) at batch 1 and batch 1024, the first (compiling) call timed
   apart; maps already on the device, result ready on the device; and the host step
-  :func:`~fcn_captcha.decoder.readings_from_device` apart;
+  :func:`~fcn_captcha.device_decoder.readings_from_device` apart;
 * the forward pass of the ``lib36x4`` network
   (``build_model(lib36x4())``, jitted, ``[1024, 64, 192, 1]`` images), same device;
 
@@ -49,7 +49,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from fcn_captcha.config import DIGITS, UPPER, lib36x4
-from fcn_captcha.decoder import decode, decode_device, readings_from_device
+from fcn_captcha.decoder import decode
+from fcn_captcha.device_decoder import decode_device, readings_from_device
 from fcn_captcha.targets import render_center_maps
 
 ALPHABET = DIGITS + UPPER

@@ -18,7 +18,7 @@ import numpy as np
 
 from fcn_captcha.batching import fixed_chunks
 from fcn_captcha.config import Config
-from fcn_captcha.decoder import decode_device, readings_from_device
+from fcn_captcha.device_decoder import decode_device, readings_from_device
 from fcn_captcha.model import CenterNet
 
 if TYPE_CHECKING:

@@ -16,6 +16,9 @@ A **model directory** holds everything a reader needs::
 This module is the one writer of ``model.json`` (:func:`save_model`,
 :func:`update_model_card`, :func:`record_test`): every write is checked against the
 card's format and replaces the file atomically (a temporary file, then ``os.replace``).
+Reading and checking a card (:func:`read_model_meta`, :func:`check_card`,
+:func:`resolve_model_dir`, :class:`CheckpointError`) live in :mod:`fcn_captcha.card`,
+which imports no JAX; they are re-exported here.
 """
 
 from __future__ import annotations
@@ -31,14 +34,17 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from fcn_captcha.config import CARD_FIELDS, Config
+from fcn_captcha.card import (
+    MODEL_FORMAT,
+    CheckpointError,
+    _sibling,
+    card_config,
+    check_card,
+    read_model_meta,
+    resolve_model_dir,
+)
+from fcn_captcha.config import Config
 from fcn_captcha.model import CenterNet, build_model
-
-MODEL_FORMAT = 1
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint or model directory that is corrupt or does not match the run."""
 
 
 def _abstract(tree):
@@ -185,42 +191,6 @@ def save_model(model_dir: str | os.PathLike, model: CenterNet, config: Config, t
     return model_dir
 
 
-def _sibling(model_dir: Path, suffix: str) -> Path:
-    return model_dir.with_name(model_dir.name + suffix)
-
-
-def resolve_model_dir(model_dir: str | os.PathLike) -> Path:
-    """The directory to read a model from: ``model_dir``, or ``model_dir.old`` when a save
-    was killed between its two renames (then ``model_dir`` has no ``model.json``).
-    """
-    model_dir = Path(model_dir)
-    if not (model_dir / "model.json").exists():
-        old = _sibling(model_dir.absolute(), ".old")
-        if (old / "model.json").exists():
-            return old
-    return model_dir
-
-
-def check_card(meta: Any, where: str | os.PathLike) -> dict:
-    """Check a model card's fields; return it.
-
-    Raises:
-      CheckpointError: a field missing or of the wrong kind (names the field and ``where``).
-    """
-    if not isinstance(meta, dict):
-        raise CheckpointError(f"{where}: model.json must hold a JSON object, not {type(meta).__name__}")
-    if meta.get("format") != MODEL_FORMAT:
-        raise CheckpointError(f"{where}: model format {meta.get('format')} is not {MODEL_FORMAT}")
-    if not isinstance(meta.get("config"), dict):
-        raise CheckpointError(f"{where}: field 'config' must be an object (the model's config)")
-    t = meta.get("threshold")
-    if isinstance(t, bool) or not isinstance(t, (int, float)) or not (0.0 < float(t) <= 1.0):
-        raise CheckpointError(f"{where}: field 'threshold' must be a number in (0, 1], not {t!r}")
-    if not isinstance(meta.get("info", {}), dict):
-        raise CheckpointError(f"{where}: field 'info' must be an object")
-    return meta
-
-
 def _write_card(model_dir: Path, meta: dict) -> None:
     """Check ``meta`` and write ``model_dir/model.json`` atomically."""
     check_card(meta, model_dir / "model.json")
@@ -261,18 +231,6 @@ def record_test(model_dir: str | os.PathLike, metrics: dict[str, Any], what: str
     return meta
 
 
-def read_model_meta(model_dir: str | os.PathLike) -> dict:
-    """``model.json`` of a model directory (see :func:`resolve_model_dir`), checked."""
-    p = resolve_model_dir(model_dir) / "model.json"
-    if not p.exists():
-        raise CheckpointError(f"{model_dir}: not a model directory (no model.json)")
-    try:
-        meta = json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{p}: corrupt model.json ({e})") from None
-    return check_card(meta, p)
-
-
 def load_model(model_dir: str | os.PathLike) -> tuple[CenterNet, Config, float, dict]:
     """Load a model directory into a network (restored against its abstract structure).
 
@@ -284,10 +242,7 @@ def load_model(model_dir: str | os.PathLike) -> tuple[CenterNet, Config, float, 
     """
     model_dir = resolve_model_dir(Path(model_dir).absolute())
     meta = read_model_meta(model_dir)
-    try:
-        config = Config.from_dict(meta["config"], required=CARD_FIELDS)
-    except ValueError as e:
-        raise CheckpointError(f"{model_dir / 'model.json'}: {e}") from None
+    config = card_config(meta, model_dir / "model.json")
     abstract = nnx.eval_shape(lambda: build_model(config))
     graphdef, abs_state = nnx.split(abstract)
     target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, np.float32),

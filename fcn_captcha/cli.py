@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -110,11 +111,20 @@ def _length(text: str | None) -> int | tuple[int, int] | None:
     return value
 
 
-def cmd_predict(args):
-    from fcn_captcha.dataset import IMAGE_EXTENSIONS
-    from fcn_captcha.detector import Detector
+def cmd_export(args):
+    from fcn_captcha.onnx_export import export_onnx
 
-    det = Detector.load(args.model)
+    out = export_onnx(args.model, args.out)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB): the network and card of {args.model}; "
+          f"read it with Detector.load(..., backend='onnx') or fcn-captcha predict --backend onnx")
+    return 0
+
+
+def cmd_predict(args):
+    from fcn_captcha.detector import Detector
+    from fcn_captcha.preprocess import IMAGE_EXTENSIONS
+
+    det = Detector.load(args.model, backend=args.backend)
     paths = []
     for f in args.files:
         p = Path(f)
@@ -126,28 +136,56 @@ def cmd_predict(args):
     return 1 if failed else 0
 
 
+#: Files read per ``Detector.read`` call by ``predict``: its lines are written as each chunk is read.
+PREDICT_CHUNK = 64
+
+
 def read_files(detector: Detector, paths: list[str], json_lines: bool = False, stream=None, threshold: float | None = None,
-               length=None) -> int:
+               length=None, chunk: int = PREDICT_CHUNK) -> int:
     """``fcn-captcha predict``: one line per image on ``stream`` (default: ``sys.stdout`` when called).
+
+    Files are read ``chunk`` at a time and each chunk's lines written (and flushed) as
+    soon as it is read, so that many files stream; a progress bar (rich) shows on
+    ``sys.stderr`` when it is a terminal and there is more than one chunk.
 
     Returns the number of images that failed (each named on ``sys.stderr``).
     """
     stream = sys.stdout if stream is None else stream
-
-    reads = detector.read(list(paths), threshold=threshold, length=length, on_error="quiet")
+    paths = list(paths)
     failed = 0
-    for p, r in zip(paths, reads):
-        if r.error:  # once: the reading's error already names the file
-            failed += 1
-            print(r.error, file=sys.stderr)
-            continue
-        if json_lines:
-            stream.write(json.dumps({"file": str(p), "text": r.text, "length_forced": r.length_forced,
-                                     "chars": [{"symbol": c.symbol, "x": round(c.x, 2), "y": round(c.y, 2),
-                                                "score": round(c.score, 4)} for c in r.chars]}) + "\n")
-        else:
-            stream.write(f"{p}\t{r.text}\n")
+    with _progress(len(paths), show=len(paths) > chunk and sys.stderr.isatty()) as advance:
+        for a in range(0, len(paths), chunk):
+            part = paths[a:a + chunk]
+            reads = detector.read(part, threshold=threshold, length=length, on_error="quiet")
+            for p, r in zip(part, reads):
+                if r.error:  # once: the reading's error already names the file
+                    failed += 1
+                    print(r.error, file=sys.stderr)
+                    continue
+                if json_lines:
+                    stream.write(json.dumps({"file": str(p), "text": r.text, "length_forced": r.length_forced,
+                                             "chars": [{"symbol": c.symbol, "x": round(c.x, 2), "y": round(c.y, 2),
+                                                        "score": round(c.score, 4)} for c in r.chars]}) + "\n")
+                else:
+                    stream.write(f"{p}\t{r.text}\n")
+            stream.flush()
+            advance(len(part))
     return failed
+
+
+@contextlib.contextmanager
+def _progress(total: int, show: bool):
+    """``with _progress(total, show) as advance``: a rich progress bar on stderr when ``show``, else nothing."""
+    if not show:
+        yield lambda n: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    with Progress("reading", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("reading", total=total)
+        yield lambda n: bar.advance(task, n)
 
 
 def cmd_demo(args):
@@ -273,7 +311,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per image with positions and scores")
     p.add_argument("--threshold", type=float, default=None)
     p.add_argument("--length", type=_length, default=None, help="known length N or range LO-HI")
+    p.add_argument("--backend", choices=["jax", "onnx", "auto"], default="jax",
+                   help="jax (default); onnx: the exported model.onnx read by onnxruntime, no JAX (starts in "
+                        "under a second); auto: onnx when the model has a model.onnx and onnxruntime is installed")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="write a model's network and card as one ONNX file (read without JAX)")
+    p.add_argument("--model", required=True, help="shipped name or model directory")
+    p.add_argument("--out", default=None, help="the .onnx file (default: MODEL/model.onnx, where the onnx backend "
+                                              "looks)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("demo", help="read fresh captchas with a shipped model and draw the result")
     p.add_argument("--model", default="lib36x4")
@@ -319,7 +366,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError, OSError, RuntimeError) as e:
+    except (ValueError, TypeError, OSError, RuntimeError, ImportError) as e:
         print(f"fcn-captcha {args.command}: error: {e}", file=sys.stderr)
         return 2
 

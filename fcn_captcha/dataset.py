@@ -34,10 +34,9 @@ import numpy as np
 from fcn_captcha.config import Config
 from fcn_captcha.generator import CenterCaptcha, generate_one
 from fcn_captcha.lookalike import LookalikeGenerator
-from fcn_captcha.preprocess import ImageError, load_image, to_model_input
+from fcn_captcha.preprocess import IMAGE_EXTENSIONS, ImageError, load_image, to_model_input
 from fcn_captcha.targets import rescale_coords
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp")
 FORMAT_VERSION = 1
 
 

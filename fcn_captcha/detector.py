@@ -19,8 +19,13 @@ one whose center maps are NaN or infinite (a corrupt model), gets a reading with
 ``error`` set: warned (``on_error="report"``), not warned (``"quiet"``, for callers that
 print the errors themselves), or raised (``"raise"``).
 
-The network and the on-device decoder run on JAX's default device (the GPU when JAX
-has one); images are read in fixed-size batches so each batch shape compiles once.
+Two backends run the network (``Detector.load(..., backend=)``): "jax" (the default;
+the network and the on-device decoder run on JAX's default device, the GPU when JAX
+has one; images are read in fixed-size batches so each batch shape compiles once) and
+"onnx" (an exported file, :mod:`fcn_captcha.onnx_reader`: onnxruntime runs the network,
+the NumPy decoder reads its maps; nothing imports JAX). Preprocessing, arguments, errors
+and positions are this module's for both, so both read alike: identically where JAX
+computes in float32; a bfloat16 model differs by that rounding (:mod:`fcn_captcha.onnx_reader`).
 """
 
 from __future__ import annotations
@@ -30,19 +35,13 @@ import math
 import numbers
 import os
 import warnings
-from pathlib import Path
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 from PIL import Image
 
-from fcn_captcha.batching import fixed_chunks
-from fcn_captcha.checkpoint import load_model, resolve_model_dir
+from fcn_captcha.card import PRETRAINED_DIR, find_model_dir, pretrained_names  # noqa: F401 - names re-exported
 from fcn_captcha.config import Config
-from fcn_captcha.decoder import Reading, decode_device, readings_from_device
-from fcn_captcha.model import output_maps
+from fcn_captcha.decoder import Reading, decode
 from fcn_captcha.preprocess import (
     BYTES_TYPES,
     ImageError,
@@ -53,21 +52,13 @@ from fcn_captcha.preprocess import (
 from fcn_captcha.scheme import SchemeInfo
 from fcn_captcha.targets import rescale_coords
 
-PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
-
-
-def pretrained_names() -> list[str]:
-    """Names of the models shipped in the package."""
-    if not PRETRAINED_DIR.is_dir():
-        return []
-    return sorted(p.name for p in PRETRAINED_DIR.iterdir() if (p / "model.json").exists())
-
-
 #: What :meth:`Detector.read` accepts, for its error messages.
 _ACCEPTED = ("one image (a path str or os.PathLike, a PIL image, encoded image bytes/bytearray/memoryview, "
              "or an array [H, W] or [H, W, 1|3|4]) or a list/tuple of them; preprocessed uint8 batches "
              "[N, H, W] go to Detector.read_arrays")
 _ON_ERROR = ("report", "quiet", "raise")
+#: ``Detector.load``'s backends; "auto" is "onnx" where an exported file and onnxruntime are there.
+BACKENDS = ("jax", "onnx", "auto")
 
 
 def _is_array(x) -> bool:
@@ -102,11 +93,15 @@ class Detector:
     """A trained center-map network with its config and calibrated threshold.
 
     Args:
-      model: the network.
+      model: the network: a :class:`~fcn_captcha.model.CenterNet` (run by JAX) or an
+        :class:`~fcn_captcha.onnx_reader.OnnxNetwork` (run by onnxruntime).
       config: its config.
       threshold: calibrated decoder threshold.
       info: how it was trained (from ``model.json``).
       name: where it came from.
+
+    Attributes:
+      backend: "jax" or "onnx", which runs the network.
     """
 
     def __init__(self, model, config: Config, threshold: float, info: dict | None = None, name: str = ""):
@@ -119,9 +114,22 @@ class Detector:
         self.scheme = None
         if self.info.get("scheme"):
             self.scheme = SchemeInfo.from_dict(self.info["scheme"])
+        self.trace_count = 0
+        self.backend = getattr(model, "backend", "jax")
+        if self.backend == "jax":
+            self._init_jax(model)
+
+    def _init_jax(self, model) -> None:
+        """The jitted forward pass of a JAX network (JAX is imported here, not by the ONNX backend)."""
+        import jax
+        import jax.numpy as jnp
+        from flax import nnx
+
+        from fcn_captcha.model import output_maps
+
+        config = self.config
         graphdef, params = nnx.split(model)
         self._params = params
-        self.trace_count = 0
 
         def maps_fn(p, x):
             self.trace_count += 1
@@ -130,21 +138,40 @@ class Detector:
         self._maps = jax.jit(maps_fn)
 
     @classmethod
-    def load(cls, name_or_path: str | os.PathLike) -> "Detector":
-        """A model directory, or the name of a model shipped in the package.
+    def load(cls, name_or_path: str | os.PathLike, backend: str = "jax") -> "Detector":
+        """A model directory, the name of a model shipped in the package, or an exported ``.onnx`` file.
+
+        Args:
+          name_or_path: a model directory or shipped name; with ``backend="onnx"`` also
+            a ``.onnx`` file of :func:`fcn_captcha.onnx_export.export_onnx`.
+          backend: "jax" (default) restores the Orbax parameters; "onnx" reads the
+            exported network with onnxruntime alone (a ``.onnx`` file, or the
+            directory's ``model.onnx``, whose card must equal its ``model.json``);
+            "auto" is "onnx" when there is such a file and onnxruntime is installed,
+            else "jax".
 
         Raises:
-          FileNotFoundError: neither a directory nor a shipped name (lists the names).
+          FileNotFoundError: neither a directory nor a shipped name (lists the names),
+            or ``backend="onnx"`` and no exported file.
+          CheckpointError: a corrupt model, or an exported file whose card does not
+            match (:func:`fcn_captcha.onnx_reader.load_onnx`).
         """
-        p = Path(name_or_path)
-        p = resolve_model_dir(p)  # a save killed half-way leaves model.old to read
-        if not (p / "model.json").exists():
-            cand = PRETRAINED_DIR / str(name_or_path)
-            if (cand / "model.json").exists():
-                p = cand
-            else:
-                raise FileNotFoundError(f"{name_or_path}: no model directory of that path and no shipped model of "
-                                        f"that name (shipped: {pretrained_names()})")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
+        if str(name_or_path).endswith(".onnx"):
+            if backend == "jax":
+                raise ValueError(f"{name_or_path}: an exported ONNX file reads with backend='onnx'")
+            from fcn_captcha.onnx_reader import load_onnx
+
+            return cls(*load_onnx(name_or_path), name=str(name_or_path))
+        p = find_model_dir(name_or_path)
+        if backend != "jax":
+            from fcn_captcha.onnx_reader import ONNX_FILE, has_onnxruntime, load_onnx
+
+            if backend == "onnx" or ((p / ONNX_FILE).exists() and has_onnxruntime()):
+                return cls(*load_onnx(p / ONNX_FILE, model_dir=p), name=str(name_or_path))
+        from fcn_captcha.checkpoint import load_model
+
         model, config, threshold, info = load_model(p)
         return cls(model, config, threshold, info, name=str(name_or_path))
 
@@ -187,6 +214,16 @@ class Detector:
     def _batches(self, images: np.ndarray, batch_size: int):
         """``(n, maps [size, h, w, K])`` per chunk; short chunks are zero-padded to one shape."""
         batch_size = _check_int("batch_size", batch_size, 1, None, " (a positive int, images per device call)")
+        if self.backend == "onnx":  # onnxruntime takes any batch size: no padding
+            images = np.asarray(images, np.uint8)
+            for a in range(0, len(images), batch_size):
+                chunk = images[a:a + batch_size]
+                yield len(chunk), self.model(chunk)
+            return
+        import jax.numpy as jnp
+
+        from fcn_captcha.batching import fixed_chunks
+
         for n, (chunk,) in fixed_chunks([np.asarray(images, np.uint8)], batch_size):
             yield n, self._maps(self._params, jnp.asarray(chunk))
 
@@ -213,9 +250,18 @@ class Detector:
 
     def _decode(self, images: np.ndarray, threshold: float, batch_size: int, length) -> list[Reading]:
         """Readings of checked arrays and arguments; non-finite maps give readings with ``error`` set."""
-        thr = jnp.float32(threshold)
         cfg = self.config
         reads: list[Reading] = []
+        if self.backend == "onnx":  # the NumPy decoder, the device decoder's twin
+            for _, maps in self._batches(images, batch_size):
+                reads += decode(maps, cfg.alphabet, threshold, cfg.stride, length, tuple(cfg.min_distance),
+                                cfg.max_candidates, non_finite="flag")
+            return reads
+        import jax.numpy as jnp
+
+        from fcn_captcha.device_decoder import decode_device, readings_from_device
+
+        thr = jnp.float32(threshold)
         for n, maps in self._batches(images, batch_size):
             out = decode_device(maps, thr, stride=cfg.stride, length=length,
                                 min_distance=tuple(cfg.min_distance), max_candidates=cfg.max_candidates)

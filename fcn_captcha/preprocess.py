@@ -46,6 +46,15 @@ BYTES_TYPES = (bytes, bytearray, memoryview)
 #: An image of at most this many grey levels that stays faint gets a warning.
 FEW_GREY_LEVELS = 16
 
+#: Version of what this module (and :meth:`fcn_captcha.scheme.SchemeInfo.model_input`)
+#: makes of an image: raise it whenever a change gives some image another model input.
+#: An exported model records it (:mod:`fcn_captcha.onnx_reader`), and a reader of
+#: another version refuses the file rather than read it differently from its maker.
+PREPROCESS_VERSION = 1
+
+#: File suffixes read as images when a folder is given (the CLI, real folders).
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp")
+
 
 def _scale_int(a: np.ndarray) -> np.ndarray:
     """Integer gray/colour values as float64 in 0..255: 8-bit values kept, wider ones scaled by their maximum."""

@@ -42,7 +42,7 @@ def load_prior(config: Config):
       ``(model, prior_config)`` or None when no prior of that architecture ships.
     """
     from fcn_captcha.checkpoint import load_model
-    from fcn_captcha.detector import PRETRAINED_DIR
+    from fcn_captcha.card import PRETRAINED_DIR
 
     name = PRIOR_BY_ARCH.get(config.arch)
     if name is None or not (PRETRAINED_DIR / name / "model.json").exists():

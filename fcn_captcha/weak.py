@@ -188,7 +188,7 @@ def _count_threshold(maps: np.ndarray, texts: list[str], config, chunk: int = 51
     import jax.numpy as jnp
 
     from fcn_captcha.calibration import best_plateau_middle
-    from fcn_captcha.decoder import decode_device
+    from fcn_captcha.device_decoder import decode_device
 
     ts = tuple(np.round(np.arange(0.1, 0.91, 0.05), 2))
     lengths = np.array([len(t) for t in texts])

@@ -1,8 +1,8 @@
 """Tests of the ``fcn-captcha`` command line (fcn_captcha.cli.main), in process, with capsys.
 
 Loading a model is not what these tests check, so ``Detector.load`` is cached for the
-module: every command that reads images shares one loaded ``lib36x4`` and reads two
-good images at a time, so the network compiles once. About 30 s on 2 CPU cores.
+module: every command that reads images shares one loaded ``lib36x4`` per backend and
+reads two good images at a time, so the network compiles once. About 30 s on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def subcommands() -> list[str]:
 def cached_load():
     load = functools.lru_cache(maxsize=None)(Detector.load)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(Detector, "load", staticmethod(lambda name: load(str(name))))
+        mp.setattr(Detector, "load", staticmethod(lambda name, backend="jax": load(str(name), backend)))
         yield
 
 
@@ -107,6 +107,70 @@ def test_predict_length(folder, capsys):
     assert main(["predict", "--model", "lib36x4", "--threshold", "1.0", "--length", "4", f, f]) == 0
     texts = [ln.split("\t")[1] for ln in capsys.readouterr().out.splitlines()]
     assert len(texts) == 2 and all(len(t) == 4 for t in texts)
+
+
+def test_predict_backends_read_alike(folder, capsys):
+    files = [str(folder / f"{t}.png") for t in TEXTS]
+    recs = {}
+    for backend in ("jax", "onnx", "auto"):
+        assert main(["predict", "--model", "lib36x4", "--json", "--backend", backend, *files]) == 0
+        recs[backend] = [json.loads(ln) for ln in capsys.readouterr().out.splitlines()]
+    assert recs["auto"] == recs["onnx"]  # lib36x4 ships its model.onnx
+    for a, b in zip(recs["jax"], recs["onnx"]):
+        assert a["text"] == b["text"]
+        assert all(abs(c["x"] - d["x"]) <= 0.5 and abs(c["y"] - d["y"]) <= 0.5 for c, d in zip(a["chars"], b["chars"]))
+
+
+def test_export_command(tmp_path, capsys):
+    pytest.importorskip("onnx", reason="exporting needs onnx: pip install -e '.[test,onnx]'")
+    from fcn_captcha.checkpoint import save_model
+    from fcn_captcha.config import tiny
+    from fcn_captcha.model import build_model
+
+    cfg = tiny()
+    save_model(tmp_path / "m", build_model(cfg), cfg, 0.4)
+    assert main(["export", "--model", str(tmp_path / "m")]) == 0
+    assert f"wrote {(tmp_path / 'm' / 'model.onnx').absolute()} (" in capsys.readouterr().out
+    assert main(["export", "--model", str(tmp_path / "m"), "--out", str(tmp_path / "x.onnx")]) == 0
+    assert (tmp_path / "x.onnx").read_bytes() == (tmp_path / "m" / "model.onnx").read_bytes()
+    assert main(["export", "--model", str(tmp_path / "nope")]) == 2
+    assert "nope: no model directory" in capsys.readouterr().err
+
+
+def test_many_files_stream_chunk_by_chunk():
+    """Each chunk's lines are written (and flushed) before the next chunk is read."""
+    import io
+
+    from fcn_captcha.cli import read_files
+    from fcn_captcha.decoder import Reading
+
+    events = []
+
+    class Reader:
+        def read(self, paths, **kw):
+            events.append(("read", len(paths)))
+            return [Reading("", error=f"{p}: bad") if p.endswith("x") else Reading(p.upper()) for p in paths]
+
+    class Stream(io.StringIO):
+        def flush(self):
+            events.append(("flush", self.getvalue().count("\n")))
+
+    stream = Stream()
+    paths = ["a", "b", "c", "d", "x"]
+    assert read_files(Reader(), paths, stream=stream, chunk=2) == 1
+    assert stream.getvalue().splitlines() == ["a\tA", "b\tB", "c\tC", "d\tD"]
+    assert events == [("read", 2), ("flush", 2), ("read", 2), ("flush", 4), ("read", 1), ("flush", 4)]
+
+
+def test_the_progress_bar_counts_to_the_end(capsys):
+    from fcn_captcha.cli import _progress
+
+    with _progress(5, show=True) as advance:
+        advance(2)
+        advance(3)
+    with _progress(5, show=False) as advance:
+        advance(5)
+    assert capsys.readouterr().out == ""  # the bar never writes to stdout, where the readings go
 
 
 def test_evaluate_folder(folder, tmp_path, capsys):

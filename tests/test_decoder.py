@@ -1,4 +1,6 @@
-"""Tests of fcn_captcha.decoder: NumPy ``decode`` and jitted ``decode_device``.
+"""Tests of the decoder twins: fcn_captcha.decoder (NumPy ``decode``) and
+fcn_captcha.device_decoder (jitted ``decode_device``), in one module because nearly every
+case is read by both and compared.
 
 Expected values come from the rendering parameters (the centers a map was drawn
 from) or are worked out by hand in the comments; the device decoder is checked
@@ -13,9 +15,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fcn_captcha import decoder
+from fcn_captcha import decoder, device_decoder
 from fcn_captcha.config import DIGITS, UPPER
-from fcn_captcha.decoder import Char, Reading, decode, decode_device, readings_from_device
+from fcn_captcha.decoder import Char, Reading, decode
+from fcn_captcha.device_decoder import decode_device, readings_from_device
 from fcn_captcha.targets import cells_to_pixels, render_center_maps
 
 A36 = DIGITS + UPPER
@@ -331,6 +334,31 @@ def test_non_finite_maps_numpy_raises_naming_the_first_bad_value():
         decode(maps, "ab")
 
 
+def test_non_finite_maps_numpy_flagged_read_like_the_device():
+    """``non_finite="flag"``: the NumPy decoder reads non-finite images as the device decoder does."""
+    good = spots((4, 6, 2), [(1, 2, 1, 0.9), (2, 4, 0, 0.8)])
+    maps = np.stack([good, good, good])
+    maps[1, 0, 0, 0] = np.nan
+    maps[2, 3, 5, 1] = -np.inf
+    flagged = decode(maps, "ab", length=(1, 3), non_finite="flag")
+    dev = readings_from_device(decode_device(maps, 0.4, length=(1, 3)), "ab")
+    assert flagged == dev
+    assert flagged[0].text == "ba" and [r.error for r in flagged[1:]] == [decoder.NON_FINITE_MAPS] * 2
+    assert decode(maps[1], "ab", non_finite="flag") == Reading("", error=decoder.NON_FINITE_MAPS)
+    with pytest.raises(ValueError, match="non_finite must be 'raise' or 'flag'"):
+        decode(good, "ab", non_finite="warn")
+
+
+def test_numpy_decoder_imports_no_jax():
+    """The ONNX backend reads with ``decode``: the module must not pull in JAX."""
+    import subprocess
+    import sys
+
+    code = "import sys, fcn_captcha.decoder; print(sorted(m for m in ('jax', 'flax') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_non_finite_maps_device_flag_each_image_and_read_as_errors():
     """Issue 12, item 5: ``decode_device`` flags each image whose maps are not finite
     (``finite``), reads nothing there, and ``readings_from_device`` sets ``error``."""
@@ -402,19 +430,19 @@ def test_subnormal_and_negative_zero_read_as_zero():
 def test_decode_device_traces_once_for_threshold_and_length_sweeps():
     maps = np.random.default_rng(0).random((3, 5, 11, 4)).astype(np.float32)  # a shape no other test uses
     chex.clear_trace_counter()
-    counted = jax.jit(chex.assert_max_traces(decoder._decode_device_impl, n=1),
+    counted = jax.jit(chex.assert_max_traces(device_decoder._decode_device_impl, n=1),
                       static_argnames=("table", "max_candidates", "stride"))
     for t, lo, hi in ((0.1, 0, 64), (0.3, 2, 3), (np.float32(0.5), 4, 4), (jnp.float32(0.7), 0, 9)):
         counted(maps, jnp.asarray(t, jnp.float32), jnp.int32(lo), jnp.int32(hi), table=(1, 1, 1),
                 max_candidates=64, stride=4)
     # and the library's own jit: one new cache entry for all thresholds, lengths and call styles
-    before = decoder._decode_device_jit._cache_size()
+    before = device_decoder._decode_device_jit._cache_size()
     for t in (0.1, 0.3, np.float32(0.5), jnp.float32(0.7), 1, np.float64(0.2)):
         decode_device(maps, t)
         decode_device(jnp.asarray(maps), t, min_distance=[2, 8])
         decode_device(maps, t, length=(2, 5))
         decode_device(maps, t, length=3)
-    assert decoder._decode_device_jit._cache_size() == before + 1
+    assert device_decoder._decode_device_jit._cache_size() == before + 1
 
 
 def test_decode_device_inside_jit():
@@ -435,8 +463,8 @@ def test_fixed_point_suppression_equals_the_sequential_greedy():
     chain[:, np.arange(m - 1), np.arange(1, m)] = True  # depth m: the loop must run to the end
     valid = np.concatenate([valid, np.ones((2, m), bool)])
     inside = np.concatenate([inside, chain])
-    want = np.asarray(decoder._suppress_sequential(jnp.asarray(valid), jnp.asarray(inside)))
-    got = np.asarray(jax.jit(decoder._suppress)(jnp.asarray(valid), jnp.asarray(inside)))
+    want = np.asarray(device_decoder._suppress_sequential(jnp.asarray(valid), jnp.asarray(inside)))
+    got = np.asarray(jax.jit(device_decoder._suppress)(jnp.asarray(valid), jnp.asarray(inside)))
     np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(want[-1], np.arange(m) % 2 == 0)  # kept, dropped, kept, ...
 
@@ -444,17 +472,17 @@ def test_fixed_point_suppression_equals_the_sequential_greedy():
 def test_shifted_max_filter_equals_reduce_window():
     x = jnp.asarray(np.floor(np.random.default_rng(5).random((3, 5, 7, 4)) * 3) - 1.0)
     want = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 1, 1, 1), "SAME")
-    np.testing.assert_array_equal(decoder._max_filter3_jnp(x), want)
+    np.testing.assert_array_equal(device_decoder._max_filter3_jnp(x), want)
     np.testing.assert_array_equal(decoder.max_filter3(np.asarray(x[0])), want[0])
 
 
 @pytest.mark.parametrize("path", ["direct", "by_cell"])
 def test_both_device_candidate_paths_read_like_numpy(path, monkeypatch):
     """Tie-heavy maps (many cross-map duplicates per cell) and few candidates."""
-    monkeypatch.setattr(decoder, "_CANDIDATE_PATH", path)
-    jitted = jax.jit(lambda *a, **k: decoder._decode_device_impl(*a, **k),  # a fresh trace
+    monkeypatch.setattr(device_decoder, "_CANDIDATE_PATH", path)
+    jitted = jax.jit(lambda *a, **k: device_decoder._decode_device_impl(*a, **k),  # a fresh trace
                      static_argnames=("table", "max_candidates", "stride"))
-    monkeypatch.setattr(decoder, "_decode_device_jit", jitted)
+    monkeypatch.setattr(device_decoder, "_decode_device_jit", jitted)
     rng = np.random.default_rng(13)
     maps = np.floor(rng.random((32, 7, 9, 6)) * 3).astype(np.float32) / 3
     maps[:8] = np.where(rng.random((8, 7, 9, 6)) < 0.2, 1.0, 0.0)  # plateaus on many maps at one cell

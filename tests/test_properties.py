@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
 
-from fcn_captcha.decoder import Reading, decode, decode_device, readings_from_device
+from fcn_captcha.decoder import Reading, decode
+from fcn_captcha.device_decoder import decode_device, readings_from_device
 
 ALPHABET = "abc"
 STRIDE = 4

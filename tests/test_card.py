@@ -1,0 +1,73 @@
+"""Tests of fcn_captcha.card: reading and checking ``model.json`` without JAX."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from fcn_captcha.card import (
+    MODEL_FORMAT,
+    CheckpointError,
+    card_config,
+    check_card,
+    read_model_meta,
+    resolve_model_dir,
+)
+from fcn_captcha.config import tiny
+
+
+def card(**changes) -> dict:
+    meta = {"format": MODEL_FORMAT, "config": tiny().to_dict(), "threshold": 0.4, "info": {}}
+    meta.update(changes)
+    return meta
+
+
+def test_a_written_card_reads_back(tmp_path):
+    (tmp_path / "model.json").write_text(json.dumps(card(threshold=0.37)))
+    meta = read_model_meta(tmp_path)
+    assert meta["threshold"] == 0.37 and card_config(meta, "here") == tiny()
+
+
+@pytest.mark.parametrize("meta, message", [
+    ([], "must hold a JSON object"),
+    (card(format=2), "model format 2 is not 1"),
+    (card(config="tiny"), "field 'config' must be an object"),
+    (card(threshold=0.0), "field 'threshold' must be a number in (0, 1]"),
+    (card(threshold=True), "field 'threshold'"),
+    (card(info=[]), "field 'info' must be an object"),
+])
+def test_a_bad_card_names_its_field(meta, message):
+    with pytest.raises(CheckpointError, match="^where: ") as e:
+        check_card(meta, "where")
+    assert message in str(e.value)
+
+
+def test_a_config_missing_a_card_field_is_refused():
+    meta = card()
+    del meta["config"]["alphabet"]
+    with pytest.raises(CheckpointError, match="m/model.json: .*alphabet"):
+        card_config(meta, "m/model.json")
+
+
+def test_missing_and_corrupt_cards(tmp_path):
+    with pytest.raises(CheckpointError, match="not a model directory"):
+        read_model_meta(tmp_path)
+    (tmp_path / "model.json").write_text("{")
+    with pytest.raises(CheckpointError, match="corrupt model.json"):
+        read_model_meta(tmp_path)
+
+
+def test_a_half_swapped_save_reads_the_old_directory(tmp_path):
+    (tmp_path / "m.old").mkdir()
+    (tmp_path / "m.old" / "model.json").write_text(json.dumps(card()))
+    assert resolve_model_dir(tmp_path / "m") == (tmp_path / "m.old").absolute()
+    assert read_model_meta(tmp_path / "m")["threshold"] == 0.4
+
+
+def test_card_imports_no_jax():
+    code = "import sys, fcn_captcha.card; print(sorted(m for m in ('jax', 'flax', 'orbax') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
