@@ -42,7 +42,7 @@ import glob
 import os
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from fcn_captcha.generator import CenterCaptcha, Sample
 from fcn_captcha.lookalike import render
@@ -58,8 +58,6 @@ _PROBE = "0Aa8gQ"  #: symbols a usable font must draw as distinct glyphs
 
 def _usable(path: str) -> bool:
     """A font that draws digits and both cases as distinct glyphs (no symbol or math-only font)."""
-    from PIL import ImageFont
-
     try:
         f = ImageFont.truetype(path, 32)
         masks = [bytes(f.getmask(c)) for c in _PROBE]
@@ -68,29 +66,24 @@ def _usable(path: str) -> bool:
     return all(masks) and len(set(masks)) == len(masks)
 
 
-@functools.lru_cache(maxsize=4)
-def available_fonts(extra: tuple[str, ...] = ()) -> tuple[str, ...]:
+@functools.lru_cache(maxsize=1)
+def available_fonts() -> tuple[str, ...]:
     """Font names for :func:`fcn_captcha.lookalike.resolve_font`: built-ins first, then files.
-
-    Args:
-      extra: more font files or folders (searched recursively).
 
     Returns:
       ``("droid", "aileron", path, ...)``: the system's usable TrueType/OpenType files,
-      sorted, found in :data:`FONT_DIRS`, ``$FCN_CAPTCHA_FONTS`` (folders or files,
-      ``os.pathsep``-separated) and ``extra``. Aileron only where Pillow has it.
+      sorted, found in :data:`FONT_DIRS` and ``$FCN_CAPTCHA_FONTS`` (folders or files,
+      ``os.pathsep``-separated, searched recursively). Aileron only where Pillow has it.
     """
     names = ["droid"]
     try:
-        from PIL import ImageFont
-
         if isinstance(ImageFont.load_default(20), ImageFont.FreeTypeFont):
             names.append("aileron")
     except (TypeError, OSError):
         pass
     roots = list(FONT_DIRS) + [p for p in os.environ.get("FCN_CAPTCHA_FONTS", "").split(os.pathsep) if p]
     files = set()
-    for root in roots + list(extra):
+    for root in roots:
         root = os.path.expanduser(root)
         if os.path.isfile(root):
             files.add(os.path.abspath(root))
@@ -222,10 +215,4 @@ class BroadGenerator:
 
     def __repr__(self):
         return f"BroadGenerator({self.width}, {self.height}, {len(self.fonts)} fonts)"
-
-
-def font_count_note(fonts: tuple[str, ...]) -> str:
-    """One line naming the fonts a generic model read (for its card)."""
-    names = [os.path.basename(f) for f in fonts]
-    return f"{len(names)} fonts: " + ", ".join(names[:40]) + (" ..." if len(names) > 40 else "")
 

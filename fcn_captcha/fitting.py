@@ -152,9 +152,9 @@ def _weak_stage(wd: Path, cfg: Config, prepared: Path, train_names, calib_names,
     from fcn_captcha.checkpoint import save_model
     from fcn_captcha.dataset import load_folder
     from fcn_captcha.detector import Detector
-    from fcn_captcha.model import build_model
+    from fcn_captcha.prior import start_for
     from fcn_captcha.steps import fine_tune
-    from fcn_captcha.weak import ink_rows, weak_centers
+    from fcn_captcha.weak import set_ink_rows, weak_centers
 
     out = wd / "weak"
     done = out / "done.json"
@@ -165,23 +165,11 @@ def _weak_stage(wd: Path, cfg: Config, prepared: Path, train_names, calib_names,
     cal = load_folder(prepared, cfg, files=calib_names, on_error="skip")
     # speed: two short calls (the first compiles), then the rounds' steps from the time left
     t0 = time.time()
-    from fcn_captcha.prior import load_prior, prior_centers, transfer
-    from fcn_captcha.weak import initial_centers
-
     warm = ds.subset(range(len(ds)))
-    prior = load_prior(cfg) if use_prior else None
-    if prior is not None:
-        model, known = transfer(prior[0], prior[1], cfg, seed=cfg.seed)
-        warm.centers = prior_centers(prior[0], prior[1], cfg, warm)
-        start = {"from": "generic prior", "arch": cfg.arch, "symbols_known": known,
-                 "symbols_new": "".join(c for c in cfg.alphabet if c not in known)}
-        log(f"weak centers: starting from the generic prior ({len(known)} of {len(cfg.alphabet)} symbols known), "
-            f"initial centers by alignment on its maps ({time.time() - t0:.0f} s)")
-    else:
-        model = build_model(cfg, seed=cfg.seed)
-        warm.centers = initial_centers(warm)
-        start = {"from": "ink profile", "arch": cfg.arch,
-                 "why": "no prior asked for" if not use_prior else f"no prior ships for the {cfg.arch!r} network"}
+    model, warm.centers, start = start_for(cfg, warm, use_prior)
+    log(f"weak centers: starting from the {start['from']} ("
+        + (f"{len(start['symbols_known'])} of {len(cfg.alphabet)} symbols known; initial centers by alignment on its "
+           "maps" if "symbols_known" in start else start["why"]) + f", {time.time() - t0:.0f} s)")
     initial = warm.centers
     model = fine_tune(model, cfg, warm, 10, seed=99, log=lambda *_: None, pad_to=len(ds))
     t1 = time.time()
@@ -197,8 +185,7 @@ def _weak_stage(wd: Path, cfg: Config, prepared: Path, train_names, calib_names,
     anns = res["annotations"]
     det = Detector(res["model"], cfg, res["threshold"])
     cal_anns = annotate_maps(det.center_maps(cal.images), cal.texts, cal.names, cfg, res["threshold"]) if len(cal) else []
-    for a, im in zip(cal_anns, cal.images):
-        a.centers = np.stack([a.centers[:, 0], ink_rows(im, a.centers[:, 0])], -1)
+    set_ink_rows(cal_anns, cal.images)
     size = {n: (cfg.width, cfg.height) for n in list(ds.names) + list(cal.names)}
     write_annotations(anns + cal_anns, out / "centers.json", size, cfg,
                       extra={"history": res["history"], "calibration_files": list(cal.names)})

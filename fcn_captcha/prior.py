@@ -17,22 +17,39 @@ already find and name characters in most schemes. This module moves one onto a s
   whose other case is not in the scheme's alphabet takes the stronger of its two
   case maps (a scheme of upper-case letters drawn in a font whose ``O`` looks like the
   prior's ``o`` still aligns), then each center's row from the ink
-  (:func:`fcn_captcha.weak.ink_rows`, as the EM rounds do).
+  (:func:`fcn_captcha.weak.ink_rows`, as the EM rounds do);
+* :func:`start_for`: the network and initial centers `fit`'s trainings start from (the
+  prior's, or a fresh network and the ink profile where none ships); each shipped prior
+  is read from disk once per process.
 """
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
-from flax import nnx
 
 from fcn_captcha.config import Config
 from fcn_captcha.dataset import Dataset, pad_centers
 from fcn_captcha.model import CenterNet, build_model
 
-__all__ = ["PRIOR_BY_ARCH", "load_prior", "transfer", "prior_centers"]
+__all__ = ["PRIOR_BY_ARCH", "load_prior", "transfer", "prior_centers", "start_for"]
 
 #: The shipped prior of each architecture preset (fcn_captcha/pretrained/<name>).
 PRIOR_BY_ARCH = {"wide": "generic", "cpu": "generic-cpu"}
+
+
+@functools.lru_cache(maxsize=len(PRIOR_BY_ARCH))
+def _load_shipped(name: str):
+    """A shipped prior, read once per process (:func:`transfer` and :func:`prior_centers` do
+    not change it)."""
+    from fcn_captcha.card import PRETRAINED_DIR
+    from fcn_captcha.checkpoint import load_model
+
+    if not (PRETRAINED_DIR / name / "model.json").exists():
+        return None
+    model, pcfg, _, _ = load_model(PRETRAINED_DIR / name)
+    return model, pcfg
 
 
 def load_prior(config: Config):
@@ -41,16 +58,34 @@ def load_prior(config: Config):
     Returns:
       ``(model, prior_config)`` or None when no prior of that architecture ships.
     """
-    from fcn_captcha.checkpoint import load_model
-    from fcn_captcha.card import PRETRAINED_DIR
-
     name = PRIOR_BY_ARCH.get(config.arch)
-    if name is None or not (PRETRAINED_DIR / name / "model.json").exists():
+    prior = _load_shipped(name) if name is not None else None
+    if prior is None or prior[1].arch_spec != config.arch_spec:
         return None
-    model, pcfg, _, _ = load_model(PRETRAINED_DIR / name)
-    if pcfg.arch_spec != config.arch_spec:
-        return None
-    return model, pcfg
+    return prior
+
+
+def start_for(config: Config, ds: Dataset, use_prior: bool = True) -> tuple[CenterNet, np.ndarray, dict]:
+    """The network and initial centers that `fit`'s trainings on ``ds`` start from.
+
+    With ``use_prior`` and a prior for the network (:func:`load_prior`): the transferred
+    prior and its alignment of the labels (:func:`prior_centers`); otherwise a fresh
+    network and the ink profile (:func:`fcn_captcha.weak.initial_centers`).
+
+    Returns:
+      ``(model, centers [N, L, 2], record)``; ``record`` says which start, for the report.
+    """
+    from fcn_captcha.weak import initial_centers
+
+    prior = load_prior(config) if use_prior else None
+    if prior is None:
+        why = "no prior asked for" if not use_prior else f"no prior ships for the {config.arch!r} network"
+        return (build_model(config, seed=config.seed), initial_centers(ds),
+                {"from": "ink profile", "arch": config.arch, "why": why})
+    model, known = transfer(prior[0], prior[1], config, seed=config.seed)
+    return (model, prior_centers(prior[0], prior[1], config, ds),
+            {"from": "generic prior", "arch": config.arch, "symbols_known": known,
+             "symbols_new": "".join(c for c in config.alphabet if c not in known)})
 
 
 def _symbol_index(prior_alphabet: str, alphabet: str) -> list[int]:
@@ -129,10 +164,9 @@ def prior_centers(prior: CenterNet, prior_config: Config, config: Config, ds: Da
     """
     from fcn_captcha.annotate import annotate_maps
     from fcn_captcha.detector import Detector
-    from fcn_captcha.weak import ink_rows
+    from fcn_captcha.weak import set_ink_rows
 
     det = Detector(prior, prior_config.replace(width=config.width, height=config.height), threshold)
     maps = scheme_maps(det.center_maps(ds.images), prior_config.alphabet, config.alphabet)
     anns = annotate_maps(maps, ds.texts, ds.names, config, threshold, 0.0)
-    centers = [np.stack([a.centers[:, 0], ink_rows(im, a.centers[:, 0])], -1) for a, im in zip(anns, ds.images)]
-    return pad_centers(centers, max(config.max_length, max(map(len, ds.texts), default=1)))
+    return pad_centers(set_ink_rows(anns, ds.images), max(config.max_length, max(map(len, ds.texts), default=1)))

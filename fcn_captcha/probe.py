@@ -49,31 +49,29 @@ def with_cleanup(scheme: SchemeInfo, c: Cleanup) -> SchemeInfo:
     return dataclasses.replace(scheme, cleanup=c.to_dict(), binarize=c.binarize)
 
 
-def _canvases(scheme: SchemeInfo, data: Path, entries: list[tuple[str, str]]):
+def _sets(scheme: SchemeInfo, cfg: Config, data: Path, train, calib, use_prior: bool):
+    """A candidate's probe inputs: the training canvases with their start centers, the
+    calibration canvases, and the network to start from (:func:`fcn_captcha.prior.start_for`)."""
     from fcn_captcha.dataset import Dataset
+    from fcn_captcha.prior import start_for
 
-    images = np.stack([scheme.model_input(str(data / n)) for n, _ in entries])
-    return Dataset(images, [t for _, t in entries], None, [n for n, _ in entries])
+    def canvases(entries):
+        images = np.stack([scheme.model_input(str(data / n)) for n, _ in entries])
+        return Dataset(images, [t for _, t in entries], None, [n for n, _ in entries])
+
+    tr, ca = canvases(train), canvases(calib)
+    model, tr.centers, _ = start_for(cfg, tr, use_prior)
+    return tr, ca, model
 
 
-def _probe(scheme: SchemeInfo, cfg: Config, data: Path, train, calib, steps: int,
-           use_prior: bool) -> tuple[float, float]:
-    """Free-reading accuracy on ``calib`` after a short training on ``train`` under ``scheme``,
-    and the seconds its training steps took."""
+def _probe(sets, cfg: Config, steps: int) -> tuple[float, float]:
+    """Free-reading accuracy on the calibration canvases after ``steps`` of training from the
+    start (:func:`_sets`; the start network is not changed), and the seconds the steps took."""
     from fcn_captcha.detector import Detector
-    from fcn_captcha.model import build_model
-    from fcn_captcha.prior import load_prior, prior_centers, transfer
     from fcn_captcha.steps import fine_tune
-    from fcn_captcha.weak import _free_threshold, initial_centers
+    from fcn_captcha.weak import _free_threshold
 
-    tr, ca = _canvases(scheme, data, train), _canvases(scheme, data, calib)
-    prior = load_prior(cfg) if use_prior else None
-    if prior is not None:
-        model, _ = transfer(prior[0], prior[1], cfg, seed=cfg.seed)
-        tr.centers = prior_centers(prior[0], prior[1], cfg, tr)
-    else:
-        model = build_model(cfg, seed=cfg.seed)
-        tr.centers = initial_centers(tr)
+    tr, ca, model = sets
     t = time.time()
     model = fine_tune(model, cfg, tr, steps, seed=7, log=lambda *_: None, pad_to=len(tr))
     took = time.time() - t
@@ -116,19 +114,21 @@ def choose_cleanup(scheme: SchemeInfo, cfg: Config, data: Path, train: list[tupl
     ca = calib[:: max(1, len(calib) // PROBE_CALIB)][:PROBE_CALIB]
     # two short probes of the base: the first compiles, the second times a step and the rest
     lo = STEP_RANGE[0]
-    _probe(base, cfg, data, tr, ca, lo, use_prior)
     t = time.time()
-    score, in_steps = _probe(base, cfg, data, tr, ca, lo, use_prior)
-    per_step, overhead = in_steps / lo, time.time() - t - in_steps
+    base_sets = _sets(base, cfg, data, tr, ca, use_prior)
+    prepare_s = time.time() - t
+    _probe(base_sets, cfg, lo)
+    t = time.time()
+    score, in_steps = _probe(base_sets, cfg, lo)
+    per_step, overhead = in_steps / lo, prepare_s + time.time() - t - in_steps
     left = max(0.0, seconds - (time.time() - t0))
     steps = int(np.clip((left / len(cands) - overhead) / max(per_step, 1e-6), *STEP_RANGE))
     scores = []
     for k, c in enumerate(cands):
         t = time.time()
-        if k == 0 and steps == lo:
-            pass  # the timing probe was this one
-        else:
-            score, _ = _probe(with_cleanup(scheme, c), cfg, data, tr, ca, steps, use_prior)
+        if k > 0 or steps != lo:  # else the timing probe was this one
+            score, _ = _probe(base_sets if k == 0 else _sets(with_cleanup(scheme, c), cfg, data, tr, ca, use_prior),
+                              cfg, steps)
         took = time.time() - t
         scores.append(score)
         record["probes"].append({"cleanup": c.to_dict(), "steps": steps, "free_read_accuracy": round(score, 4),

@@ -165,6 +165,20 @@ def ink_rows(image: np.ndarray, xs: np.ndarray) -> np.ndarray:
     return ys
 
 
+def set_ink_rows(anns: list[Annotation], images) -> list[np.ndarray]:
+    """Give each annotation's centers the rows of its ink (:func:`ink_rows`), in place.
+
+    The alignment places characters across; their rows come from the image, which is
+    finer than the maps' (twice as wide down as across).
+
+    Returns:
+      The new centers, ``[L, 2]`` each.
+    """
+    for a, im in zip(anns, images):
+        a.centers = np.stack([a.centers[:, 0], ink_rows(im, a.centers[:, 0])], -1)
+    return [a.centers for a in anns]
+
+
 def initial_centers(ds: Dataset) -> np.ndarray:
     """:func:`ink_centers` of every image, ``[N, L, 2]`` NaN-padded."""
     L = max(map(len, ds.texts), default=1)
@@ -314,9 +328,7 @@ def weak_centers(ds: Dataset, config, rounds: int = 3, steps: int = 400, model=N
         typical = float(np.median(np.concatenate([a.presence for a in probe])))
         min_conf = min(min_confidence, 0.5 * typical)
         anns = review_flags(annotate_maps(maps, ds.texts, ds.names, config, t_count, min_conf))
-        for a, im in zip(anns, ds.images):
-            a.centers = np.stack([a.centers[:, 0], ink_rows(im, a.centers[:, 0])], -1)
-        new = pad_centers([a.centers for a in anns], width)
+        new = pad_centers(set_ink_rows(anns, ds.images), width)
         moved = np.linalg.norm(new - (centers if centers.shape[1] == width else pad_centers(list(centers), width)),
                                axis=-1)
         centers = new

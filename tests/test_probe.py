@@ -57,8 +57,9 @@ def test_sheared_text_is_probed_and_the_margin_decides(tmp_path, monkeypatch):
     assert all(0.0 <= p["free_read_accuracy"] <= 1.0 for p in rec["probes"])
     # the choice, with scores given: a gain under the margin keeps all-off, one above it wins
     for gain, wins in ((0.2, False), (0.4, True)):  # 12 calibration images: the bar is 3 of them (0.25)
-        def fake(sch, *a, gain=gain, **k):
+        def fake(sch, *a, gain=gain, **k):  # a probe's "sets" are its scheme here
             return (0.5 + (gain if not sch.cleanups.off else 0.0), 0.01)
+        monkeypatch.setattr(probe, "_sets", lambda sch, *a, **k: sch)
         monkeypatch.setattr(probe, "_probe", fake)
         chosen, rec = probe.choose_cleanup(scheme, cfg, tmp_path / "d", entries[:28], entries[28:], 1.0,
                                            log=lambda *_: None)
