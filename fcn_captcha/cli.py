@@ -224,11 +224,22 @@ def cmd_introspect(args):
     return 0
 
 
+def _fit_overrides(items: list[str] | None) -> dict:
+    """``--set FIELD=VALUE`` items as fit's ``overrides`` (checked against the config's fields)."""
+    from fcn_captcha.config import Config, apply_overrides
+
+    if not items:
+        return {}
+    cfg = apply_overrides(Config(), items)  # parses by field type; an unknown field raises, naming it
+    keys = [k.split("=", 1)[0] for k in items]
+    return json.loads(json.dumps({k: cfg.to_dict()[k] for k in keys}))  # JSON values: job.json compares them on resume
+
+
 def cmd_fit(args):
     from fcn_captcha.fitting import fit
 
     s = fit(args.data, args.workdir, test=args.test, time_budget=args.time_budget, limit=args.limit,
-            holdout=args.holdout, seed=args.seed, prior=args.prior)
+            holdout=args.holdout, seed=args.seed, prior=args.prior, overrides=_fit_overrides(args.set))
     print(json.dumps({k: s.get(k) for k in ("model_dir", "wall_s", "calibration", "test", "report")}, indent=1))
     return 0
 
@@ -269,6 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-prior", dest="prior", action="store_false",
                    help="start from a fresh network, not the shipped generic prior")
+    p.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                   help="override a config field of the run (repeatable; measurements, not needed in use)")
     p.set_defaults(func=cmd_fit)
 
     p = sub.add_parser("annotate", help="character centers for string-labelled real captchas (forced alignment)")

@@ -153,6 +153,11 @@ class Config:
       stretch: largest relative random change of width on top of ``scale``.
       contrast: largest relative random change of the image's gain (augmentation).
       noise: standard deviation of Gaussian pixel noise added in augmentation (0..1 units).
+      warp: largest displacement (pixels) of a smooth random elastic warp in augmentation
+        (a coarse grid of random offsets, one every ``height / 2`` pixels, interpolated
+        bilinearly), the centers moved with it; 0: none.
+      thickness: largest share of a random stroke-width change in augmentation (the image
+        blended toward its 3x3 grey dilation, thicker ink, or erosion, thinner ink); 0: none.
       real_data: a folder of real, string-labelled captchas to train on (empty: synthetic only).
       real_centers: the JSON of their character centers (``fcn-captcha annotate``).
       real_limit: if > 0, train on only the first this many images of the training split.
@@ -209,6 +214,8 @@ class Config:
     stretch: float = 0.0
     contrast: float = 0.0
     noise: float = 0.0
+    warp: float = 0.0
+    thickness: float = 0.0
     real_data: str = ""
     real_centers: str = ""
     real_limit: int = 0
@@ -244,6 +251,8 @@ class Config:
         if self.batch_size < 1 or self.log_every < 1 or self.checkpoint_every < 1:
             raise ValueError(f"batch_size {self.batch_size}, log_every {self.log_every} and checkpoint_every "
                              f"{self.checkpoint_every} must be at least 1")
+        if self.warp < 0 or not 0.0 <= self.thickness <= 1.0:
+            raise ValueError(f"warp {self.warp} must be >= 0 and thickness {self.thickness} in [0, 1]")
         if self.generator not in ("auto", "broad"):
             raise ValueError(f"generator {self.generator!r} must be 'auto' or 'broad'")
         if isinstance(self.style, dict):  # from JSON

@@ -200,11 +200,23 @@ def generate_dataset(config: Config, count: int, seed: int, out_dir: str | os.Pa
                      png: int = 100, progress: bool = True) -> Path:
     """``fcn-captcha generate``: synthetic dataset on disk, PNGs of the first ``png`` images.
 
+    The PNGs (``out_dir/png``, the raw generated images) come with a ``labels.csv``
+    (``file,text``, no centers): a string-labelled folder that ``fcn-captcha fit``
+    reads as it reads a user's captchas.
+
     Returns:
       The dataset folder.
     """
     png_dir = os.path.join(out_dir, "png") if png else None
     ds = generate_arrays(config, count, seed, workers=workers, png_dir=png_dir, png_limit=png, progress=progress)
+    if png_dir:
+        rows = [(f"{i:06d}_{t}.png", t) for i, t in enumerate(ds.texts[:png])]
+        tmp = os.path.join(png_dir, "labels.csv.tmp")
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["file", "text"])
+            w.writerows(rows)
+        os.replace(tmp, os.path.join(png_dir, "labels.csv"))
     return write_dataset(ds, out_dir, config, seed=seed)
 
 

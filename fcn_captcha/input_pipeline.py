@@ -84,15 +84,16 @@ def to_device(ds: Dataset, config: Config, synthetic: Dataset | None = None, pad
 
 
 def augment(key: jax.Array, image: jax.Array, centers: jax.Array, config: Config):
-    """Random shift/scale/rotation/stretch of one image and its centers (one bilinear
-    resampling), then random contrast and noise.
+    """Random shift/scale/rotation/stretch and elastic warp of one image and its centers
+    (one bilinear resampling), then random stroke width, contrast and noise.
 
     Args:
       key: PRNG key.
       image: float32 ``[H, W]`` in 0..1.
       centers: ``[L, 2]`` (x, y) input pixels.
       config: ``shift`` (pixels), ``scale`` (relative), ``rotate`` (degrees),
-        ``stretch`` (relative width change on top of ``scale``), ``contrast`` (relative
+        ``stretch`` (relative width change on top of ``scale``), ``warp`` (largest elastic
+        displacement, pixels), ``thickness`` (stroke-width blend), ``contrast`` (relative
         gain change), ``noise`` (Gaussian standard deviation, 0..1 units).
 
     Returns:
@@ -113,11 +114,21 @@ def augment(key: jax.Array, image: jax.Array, centers: jax.Array, config: Config
     cos, sin = jnp.cos(theta), jnp.sin(theta)
     rot = jnp.array([[cos, -sin], [sin, cos]])
     ys, xs = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32), indexing="ij")
-    q = jnp.stack([xs, ys], -1) - c - t  # output pixel -> source pixel: c + S^-1 R^T q
+    grid = jnp.stack([xs, ys], -1)
+    moved = ((centers - c) * sxy) @ rot.T + c + t
+    if config.warp:  # output pixel q reads the affine's source of q + d(q); a point p lands near A(p) - d(A(p))
+        field = _warp_field(jax.random.fold_in(key, 7), h, w, config.warp)
+        grid = grid + field
+        moved = moved - _sample_field(field, moved)
+    q = grid - c - t  # output pixel -> source pixel: c + S^-1 R^T q
     src = (q @ rot) / sxy + c
     out = jax.scipy.ndimage.map_coordinates(image, [src[..., 1], src[..., 0]], order=1, mode="constant", cval=0.0)
-    moved = ((centers - c) * sxy) @ rot.T + c + t
     moved = jnp.where(centers <= FAR / 2, centers, moved)
+    if config.thickness:  # toward the 3x3 grey dilation (a > 0: thicker bright ink) or erosion (a < 0)
+        a = config.thickness * jax.random.uniform(jax.random.fold_in(key, 8), (), minval=-1.0, maxval=1.0)
+        pad = jnp.pad(out, 1, mode="edge")
+        win = jnp.stack([pad[i:i + h, j:j + w] for i in range(3) for j in range(3)])
+        out = out + jnp.where(a > 0, a * (win.max(0) - out), -a * (win.min(0) - out))
     if config.contrast:
         g = 1.0 + config.contrast * jax.random.uniform(jax.random.fold_in(key, 5), (), minval=-1.0, maxval=1.0)
         out = out * g
@@ -126,6 +137,26 @@ def augment(key: jax.Array, image: jax.Array, centers: jax.Array, config: Config
     if config.contrast or config.noise:
         out = jnp.clip(out, 0.0, 1.0)
     return out, moved
+
+
+def _warp_field(key: jax.Array, h: int, w: int, amplitude: float) -> jax.Array:
+    """A smooth random displacement field ``[h, w, 2]`` (pixels), largest offset ``amplitude``.
+
+    Uniform offsets in ``[-amplitude, amplitude]`` on a coarse grid (one node every
+    ``h / 2`` pixels, at least 2 x 2), interpolated bilinearly to every pixel.
+    """
+    gh, gw = 3, max(2, int(round(2 * w / h)) + 1)
+    coarse = amplitude * jax.random.uniform(key, (gh, gw, 2), minval=-1.0, maxval=1.0)
+    return jax.image.resize(coarse, (h, w, 2), method="linear")
+
+
+def _sample_field(field: jax.Array, points: jax.Array) -> jax.Array:
+    """The field ``[h, w, 2]`` at ``points`` ``[L, 2]`` (x, y; bilinear, edge values outside)."""
+    h, w = field.shape[:2]
+    x = jnp.clip(points[:, 0], 0, w - 1)
+    y = jnp.clip(points[:, 1], 0, h - 1)
+    return jnp.stack([jax.scipy.ndimage.map_coordinates(field[..., i], [y, x], order=1, mode="nearest")
+                      for i in range(2)], -1)
 
 
 def make_batch(data: DeviceData, key: jax.Array, config: Config, augmented: bool = True):
@@ -147,7 +178,7 @@ def make_batch(data: DeviceData, key: jax.Array, config: Config, augmented: bool
         idx = jax.random.randint(k_idx, (config.batch_size,), 0, data.n_main)
     x = data.images[idx].astype(jnp.float32) / 255.0
     centers = data.centers[idx]
-    if augmented and (config.shift or config.scale or config.rotate):
+    if augmented and (config.shift or config.scale or config.rotate or config.warp or config.thickness):
         x, centers = jax.vmap(lambda k, im, c: augment(k, im, c, config))(
             jax.random.split(k_aug, config.batch_size), x, centers)
     y = render_center_maps_batch(centers, data.labels[idx], (config.out_height, config.out_width),

@@ -235,9 +235,11 @@ def test_write_load_round_trip(tmp_path):
 
 def test_generate_dataset_on_disk(tmp_path):
     out = generate_dataset(CFG, 6, seed=2, out_dir=tmp_path / "g", workers=1, png=3, progress=False)
-    pngs = sorted(os.listdir(out / "png"))
+    pngs = sorted(p for p in os.listdir(out / "png") if p.endswith(".png"))
     ds = load_dataset(out)
     assert len(pngs) == 3 and pngs[0].startswith("000000_") and pngs[0].endswith(f"_{ds.texts[0]}.png")
+    # the PNGs are a string-labelled folder (what fit reads): labels.csv names each with its text
+    assert folder_entries(out / "png") == [(p, t) for p, t in zip(pngs, ds.texts[:3])]
     assert_same(ds, generate_arrays(CFG, 6, seed=2, workers=1))
     assert is_complete(out, CFG, count=6, seed=2)
 

@@ -78,6 +78,30 @@ def test_augment_stretch_moves_centers_and_contrast_noise_stay_in_range():
         assert out2.min() >= 0.0 and out2.max() <= 1.0 and not np.allclose(out2, out)
 
 
+def test_augment_warp_moves_centers_with_the_image_and_thickness_changes_ink_only():
+    # the elastic warp moves a blob and its center together (to within the field's
+    # linearisation); the stroke-width blend changes the ink, never the centers
+    cfg = CFG.replace(shift=0.0, scale=0.0, rotate=0.0, warp=3.0)
+    h, w = cfg.height, cfg.width
+    ys, xs = np.mgrid[0:h, 0:w]
+    cx, cy = 40.0, 14.0
+    image = np.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * 1.5 ** 2)).astype(np.float32)
+    centers = np.array([[cx, cy], [FAR, FAR]], np.float32)
+    warp = jax.jit(lambda k, im, c: augment(k, im, c, cfg))
+    thick = jax.jit(lambda k, im, c: augment(k, im, c, cfg.replace(thickness=1.0)))
+    moves = []
+    for seed in range(4):
+        out, moved = (np.asarray(a) for a in warp(jax.random.key(seed), jnp.asarray(image), jnp.asarray(centers)))
+        centroid = np.array([(out * xs).sum(), (out * ys).sum()]) / out.sum()
+        np.testing.assert_allclose(moved[0], centroid, atol=0.3)
+        assert np.array_equal(moved[1], [FAR, FAR])
+        moves.append(np.abs(moved[0] - [cx, cy]).max())
+        out2, moved2 = (np.asarray(a) for a in thick(jax.random.key(seed), jnp.asarray(image), jnp.asarray(centers)))
+        np.testing.assert_array_equal(moved2, moved)
+        assert not np.allclose(out2, out) and out2.min() >= 0.0 and out2.max() <= 1.0 + 1e-6
+    assert max(moves) > 0.5 and max(moves) <= 3.0 + 1e-4
+
+
 def test_make_batch_mixes_synthetic_share_and_never_draws_padding(small_data):
     other = generate_arrays(CFG, 6, seed=7, workers=1)
     cfg = CFG.replace(batch_size=8, synth_mix=0.25)
