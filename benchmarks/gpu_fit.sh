@@ -8,7 +8,8 @@
 #   bash benchmarks/gpu_fit.sh .schemes .kaggle_data/captcha_images_v2 140
 # SCHEMES_DIR holds wheezy/{train,test} and claptcha/{train,test} (labels.csv each).
 # BUDGET_S (default 140) is the budget of each fit; the issue's figure is 300 s per scheme.
-# FIT_ONLY="wheezy claptcha lib36x4" picks the schemes (default: kaggle wheezy claptcha).
+# FIT_ONLY="wheezy claptcha lib36x4" picks the schemes (default: kaggle wheezy claptcha);
+# NAME@LABEL runs only that variant of NAME.
 # FIT_ARGS are passed to every fit (e.g. --no-prior).
 # VARIANTS="base=|aug=--set warp=3" runs each scheme once per variant (label=extra fit args,
 # '|' between variants; default one variant with no extra args).
@@ -30,8 +31,10 @@ nvidia-smi --query-gpu=name --format=csv,noheader | tee "$out/device.txt" || tru
 filter() { grep --line-buffered -v -E "cuda_timer|Delay kernel|DeprecationWarning|warnings.warn"; }
 IFS='|' read -r -a variants <<< "${VARIANTS:-=}"
 jobs=()
-for name in ${FIT_ONLY:-kaggle wheezy claptcha}; do
-  for v in "${variants[@]}"; do jobs+=("$name|$v"); done
+for name in ${FIT_ONLY:-kaggle wheezy claptcha}; do  # NAME@LABEL: that variant only
+  for v in "${variants[@]}"; do
+    case $name in *@*) [ "${v%%=*}" = "${name#*@}" ] && jobs+=("${name%@*}|$v") ;; *) jobs+=("$name|$v") ;; esac
+  done
 done
 if [ "${PARALLEL:-0}" = 1 ]; then
   XLA_PYTHON_CLIENT_MEM_FRACTION=$(python3 -c "print(round(0.9 / ${#jobs[@]}, 3))")
@@ -59,7 +62,7 @@ run() {  # scheme label extra-args
     cp -r "/tmp/fit_$tag/$f" "/tmp/stage/$tag/" 2>/dev/null || true
   done
 }
-case " ${FIT_ONLY:-} " in *" lib36x4 "*) lib_data ;; esac
+case " ${FIT_ONLY:-} " in *" lib36x4"[@\ ]*) lib_data ;; esac
 for j in "${jobs[@]}"; do
   IFS='|' read -r name v <<< "$j"
   label=${v%%=*}; extra=${v#*=}
