@@ -127,7 +127,7 @@ def test_another_job_in_the_same_workdir_is_an_error(run):
         fit(data, wd, time_budget=35, limit=10, device="cpu", overrides=OVERRIDES)
 
 
-def test_cli_parses_and_calls_fit(monkeypatch, tmp_path):
+def test_cli_parses_and_calls_fit(monkeypatch, tmp_path, capsys):
     import fcn_captcha.fitting as fit_mod
     from fcn_captcha.cli import main
 
@@ -135,9 +135,11 @@ def test_cli_parses_and_calls_fit(monkeypatch, tmp_path):
     monkeypatch.setattr(fit_mod, "fit", lambda data, wd, **kw: seen.update(data=data, wd=wd, **kw) or {"wall_s": 1})
     assert main(["fit", "D", "--workdir", "W", "--test", "T", "--time-budget", "60", "--limit", "5"]) == 0
     assert seen == {"data": "D", "wd": "W", "test": "T", "time_budget": 60.0, "limit": 5, "holdout": 0.22, "seed": 0,
-                    "prior": True}
-    assert main(["fit", "D", "--workdir", "W", "--no-prior"]) == 0
-    assert seen["prior"] is False
+                    "prior": True, "overrides": {}}
+    assert main(["fit", "D", "--workdir", "W", "--no-prior", "--set", "warp=0", "--set", "min_distance=2,6"]) == 0
+    assert seen["prior"] is False and seen["overrides"] == {"warp": 0.0, "min_distance": [2.0, 6.0]}
+    assert main(["fit", "D", "--workdir", "W", "--set", "nonsense=1"]) != 0  # refused, naming the field
+    assert "nonsense" in capsys.readouterr().err
 
 
 def test_a_chosen_cleanup_prepares_again_and_travels_in_the_card(tmp_path, monkeypatch):
