@@ -149,16 +149,18 @@ def _weak_stage(wd: Path, cfg: Config, prepared: Path, train_names, calib_names,
     """EM centers of the training split and of the calibration split (restart selection).
 
     With ``use_prior`` and a shipped prior of the run's architecture
-    (:func:`fcn_captcha.prior.load_prior`), the rounds start from the prior's network
-    and its alignment of the labels; otherwise from a fresh network and the ink profile.
+    (:func:`fcn_captcha.prior.load_prior`), the first round runs twice, from the prior's
+    network and its alignment of the labels and from a fresh network and the ink
+    profile, and the rest go on from the one that reads more labels back
+    (:func:`fcn_captcha.weak.best_start`); otherwise from a fresh network and the ink profile.
     """
     from fcn_captcha.annotate import annotate_maps, write_annotations
     from fcn_captcha.checkpoint import save_model
-    from fcn_captcha.dataset import load_folder
+    from fcn_captcha.dataset import load_folder, pad_centers
     from fcn_captcha.detector import Detector
     from fcn_captcha.prior import start_for
     from fcn_captcha.steps import fine_tune
-    from fcn_captcha.weak import set_ink_rows, weak_centers
+    from fcn_captcha.weak import best_start, set_ink_rows, weak_centers
 
     out = wd / "weak"
     done = out / "done.json"
@@ -180,12 +182,27 @@ def _weak_stage(wd: Path, cfg: Config, prepared: Path, train_names, calib_names,
     model = fine_tune(model, cfg, warm, 10, seed=98, log=lambda *_: None, pad_to=len(ds))
     per_step = (time.time() - t1) / 10
     rounds = 3
+    compare = start["from"] == "generic prior"  # round 1 from the ink profile too, the better start goes on
     left = max(1.0, seconds - (time.time() - t0))
     # a bound of 100 epochs per round (so that a fast device leaves time to the final training)
-    steps = int(np.clip(left / rounds / max(per_step, 1e-6) * 0.85, 20, 100 * max(1, len(ds) // cfg.batch_size)))
-    log(f"weak centers: {len(ds)} training images, {rounds} rounds of {steps} steps "
-        f"({1000 * per_step:.0f} ms per step, {left:.0f} s left for them)")
-    res = weak_centers(ds, cfg, rounds=rounds, steps=steps, model=model, log=log, seconds=left, initial=initial)
+    steps = int(np.clip(left / (rounds + compare) / max(per_step, 1e-6) * 0.85, 20,
+                        100 * max(1, len(ds) // cfg.batch_size)))
+    log(f"weak centers: {len(ds)} training images, {rounds} rounds of {steps} steps"
+        + (" (round 1 from two starts)" if compare else "")
+        + f" ({1000 * per_step:.0f} ms per step, {left:.0f} s left for them)")
+    if compare:
+        t_c = time.time()
+        ink_model, ink_initial, ink_rec = start_for(cfg, warm, False)
+        ink_rec["why"] = "it read more labels back than the generic prior after one round"
+        first, start = best_start(ds, cfg, [(model, initial, start), (ink_model, ink_initial, ink_rec)], steps,
+                                  seconds=left / (rounds + 1), log=log)
+        width = max(cfg.max_length, max(map(len, ds.texts)))
+        res = weak_centers(ds, cfg, rounds=rounds - 1, steps=steps, model=first["model"], log=log,
+                           seconds=max(1.0, left - (time.time() - t_c)),
+                           initial=pad_centers([a.centers for a in first["annotations"]], width))
+        res["history"] = first["history"] + [dict(r, round=r["round"] + 1) for r in res["history"]]
+    else:
+        res = weak_centers(ds, cfg, rounds=rounds, steps=steps, model=model, log=log, seconds=left, initial=initial)
     anns = res["annotations"]
     det = Detector(res["model"], cfg, res["threshold"])
     cal_anns = annotate_maps(det.center_maps(cal.images), cal.texts, cal.names, cfg, res["threshold"]) if len(cal) else []
@@ -524,6 +541,9 @@ def write_report(wd: Path, summary: dict, det, data: Path, cal_names, cal_truth,
                f"symbols known to it, new: `{st.get('symbols_new') or 'none'}`; initial centers by alignment on its "
                "maps." if st.get("from") == "generic prior" else
                f"Started from a fresh network and the ink profile ({st.get('why', '')})."), "",
+              *([("Round 1 ran from each start; labels read back: " + ", ".join(
+                  f"{c['from']} {100 * c['free_read_agreement']:.1f}%" for c in st["compared"])
+                  + f"; the rounds went on from the {st.get('from')}."), ""] if st.get("compared") else []),
               "| round | steps | s | free reading = label | flagged |"
               " median move (px) |", "| --- | --- | --- | --- | --- | --- |"]
     for r in s["weak_history"]:

@@ -272,6 +272,40 @@ def review_flags(anns: list[Annotation], miss_rate: float = MISS_RATE) -> list[A
     return anns
 
 
+def best_start(ds: Dataset, config, starts: list[tuple[Any, np.ndarray, dict]], steps: int, seconds: float = 0.0,
+               log=print) -> tuple[dict[str, Any], dict]:
+    """One EM round from each start; the start whose round reads more labels back wins.
+
+    Which start suits a scheme is a measurement, not a rule: from the generic prior,
+    kaggle_v2 (200 labels) read 98.8% against 40.4% from the ink profile, while claptcha's
+    round-1 network read 72.1% of its 774 labels back from the prior (it took touching
+    characters for one) and 99.7% from the ink profile (one H200, benchmarks/RESULTS.md).
+    The score is the round's free reading = label share on the training images (the
+    labels themselves, no held-out data spent).
+
+    Args:
+      ds: model-input images and labels.
+      config: the run's config.
+      starts: ``(model, initial centers [N, L, 2], record)`` each
+        (:func:`fcn_captcha.prior.start_for`).
+      steps: optimiser steps of each start's round.
+      seconds: wall-time bound of each round (see :func:`weak_centers`).
+      log: progress lines.
+
+    Returns:
+      ``(result, record)``: the winner's :func:`weak_centers` result after its round and
+      its record with ``"compared"``, each start's ``{"from", "free_read_agreement"}``.
+    """
+    results = []
+    for model, initial, rec in starts:
+        res = weak_centers(ds, config, rounds=1, steps=steps, model=model, log=log, seconds=seconds,
+                           initial=initial)
+        results.append((res["history"][-1]["free_read_agreement"], res, rec))
+        log(f"weak start {rec['from']}: round 1 reads {100 * results[-1][0]:.1f}% of the labels back")
+    agree, res, rec = max(results, key=lambda r: r[0])  # ties: the first start (the prior, in fit)
+    return res, dict(rec, compared=[{"from": r[2]["from"], "free_read_agreement": r[0]} for r in results])
+
+
 def weak_centers(ds: Dataset, config, rounds: int = 3, steps: int = 400, model=None,
                  min_confidence: float = 0.4, log=print, seconds: float = 0.0,
                  initial: np.ndarray | None = None) -> dict[str, Any]:

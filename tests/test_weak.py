@@ -85,6 +85,21 @@ def test_wrong_length_labels_are_flagged(em_run):
     assert [r["round"] for r in res["history"]] == [1, 2, 3]
 
 
+def test_best_start_goes_on_from_the_start_that_reads_more_labels_back(em_run):
+    from fcn_captcha.model import build_model
+    from fcn_captcha.weak import best_start
+
+    ds, _, res = em_run
+    sub = ds.subset(range(48))
+    good = pad_centers([a.centers for a in res["annotations"][:48]], max(map(len, sub.texts)))
+    bad = np.full_like(good, 5.0)  # every character at one corner point
+    starts = [(build_model(CFG, seed=3), bad, {"from": "bad"}), (res["model"], good, {"from": "good"})]
+    out, rec = best_start(sub, CFG, starts, steps=20, log=lambda *_: None)
+    assert rec["from"] == "good" and [c["from"] for c in rec["compared"]] == ["bad", "good"]
+    scores = [c["free_read_agreement"] for c in rec["compared"]]
+    assert scores[1] > scores[0] and out["history"][-1]["free_read_agreement"] == scores[1]
+
+
 def test_review_flags_lifts_the_networks_gaps_not_wrong_labels():
     from fcn_captcha.annotate import Annotation
     from fcn_captcha.weak import review_flags
