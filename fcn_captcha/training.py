@@ -107,6 +107,17 @@ class _Run:
         write_log(self.workdir, self.history)
 
 
+def _config_diff(stored: dict, config: Config) -> list[str]:
+    """Fields in which a stored config (``config.json``, a checkpoint's) differs from ``config``.
+
+    A field the stored one lacks was added after it was written and counts as its
+    default (``devices``: a run started before it resumes).
+    """
+    new, defaults = config.to_dict(), Config().to_dict()
+    full = {**{k: v for k, v in defaults.items() if k not in stored}, **stored}
+    return sorted(k for k in set(full) | set(new) if full.get(k) != new.get(k))
+
+
 def _open_workdir(config: Config, workdir: Path) -> None:
     """Create ``workdir`` and its ``config.json``, or check that it holds a run of ``config``.
 
@@ -117,8 +128,8 @@ def _open_workdir(config: Config, workdir: Path) -> None:
     cfg_path = workdir / "config.json"
     if cfg_path.exists():
         old = json.loads(cfg_path.read_text())
-        if old != config.to_dict():
-            diff = sorted(k for k in set(old) | set(config.to_dict()) if old.get(k) != config.to_dict().get(k))
+        diff = _config_diff(old, config)
+        if diff:
             raise CheckpointError(f"{workdir} holds a run of another config (fields differ: {diff}); "
                                   "use another --workdir")
     else:
@@ -184,7 +195,8 @@ def _restore_newest_good(ckpt: TrainCheckpointer, trainer: Trainer, config: Conf
             errors.append(str(e))
             log(f"checkpoint {s} is corrupt, skipped: {e}")
             continue
-        if meta.get("config") != config.to_dict():  # never skipped: another run's checkpoint is an error
+        # never skipped: another run's checkpoint is an error
+        if not isinstance(meta.get("config"), dict) or _config_diff(meta["config"], config):
             raise CheckpointError(f"{ckpt.directory}: checkpoint {s} was written for another config")
         try:
             target_p, target_o = jax.eval_shape(lambda: trainer.init(meta["uids"], from_init=False))
