@@ -131,6 +131,12 @@ class Config:
         default because it was fastest on both the H200 and the CPU
         (benchmarks/RESULTS.md: grouped convolutions ran 9x slower on the GPU, and
         convolutions inside ``lax.map`` 20x slower on the CPU).
+      devices: how many of this host's devices training uses (0: all it has; 1: one, the
+        default device). With several, a stage's candidates are spread over them, one per
+        device, and a stage of fewer candidates than devices splits each candidate's
+        batch over ``devices // candidates`` of them (data parallel), so ``batch_size``
+        must be a multiple of that; see :mod:`fcn_captcha.sharding`. The results are one
+        device's up to floating-point reduction order.
       shift: largest random shift for augmentation, in input pixels (0 disables).
       scale: largest relative random scale change (0.1 = +-10%).
       rotate: largest random rotation in degrees (seed 000 used +-10).
@@ -200,6 +206,7 @@ class Config:
     stage_scale: float = 1.0
     time_budget: float = 0.0
     restart_mode: str = "loop"
+    devices: int = 0
     shift: float = 3.0
     scale: float = 0.05
     rotate: float = 5.0
@@ -239,6 +246,8 @@ class Config:
             raise ValueError(f"stage_runs {self.stage_runs} must be positive and not grow")
         if self.restart_mode not in ("vmap", "map", "loop"):
             raise ValueError(f"restart_mode {self.restart_mode!r} must be 'vmap', 'map' or 'loop'")
+        if self.devices < 0:
+            raise ValueError(f"devices {self.devices} must be 0 (all of this host's) or a count")
         if self.loss not in ("mse", "focal"):
             raise ValueError(f"loss {self.loss!r} must be 'mse' or 'focal'")
         if self.compute_dtype not in ("float32", "bfloat16"):

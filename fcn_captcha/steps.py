@@ -3,7 +3,8 @@
 :class:`Trainer` holds, for one config, the jitted functions the schedule of
 :mod:`fcn_captcha.training` calls: initialisation of candidates, one optimizer step
 (``loss_fn`` on a batch from :mod:`fcn_captcha.input_pipeline`, Adam with L2, metrics
-with gradient and parameter norms), and the held-out loss. :func:`check_and_log`
+with gradient and parameter norms; a data-parallel variant whose batch is split over a
+mesh of devices, see :mod:`fcn_captcha.sharding`), and the held-out loss. :func:`check_and_log`
 raises at once, naming the step and the candidate, when a value turns non-finite.
 :func:`fine_tune` trains one existing network further with the same step (the
 annotation rounds use it).
@@ -11,6 +12,7 @@ annotation rounds use it).
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +29,7 @@ from fcn_captcha.config import Config
 from fcn_captcha.dataset import Dataset
 from fcn_captcha.input_pipeline import FAR, DeviceData, make_batch, to_device
 from fcn_captcha.model import CenterNet, build_model
+from fcn_captcha.sharding import Placement
 from fcn_captcha.targets import render_center_maps_batch
 
 __all__ = ["NonFiniteError", "loss_from_maps", "make_optimizer", "candidate_seed", "initial_params", "Trainer",
@@ -90,6 +93,7 @@ class Trainer:
         self.root = jax.random.key(config.seed)
         self.trace_count = 0
         self.train_step = jax.jit(self._train_step, donate_argnums=(0, 1))
+        self._sharded_steps: dict[Any, Callable] = {}  # batch sharding -> its jitted step
         self.val_loss = jax.jit(self._val_loss)
 
     # -- initialisation ----------------------------------------------------------------------------
@@ -115,7 +119,7 @@ class Trainer:
         return nnx.merge(self.graphdef, params)(x)
 
     # -- one step for every candidate --------------------------------------------------------------
-    def _train_step(self, params, opt_state, uids, step, data: DeviceData):
+    def _train_step(self, params, opt_state, uids, step, data: DeviceData, batch_sharding=None):
         """Advance every candidate one step.
 
         ``restart_mode="vmap"`` stacks the candidates through ``jax.vmap`` (their
@@ -129,6 +133,10 @@ class Trainer:
           uids: int32 ``[R]`` candidate ids (their batch streams).
           step: int32 scalar, the candidates' step number.
           data: training data on the device.
+          batch_sharding: None, or a ``NamedSharding`` over a mesh of several devices
+            that splits the ``[B, ...]`` batch along ``B`` (data parallel; parameters
+            replicated, XLA reduces the gradients across the mesh). Static: each
+            sharding is its own jitted step (:meth:`sharded_step`).
 
         Returns:
           ``(params, opt_state, metrics)`` with metrics ``loss``, ``grad_norm``,
@@ -140,6 +148,8 @@ class Trainer:
         def one(p, o, uid):
             key = jax.random.fold_in(jax.random.fold_in(self.root, uid), step)
             x, y = make_batch(data, key, cfg)
+            if batch_sharding is not None:
+                x, y = jax.lax.with_sharding_constraint((x, y), batch_sharding)
 
             def loss_fn(p_):
                 return loss_from_maps(cfg, self._apply(p_, x), y).mean()
@@ -153,7 +163,14 @@ class Trainer:
             return jax.lax.map(lambda a: one(*a), (params, opt_state, uids))
         return jax.vmap(one)(params, opt_state, uids)  # "vmap"; "loop" calls this with R = 1
 
-    def step_all(self, cands, uids: list[int], step: int, data: DeviceData):
+    def sharded_step(self, batch_sharding) -> Callable:
+        """The jitted data-parallel step for one batch sharding (made once, kept)."""
+        if batch_sharding not in self._sharded_steps:
+            self._sharded_steps[batch_sharding] = jax.jit(
+                functools.partial(self._train_step, batch_sharding=batch_sharding), donate_argnums=(0, 1))
+        return self._sharded_steps[batch_sharding]
+
+    def step_all(self, cands, uids: list[int], step: int, data: DeviceData, placement: Placement | None = None):
         """Advance every candidate one step, as ``restart_mode`` says.
 
         Args:
@@ -161,15 +178,24 @@ class Trainer:
             ``R`` such pairs each stacked ``[1, ...]``.
           uids: the ``R`` candidate ids.
           step: their step number.
-          data: training data on the device.
+          data: training data on the device (unused with a ``placement``).
+          placement: "loop" on several devices: each candidate's data and batch
+            sharding (:class:`fcn_captcha.sharding.Placement`); its ``cands`` already
+            lie on their devices, and the steps, dispatched asynchronously, overlap.
 
         Returns:
           ``(cands, metrics)``, metrics a list of per-step dicts of ``[R]`` (or ``[1]``) arrays.
         """
         if self.config.restart_mode == "loop":
             out, metrics = [], []
-            for (p, o), u in zip(cands, uids):
-                p, o, m = self.train_step(p, o, jnp.asarray([u], jnp.int32), jnp.int32(step), data)
+            for i, ((p, o), u) in enumerate(zip(cands, uids)):
+                uid, at = jnp.asarray([u], jnp.int32), jnp.int32(step)
+                if placement is None:
+                    p, o, m = self.train_step(p, o, uid, at, data)
+                elif placement.batch[i] is None:  # a candidate alone on one device
+                    p, o, m = self.train_step(p, o, uid, at, placement.data[i])
+                else:
+                    p, o, m = self.sharded_step(placement.batch[i])(p, o, uid, at, placement.data[i])
                 out.append((p, o))
                 metrics.append(m)
             return out, metrics

@@ -4,8 +4,10 @@ The seed trained 20 networks for 10 epochs, kept the best 10 for 100 more and th
 one for 1500 more. Here too the candidates of a stage are trained one after another
 by default (``restart_mode="loop"``: one jitted step per candidate, which measured
 fastest on the GPU; ``"vmap"`` and ``"map"`` stack them on a leading axis inside one
-program instead, spread over several devices with ``jax.sharding`` when the count
-divides). Candidates are selected by their loss on a held-out set at each stage end.
+program instead). On a host with several devices (``config.devices``) the candidates
+of a stage are spread over them and a stage of fewer candidates than devices trains
+each data parallel (:mod:`fcn_captcha.sharding`); the selection is one device's.
+Candidates are selected by their loss on a held-out set at each stage end.
 
 A candidate's training is a pure function of the config and its id (its batches come
 from :mod:`fcn_captcha.input_pipeline` with keys derived from ``(seed, id, step)``), so
@@ -44,6 +46,7 @@ from fcn_captcha.input_pipeline import DeviceData, to_device
 from fcn_captcha.model import count_flops
 from fcn_captcha.rundata import prepare_data, stage_training_set
 from fcn_captcha.runlog import plot_history, write_log
+from fcn_captcha.sharding import Placement, local_devices, replicate, shard_stacked
 from fcn_captcha.steps import NonFiniteError, Trainer, check_and_log, fine_tune
 
 __all__ = ["train", "test_trained", "select_best", "peak_flops", "NonFiniteError", "fine_tune"]
@@ -71,16 +74,6 @@ def peak_flops(device) -> float | None:
     return None
 
 
-def _shard_candidates(tree, n: int):
-    """Spread a stacked candidate axis over the local devices when it divides evenly."""
-    devices = jax.devices()
-    if len(devices) <= 1 or n % len(devices):
-        return tree
-    mesh = jax.sharding.Mesh(np.array(devices), ("r",))
-    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("r"))
-    return jax.device_put(tree, sharding)
-
-
 @dataclasses.dataclass
 class _Run:
     """The mutable state of one run of the schedule (what a checkpoint holds, and the data)."""
@@ -103,6 +96,7 @@ class _Run:
     t_proc: float = 0.0
     elapsed0: float = 0.0
     global_step: int = 0
+    devices: list = dataclasses.field(default_factory=list)  # sharding.local_devices(config)
 
     def save(self) -> None:
         """Checkpoint the state at ``global_step`` and rewrite ``losses.csv``."""
@@ -111,6 +105,17 @@ class _Run:
                 "uids": [int(u) for u in self.uids], "history": self.history}
         self.ckpt.save(self.global_step, {"params": self.params, "opt_state": self.opt_state}, meta)
         write_log(self.workdir, self.history)
+
+
+def _config_diff(stored: dict, config: Config) -> list[str]:
+    """Fields in which a stored config (``config.json``, a checkpoint's) differs from ``config``.
+
+    A field the stored one lacks was added after it was written and counts as its
+    default (``devices``: a run started before it resumes).
+    """
+    new, defaults = config.to_dict(), Config().to_dict()
+    full = {**{k: v for k, v in defaults.items() if k not in stored}, **stored}
+    return sorted(k for k in set(full) | set(new) if full.get(k) != new.get(k))
 
 
 def _open_workdir(config: Config, workdir: Path) -> None:
@@ -123,15 +128,16 @@ def _open_workdir(config: Config, workdir: Path) -> None:
     cfg_path = workdir / "config.json"
     if cfg_path.exists():
         old = json.loads(cfg_path.read_text())
-        if old != config.to_dict():
-            diff = sorted(k for k in set(old) | set(config.to_dict()) if old.get(k) != config.to_dict().get(k))
+        diff = _config_diff(old, config)
+        if diff:
             raise CheckpointError(f"{workdir} holds a run of another config (fields differ: {diff}); "
                                   "use another --workdir")
     else:
         cfg_path.write_text(config.to_json())
 
 
-def _start_or_resume(config: Config, workdir: Path, log: Callable[[str], Any], progress: bool) -> _Run:
+def _start_or_resume(config: Config, workdir: Path, log: Callable[[str], Any], progress: bool,
+                     devices: list) -> _Run:
     """Data on the device, then a fresh start or the newest checkpoint's state."""
     t0 = time.time()
     data = prepare_data(config, workdir, progress=progress)
@@ -154,14 +160,15 @@ def _start_or_resume(config: Config, workdir: Path, log: Callable[[str], Any], p
                                    "steps_plan": list(config.stage_steps)}
         log(f"start: {runs[0]} candidates, stages {list(runs)} x steps {history['steps_plan']}, "
             f"batch {config.batch_size}, {len(data.get('real', data['train']))} training images"
-            + (f", from {config.init_from}" if config.init_from else ""))
+            + (f", from {config.init_from}" if config.init_from else "")
+            + (f", on {len(devices)} {devices[0].platform} devices" if len(devices) > 1 else ""))
     else:
         meta, state = restored
         stage, step, uids, history = meta["stage"], meta["step"], meta["uids"], meta["history"]
         params, opt_state = state["params"], state["opt_state"]
         log(f"resumed from checkpoint {latest}: stage {stage + 1}, step {step}, candidates {uids}")
     run = _Run(config, workdir, trainer, ckpt, data, train_dev, val_dev, stage, step, uids, params, opt_state,
-               history, t_data, resumed=latest is not None, global_step=latest or 0)
+               history, t_data, resumed=latest is not None, global_step=latest or 0, devices=devices)
     run.t_proc = time.time()
     run.elapsed0 = history["elapsed"] + (0.0 if run.resumed else t_data)
     return run
@@ -188,7 +195,8 @@ def _restore_newest_good(ckpt: TrainCheckpointer, trainer: Trainer, config: Conf
             errors.append(str(e))
             log(f"checkpoint {s} is corrupt, skipped: {e}")
             continue
-        if meta.get("config") != config.to_dict():  # never skipped: another run's checkpoint is an error
+        # never skipped: another run's checkpoint is an error
+        if not isinstance(meta.get("config"), dict) or _config_diff(meta["config"], config):
             raise CheckpointError(f"{ckpt.directory}: checkpoint {s} was written for another config")
         try:
             target_p, target_o = jax.eval_shape(lambda: trainer.init(meta["uids"], from_init=False))
@@ -235,14 +243,23 @@ def _run_stage(run: _Run, log: Callable[[str], Any], progress: bool,
     end = int(np.sum(history["steps_plan"][: run.stage + 1]))
     flops_step = 3 * count_flops(config.arch_spec, config.num_classes, config.width, config.height) * config.batch_size
     peak = peak_flops(jax.devices()[0])
-    run.params, run.opt_state = _shard_candidates((run.params, run.opt_state), len(run.uids))
-    cands = trainer.unpack(run.params, run.opt_state)
+    placement = None
+    if config.restart_mode == "loop" and len(run.devices) > 1:  # candidates on their devices (sharding)
+        run.train_dev = replicate(run.train_dev, run.devices)  # once per training set, kept
+        placement = Placement(run.devices, len(run.uids), run.train_dev)
+        cands = placement.scatter(trainer.unpack(run.params, run.opt_state))
+        pack = placement.gather
+        peak = peak * placement.devices_used if peak else None
+    else:
+        run.params, run.opt_state = shard_stacked((run.params, run.opt_state), run.devices, len(run.uids))
+        cands = trainer.unpack(run.params, run.opt_state)
+        pack = trainer.pack
     pending = []
     t_stage = time.time()
     steps_timed = 0
     steady = None  # (time, steps) at the first log point: compilation excluded from rates
     while run.step < end:
-        cands, metrics = trainer.step_all(cands, run.uids, run.step, run.train_dev)
+        cands, metrics = trainer.step_all(cands, run.uids, run.step, run.train_dev, placement)
         pending.append((run.step, metrics))
         run.step += 1
         run.global_step += 1
@@ -264,13 +281,13 @@ def _run_stage(run: _Run, log: Callable[[str], Any], progress: bool,
                 log(f"stage {run.stage + 1} step {run.step}/{end} loss {row['loss_min']:.4f}..{row['loss_max']:.4f} "
                     f"({rate:.0f} img/s{mfu})")
         if at_ckpt and run.step < end:
-            run.params, run.opt_state = trainer.pack(cands)
+            run.params, run.opt_state = pack(cands)
             run.save()
         if budget["left"] is not None:
             budget["left"] -= 1
             if budget["left"] <= 0:
                 return None
-    run.params, run.opt_state = trainer.pack(cands)
+    run.params, run.opt_state = pack(cands)
     jax.block_until_ready(run.params)
     seconds = time.time() - t_stage
     history["train_seconds"] += seconds
@@ -311,6 +328,7 @@ def _finish(run: _Run, log: Callable[[str], Any], test_count: int, test_seed: in
     model = nnx.merge(run.trainer.graphdef, jax.tree.map(lambda a: a[0], run.params))
     summary = {"chosen": run.uids[0], "stages": history["stages"], "data_seconds": run.t_data,
                "train_seconds": history["train_seconds"], "device": jax.devices()[0].device_kind,
+               "devices": len(run.devices),
                "workdir": str(workdir)}
     if config.generator == "broad":  # what the generic prior read
         from fcn_captcha.dataset import make_generator
@@ -390,6 +408,7 @@ def train(config: Config, workdir: str | os.PathLike, log: Callable[[str], Any] 
       NonFiniteError: a loss or gradient turned non-finite (names step and candidate).
     """
     workdir = Path(workdir).absolute()
+    devices = local_devices(config)  # before anything is written: a batch that cannot split is an error
     _open_workdir(config, workdir)
     done = workdir / "summary.json"
     if done.exists() and (workdir / "model" / "model.json").exists() and not redo_end:
@@ -397,7 +416,7 @@ def train(config: Config, workdir: str | os.PathLike, log: Callable[[str], Any] 
             "(redo_end=True, or --redo-end, calibrates, saves and tests again)")
         return {**json.loads(done.read_text()), "already_finished": True}
     t0 = time.time()
-    run = _start_or_resume(config, workdir, log, progress)
+    run = _start_or_resume(config, workdir, log, progress, devices)
     budget = {"left": stop_after_steps}
     while run.stage < len(config.stage_runs):
         timing = _run_stage(run, log, progress, budget)

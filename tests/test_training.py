@@ -291,6 +291,18 @@ def test_workdir_of_another_config_is_an_error(reference):
     assert json.loads((wd / "config.json").read_text()) == CFG.to_dict()
 
 
+def test_a_workdir_from_before_a_field_existed_still_opens(tmp_path):
+    """A stored config without a later field (``devices``) reads it as its default."""
+    old = CFG.to_dict()
+    del old["devices"]
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    train_mod._open_workdir(CFG, tmp_path)
+    assert train_mod._config_diff(old, CFG) == []
+    assert train_mod._config_diff(old, CFG.replace(devices=2)) == ["devices"]
+    with pytest.raises(CheckpointError, match=r"fields differ: \['devices'\]"):
+        train_mod._open_workdir(CFG.replace(devices=2), tmp_path)
+
+
 def test_checkpoint_of_another_config_is_an_error(reference, tmp_path):
     # no config.json (e.g. deleted): the checkpoint's own record of its config still guards it
     shutil.copytree(reference["workdir"] / "checkpoints", tmp_path / "checkpoints")
