@@ -15,9 +15,10 @@ its Orbax checkpoints):
    binarisation, denoising) the data choose, by short probe trainings on the split
    (:func:`fcn_captcha.probe.choose_cleanup`); ``prepared/`` is made again with them;
 4. ``weak/``: centers from the strings (:func:`fcn_captcha.weak.weak_centers`: forced
-   alignment on the shipped generic prior's maps, :mod:`fcn_captcha.prior`, or the ink
-   profile where no prior ships for the network, then EM rounds of training and forced
-   alignment starting from the prior's network); labels that disagree
+   alignment on the shipped generic prior's maps, :mod:`fcn_captcha.prior`, and the ink
+   profile, one EM round from each, the one that reads more labels back going on
+   (:func:`fcn_captcha.weak.best_start`; the ink profile alone where no prior ships for
+   the network), then EM rounds of training and forced alignment); labels that disagree
    with their image are flagged there and left out of training;
 5. ``train/``: :func:`fcn_captcha.training.train`, the restart schedule, starting from
    the EM network, on the aligned centers, selecting restarts by their loss on the
