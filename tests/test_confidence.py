@@ -177,6 +177,23 @@ def test_with_confidence_sets_it_and_leaves_errors_and_no_calibrator_alone(calib
     assert [r.confidence for r in with_confidence(reads, None)] == [None, None]
 
 
+def test_card_round_trip_and_an_old_card(tmp_path, calibrator):
+    from fcn_captcha.card import CheckpointError, card_calibrator, check_card, read_model_meta
+    from fcn_captcha.checkpoint import save_model
+    from fcn_captcha.config import tiny
+    from fcn_captcha.model import build_model
+
+    cfg = tiny()
+    save_model(tmp_path / "new", build_model(cfg), cfg, 0.34, {"confidence": calibrator.to_dict()})
+    assert card_calibrator(read_model_meta(tmp_path / "new"), "x") == calibrator
+    save_model(tmp_path / "old", build_model(cfg), cfg, 0.34, {"trained_by": "before confidences"})
+    assert card_calibrator(read_model_meta(tmp_path / "old"), "x") is None
+    meta = read_model_meta(tmp_path / "new")
+    meta["info"]["confidence"]["weights"] = [-1.0] * len(calibrator.weights)
+    with pytest.raises(CheckpointError, match="info.confidence.*monotone"):
+        check_card(meta, "card.json")
+
+
 def test_imports_no_jax():
     code = "import sys, fcn_captcha.confidence, fcn_captcha.reliability; print('jax' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
