@@ -16,6 +16,7 @@ from fcn_captcha.confidence import (
     CANDIDATES,
     MIN_READINGS,
     Calibrator,
+    cross_validated_confidence,
     fit_calibrator,
     reading_features,
     symbol_risk,
@@ -133,6 +134,15 @@ def test_fit_refuses_too_few_readings_and_mismatched_lists():
     reads, truths = synthetic_set(MIN_READINGS)
     with pytest.raises(ValueError, match="at least"):
         fit_calibrator(reads[:-1] + [Reading("", error="bad")], truths, 0.4)
+
+
+def test_cross_validated_confidence_reads_each_fold_with_the_others_calibrator():
+    reads, truths = synthetic_set(200, seed=6)
+    cv = cross_validated_confidence(reads, truths, 0.4)
+    inside = fit_calibrator(reads, truths, 0.4).predict(reads)
+    assert cv.shape == (200,) and ((cv > 0) & (cv < 1)).all() and not np.allclose(cv, inside)
+    y = np.array([r.text == t for r, t in zip(reads, truths)])
+    assert abs(cv.mean() - y.mean()) < 0.05 and cv[y].mean() > cv[~y].mean() + 0.2
 
 
 # ----- use and serialisation ---------------------------------------------------------------------
