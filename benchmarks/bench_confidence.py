@@ -2,7 +2,8 @@
 
     PYTHONPATH=. python3 benchmarks/bench_confidence.py [--count 2000] [--backends jax onnx] [--models ...]
 
-About 9 minutes on 2 shared CPU cores with the defaults (``--backends jax``: 5 minutes).
+About 6.5 minutes on 2 shared CPU cores with the defaults (measured: JAX 3.6 min, ONNX 1.7 min, the rest
+image generation and start-up).
 
 * ``lib36x4``, ``lib36var``: ``--count`` fresh images of the plain ``captcha`` library,
   texts from seed 12345 (the benchmarks' test seed; the calibrators were fitted on texts
