@@ -4,20 +4,25 @@ The decoder's threshold decides which peaks are characters. :func:`calibrate` sw
 thresholds over center maps of held-out images with known texts and picks the one
 that maximises sequence accuracy; when several thresholds tie, it takes the middle of
 the widest run of consecutive best thresholds (the best plateau), which is the choice
-least sensitive to a shift between the held-out set and new images.
+least sensitive to a shift between the held-out set and new images. On the same images,
+read at the chosen threshold, it then fits the confidence calibrator
+(:func:`fcn_captcha.confidence.fit_calibrator`), which the model card stores as
+``info.confidence``.
 """
 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import jax.numpy as jnp
 import numpy as np
 
 from fcn_captcha.batching import fixed_chunks
+from fcn_captcha.confidence import MIN_READINGS, fit_calibrator
 from fcn_captcha.config import Config
+from fcn_captcha.decoder import Reading
 from fcn_captcha.device_decoder import decode_device, readings_from_device
 from fcn_captcha.model import CenterNet
 
@@ -86,10 +91,22 @@ def sweep(center_maps, texts, alphabet: str, stride: int = 4, thresholds=DEFAULT
     return correct / max(len(maps), 1)
 
 
+def read_maps(center_maps, threshold: float, alphabet: str, stride: int = 4, min_distance=(2.0, 8.0),
+              max_candidates: int = 64, length=None, chunk: int = 512) -> list[Reading]:
+    """Readings of ``[N, h, w, K]`` maps at one threshold (the device decoder, in chunks)."""
+    maps = np.asarray(center_maps, np.float32)
+    reads: list[Reading] = []
+    for n, (part,) in fixed_chunks([maps], chunk):
+        out = decode_device(jnp.asarray(part), jnp.float32(threshold), stride=stride, min_distance=tuple(min_distance),
+                            max_candidates=max_candidates, length=length)
+        reads += readings_from_device(out, alphabet)[:n]
+    return reads
+
+
 def calibrate(center_maps, texts, alphabet: str, stride: int = 4, thresholds=DEFAULT_THRESHOLDS,
               min_distance=(2.0, 8.0), max_candidates: int = 64, plot: str | os.PathLike | None = None,
-              length=None) -> dict:
-    """Pick the decoder threshold that reads most held-out images exactly.
+              length=None, keep_threshold: float | None = None, fitted_on: str = "") -> dict:
+    """Pick the decoder threshold that reads most held-out images exactly; fit the confidence there.
 
     Args:
       center_maps: ``[N, h, w, K]`` maps of held-out images.
@@ -100,14 +117,25 @@ def calibrate(center_maps, texts, alphabet: str, stride: int = 4, thresholds=DEF
       min_distance, max_candidates: decoder settings.
       plot: optional PNG path for accuracy against threshold.
       length: known length for the decoder (None: free).
+      keep_threshold: keep this threshold (the sweep is still measured) and fit only the
+        confidence calibrator at it.
+      fitted_on: what the images are, for the calibrator's record.
 
     Returns:
-      ``{"threshold", "sequence_accuracy", "count", "curve": [(t, acc), ...]}``.
+      ``{"threshold", "sequence_accuracy" (at the threshold), "count", "curve": [(t, acc), ...],
+      "confidence"}``: the :class:`~fcn_captcha.confidence.Calibrator`'s ``to_dict()``
+      fitted on the readings at the threshold, or None with fewer than
+      :data:`~fcn_captcha.confidence.MIN_READINGS` images.
     """
     acc = sweep(center_maps, texts, alphabet, stride, thresholds, min_distance, max_candidates, length=length)
-    thr = best_plateau_middle(thresholds, acc)
-    out = {"threshold": thr, "sequence_accuracy": float(acc.max()), "count": len(texts),
-           "curve": [(float(t), float(a)) for t, a in zip(thresholds, acc)]}
+    thr = best_plateau_middle(thresholds, acc) if keep_threshold is None else float(keep_threshold)
+    reads = read_maps(center_maps, thr, alphabet, stride, min_distance, max_candidates, length)
+    conf = None
+    if len(texts) >= MIN_READINGS:
+        conf = fit_calibrator(reads, list(texts), thr, length, fitted_on=fitted_on).to_dict()
+    out = {"threshold": thr, "sequence_accuracy": float(np.mean([r.text == t for r, t in zip(reads, texts)])),
+           "count": len(texts), "curve": [(float(t), float(a)) for t, a in zip(thresholds, acc)],
+           "confidence": conf}
     if plot:
         plot_curve(out, plot)
     return out
@@ -134,9 +162,11 @@ def plot_curve(result: dict, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
-def calibrate_detector(det: Detector, dataset: Dataset, plot: str | os.PathLike | None = None, min_images: int = 1) -> dict:
+def calibrate_detector(det: Detector, dataset: Dataset, plot: str | os.PathLike | None = None, min_images: int = 1,
+                       keep_threshold: bool = False, fitted_on: str = "") -> dict:
     """Calibrate a :class:`~fcn_captcha.detector.Detector` on a held-out
-    :class:`~fcn_captcha.dataset.Dataset` with the decoder settings of its config.
+    :class:`~fcn_captcha.dataset.Dataset` with the decoder settings of its config
+    (:func:`calibrate`; ``keep_threshold``: keep the detector's threshold, fit the confidence only).
 
     Raises:
       ValueError: fewer than ``min_images`` usable images.
@@ -147,28 +177,68 @@ def calibrate_detector(det: Detector, dataset: Dataset, plot: str | os.PathLike 
     cfg = det.config
     return calibrate(det.center_maps(dataset.images), dataset.texts, cfg.alphabet, cfg.stride,
                      min_distance=cfg.min_distance, max_candidates=cfg.max_candidates, plot=plot,
-                     length=cfg.length_range)
+                     length=cfg.length_range, keep_threshold=det.threshold if keep_threshold else None,
+                     fitted_on=fitted_on)
 
 
-def calibrate_model(model: CenterNet, config: Config, dataset: Dataset, plot: str | os.PathLike | None = None) -> dict:
+def calibrate_model(model: CenterNet, config: Config, dataset: Dataset, plot: str | os.PathLike | None = None,
+                    fitted_on: str = "") -> dict:
     """Calibrate a network on a held-out :class:`~fcn_captcha.dataset.Dataset` (see :func:`calibrate_detector`)."""
     from fcn_captcha.detector import Detector
 
-    return calibrate_detector(Detector(model, config, threshold=config.threshold), dataset, plot)
+    return calibrate_detector(Detector(model, config, threshold=config.threshold), dataset, plot, fitted_on=fitted_on)
 
 
-def calibrate_folder(model: str | os.PathLike, data: str | os.PathLike, plot: str | os.PathLike | None = None,
-                     store: bool = True) -> dict:
-    """Calibrate a saved model on a labelled folder or generated dataset; store the threshold.
+def calibration_set(config: Config, data: str | os.PathLike | None = None, holdout: float | None = None,
+                    plain: int = 0, seed: int = 54321) -> tuple[Dataset, str]:
+    """The held-out images of ``fcn-captcha calibrate`` and the words that say what they are.
+
+    Args:
+      config: the model's config (its suite, for plain-library images; its input size).
+      data: labelled images (``<label>.png`` or ``labels.csv``) or a generated dataset.
+      holdout: with a folder ``data``: only the held-out side of
+        :func:`fcn_captcha.dataset.real_split` ``(data, holdout)`` (the files a model
+        trained on that folder with that holdout never saw).
+      plain: instead of ``data``, this many fresh images of the plain ``captcha`` library
+        (:func:`fcn_captcha.evaluate.plain_library_set`), texts from ``seed``.
+      seed: their texts' seed (the benchmarks test on 12345: calibrate on another).
+
+    Returns:
+      ``(dataset, description)``.
+    """
+    from fcn_captcha.dataset import load_labelled, real_split
+
+    if (data is None) == (not plain):
+        raise ValueError("give either labelled data or a count of plain-library images (plain), not both or neither")
+    if plain:
+        from importlib.metadata import version
+
+        from fcn_captcha.evaluate import plain_library_set
+
+        return (plain_library_set(config, plain, seed),
+                f"{plain} fresh images of the plain captcha {version('captcha')} library ({config.name}), text seed {seed}")
+    if holdout is None:
+        return load_labelled(data, config), str(data)
+    _, held = real_split(data, holdout)
+    return (load_labelled(data, config, files=held),
+            f"{data}: the {len(held)} held-out files of real_split(holdout={holdout})")
+
+
+def calibrate_folder(model: str | os.PathLike, data: str | os.PathLike | None = None,
+                     plot: str | os.PathLike | None = None, store: bool = True, keep_threshold: bool = False,
+                     holdout: float | None = None, plain: int = 0, seed: int = 54321) -> dict:
+    """``fcn-captcha calibrate``: calibrate a saved model on held-out images; store the threshold and confidence.
 
     Nothing is changed unless the calibration succeeds: fewer than
     :data:`MIN_CALIBRATION_IMAGES` usable images raise before the model card is touched.
 
     Args:
       model: a model directory (a shipped model's name only with ``store=False``).
-      data: labelled images (``<label>.png`` or ``labels.csv``) or a generated dataset.
+      data, holdout, plain, seed: the held-out images (:func:`calibration_set`).
       plot: optional PNG of accuracy against threshold.
-      store: write the threshold and ``info.calibration`` into ``model/model.json``.
+      store: write the threshold, ``info.calibration`` and ``info.confidence`` into ``model/model.json``.
+      keep_threshold: keep the card's threshold (and ``info.calibration``); fit and store
+        the confidence calibrator only.
 
     Returns:
       :func:`calibrate`'s result, with ``stored`` (the card's path, or None).
@@ -177,17 +247,21 @@ def calibrate_folder(model: str | os.PathLike, data: str | os.PathLike, plot: st
       ValueError: too few usable images, or ``store`` with a shipped model.
     """
     from fcn_captcha.checkpoint import update_model_card
-    from fcn_captcha.dataset import load_labelled
     from fcn_captcha.detector import Detector
 
     if store and not (Path(model) / "model.json").exists():
         raise ValueError(f"{model} is a shipped model or not a model directory; not overwriting it "
                          "(give a model directory, or store=False / --dry-run)")
     det = Detector.load(model)
-    res = calibrate_detector(det, load_labelled(data, det.config), plot, min_images=MIN_CALIBRATION_IMAGES)
+    ds, what = calibration_set(det.config, data, holdout, plain, seed)
+    res = calibrate_detector(det, ds, plot, min_images=MIN_CALIBRATION_IMAGES, keep_threshold=keep_threshold,
+                             fitted_on=what)
     res["stored"] = None
     if store:
-        cal = {k: v for k, v in res.items() if k not in ("curve", "stored")} | {"data": str(data)}
-        update_model_card(model, threshold=res["threshold"], info={"calibration": cal})
+        info = {"confidence": res["confidence"]}
+        if not keep_threshold:
+            info["calibration"] = {k: v for k, v in res.items() if k not in ("curve", "stored", "confidence")} | {
+                "data": what}
+        update_model_card(model, threshold=None if keep_threshold else res["threshold"], info=info)
         res["stored"] = str(Path(model) / "model.json")
     return res

@@ -7,7 +7,9 @@ A model directory (:mod:`fcn_captcha.checkpoint`) holds ``model.json``, its card
 ``config`` is the model's :class:`~fcn_captcha.config.Config` (it must state the
 :data:`~fcn_captcha.config.CARD_FIELDS`, which decide how the model reads), ``threshold``
 the calibrated decoder threshold, ``info`` how it was trained (and, for a model made by
-:func:`fcn_captcha.fit`, its ``scheme``). This module reads and checks cards; the one
+:func:`fcn_captcha.fit`, its ``scheme``; for a model calibrated since confidences
+exist, ``confidence``: its :class:`~fcn_captcha.confidence.Calibrator`, checked here;
+an older card without one still loads, and its readings have ``confidence`` None). This module reads and checks cards; the one
 writer of ``model.json`` is :mod:`fcn_captcha.checkpoint`. It imports no JAX, so that
 the ONNX backend (:mod:`fcn_captcha.onnx_reader`), which carries the same card in its
 file, checks it with the same rules.
@@ -20,6 +22,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from fcn_captcha.confidence import Calibrator
 from fcn_captcha.config import CARD_FIELDS, Config
 
 MODEL_FORMAT = 1
@@ -87,7 +90,23 @@ def check_card(meta: Any, where: str | os.PathLike) -> dict:
         raise CheckpointError(f"{where}: field 'threshold' must be a number in (0, 1], not {t!r}")
     if not isinstance(meta.get("info", {}), dict):
         raise CheckpointError(f"{where}: field 'info' must be an object")
+    card_calibrator(meta, where)
     return meta
+
+
+def card_calibrator(meta: dict, where: str | os.PathLike) -> Calibrator | None:
+    """The confidence calibrator of a card (``info.confidence``), or None when it has none.
+
+    Raises:
+      CheckpointError: a corrupt one (names the field and ``where``).
+    """
+    d = (meta.get("info") or {}).get("confidence")
+    if d is None:
+        return None
+    try:
+        return Calibrator.from_dict(d)
+    except ValueError as e:
+        raise CheckpointError(f"{where}: field 'info.confidence': {e}") from None
 
 
 def card_config(meta: dict, where: str | os.PathLike) -> Config:

@@ -66,10 +66,20 @@ def cmd_annotate(args):
 def cmd_calibrate(args):
     from fcn_captcha.calibration import calibrate_folder
 
-    res = calibrate_folder(args.model, args.data, plot=args.plot, store=not args.dry_run)
+    res = calibrate_folder(args.model, args.data, plot=args.plot, store=not args.dry_run,
+                           keep_threshold=args.keep_threshold, holdout=args.holdout, plain=args.plain or 0,
+                           seed=args.seed)
     for t, a in res["curve"][:: max(1, len(res["curve"]) // 20)]:
         print(f"threshold {t:.2f}: {100 * a:6.2f}%")
-    print(f"chosen threshold {res['threshold']:.3f} ({100 * res['sequence_accuracy']:.2f}% on {res['count']} images)")
+    print(f"{'kept' if args.keep_threshold else 'chosen'} threshold {res['threshold']:.3f} "
+          f"({100 * res['sequence_accuracy']:.2f}% on {res['count']} images)")
+    conf = res["confidence"]
+    if conf:
+        cv = conf["cv"][conf["kind"]]
+        print(f"confidence calibrator {conf['kind']} on {conf['count']} readings: cross-validated ECE "
+              f"{cv['ece']:.4f}, log loss {cv['log_loss']:.4f}")
+    else:
+        print("no confidence calibrator: too few images")
     if res["stored"]:
         print(f"stored in {res['stored']}")
     return 0
@@ -90,8 +100,14 @@ def cmd_evaluate(args):
     else:
         m = evaluate_plain(det, args.plain, seed=args.seed, threshold=args.threshold, length=args.length)
     print(format_metrics(m))
+    if m.get("confidence"):
+        c = m["confidence"]
+        right = "n/a" if c["accuracy_above"] != c["accuracy_above"] else f"{100 * c['accuracy_above']:.2f}%"
+        print(f"confidence: ECE {c['ece']:.4f} (15 equal-width bins), mean {c['mean_confidence']:.4f}; "
+              f"{100 * c['share_above']:.1f}% of readings above 0.99, {right} of them right")
     if args.json:
-        Path(args.json).write_text(json.dumps({k: v for k, v in m.items() if k not in ("readings", "names")},
+        skip = ("readings", "names", "confidences")
+        Path(args.json).write_text(json.dumps({k: v for k, v in m.items() if k not in skip},
                                               indent=1))
     return 0
 
@@ -132,7 +148,8 @@ def cmd_predict(args):
             paths += sorted(str(q) for q in p.iterdir() if q.suffix.lower() in IMAGE_EXTENSIONS)
         else:
             paths.append(f)
-    failed = read_files(det, paths, json_lines=args.json, threshold=args.threshold, length=args.length)
+    failed = read_files(det, paths, json_lines=args.json, threshold=args.threshold, length=args.length,
+                        min_confidence=args.min_confidence)
     return 1 if failed else 0
 
 
@@ -141,8 +158,14 @@ PREDICT_CHUNK = 64
 
 
 def read_files(detector: Detector, paths: list[str], json_lines: bool = False, stream=None, threshold: float | None = None,
-               length=None, chunk: int = PREDICT_CHUNK) -> int:
+               length=None, chunk: int = PREDICT_CHUNK, min_confidence: float | None = None) -> int:
     """``fcn-captcha predict``: one line per image on ``stream`` (default: ``sys.stdout`` when called).
+
+    A line is ``FILE<TAB>TEXT``, or with ``json_lines`` a JSON object with the text,
+    its ``confidence`` (null without a calibrator), positions and scores. With
+    ``min_confidence`` a reading whose confidence is below it (or None) is marked, not
+    dropped: ``FILE<TAB>TEXT<TAB>CONFIDENCE<TAB>unsure`` (else ``sure``), and
+    ``"unsure": true`` in JSON.
 
     Files are read ``chunk`` at a time and each chunk's lines written (and flushed) as
     soon as it is read, so that many files stream; a progress bar (rich) shows on
@@ -153,6 +176,16 @@ def read_files(detector: Detector, paths: list[str], json_lines: bool = False, s
     stream = sys.stdout if stream is None else stream
     paths = list(paths)
     failed = 0
+    if min_confidence is not None:
+        if not 0.0 <= min_confidence <= 1.0:
+            raise ValueError(f"--min-confidence {min_confidence} must be a probability in [0, 1]")
+        cal = detector.calibrator
+        if cal is None:
+            print(f"warning: {detector.name} has no confidence calibrator (fcn-captcha calibrate fits one); "
+                  "every reading is marked unsure", file=sys.stderr)
+        elif not detector.has_confidence(threshold, length):
+            print(f"warning: the confidence is calibrated at threshold {cal.threshold} and length {cal.length}; "
+                  "read otherwise, every reading is marked unsure", file=sys.stderr)
     with _progress(len(paths), show=len(paths) > chunk and sys.stderr.isatty()) as advance:
         for a in range(0, len(paths), chunk):
             part = paths[a:a + chunk]
@@ -162,10 +195,18 @@ def read_files(detector: Detector, paths: list[str], json_lines: bool = False, s
                     failed += 1
                     print(r.error, file=sys.stderr)
                     continue
+                conf = None if r.confidence is None else round(r.confidence, 4)
+                unsure = min_confidence is not None and (r.confidence is None or r.confidence < min_confidence)
                 if json_lines:
-                    stream.write(json.dumps({"file": str(p), "text": r.text, "length_forced": r.length_forced,
-                                             "chars": [{"symbol": c.symbol, "x": round(c.x, 2), "y": round(c.y, 2),
-                                                        "score": round(c.score, 4)} for c in r.chars]}) + "\n")
+                    line = {"file": str(p), "text": r.text, "confidence": conf, "length_forced": r.length_forced,
+                            "chars": [{"symbol": c.symbol, "x": round(c.x, 2), "y": round(c.y, 2),
+                                       "score": round(c.score, 4)} for c in r.chars]}
+                    if min_confidence is not None:
+                        line["unsure"] = unsure
+                    stream.write(json.dumps(line) + "\n")
+                elif min_confidence is not None:
+                    stream.write(f"{p}\t{r.text}\t{'none' if conf is None else f'{conf:.4f}'}\t"
+                                 f"{'unsure' if unsure else 'sure'}\n")
                 else:
                     stream.write(f"{p}\t{r.text}\n")
             stream.flush()
@@ -300,9 +341,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="config override for fine-tuning")
     p.set_defaults(func=cmd_annotate)
 
-    p = sub.add_parser("calibrate", help="choose the decoder threshold on a held-out folder and store it")
+    p = sub.add_parser("calibrate", help="choose the decoder threshold and fit the confidence on held-out images; "
+                                         "store them")
     p.add_argument("--model", required=True)
-    p.add_argument("--data", required=True, help="labelled images or a generated dataset")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--data", help="labelled images or a generated dataset")
+    g.add_argument("--plain", type=int, help="this many fresh plain-library images of the model's suite")
+    p.add_argument("--seed", type=int, default=54321, help="text seed of --plain (the benchmarks test on 12345)")
+    p.add_argument("--holdout", type=float, default=None,
+                   help="only the held-out side of real_split(DATA, HOLDOUT): the files a model trained on DATA "
+                        "with that holdout never saw")
+    p.add_argument("--keep-threshold", action="store_true",
+                   help="keep the model's threshold; fit and store the confidence calibrator only")
     p.add_argument("--plot", default=None, help="PNG of accuracy against threshold")
     p.add_argument("--dry-run", action="store_true", help="print only, do not store")
     p.set_defaults(func=cmd_calibrate)
@@ -321,7 +371,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="read images: FILE<TAB>TEXT per line, or --json")
     p.add_argument("--model", required=True, help="shipped name or model directory")
     p.add_argument("files", nargs="+", help="image files or folders")
-    p.add_argument("--json", action="store_true", help="one JSON object per image with positions and scores")
+    p.add_argument("--json", action="store_true", help="one JSON object per image with its confidence, positions "
+                                                       "and scores")
+    p.add_argument("--min-confidence", type=float, default=None, metavar="P",
+                   help="mark readings whose calibrated confidence is below P (or unknown) as unsure: a 4th TSV "
+                        "column 'unsure'/'sure' after the confidence, \"unsure\": true in --json; none is dropped")
     p.add_argument("--threshold", type=float, default=None)
     p.add_argument("--length", type=_length, default=None, help="known length N or range LO-HI")
     p.add_argument("--backend", choices=["jax", "onnx", "auto"], default="jax",

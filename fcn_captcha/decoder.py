@@ -26,6 +26,14 @@ and makes its implicit choices explicit:
    border or where the three values do not curve down.
 5. **Order.** Characters left to right by refined x, compared in steps of 1/1024 cell
    (peaks closer than that keep their score order).
+6. **Evidence against the reading** (what :mod:`fcn_captcha.confidence` turns into a
+   probability). Each read character's ``rival``: the strongest *other* symbol's value
+   within one cell of its peak (the 3x3 maximum of the other maps there; a confusion
+   such as O/0 shows as a rival close to the score). The reading's ``runner_up``: the
+   score of the strongest peak not read, i.e. the first candidate after the read ones
+   that the suppression would keep (under the threshold, or cut by ``length``; a
+   missing or extra character shows as a runner-up close to the weakest read score).
+   Both are floored at 0.0 (0.0: no such value, or a negative one).
 
 Two implementations give the same readings: :func:`decode` here (NumPy, any array, one
 image or a batch, validated; it imports no JAX, so the ONNX backend
@@ -69,12 +77,15 @@ class Char:
       x: refined center, input pixels across (pixel ``k`` has its center at ``k``).
       y: refined center, input pixels down.
       score: the peak's map value (unrefined).
+      rival: the strongest other symbol's map value within one cell of the peak (its
+        3x3 maximum over the other maps), floored at 0.0 (step 6 of the module doc).
     """
 
     symbol: str
     x: float
     y: float
     score: float
+    rival: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,12 +103,21 @@ class Reading:
         :func:`fcn_captcha.device_decoder.readings_from_device` and ``decode(...,
         non_finite="flag")``
         (:data:`NON_FINITE_MAPS`).
+      runner_up: the score of the strongest peak not read (the next one the suppression
+        keeps after the read ones), floored at 0.0 (step 6 of the module doc).
+      confidence: the calibrated probability that ``text`` is entirely right, set by
+        :class:`~fcn_captcha.detector.Detector` from the model's calibrator
+        (:mod:`fcn_captcha.confidence`); None when there is none (a model calibrated
+        before calibrators existed, other decoding settings than the calibrated ones,
+        or a reading with ``error``). The decoder itself leaves it None.
     """
 
     text: str
     chars: tuple[Char, ...] = ()
     length_forced: bool = False
     error: str | None = None
+    runner_up: float = 0.0
+    confidence: float | None = None
 
     def __str__(self) -> str:
         return self.text
@@ -240,7 +260,8 @@ def _decode_one(maps, alphabet, threshold, stride, lrange, table, max_candidates
     if h == 0 or w == 0:
         return Reading("")
     maps = _flush(maps)
-    peak = maps == max_filter3(maps)
+    near = max_filter3(maps)
+    peak = maps == near
     flat = maps.reshape(-1)
     idx = np.flatnonzero(peak.reshape(-1))
     sc = flat[idx]
@@ -260,18 +281,26 @@ def _decode_one(maps, alphabet, threshold, stride, lrange, table, max_candidates
     du = np.abs(u[:, None] - u[None, :])
     inside = (dv < len(tab)) & (du <= tab[np.minimum(dv, len(tab) - 1)])
     kept: list[int] = []
-    n_above, need = None, None
+    n_above, need, runner = None, None, 0.0
     for i in range(idx.size):
         if n_above is None and sc[i] < threshold:
             n_above = len(kept)
             need = n_above if lrange is None else min(max(n_above, lrange[0]), lrange[1])
-        if need is not None and len(kept) >= need:
-            break
+        if need is not None and len(kept) >= need:  # settled: look for the runner-up only
+            if len(kept) > need:  # surplus peaks over the threshold, cut by the length
+                runner = float(sc[kept[need]])
+                break
+            if not inside[i, kept].any():
+                runner = float(sc[i])
+                break
+            continue
         if not inside[i, kept].any():
             kept.append(i)
     if n_above is None:
         n_above = len(kept)
         need = n_above if lrange is None else min(max(n_above, lrange[0]), lrange[1])
+        if len(kept) > need:
+            runner = float(sc[kept[need]])
     sel = np.asarray(kept[:need], np.int64)
     forced = lrange is not None and len(sel) != n_above
 
@@ -289,9 +318,13 @@ def _decode_one(maps, alphabet, threshold, stride, lrange, table, max_candidates
     order = np.argsort(key, kind="stable")
     xs = cells_to_pixels(ucell[order].astype(np.float64), stride)
     ys = cells_to_pixels(vcell[order].astype(np.float64), stride)
-    chars = tuple(Char(alphabet[int(kk)], float(x), float(y), float(s))
-                  for kk, x, y, s in zip(ks[order], xs, ys, cs[order]))
-    return Reading("".join(c.symbol for c in chars), chars, bool(forced))
+    # step 6: the other maps' 3x3 maximum at each read peak
+    others = near[vs, us].copy()  # [n, K]
+    others[np.arange(len(ks)), ks] = -np.inf
+    rival = np.maximum(others.max(axis=1, initial=-np.inf), np.float32(0))
+    chars = tuple(Char(alphabet[int(kk)], float(x), float(y), float(s), float(r))
+                  for kk, x, y, s, r in zip(ks[order], xs, ys, cs[order], rival[order]))
+    return Reading("".join(c.symbol for c in chars), chars, bool(forced), runner_up=max(runner, 0.0))
 
 
 def decode(center_maps, alphabet: str, threshold: float = 0.4, stride: int = 4, length=None,

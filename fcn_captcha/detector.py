@@ -26,6 +26,14 @@ has one; images are read in fixed-size batches so each batch shape compiles once
 the NumPy decoder reads its maps; nothing imports JAX). Preprocessing, arguments, errors
 and positions are this module's for both, so both read alike: identically where JAX
 computes in float32; a bfloat16 model differs by that rounding (:mod:`fcn_captcha.onnx_reader`).
+
+Each reading carries ``confidence``, the calibrated probability that its whole text is
+right, from the model card's calibrator (:mod:`fcn_captcha.confidence`; fitted by
+``fcn-captcha calibrate``, ``train`` and ``fit``). It is None for a model whose card
+has no calibrator (calibrated before they existed), for readings at another threshold
+or length than the calibrator was fitted at (:meth:`Calibrator.applies
+<fcn_captcha.confidence.Calibrator.applies>`), and for readings with ``error``: a
+probability is never made up.
 """
 
 from __future__ import annotations
@@ -39,7 +47,13 @@ import warnings
 import numpy as np
 from PIL import Image
 
-from fcn_captcha.card import PRETRAINED_DIR, find_model_dir, pretrained_names  # noqa: F401 - names re-exported
+from fcn_captcha.card import (  # noqa: F401
+    PRETRAINED_DIR,
+    card_calibrator,
+    find_model_dir,
+    pretrained_names,
+)
+from fcn_captcha.confidence import with_confidence
 from fcn_captcha.config import Config
 from fcn_captcha.decoder import Reading, decode
 from fcn_captcha.preprocess import (
@@ -102,6 +116,8 @@ class Detector:
 
     Attributes:
       backend: "jax" or "onnx", which runs the network.
+      calibrator: the card's :class:`~fcn_captcha.confidence.Calibrator` (``info.confidence``),
+        or None: then readings have ``confidence`` None.
     """
 
     def __init__(self, model, config: Config, threshold: float, info: dict | None = None, name: str = ""):
@@ -114,6 +130,7 @@ class Detector:
         self.scheme = None
         if self.info.get("scheme"):
             self.scheme = SchemeInfo.from_dict(self.info["scheme"])
+        self.calibrator = card_calibrator({"info": self.info}, name or "model card")
         self.trace_count = 0
         self.backend = getattr(model, "backend", "jax")
         if self.backend == "jax":
@@ -204,6 +221,10 @@ class Detector:
             return lo, hi
         return _check_int("length", length, lo_m, hi_m, hint)
 
+    def has_confidence(self, threshold: float | None = None, length=None) -> bool:
+        """Whether readings at ``threshold`` and ``length`` (None: the defaults) get a calibrated confidence."""
+        return self.calibrator is not None and self.calibrator.applies(self._threshold(threshold), self._length(length))
+
     @staticmethod
     def _on_error(on_error: str) -> str:
         if not isinstance(on_error, str) or on_error not in _ON_ERROR:
@@ -249,23 +270,26 @@ class Detector:
         return np.concatenate(out)
 
     def _decode(self, images: np.ndarray, threshold: float, batch_size: int, length) -> list[Reading]:
-        """Readings of checked arrays and arguments; non-finite maps give readings with ``error`` set."""
+        """Readings of checked arrays and arguments (with their confidence); non-finite maps give
+        readings with ``error`` set."""
         cfg = self.config
         reads: list[Reading] = []
         if self.backend == "onnx":  # the NumPy decoder, the device decoder's twin
             for _, maps in self._batches(images, batch_size):
                 reads += decode(maps, cfg.alphabet, threshold, cfg.stride, length, tuple(cfg.min_distance),
                                 cfg.max_candidates, non_finite="flag")
-            return reads
-        import jax.numpy as jnp
+        else:
+            import jax.numpy as jnp
 
-        from fcn_captcha.device_decoder import decode_device, readings_from_device
+            from fcn_captcha.device_decoder import decode_device, readings_from_device
 
-        thr = jnp.float32(threshold)
-        for n, maps in self._batches(images, batch_size):
-            out = decode_device(maps, thr, stride=cfg.stride, length=length,
-                                min_distance=tuple(cfg.min_distance), max_candidates=cfg.max_candidates)
-            reads += readings_from_device(out, cfg.alphabet)[:n]
+            thr = jnp.float32(threshold)
+            for n, maps in self._batches(images, batch_size):
+                out = decode_device(maps, thr, stride=cfg.stride, length=length,
+                                    min_distance=tuple(cfg.min_distance), max_candidates=cfg.max_candidates)
+                reads += readings_from_device(out, cfg.alphabet)[:n]
+        if self.calibrator is not None and self.calibrator.applies(threshold, length):
+            reads = with_confidence(reads, self.calibrator)
         return reads
 
     def read_arrays(self, images: np.ndarray, threshold: float | None = None, batch_size: int = 256,

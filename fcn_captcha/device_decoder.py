@@ -204,7 +204,8 @@ def _decode_device_impl(center_maps, threshold, lo, hi, *, table, max_candidates
     flat = maps.reshape(b, n_flat)
 
     # 1. candidates
-    cand = jnp.where(maps == _max_filter3_jnp(maps), maps, -jnp.inf).reshape(b, h * w, k_maps)
+    near = _max_filter3_jnp(maps)
+    cand = jnp.where(maps == near, maps, -jnp.inf).reshape(b, h * w, k_maps)
     path = _CANDIDATE_PATH or ("direct" if jax.default_backend() == "cpu" else "by_cell")
     score, idx, valid = (_candidates_direct if path == "direct" else _candidates_by_cell)(cand, m)
     v, u, k = idx // (w * k_maps), (idx // k_maps) % w, idx % k_maps
@@ -223,6 +224,14 @@ def _decode_device_impl(center_maps, threshold, lo, hi, *, table, max_candidates
     need = jnp.clip(n_above, lo, hi)
     sel = keep & (rank <= need[:, None])
     forced = jnp.minimum(need, rank[:, -1]) != n_above
+    # 6. evidence: the runner-up is the first kept peak after the selection (candidates are in
+    # descending order, so the largest), as the NumPy loop finds it; the rival, the other maps'
+    # 3x3 maximum at each candidate's cell
+    runner_up = jnp.max(jnp.where(keep & ~sel, score, 0.0), axis=1, initial=0.0)
+    cell = jnp.where(valid, idx // k_maps, 0)
+    others = jnp.take_along_axis(near.reshape(b, h * w, k_maps), cell[:, :, None], axis=1)  # [b, m, K]
+    others = jnp.where(jnp.arange(k_maps)[None, None, :] == k[:, :, None], -jnp.inf, others)
+    rival = jnp.maximum(jnp.max(others, axis=2), 0.0)
 
     # 4. refinement
     c = jnp.where(valid, score, 0.0)
@@ -249,8 +258,10 @@ def _decode_device_impl(center_maps, threshold, lo, hi, *, table, max_candidates
         "x": jnp.where(ok, rescale_coords(take(ucell), stride), 0.0),
         "y": jnp.where(ok, rescale_coords(take(vcell), stride), 0.0),
         "score": jnp.where(ok, take(c), 0.0),
+        "rival": jnp.where(ok, take(rival), 0.0),
         "valid": ok,
         "length_forced": forced & finite,
+        "runner_up": jnp.where(finite, runner_up, 0.0),
         "finite": finite,
     }
 
@@ -291,9 +302,11 @@ def decode_device(center_maps, threshold, length=None, min_distance: Sequence[fl
       * ``symbol``: int32 ``[B, M]`` map index, ``-1`` where not valid;
       * ``x``, ``y``: float32 ``[B, M]`` centers in input pixels (0 where not valid);
       * ``score``: float32 ``[B, M]`` peak values (0 where not valid);
+      * ``rival``: float32 ``[B, M]``, :attr:`Char.rival` (0 where not valid);
       * ``valid``: bool ``[B, M]``, True for the read characters (none in an image
         whose maps are not finite);
       * ``length_forced``: bool ``[B]``, as :attr:`Reading.length_forced`;
+      * ``runner_up``: float32 ``[B]``, as :attr:`Reading.runner_up`;
       * ``finite``: bool ``[B]``, False where the image's maps hold NaN or infinite
         values (its row is then empty, not a reading).
 
@@ -337,8 +350,10 @@ def readings_from_device(out: dict[str, Any], alphabet: str) -> list[Reading]:
     """
     symbol = np.asarray(out["symbol"])
     x, y, score = (np.asarray(out[n], np.float64) for n in ("x", "y", "score"))
+    rival = np.asarray(out["rival"], np.float64) if "rival" in out else np.zeros_like(score)
     valid = np.asarray(out["valid"])
     forced = np.asarray(out["length_forced"])
+    runner = np.asarray(out["runner_up"], np.float64) if "runner_up" in out else np.zeros(symbol.shape[:1])
     finite = np.asarray(out["finite"]) if "finite" in out else np.ones(symbol.shape[:1], bool)
     if symbol.size and (symbol[finite].max(initial=-1) >= len(alphabet)):
         raise ValueError(f"symbol index {int(symbol[finite].max())} is outside the alphabet {alphabet!r}")
@@ -347,7 +362,7 @@ def readings_from_device(out: dict[str, Any], alphabet: str) -> list[Reading]:
         if not finite[b]:
             reads.append(Reading("", error=NON_FINITE_MAPS))
             continue
-        chars = tuple(Char(alphabet[int(symbol[b, i])], float(x[b, i]), float(y[b, i]), float(score[b, i]))
-                      for i in np.flatnonzero(valid[b]))
-        reads.append(Reading("".join(c.symbol for c in chars), chars, bool(forced[b])))
+        chars = tuple(Char(alphabet[int(symbol[b, i])], float(x[b, i]), float(y[b, i]), float(score[b, i]),
+                           float(rival[b, i])) for i in np.flatnonzero(valid[b]))
+        reads.append(Reading("".join(c.symbol for c in chars), chars, bool(forced[b]), runner_up=float(runner[b])))
     return reads

@@ -20,6 +20,7 @@ from fcn_captcha.dataset import Dataset, load_labelled
 from fcn_captcha.generator import random_text
 from fcn_captcha.metrics import reading_metrics
 from fcn_captcha.preprocess import to_model_input
+from fcn_captcha.reliability import confidence_summary
 
 if TYPE_CHECKING:
     from fcn_captcha.detector import Detector
@@ -29,12 +30,19 @@ def evaluate_dataset(detector: Detector, ds: Dataset, threshold=None, length=Non
     """Metrics (:func:`fcn_captcha.metrics.reading_metrics`) of ``detector`` on a dataset.
 
     Returns:
-      The metrics dict plus ``"readings"`` (texts read) and ``"names"``.
+      The metrics dict plus ``"readings"`` (texts read), ``"names"``, ``"confidences"``
+      (each reading's, None without a calibrator) and ``"confidence"``: the
+      :func:`fcn_captcha.reliability.confidence_summary` (ECE, share above 0.99 and its
+      accuracy), or None when the readings carry no confidence.
     """
     reads = detector.read_arrays(ds.images, threshold=threshold, batch_size=batch_size, length=length)
     m = reading_metrics([r.text for r in reads], ds.texts)
     m["readings"] = [r.text for r in reads]
     m["names"] = list(ds.names)
+    m["confidences"] = [r.confidence for r in reads]
+    m["confidence"] = None
+    if reads and all(c is not None for c in m["confidences"]):
+        m["confidence"] = confidence_summary(m["confidences"], [r.text == t for r, t in zip(reads, ds.texts)])
     return m
 
 

@@ -404,7 +404,7 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
             "split": {"holdout": holdout, "limit": limit, "train": len(train_names),
                       "calibration": len(calib_names)},
             "weak": {k: v for k, v in weak.items() if k != "flagged"}, "flagged": weak["flagged"],
-            "training": minfo.get("summary", {})}
+            "training": minfo.get("summary", {}), "confidence": minfo.get("confidence")}  # fitted with the threshold
     save_model(wd / "model", model, mcfg, thr, info)
     from fcn_captcha.detector import Detector
 
@@ -426,7 +426,8 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
         summary["test"] = {k: test_m[k] for k in ("count", "sequence_accuracy", "character_accuracy",
                                                   "length_error_rate", "confusions")}
     summary["wall_s"] = elapsed()
-    write_report(wd, summary, det, data, cal_names, cal_truth, cal_m, test_m)
+    reads = {"calibration": (cal_reads, cal_truth)} | ({"test": (t_reads, t_truth)} if test_m else {})
+    write_report(wd, summary, det, data, cal_names, cal_truth, cal_m, test_m, reads=reads)
     summary["report"] = str(wd / "report.md")
     summary["wall_s"] = elapsed()
     _write_json(job_path, job | {"spent": summary["wall_s"]})
@@ -479,12 +480,14 @@ def _cleanup_line(rec: dict) -> str:
 
 
 def write_report(wd: Path, summary: dict, det, data: Path, cal_names, cal_truth, cal_m: dict,
-                 test_m: dict | None) -> Path:
-    """``wd/report.md`` with its figures beside it (``wd/figures``)."""
+                 test_m: dict | None, reads: dict | None = None) -> Path:
+    """``wd/report.md`` with its figures beside it (``wd/figures``); ``reads``: each set's
+    ``(readings, truths)``, for the confidence's section (its figures also go into ``summary["confidence"]``)."""
     from fcn_captcha.annotate import Annotation, annotation_sheet, read_annotations
     from fcn_captcha.calibration import calibrate
     from fcn_captcha.dataset import load_folder
     from fcn_captcha.metrics import format_metrics
+    from fcn_captcha.reliability import report_section
 
     fig = wd / "figures"
     fig.mkdir(exist_ok=True)
@@ -499,6 +502,8 @@ def write_report(wd: Path, summary: dict, det, data: Path, cal_names, cal_truth,
                   min_distance=cfg.min_distance, max_candidates=cfg.max_candidates, plot=fig / "threshold.png",
                   length=cfg.length_range)
         figures["threshold"] = "figures/threshold.png"
+    conf_lines, conf_figures, summary["confidence"] = report_section(det.calibrator, reads or {}, fig)
+    figures |= conf_figures
     for key, m in (("calibration", cal_m), ("test", test_m)):
         if m and _confusion_png(m.get("confusions", []), fig / f"confusions_{key}.png", f"{key}: true -> read"):
             figures[f"confusions_{key}"] = f"figures/confusions_{key}.png"
@@ -554,7 +559,7 @@ def write_report(wd: Path, summary: dict, det, data: Path, cal_names, cal_truth,
     for st in s["training"]:
         lines.append(f"- stage {st['stage']}: candidates {st['uids']}, held-out loss "
                      + ", ".join(f"{v:.3f}" for v in st["val_loss"]) + f", kept {st['kept']}")
-    lines += ["", "## Figures", ""]
+    lines += ["", *conf_lines, "## Figures", ""]
     for k, v in figures.items():
         lines.append(f"![{k}]({v})")
         lines.append("")

@@ -148,8 +148,8 @@ def _check_graph(session, config: Config, path) -> None:
 def compare_cards(card: dict, meta: dict, path, meta_path) -> None:
     """Refuse an exported card that reads otherwise than the model directory's ``model.json``.
 
-    Compared: every config field, the threshold, and the scheme in ``info``; other
-    ``info`` fields (how it was trained and tested) may differ.
+    Compared: every config field, the threshold, and the scheme and the confidence
+    calibrator in ``info``; other ``info`` fields (how it was trained and tested) may differ.
 
     Raises:
       CheckpointError: naming both files and the first field that differs.
@@ -158,8 +158,9 @@ def compare_cards(card: dict, meta: dict, path, meta_path) -> None:
     diffs = [(f"config field {k!r}", a[k], b[k]) for k in b if a[k] != b[k]]
     if float(card["threshold"]) != float(meta["threshold"]):
         diffs.append(("field 'threshold'", card["threshold"], meta["threshold"]))
-    if card.get("info", {}).get("scheme") != meta.get("info", {}).get("scheme"):
-        diffs.append(("field 'info.scheme'", card.get("info", {}).get("scheme"), meta.get("info", {}).get("scheme")))
+    for key in ("scheme", "confidence"):
+        if card.get("info", {}).get(key) != meta.get("info", {}).get(key):
+            diffs.append((f"field 'info.{key}'", card.get("info", {}).get(key), meta.get("info", {}).get(key)))
     if diffs:
         field, mine, theirs = diffs[0]
         more = f" (and {len(diffs) - 1} more)" if len(diffs) > 1 else ""

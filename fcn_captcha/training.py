@@ -336,10 +336,14 @@ def _finish(run: _Run, log: Callable[[str], Any], test_count: int, test_seed: in
         summary["fonts"] = list(make_generator(config).fonts)
     write_log(workdir, history)
     plot_history(workdir, config)
-    cal = calibrate_model(model, config, run.data["calib"])
-    summary["calibration"] = {k: v for k, v in cal.items() if k != "curve"}
+    calib = run.data["calib"]
+    what = (f"the {len(calib)} held-out files of {config.real_data} (real_split holdout {config.holdout}, salt "
+            f"{config.split_salt!r})"
+            if config.real_data else f"the run's calib set: {len(calib)} generator images, seed {config.seed * 1000 + 3}")
+    cal = calibrate_model(model, config, calib, fitted_on=what)
+    summary["calibration"] = {k: v for k, v in cal.items() if k not in ("curve", "confidence")}
     info = {"trained_by": "fcn_captcha.training", "summary": summary,
-            "command": " ".join(sys.argv) if sys.argv else ""}
+            "command": " ".join(sys.argv) if sys.argv else "", "confidence": cal["confidence"]}
     save_model(workdir / "model", model, config, cal["threshold"], info)
     summary["model_dir"] = str(workdir / "model")
     summary["total_seconds"] = time.time() - t0

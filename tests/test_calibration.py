@@ -1,4 +1,5 @@
-"""Tests of fcn_captcha.calibration: the plateau rule, the sweep on constructed maps, the plot.
+"""Tests of fcn_captcha.calibration: the plateau rule, the sweep on constructed maps, the plot, the
+confidence calibrator fitted at the threshold, the held-out sets of ``fcn-captcha calibrate``.
 
 The constructed maps hold true characters as Gaussian spots scaled to a known height and
 one false spot per image of a known lower height, far from the true ones (outside the
@@ -159,3 +160,71 @@ def test_calibrate_model_on_untrained_tiny_model(tmp_path):
     assert res["sequence_accuracy"] == 0.0
     assert res["threshold"] == pytest.approx(0.5)
     assert (tmp_path / "c.png").exists()
+
+
+# ----- the confidence calibrator fitted with the threshold ----------------------------------------------
+def test_calibrate_fits_the_confidence_at_the_chosen_threshold():
+    from fcn_captcha.confidence import Calibrator
+
+    n = 42
+    # every 6th image holds a false spot as high as its true ones: misread at every threshold
+    true_h = [0.6 + 0.3 * (i % 5) / 4 for i in range(n)]
+    false_h = [0.95 if i % 6 == 0 else 0.2 for i in range(n)]
+    maps, texts = constructed(true_h, false_h)
+    res = calibrate(maps, texts, ALPHABET, STRIDE, fitted_on="constructed")
+    cal = Calibrator.from_dict(res["confidence"])
+    assert cal.threshold == res["threshold"] and cal.fitted_on == "constructed" and cal.length is None
+    assert (cal.count, cal.correct) == (n, n - 7) and res["sequence_accuracy"] == pytest.approx(35 / 42)
+    kept = calibrate(maps, texts, ALPHABET, STRIDE, keep_threshold=0.65)
+    assert kept["threshold"] == 0.65 and Calibrator.from_dict(kept["confidence"]).threshold == 0.65
+    assert kept["sequence_accuracy"] == pytest.approx(dict(kept["curve"])[0.65])
+    # too few images for a calibrator: none, said so by None
+    assert calibrate(*constructed(TRUE_H, FALSE_H), ALPHABET, STRIDE)["confidence"] is None
+
+
+@pytest.fixture(scope="module")
+def labelled_folder(tmp_path_factory):
+    """30 tiny-config captchas saved as <label>.png, dark on light."""
+    from PIL import Image
+
+    cfg = tiny()
+    ds = generate_arrays(cfg, 30, seed=8, workers=1)
+    d = tmp_path_factory.mktemp("labelled")
+    for img, text in zip(ds.images, ds.texts):
+        Image.fromarray(255 - img).save(d / f"{text}.png")  # a repeated text keeps one file
+    return d
+
+
+def test_calibration_set_takes_the_held_out_side_or_plain_images(labelled_folder):
+    from fcn_captcha.calibration import calibration_set
+    from fcn_captcha.dataset import real_split
+
+    cfg = tiny()
+    ds, what = calibration_set(cfg, labelled_folder, holdout=0.3)
+    held = real_split(labelled_folder, 0.3)[1]
+    assert sorted(ds.names) == sorted(held) and f"the {len(held)} held-out files" in what
+    ds, what = calibration_set(cfg, labelled_folder)
+    assert len(ds) == len(list(labelled_folder.glob("*.png"))) and what == str(labelled_folder)
+    ds, what = calibration_set(cfg, plain=3, seed=99)
+    assert len(ds) == 3 and ds.images.shape[1:] == (cfg.height, cfg.width) and "text seed 99" in what
+    for kw in ({}, {"data": labelled_folder, "plain": 3}):
+        with pytest.raises(ValueError, match="either labelled data or"):
+            calibration_set(cfg, **kw)
+
+
+def test_calibrate_folder_keep_threshold_stores_only_the_confidence(labelled_folder, tmp_path):
+    from fcn_captcha.calibration import calibrate_folder
+    from fcn_captcha.card import card_calibrator, read_model_meta
+    from fcn_captcha.checkpoint import save_model
+
+    cfg = tiny()
+    save_model(tmp_path / "m", build_model(cfg), cfg, 0.42, {"calibration": {"keep": 1}})
+    res = calibrate_folder(tmp_path / "m", labelled_folder, keep_threshold=True)
+    meta = read_model_meta(tmp_path / "m")
+    assert meta["threshold"] == 0.42 and meta["info"]["calibration"] == {"keep": 1}
+    cal = card_calibrator(meta, "m")
+    assert cal.threshold == 0.42 and cal.count == res["count"] and cal.fitted_on == str(labelled_folder)
+    # without keep_threshold both change together
+    calibrate_folder(tmp_path / "m", labelled_folder)
+    meta = read_model_meta(tmp_path / "m")
+    assert card_calibrator(meta, "m").threshold == meta["threshold"] == meta["info"]["calibration"]["threshold"]

@@ -289,3 +289,71 @@ def test_predict_reports_an_image_over_the_pixel_limit_and_reads_the_others(fold
     out, err = capsys.readouterr()
     assert rc == 1 and out.startswith(good + "\t") and len(out.splitlines()) == 1
     assert err.count(str(big)) == 1
+
+
+# ----- confidence -------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
+    """A tiny random model with a hand-made calibrator, the same without one (an old card), and 3 images."""
+    import numpy as np
+
+    from fcn_captcha.checkpoint import save_model
+    from fcn_captcha.confidence import FEATURES, Calibrator
+    from fcn_captcha.config import tiny
+    from fcn_captcha.model import build_model
+
+    d = tmp_path_factory.mktemp("conf")
+    cfg = tiny()
+    cal = Calibrator("logistic", FEATURES, (3.0, 2.0, 1.0, 0.5), -2.0, (0.01, 0.99), 0.4)
+    net = build_model(cfg)
+    save_model(d / "new", net, cfg, 0.4, {"confidence": cal.to_dict()})
+    save_model(d / "old", net, cfg, 0.4)
+    rng = np.random.default_rng(0)
+    files = []
+    for i in range(3):
+        files.append(str(d / f"{i}.png"))
+        Image.fromarray(rng.integers(0, 255, (32, 96), dtype=np.uint8)).save(files[-1])
+    return d, files
+
+
+def test_predict_min_confidence_marks_and_drops_nothing(tiny_models, capsys):
+    d, files = tiny_models
+    for p, mark in (("0", "sure"), ("1", "unsure")):  # every confidence lies in the calibrator's (0.01, 0.99)
+        assert main(["predict", "--model", str(d / "new"), "--min-confidence", p, *files]) == 0
+        rows = [ln.split("\t") for ln in capsys.readouterr().out.splitlines()]
+        assert [r[0] for r in rows] == files and all(len(r) == 4 and r[3] == mark for r in rows)
+        assert all(0.01 <= float(r[2]) <= 0.99 for r in rows)
+    assert main(["predict", "--model", str(d / "new"), "--json", "--min-confidence", "1", *files]) == 0
+    recs = [json.loads(ln) for ln in capsys.readouterr().out.splitlines()]
+    assert len(recs) == 3 and all(r["unsure"] is True and 0.01 <= r["confidence"] <= 0.99 for r in recs)
+    assert main(["predict", "--model", str(d / "new"), "--json", *files]) == 0  # no mark unless asked
+    assert all("unsure" not in json.loads(ln) for ln in capsys.readouterr().out.splitlines())
+    assert main(["predict", "--model", str(d / "new"), "--min-confidence", "1.5", *files]) == 2
+    assert "must be a probability in [0, 1]" in capsys.readouterr().err
+
+
+def test_predict_min_confidence_without_a_calibrator_marks_everything_unsure(tiny_models, capsys):
+    d, files = tiny_models
+    assert main(["predict", "--model", str(d / "old"), "--min-confidence", "0", *files]) == 0
+    out, err = capsys.readouterr()
+    assert all(ln.split("\t")[2:] == ["none", "unsure"] for ln in out.splitlines()) and len(out.splitlines()) == 3
+    assert "has no confidence calibrator" in err
+    assert main(["predict", "--model", str(d / "new"), "--threshold", "0.5", "--min-confidence", "0", *files]) == 0
+    out, err = capsys.readouterr()
+    assert all(ln.endswith("\tnone\tunsure") for ln in out.splitlines()) and "calibrated at threshold 0.4" in err
+
+
+def test_calibrate_plain_keep_threshold_fits_the_confidence_only(tmp_path, capsys):
+    from fcn_captcha.card import card_calibrator, read_model_meta
+    from fcn_captcha.checkpoint import save_model
+    from fcn_captcha.config import tiny
+    from fcn_captcha.model import build_model
+
+    cfg = tiny()
+    save_model(tmp_path / "m", build_model(cfg), cfg, 0.42)
+    assert main(["calibrate", "--model", str(tmp_path / "m"), "--plain", "24", "--seed", "5", "--keep-threshold"]) == 0
+    out = capsys.readouterr().out
+    assert "kept threshold 0.420" in out and "confidence calibrator" in out
+    meta = read_model_meta(tmp_path / "m")
+    cal = card_calibrator(meta, "m")
+    assert meta["threshold"] == 0.42 and cal.threshold == 0.42 and cal.count == 24 and "text seed 5" in cal.fitted_on

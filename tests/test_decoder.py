@@ -34,14 +34,16 @@ def device_readings(maps, alphabet, threshold=0.4, **kw):
 
 
 def assert_same_reading(a: Reading, b: Reading, pos_tol=1e-3):
-    """Same text, flag and scores; positions within ``pos_tol`` input pixels."""
+    """Same text, flag, scores, rivals and runner-up; positions within ``pos_tol`` input pixels."""
     assert a.text == b.text, (a, b)
     assert a.length_forced == b.length_forced, (a, b)
+    assert np.float32(a.runner_up) == np.float32(b.runner_up), (a, b)
     assert len(a.chars) == len(b.chars)
     for c, d in zip(a.chars, b.chars):
         assert c.symbol == d.symbol
         assert abs(c.x - d.x) <= pos_tol and abs(c.y - d.y) <= pos_tol, (c, d)
         assert np.float32(c.score) == np.float32(d.score), (c, d)
+        assert np.float32(c.rival) == np.float32(d.rival), (c, d)
 
 
 def random_text_and_centers(rng, width=256, height=64, gap=20.0):
@@ -220,6 +222,29 @@ def test_length_reads_fewer_when_the_maps_hold_fewer_peaks():
     assert r.text == "qq"
     assert not r.length_forced  # the set read is the thresholded one
     assert_same_reading(r, device_readings(m, "q", threshold=0.5, length=3))
+
+
+def test_rival_and_runner_up_by_hand():
+    """Rival: the other maps' 3x3 maximum at a read peak; runner-up: the strongest peak not read."""
+    m = spots((6, 16, 3), [(2, 3, 0, 0.9), (3, 4, 1, 0.6),  # 'b' one cell off 'a': suppressed, a's rival
+                           (2, 10, 2, 0.8),                  # 'c', no other symbol near it
+                           (2, 14, 1, 0.3)])                 # 'b' under the threshold, not suppressed
+    for r in (decode(m, "abc"), device_readings(m, "abc")):
+        assert r.text == "ac"
+        assert [c.rival for c in r.chars] == [pytest.approx(0.6), 0.0]
+        assert r.runner_up == pytest.approx(0.3)  # not the suppressed 0.6
+    cut = decode(m, "abc", length=1)  # 'c' read over the threshold but cut: it is the runner-up
+    assert (cut.text, cut.runner_up) == ("a", pytest.approx(0.8))
+    assert_same_reading(cut, device_readings(m, "abc", length=1))
+    low = decode(m, "abc", threshold=0.2)  # everything read: no runner-up
+    assert (low.text, low.runner_up) == ("acb", 0.0)
+    assert_same_reading(low, device_readings(m, "abc", threshold=0.2))
+    neg = decode(m - 0.5, "abc", threshold=0.05, length=2)  # values under 0 are floored
+    assert neg.runner_up == 0.0 and neg.chars[0].rival == pytest.approx(0.1)
+    assert_same_reading(neg, device_readings(m - 0.5, "abc", threshold=0.05, length=2))
+    one = decode(m[..., :1], "a")  # one symbol: no rival
+    assert one.chars[0].rival == 0.0
+    assert_same_reading(one, device_readings(m[..., :1], "a"))
 
 
 def test_threshold_is_inclusive():

@@ -556,3 +556,20 @@ def test_non_finite_maps_are_an_error_not_an_empty_reading(broken):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert all(r.error for r in broken.read_arrays(arrays, on_error="quiet"))
+
+
+@pytest.mark.parametrize("name", ["lib36x4", "lib36var", "kaggle_v2"])
+def test_shipped_readers_carry_a_calibrated_confidence_fitted_off_the_test_data(name):
+    det = Detector.load(name)
+    cal = det.calibrator
+    assert cal is not None and cal.threshold == det.threshold and cal.length == det.config.length_range
+    assert "12345" not in cal.fitted_on  # the benchmarks' test seed
+    assert det.has_confidence() and not det.has_confidence(threshold=0.95)
+
+
+def test_readings_carry_confidence_at_the_calibrated_settings_only(det, samples):
+    images = [s.image for s in samples]
+    reads = det.read(images)
+    assert all(0 < r.confidence < 1 for r in reads)
+    assert all(r.confidence is None for r in det.read(images, threshold=0.95))
+    assert det.read(images[0]).confidence == reads[0].confidence

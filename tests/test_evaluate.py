@@ -117,6 +117,23 @@ def test_evaluate_dataset_matches_read_arrays(det):
     assert m["count"] == N and m["sequence_accuracy"] == pytest.approx(by_hand(m["readings"], ds.texts)[0])
     assert m["names"] == [f"plain:8:{i}" for i in range(N)]
     assert m["sequence_accuracy"] >= FLOOR
+    # the shipped model's calibrated confidence, summarised (fcn_captcha.reliability.confidence_summary)
+    conf = [r.confidence for r in det.read_arrays(ds.images)]
+    assert m["confidences"] == conf and all(0 < c < 1 for c in conf)
+    assert m["confidence"]["count"] == N and m["confidence"]["mean_confidence"] == pytest.approx(np.mean(conf))
+
+
+def test_evaluate_without_a_calibrator_gives_no_confidence_summary(det):
+    import dataclasses
+
+    ds = plain_library_set(det.config, 4, seed=9, workers=1)
+    kept = det.calibrator  # the session's shared detector: put back below
+    det.calibrator = dataclasses.replace(kept, threshold=0.9)  # fitted at another threshold: does not apply
+    try:
+        m = evaluate_dataset(det, ds)
+    finally:
+        det.calibrator = kept
+    assert m["confidence"] is None and m["confidences"] == [None] * 4
 
 
 def test_evaluate_plain(det):

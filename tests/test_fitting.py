@@ -13,6 +13,7 @@ import shutil
 import numpy as np
 import pytest
 
+from fcn_captcha.confidence import MIN_READINGS
 from fcn_captcha.config import Config
 from fcn_captcha.dataset import make_generator
 from fcn_captcha.generator import generate_one
@@ -91,6 +92,13 @@ def test_report_is_written(run):
     assert "## Scheme" in text and "## Flagged labels" in text and "Test folder" in text
     for fig in ("losses.png", "threshold.png", "centers.png"):
         assert (wd / "figures" / fig).stat().st_size > 1000, fig
+    assert "## Confidence" in text
+    if s["calibration"]["count"] >= MIN_READINGS:  # the reliability plots and the ECE of both sets
+        assert "| calibration (fitted on it) |" in text and "| test |" in text
+        assert (wd / "figures" / "reliability_test.png").stat().st_size > 1000
+        assert set(s["confidence"]) == {"calibration", "test"}
+    else:
+        assert "No confidence calibrator" in text and s["confidence"] == {}
 
 
 def test_running_again_resumes_and_gives_the_same_model(run):

@@ -8,6 +8,7 @@ which importing ``jax``, ``flax`` or ``orbax`` fails. About 20 s on 2 CPU cores.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -25,6 +26,7 @@ onnx = pytest.importorskip("onnx", reason="exporting needs onnx: pip install -e 
 
 from fcn_captcha.card import PRETRAINED_DIR, CheckpointError, pretrained_names  # noqa: E402
 from fcn_captcha.checkpoint import save_model, update_model_card  # noqa: E402
+from fcn_captcha.confidence import FEATURES, Calibrator  # noqa: E402
 from fcn_captcha.config import tiny  # noqa: E402
 from fcn_captcha.decoder import NON_FINITE_MAPS  # noqa: E402
 from fcn_captcha.detector import Detector  # noqa: E402
@@ -46,11 +48,16 @@ def numpy_model(config, seed: int = 0, scale: float = 0.3):
     return nnx.merge(graphdef, jax.tree.map(lambda a: jnp.asarray(rng.normal(0, scale, a.shape), a.dtype), state))
 
 
+#: A hand-made calibrator for the tiny model (threshold 0.5, free length): every feature and the symbols' factor.
+_CALIBRATOR = Calibrator("logistic*symbols", FEATURES, (3.0, 2.0, 1.5, 0.5), -2.0, (0.01, 0.99), 0.5,
+                         risk={"": 0.02, "3": 0.3, "7": 0.1})
+
+
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    """A saved tiny model (random parameters) with its exported ``model.onnx``."""
+    """A saved tiny model (random parameters) with a calibrator and its exported ``model.onnx``."""
     d = tmp_path_factory.mktemp("onnx") / "m"
-    save_model(d, numpy_model(CFG, seed=5), CFG, 0.5, {"trained_by": "test"})
+    save_model(d, numpy_model(CFG, seed=5), CFG, 0.5, {"trained_by": "test", "confidence": _CALIBRATOR.to_dict()})
     export_onnx(d)
     return d
 
@@ -93,6 +100,40 @@ def test_onnx_backend_reads_as_the_jax_backend(model_dir, image_files):
     np.testing.assert_allclose(od.center_maps(x, batch_size=3), jd.center_maps(x), rtol=1e-5, atol=1e-4)
     assert_same_readings(jd.read_arrays(x, length=3), od.read_arrays(x, length=3, batch_size=3), POS_TOL_F32)
     assert od.read(str(image_files[0])).text == jd.read(str(image_files[0])).text  # one image, not a list
+
+
+def test_both_backends_give_the_same_confidence(model_dir, tmp_path, image_files):
+    import shutil
+
+    jd, od = Detector.load(model_dir), Detector.load(model_dir, backend="onnx")
+    assert jd.calibrator == od.calibrator == _CALIBRATOR
+    want, got = jd.read(image_files), od.read(image_files)
+    assert_same_readings(want, got, POS_TOL_F32)
+    assert any(r.text for r in want)
+    conf = [r.confidence for r in want]
+    assert all(0.01 <= c <= 0.99 for c in conf) and len(set(conf)) > 1
+    np.testing.assert_allclose([r.confidence for r in got], conf, rtol=0, atol=1e-6)
+    # read otherwise than the calibrator was fitted: no confidence, on both
+    for det in (jd, od):
+        assert not det.has_confidence(threshold=0.6) and det.has_confidence()
+        assert all(r.confidence is None for r in det.read(image_files, threshold=0.6))
+        assert all(r.confidence is None for r in det.read(image_files, length=2))
+    # a calibrator fitted after the export makes the export stale
+    d = tmp_path / "m"
+    shutil.copytree(model_dir, d)
+    update_model_card(d, info={"confidence": dataclasses.replace(_CALIBRATOR, bias=-1.0).to_dict()})
+    with pytest.raises(CheckpointError, match=r"field 'info.confidence'.*export the model again"):
+        Detector.load(d, backend="onnx")
+
+
+def test_an_old_card_without_a_calibrator_reads_with_no_confidence(tmp_path, image_files):
+    save_model(tmp_path / "old", numpy_model(CFG, seed=5), CFG, 0.5, {"trained_by": "before confidences"})
+    export_onnx(tmp_path / "old")
+    for backend in ("jax", "onnx"):
+        det = Detector.load(tmp_path / "old", backend=backend)
+        assert det.calibrator is None and not det.has_confidence()
+        reads = det.read(image_files)
+        assert any(r.text for r in reads) and all(r.confidence is None for r in reads)
 
 
 def test_an_onnx_file_alone_reads_and_auto_picks_it(model_dir, image_files):
@@ -138,7 +179,7 @@ from fcn_captcha.detector import Detector
 from fcn_captcha.cli import main
 model_dir, files = sys.argv[1], sys.argv[2:]
 reads = Detector.load(model_dir, backend="auto").read(files)
-print(json.dumps([[r.text, [[c.x, c.y] for c in r.chars]] for r in reads]))
+print(json.dumps([[r.text, [[c.x, c.y] for c in r.chars], r.confidence] for r in reads]))
 main(["predict", "--model", model_dir, "--backend", "onnx", "--json", *files])
 loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("jax", "jaxlib", "flax", "orbax", "optax")
                 and sys.modules[m] is not None)
@@ -153,11 +194,13 @@ def test_the_onnx_path_works_with_jax_absent(model_dir, image_files):
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     got = json.loads(lines[0])
-    assert [t for t, _ in got] == [r.text for r in want]
-    for (_, xy), r in zip(got, want):
+    assert [t for t, _, _ in got] == [r.text for r in want]
+    np.testing.assert_allclose([c for _, _, c in got], [r.confidence for r in want], atol=1e-6)
+    for (_, xy, _), r in zip(got, want):
         np.testing.assert_allclose(xy, [[c.x, c.y] for c in r.chars] or np.zeros((0, 2)), atol=POS_TOL_F32)
     predicted = [json.loads(ln) for ln in lines[1:1 + len(image_files)]]
     assert [p["text"] for p in predicted] == [r.text for r in want]
+    np.testing.assert_allclose([p["confidence"] for p in predicted], [r.confidence for r in want], atol=1e-4)
     assert json.loads(lines[-1]) == []  # nothing of JAX was loaded
 
 

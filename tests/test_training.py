@@ -30,7 +30,9 @@ import pytest
 from flax import nnx
 
 import fcn_captcha.training as train_mod
+from fcn_captcha.card import read_model_meta
 from fcn_captcha.checkpoint import CheckpointError, TrainCheckpointer, load_model
+from fcn_captcha.confidence import MIN_READINGS
 from fcn_captcha.config import tiny
 from fcn_captcha.dataset import generate_arrays, load_dataset
 from fcn_captcha.targets import render_center_maps
@@ -177,6 +179,8 @@ def test_run_outputs(reference):
     _, cfg, thr, info = load_model(wd / "model")
     assert cfg == CFG and thr == s["calibration"]["threshold"]
     assert info["summary"]["chosen"] == s["chosen"]
+    # 8 calibration images are too few for a confidence calibrator: none, rather than a made-up one
+    assert info["confidence"] is None and "confidence" not in s["calibration"]
     # every candidate logged a training loss at every step (log_every=1)
     rows = (wd / "losses.csv").read_text().splitlines()[1:]
     assert sum(1 for r in rows if r.split(",")[3]) == sum(n * k for n, k in zip(CFG.stage_runs, CFG.stage_steps))
@@ -405,6 +409,9 @@ def test_train_on_real_folder_from_init_calibrates_on_the_held_out_split(tmp_pat
     used = len([n for n in train_names if n != "r00.png"])
     assert any(f"{used} annotated training images" in ln for ln in lines)
     assert s["calibration"]["count"] == len(hold) > 0
+    conf = read_model_meta(tmp_path / "w" / "model")["info"]["confidence"]
+    assert (conf is None) == (len(hold) < MIN_READINGS)
+    assert conf is None or (conf["threshold"] == s["calibration"]["threshold"] and "held-out files" in conf["fitted_on"])
     assert any("from " + str(tmp_path / "init") in ln for ln in lines)
     # a run killed after its start resumes from its checkpoint without the init model
     shutil.copytree(tmp_path / "init", tmp_path / "init_gone")

@@ -1,4 +1,4 @@
-"""Calibrate a model's decoder threshold on held-out labelled images and store it.
+"""Calibrate a model's decoder threshold (and its confidence calibrator) on held-out labelled images and store them.
 
     python tools/calibrate_threshold.py --model runs/lib10x4/model --data DIR [--plot curve.png]
 
