@@ -40,14 +40,18 @@ def test_make_batch_targets_match_numpy(small_data):
         np.testing.assert_allclose(y[b], want, atol=1e-5)
 
 
+def _blob(cfg):
+    """Pixel grids, and one bright Gaussian blob at (40, 14) on a canvas of ``cfg``'s size."""
+    ys, xs = np.mgrid[0:cfg.height, 0:cfg.width]
+    cx, cy = 40.0, 14.0
+    return xs, ys, cx, cy, np.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * 1.5 ** 2)).astype(np.float32)
+
+
 def test_augment_moves_centers_with_the_image():
     # one bright Gaussian blob at a known center: after augmentation its intensity
     # centroid is where the returned center says
     cfg = CFG.replace(shift=3.0, scale=0.1, rotate=10.0)
-    h, w = cfg.height, cfg.width
-    ys, xs = np.mgrid[0:h, 0:w]
-    cx, cy = 40.0, 14.0
-    image = np.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * 1.5 ** 2)).astype(np.float32)
+    xs, ys, cx, cy, image = _blob(cfg)
     centers = np.array([[cx, cy], [FAR, FAR]], np.float32)
     aug = jax.jit(lambda k, im, c: augment(k, im, c, cfg))
     moved_any = False
@@ -62,10 +66,7 @@ def test_augment_moves_centers_with_the_image():
 
 def test_augment_stretch_moves_centers_and_contrast_noise_stay_in_range():
     cfg = CFG.replace(shift=2.0, scale=0.05, rotate=5.0, stretch=0.2, contrast=0.3, noise=0.05)
-    h, w = cfg.height, cfg.width
-    ys, xs = np.mgrid[0:h, 0:w]
-    cx, cy = 40.0, 14.0
-    image = np.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * 1.5 ** 2)).astype(np.float32)
+    xs, ys, cx, cy, image = _blob(cfg)
     centers = np.array([[cx, cy]], np.float32)
     geo = jax.jit(lambda k, im, c: augment(k, im, c, cfg.replace(contrast=0.0, noise=0.0)))
     full = jax.jit(lambda k, im, c: augment(k, im, c, cfg))
@@ -82,10 +83,7 @@ def test_augment_warp_moves_centers_with_the_image_and_thickness_changes_ink_onl
     # the elastic warp moves a blob and its center together (to within the field's
     # linearisation); the stroke-width blend changes the ink, never the centers
     cfg = CFG.replace(shift=0.0, scale=0.0, rotate=0.0, warp=3.0)
-    h, w = cfg.height, cfg.width
-    ys, xs = np.mgrid[0:h, 0:w]
-    cx, cy = 40.0, 14.0
-    image = np.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * 1.5 ** 2)).astype(np.float32)
+    xs, ys, cx, cy, image = _blob(cfg)
     centers = np.array([[cx, cy], [FAR, FAR]], np.float32)
     warp = jax.jit(lambda k, im, c: augment(k, im, c, cfg))
     thick = jax.jit(lambda k, im, c: augment(k, im, c, cfg.replace(thickness=1.0)))
