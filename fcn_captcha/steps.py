@@ -32,7 +32,7 @@ from fcn_captcha.model import CenterNet, build_model
 from fcn_captcha.sharding import Placement
 from fcn_captcha.targets import render_center_maps_batch
 
-__all__ = ["NonFiniteError", "loss_from_maps", "make_optimizer", "candidate_seed", "initial_params", "Trainer",
+__all__ = ["NonFiniteError", "loss_from_maps", "make_optimizer", "lr_factor", "candidate_seed", "initial_params", "Trainer",
            "fine_tune", "check_and_log"]
 
 
@@ -60,6 +60,23 @@ def loss_from_maps(config: Config, raw: jax.Array, y: jax.Array) -> jax.Array:
 def make_optimizer(config: Config) -> optax.GradientTransformation:
     """The seed's Adam with L2 added through the gradient (before Adam's scaling)."""
     return optax.chain(optax.add_decayed_weights(config.l2), optax.adam(config.learning_rate))
+
+
+def lr_factor(decay: float, step: int, start: int, end: int) -> float:
+    """Step-size multiplier at global ``step`` of a run of steps ``[start, end)``.
+
+    1 until the last ``decay`` share of the run, then a half cosine down to 0 at its
+    last step (``decay`` 0: always 1, the seed's constant step size).
+
+    >>> [round(lr_factor(0.5, s, 0, 5), 3) for s in range(5)]
+    [1.0, 1.0, 1.0, 0.5, 0.0]
+    """
+    n = end - start
+    if decay <= 0 or n <= 1:
+        return 1.0
+    frac = (step - start) / (n - 1)  # 0 at the first step, 1 at the last
+    t = (frac - (1.0 - decay)) / decay
+    return 1.0 if t <= 0 else float(0.5 * (1.0 + np.cos(np.pi * min(t, 1.0))))
 
 
 def candidate_seed(seed: int, uid: int) -> int:
@@ -119,7 +136,7 @@ class Trainer:
         return nnx.merge(self.graphdef, params)(x)
 
     # -- one step for every candidate --------------------------------------------------------------
-    def _train_step(self, params, opt_state, uids, step, data: DeviceData, batch_sharding=None):
+    def _train_step(self, params, opt_state, uids, step, data: DeviceData, lr_scale=1.0, batch_sharding=None):
         """Advance every candidate one step.
 
         ``restart_mode="vmap"`` stacks the candidates through ``jax.vmap`` (their
@@ -133,6 +150,8 @@ class Trainer:
           uids: int32 ``[R]`` candidate ids (their batch streams).
           step: int32 scalar, the candidates' step number.
           data: training data on the device.
+          lr_scale: float32 scalar multiplying the step (:func:`lr_factor`; Adam's
+            update is linear in its step size, so this is the step size times it).
           batch_sharding: None, or a ``NamedSharding`` over a mesh of several devices
             that splits the ``[B, ...]`` batch along ``B`` (data parallel; parameters
             replicated, XLA reduces the gradients across the mesh). Static: each
@@ -156,7 +175,7 @@ class Trainer:
 
             loss, grads = jax.value_and_grad(loss_fn)(p)
             updates, o = self.tx.update(grads, o, p)
-            p = optax.apply_updates(p, updates)
+            p = optax.apply_updates(p, jax.tree.map(lambda u: u * lr_scale, updates))
             return p, o, {"loss": loss, "grad_norm": optax.global_norm(grads), "param_norm": optax.global_norm(p)}
 
         if cfg.restart_mode == "map":
@@ -170,7 +189,8 @@ class Trainer:
                 functools.partial(self._train_step, batch_sharding=batch_sharding), donate_argnums=(0, 1))
         return self._sharded_steps[batch_sharding]
 
-    def step_all(self, cands, uids: list[int], step: int, data: DeviceData, placement: Placement | None = None):
+    def step_all(self, cands, uids: list[int], step: int, data: DeviceData, placement: Placement | None = None,
+                 lr_scale: float = 1.0):
         """Advance every candidate one step, as ``restart_mode`` says.
 
         Args:
@@ -182,24 +202,26 @@ class Trainer:
           placement: "loop" on several devices: each candidate's data and batch
             sharding (:class:`fcn_captcha.sharding.Placement`); its ``cands`` already
             lie on their devices, and the steps, dispatched asynchronously, overlap.
+          lr_scale: the step-size multiplier of this step (:func:`lr_factor`).
 
         Returns:
           ``(cands, metrics)``, metrics a list of per-step dicts of ``[R]`` (or ``[1]``) arrays.
         """
+        lr = jnp.float32(lr_scale)
         if self.config.restart_mode == "loop":
             out, metrics = [], []
             for i, ((p, o), u) in enumerate(zip(cands, uids)):
                 uid, at = jnp.asarray([u], jnp.int32), jnp.int32(step)
                 if placement is None:
-                    p, o, m = self.train_step(p, o, uid, at, data)
+                    p, o, m = self.train_step(p, o, uid, at, data, lr)
                 elif placement.batch[i] is None:  # a candidate alone on one device
-                    p, o, m = self.train_step(p, o, uid, at, placement.data[i])
+                    p, o, m = self.train_step(p, o, uid, at, placement.data[i], lr)
                 else:
-                    p, o, m = self.sharded_step(placement.batch[i])(p, o, uid, at, placement.data[i])
+                    p, o, m = self.sharded_step(placement.batch[i])(p, o, uid, at, placement.data[i], lr)
                 out.append((p, o))
                 metrics.append(m)
             return out, metrics
-        p, o, m = self.train_step(*cands, jnp.asarray(uids, jnp.int32), jnp.int32(step), data)
+        p, o, m = self.train_step(*cands, jnp.asarray(uids, jnp.int32), jnp.int32(step), data, lr)
         return (p, o), [m]
 
     def pack(self, cands):
@@ -241,7 +263,8 @@ def fine_tune(model: CenterNet, config: Config, ds: Dataset, steps: int, synthet
     """Train an existing network further on a dataset with centers (no restarts, no selection).
 
     Used by the annotation rounds (:mod:`fcn_captcha.annotate`): the same jitted step
-    as :class:`Trainer`, one candidate, batches from ``ds`` with the share
+    as :class:`Trainer` (the step size decaying over the run's last ``config.lr_decay``
+    share, :func:`lr_factor`), one candidate, batches from ``ds`` with the share
     ``config.synth_mix`` from ``synthetic`` (none when it is None).
 
     Args:
@@ -275,7 +298,8 @@ def fine_tune(model: CenterNet, config: Config, ds: Dataset, steps: int, synthet
     pending = []
     t0 = time.time()
     for step in range(steps):
-        params, opt_state, m = trainer.train_step(params, opt_state, uid, jnp.int32(step), data)
+        lr = jnp.float32(lr_factor(config.lr_decay, step, 0, steps))
+        params, opt_state, m = trainer.train_step(params, opt_state, uid, jnp.int32(step), data, lr)
         pending.append((step, [m]))
         if (step + 1) % config.log_every == 0 or step + 1 == steps:
             check_and_log(pending, [seed], 0, history, config)

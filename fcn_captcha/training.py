@@ -47,7 +47,7 @@ from fcn_captcha.model import count_flops
 from fcn_captcha.rundata import prepare_data, stage_training_set
 from fcn_captcha.runlog import plot_history, write_log
 from fcn_captcha.sharding import Placement, local_devices, replicate, shard_stacked
-from fcn_captcha.steps import NonFiniteError, Trainer, check_and_log, fine_tune
+from fcn_captcha.steps import NonFiniteError, Trainer, check_and_log, fine_tune, lr_factor
 
 __all__ = ["train", "test_trained", "select_best", "peak_flops", "NonFiniteError", "fine_tune"]
 
@@ -240,7 +240,7 @@ def _run_stage(run: _Run, log: Callable[[str], Any], progress: bool,
     last = run.stage == len(config.stage_runs) - 1
     if last and config.time_budget > 0 and not history.get("budget_applied") and run.stage > 0:
         _apply_time_budget(config, history, run.elapsed0 + time.time() - run.t_proc, log)
-    end = int(np.sum(history["steps_plan"][: run.stage + 1]))
+    start, end = int(np.sum(history["steps_plan"][: run.stage])), int(np.sum(history["steps_plan"][: run.stage + 1]))
     flops_step = 3 * count_flops(config.arch_spec, config.num_classes, config.width, config.height) * config.batch_size
     peak = peak_flops(jax.devices()[0])
     placement = None
@@ -259,7 +259,8 @@ def _run_stage(run: _Run, log: Callable[[str], Any], progress: bool,
     steps_timed = 0
     steady = None  # (time, steps) at the first log point: compilation excluded from rates
     while run.step < end:
-        cands, metrics = trainer.step_all(cands, run.uids, run.step, run.train_dev, placement)
+        lr = lr_factor(config.lr_decay, run.step, start, end) if last else 1.0
+        cands, metrics = trainer.step_all(cands, run.uids, run.step, run.train_dev, placement, lr)
         pending.append((run.step, metrics))
         run.step += 1
         run.global_step += 1

@@ -103,3 +103,30 @@ def test_fine_tune_lowers_the_loss_and_reuses_its_compiled_step(small_data):
 
     assert loss(tuned) < 0.9 * loss(model)
     assert "fine-tuned 30 steps on 6 images" in logs[0]
+
+
+def test_lr_factor_holds_then_falls_to_zero_at_the_last_step():
+    assert [steps_mod.lr_factor(0.0, s, 10, 20) for s in range(10, 20)] == [1.0] * 10  # off: the seed's constant
+    f = [steps_mod.lr_factor(0.4, s, 10, 30) for s in range(10, 30)]
+    assert f[:12] == [1.0] * 12 and f[-1] == 0.0  # the first 60% at the full step size
+    assert all(a >= b for a, b in zip(f, f[1:])) and 0.0 < f[15] < 1.0
+    whole = [steps_mod.lr_factor(1.0, s, 0, 5) for s in range(5)]
+    np.testing.assert_allclose(whole, [1.0, 0.5 * (1 + math.cos(math.pi / 4)), 0.5, 0.5 * (1 + math.cos(3 * math.pi / 4)), 0.0])
+    assert steps_mod.lr_factor(0.5, 7, 7, 8) == 1.0  # a run of one step is not scaled
+
+
+def test_lr_scale_multiplies_the_update(small_data):
+    data = to_device(small_data, CFG)
+    tr = Trainer(CFG)
+    p0, o0 = tr.init([0])
+
+    def moved(scale):
+        p, o = jax.tree.map(jnp.copy, (p0, o0))  # the step donates its inputs
+        p, _, _ = tr.train_step(p, o, jnp.asarray([0], jnp.int32), jnp.int32(0), data, jnp.float32(scale))
+        return [np.asarray(a) - np.asarray(b) for a, b in zip(jax.tree.leaves(p), jax.tree.leaves(p0))]
+
+    full, half, none = moved(1.0), moved(0.5), moved(0.0)
+    assert max(float(np.abs(d).max()) for d in full) > 0
+    assert all(not d.any() for d in none)
+    for a, b in zip(full, half):
+        np.testing.assert_allclose(b, 0.5 * a, rtol=1e-4, atol=1e-8)

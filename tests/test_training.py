@@ -40,13 +40,14 @@ from fcn_captcha.steps import NonFiniteError, Trainer
 from fcn_captcha.training import select_best, train
 
 # 3 -> 2 -> 1 candidates, 8 steps per stage (32 images / batch 4), a checkpoint every 2 steps,
-# a fresh training set for stages 2 and 3 (which a resumed run must read back, not redraw).
+# a fresh training set for stages 2 and 3 (which a resumed run must read back, not redraw),
+# the last stage's step size decaying over its second half (a resumed run steps alike).
 # No augmentation in the end-to-end runs: it triples the step's compile time on a CPU
 # (test_augment_moves_centers_with_the_image covers it); batches are still drawn from
 # the per-(candidate, step) keys that a resumed run must replay.
 CFG = tiny().replace(train_size=32, val_size=8, calib_size=8, batch_size=4, stage_runs=(3, 2, 1),
                      stage_epochs=(1, 1, 1), log_every=1, checkpoint_every=2, shift=0.0, scale=0.0, rotate=0.0,
-                     fresh_data=True)
+                     fresh_data=True, lr_decay=0.5)
 KILL_AFTER = 10  # the subprocess is killed once a checkpoint of step >= 10 (stage 2) is complete
 
 _SCRIPT = ("import json, sys\n"
@@ -364,8 +365,8 @@ def test_checkpoint_with_non_finite_values_is_refused(tmp_path):
 def test_non_finite_loss_names_step_and_candidate(tmp_path, monkeypatch):
     original = Trainer._train_step
 
-    def poisoned(self, params, opt_state, uids, step, data):
-        params, opt_state, metrics = original(self, params, opt_state, uids, step, data)
+    def poisoned(self, params, opt_state, uids, step, data, lr_scale=1.0):
+        params, opt_state, metrics = original(self, params, opt_state, uids, step, data, lr_scale)
         bad = (uids == 1) & (step == 3)
         return params, opt_state, dict(metrics, loss=jnp.where(bad, jnp.nan, metrics["loss"]))
 
