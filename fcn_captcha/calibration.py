@@ -82,13 +82,35 @@ def sweep(center_maps, texts, alphabet: str, stride: int = 4, thresholds=DEFAULT
     a = 0
     for n, (part,) in fixed_chunks([maps], chunk):
         dev = jnp.asarray(part)
+        truth = None
         for i, t in enumerate(thresholds):
             out = decode_device(dev, jnp.float32(t), stride=stride, min_distance=tuple(min_distance),
                                 max_candidates=max_candidates, length=length)
-            reads = readings_from_device(out, alphabet)[:n]
-            correct[i] += sum(r.text == s for r, s in zip(reads, texts[a:a + n]))
+            if truth is None:  # the texts as the decoder's symbol rows: read characters first, -1 after
+                truth = jnp.asarray(symbol_rows(texts[a:a + n], alphabet, out["symbol"].shape[1]))
+            # compared on the device, one count back per threshold (no Reading objects)
+            right = jnp.all(out["symbol"][:n] == truth, axis=1) & out["finite"][:n]
+            correct[i] += int(jnp.sum(right))
         a += n
     return correct / max(len(maps), 1)
+
+
+def symbol_rows(texts, alphabet: str, width: int) -> np.ndarray:
+    """int32 ``[N, width]``: each text's map indices, then -1 (the decoder's ``symbol`` rows).
+
+    A symbol outside ``alphabet`` becomes -2 and a text longer than ``width`` is cut
+    and its row marked -2 at the end, so that no decoder row equals it.
+
+    >>> symbol_rows(["ab", "c"], "abc", 3).tolist()
+    [[0, 1, -1], [2, -1, -1]]
+    """
+    rows = np.full((len(texts), width), -1, np.int32)
+    for i, t in enumerate(texts):
+        ids = [alphabet.find(c) if c in alphabet else -2 for c in t]
+        if len(ids) > width:
+            ids = ids[:width - 1] + [-2]
+        rows[i, :len(ids)] = ids
+    return rows
 
 
 def read_maps(center_maps, threshold: float, alphabet: str, stride: int = 4, min_distance=(2.0, 8.0),

@@ -313,6 +313,11 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
     def elapsed():
         return start_spent + time.time() - t0
 
+    plain_log = log
+
+    def log(line):  # every line stamped with the job's seconds so far (resumed runs count on)
+        plain_log(f"[{elapsed():4.0f} s] {line}")
+
     # 1. scheme
     sp = wd / "scheme.json"
     if sp.exists():
@@ -340,10 +345,11 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
     _write_json(wd / "split.json", {"holdout": holdout, "limit": limit, "train": train_names,
                                     "calibration": calib_names})
     log(f"split: {len(train_names)} training files, {len(calib_names)} calibration files (hash of the name)")
-    # what the end costs (reading the calibration and test files twice, calibration, report), from the
-    # measured cost of preparing a file: kept out of the training time
+    # what the end costs (reading the calibration files twice, for their figures and the report's, and
+    # the test files once; calibration; the report), from the measured cost of preparing a file: kept
+    # out of the training time
     n_test = sum(1 for _ in Path(test).iterdir()) if test is not None else 0
-    reserve = max(RESERVE * budget, 10.0 + 3.0 * prep["seconds_per_file"] * (len(calib_names) + n_test))
+    reserve = max(RESERVE * budget, 10.0 + 1.5 * prep["seconds_per_file"] * (2 * len(calib_names) + n_test))
     # 3b. clean-ups chosen by probes (fcn_captcha.probe); the folder is prepared again with them
     cp = wd / "cleanup.json"
     if cp.exists():
@@ -397,7 +403,7 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
         tsum = json.loads(tsum_path.read_text())
     else:
         log(f"training: {n_tr} annotated images, restarts {list(tcfg.stage_runs)}, {tcfg.time_budget:.0f} s")
-        tsum = train(tcfg, tdir, log=log, progress=False)
+        tsum = train(tcfg, tdir, log=log, progress=False, post_test=False)  # fit reads the held-out files below
     _write_json(job_path, job | {"spent": elapsed()})
     # 6. the model with its scheme
     model, mcfg, thr, minfo = load_model(tdir / "model")

@@ -320,7 +320,8 @@ def _end_stage(run: _Run, log: Callable[[str], Any], timing: dict[str, float]) -
     run.save()
 
 
-def _finish(run: _Run, log: Callable[[str], Any], test_count: int, test_seed: int, t0: float) -> dict[str, Any]:
+def _finish(run: _Run, log: Callable[[str], Any], test_count: int, test_seed: int, t0: float,
+            post_test: bool = True) -> dict[str, Any]:
     """Calibrate the chosen candidate, save ``workdir/model``, test it, write ``summary.json``."""
     from fcn_captcha.calibration import calibrate_model  # after training: calibration needs the decoder
 
@@ -350,7 +351,7 @@ def _finish(run: _Run, log: Callable[[str], Any], test_count: int, test_seed: in
     summary["total_seconds"] = time.time() - t0
     log(f"model saved to {workdir / 'model'} (threshold {cal['threshold']:.2f}, "
         f"calibration sequence accuracy {100 * cal['sequence_accuracy']:.2f}%)")
-    summary["test"] = test_trained(config, workdir / "model", test_count, test_seed, log)
+    summary["test"] = test_trained(config, workdir / "model", test_count, test_seed, log) if post_test else None
     (workdir / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
 
@@ -389,7 +390,7 @@ def test_trained(config: Config, model_dir: Path, test_count: int, test_seed: in
 
 def train(config: Config, workdir: str | os.PathLike, log: Callable[[str], Any] = print, progress: bool = True,
           stop_after_steps: int | None = None, test_count: int = 0, test_seed: int = 12345,
-          redo_end: bool = False) -> dict[str, Any]:
+          redo_end: bool = False, post_test: bool = True) -> dict[str, Any]:
     """Run (or resume) the restart schedule; write the best model to ``workdir/model``.
 
     Args:
@@ -403,6 +404,8 @@ def train(config: Config, workdir: str | os.PathLike, log: Callable[[str], Any] 
       test_count: fresh plain-library test images after training (see :func:`test_trained`).
       test_seed: their text seed.
       redo_end: on a finished run, calibrate, save and test again (replaces the model).
+      post_test: run :func:`test_trained` after saving (False: a caller that reads the
+        held-out files itself, as ``fit`` does, skips reading them once more).
 
     Returns:
       Summary dict: chosen candidate, held-out losses per stage, wall times, paths,
@@ -428,7 +431,7 @@ def train(config: Config, workdir: str | os.PathLike, log: Callable[[str], Any] 
         if timing is None:
             return {"stopped_at": run.global_step}
         _end_stage(run, log, timing)
-    return _finish(run, log, test_count, test_seed, t0)
+    return _finish(run, log, test_count, test_seed, t0, post_test)
 
 
 def _replan_last_stage(run: _Run, seconds_per_step: float, log: Callable[[str], Any],

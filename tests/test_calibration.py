@@ -140,6 +140,23 @@ def test_calibrate_custom_thresholds_and_chunks():
                                   expected_curve(TRUE_H, FALSE_H, thresholds))
 
 
+def test_sweep_counts_what_the_readings_say():
+    """The on-device count equals comparing each Reading's text, with wrong lengths, an
+    unknown symbol, a text longer than the decoder's rows and a non-finite image."""
+    from fcn_captcha.calibration import read_maps
+
+    maps, texts = constructed(TRUE_H, FALSE_H)
+    texts = list(texts)
+    texts[1] = texts[1][:2]  # too short: never right
+    texts[2] = texts[2][:2] + "?"  # a symbol outside the alphabet
+    texts[3] = texts[3] * 30  # longer than any decoder row
+    maps[4, 0, 0, 0] = np.nan
+    thresholds = [0.1, 0.2, 0.35, 0.5, 0.65, 0.8]
+    want = [np.mean([r.text == t for r, t in zip(read_maps(maps, th, ALPHABET, STRIDE), texts)]) for th in thresholds]
+    np.testing.assert_array_equal(sweep(maps, texts, ALPHABET, STRIDE, thresholds, chunk=4), want)
+    assert 0 < max(want) < 1
+
+
 def test_sweep_bad_input():
     maps, texts = constructed(TRUE_H[:2], FALSE_H[:2])
     with pytest.raises(ValueError, match="N, h, w, K"):
