@@ -110,6 +110,10 @@ class Config:
       compute_dtype: "float32" or "bfloat16" for convolutions (parameters stay float32).
       loss: "mse" (the seed's) or "focal" (CenterNet's penalty-reduced focal loss).
       learning_rate: Adam step size.
+      keep_best: if > 0, the last stage measures the held-out loss of its candidate every
+        this many steps (and at its end) and ends with the parameters where it was
+        lowest (early stopping; the kept parameters are checkpointed with the rest);
+        0 ends with the last step's.
       lr_decay: share of the last stage (and of each fine-tuning run) over which the
         step size falls along a half cosine from ``learning_rate`` to 0 at its last
         step; 0 keeps it constant (the seed's). A function of the step number and the
@@ -200,6 +204,7 @@ class Config:
     loss: str = "mse"
     learning_rate: float = 5e-4
     lr_decay: float = 0.0
+    keep_best: int = 0
     l2: float = 1e-6
     batch_size: int = 64
     train_size: int = 20000
@@ -265,6 +270,8 @@ class Config:
         if self.batch_size < 1 or self.log_every < 1 or self.checkpoint_every < 1:
             raise ValueError(f"batch_size {self.batch_size}, log_every {self.log_every} and checkpoint_every "
                              f"{self.checkpoint_every} must be at least 1")
+        if not (isinstance(self.keep_best, int) and not isinstance(self.keep_best, bool) and self.keep_best >= 0):
+            raise ValueError(f"keep_best {self.keep_best!r} must be a whole number of steps >= 0 (0: off)")
         if not (isinstance(self.lr_decay, (int, float)) and 0.0 <= self.lr_decay <= 1.0):
             raise ValueError(f"lr_decay {self.lr_decay!r} must be a share in [0, 1] (0: a constant step size)")
         if self.warp < 0 or not 0.0 <= self.thickness <= 1.0:

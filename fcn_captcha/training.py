@@ -97,13 +97,17 @@ class _Run:
     elapsed0: float = 0.0
     global_step: int = 0
     devices: list = dataclasses.field(default_factory=list)  # sharding.local_devices(config)
+    best: Any = None  # last stage with keep_best: the parameters of the lowest held-out loss so far
 
     def save(self) -> None:
         """Checkpoint the state at ``global_step`` and rewrite ``losses.csv``."""
         self.history["elapsed"] = self.elapsed0 + time.time() - self.t_proc
         meta = {"config": self.config.to_dict(), "stage": self.stage, "step": self.step,
                 "uids": [int(u) for u in self.uids], "history": self.history}
-        self.ckpt.save(self.global_step, {"params": self.params, "opt_state": self.opt_state}, meta)
+        state = {"params": self.params, "opt_state": self.opt_state}
+        if self.best is not None:
+            state["best"] = self.best
+        self.ckpt.save(self.global_step, state, meta)
         write_log(self.workdir, self.history)
 
 
@@ -168,7 +172,8 @@ def _start_or_resume(config: Config, workdir: Path, log: Callable[[str], Any], p
         params, opt_state = state["params"], state["opt_state"]
         log(f"resumed from checkpoint {latest}: stage {stage + 1}, step {step}, candidates {uids}")
     run = _Run(config, workdir, trainer, ckpt, data, train_dev, val_dev, stage, step, uids, params, opt_state,
-               history, t_data, resumed=latest is not None, global_step=latest or 0, devices=devices)
+               history, t_data, resumed=latest is not None, global_step=latest or 0, devices=devices,
+               best=restored[1].get("best") if restored else None)
     run.t_proc = time.time()
     run.elapsed0 = history["elapsed"] + (0.0 if run.resumed else t_data)
     return run
@@ -200,7 +205,10 @@ def _restore_newest_good(ckpt: TrainCheckpointer, trainer: Trainer, config: Conf
             raise CheckpointError(f"{ckpt.directory}: checkpoint {s} was written for another config")
         try:
             target_p, target_o = jax.eval_shape(lambda: trainer.init(meta["uids"], from_init=False))
-            state = ckpt.restore_state(s, {"params": target_p, "opt_state": target_o})
+            target = {"params": target_p, "opt_state": target_o}
+            if (meta["history"].get("best") or {}).get("step") is not None:  # keep_best's parameters
+                target["best"] = target_p
+            state = ckpt.restore_state(s, target)
         except CheckpointError as e:
             errors.append(str(e))
             log(f"checkpoint {s} is corrupt, skipped: {e}")
@@ -265,6 +273,8 @@ def _run_stage(run: _Run, log: Callable[[str], Any], progress: bool,
         run.step += 1
         run.global_step += 1
         steps_timed += 1
+        if last and config.keep_best and ((run.step - start) % config.keep_best == 0 or run.step == end):
+            _watch_best(run, pack(cands)[0])
         at_log = run.step % config.log_every == 0 or run.step == end
         at_ckpt = run.step % config.checkpoint_every == 0 or run.step == end
         if at_log or at_ckpt:
@@ -289,6 +299,11 @@ def _run_stage(run: _Run, log: Callable[[str], Any], progress: bool,
             if budget["left"] <= 0:
                 return None
     run.params, run.opt_state = pack(cands)
+    if last and run.best is not None and run.history["best"]["step"] != run.step:
+        b = run.history["best"]
+        log(f"stage {run.stage + 1}: ends with the parameters of step {b['step']} (held-out loss {b['loss']:.4f}, "
+            f"the lowest of {len(b['curve'])} measured; keep_best), not those of step {run.step}")
+        run.params = run.best
     jax.block_until_ready(run.params)
     seconds = time.time() - t_stage
     history["train_seconds"] += seconds
@@ -330,6 +345,8 @@ def _finish(run: _Run, log: Callable[[str], Any], test_count: int, test_seed: in
     model = nnx.merge(run.trainer.graphdef, jax.tree.map(lambda a: a[0], run.params))
     summary = {"chosen": run.uids[0], "stages": history["stages"], "data_seconds": run.t_data,
                "train_seconds": history["train_seconds"], "device": jax.devices()[0].device_kind,
+               "best": {k: v for k, v in history["best"].items() if k != "curve"} if history.get("best") else None,
+               "best_curve": history["best"]["curve"] if history.get("best") else [],
                "devices": len(run.devices),
                "workdir": str(workdir)}
     if config.generator == "broad":  # what the generic prior read
@@ -432,6 +449,16 @@ def train(config: Config, workdir: str | os.PathLike, log: Callable[[str], Any] 
             return {"stopped_at": run.global_step}
         _end_stage(run, log, timing)
     return _finish(run, log, test_count, test_seed, t0, post_test)
+
+
+def _watch_best(run: _Run, params) -> None:
+    """keep_best: the held-out loss of the last stage's candidate now; keep its parameters if lowest."""
+    loss = float(run.trainer.held_out_loss(params, run.val_dev)[0])
+    best = run.history.setdefault("best", {"step": None, "loss": None, "curve": []})
+    best["curve"].append([int(run.step), loss])
+    if best["loss"] is None or loss < best["loss"]:
+        best.update(step=int(run.step), loss=loss)
+        run.best = jax.tree.map(jnp.copy, params)
 
 
 def _replan_last_stage(run: _Run, seconds_per_step: float, log: Callable[[str], Any],

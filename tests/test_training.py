@@ -41,13 +41,14 @@ from fcn_captcha.training import select_best, train
 
 # 3 -> 2 -> 1 candidates, 8 steps per stage (32 images / batch 4), a checkpoint every 2 steps,
 # a fresh training set for stages 2 and 3 (which a resumed run must read back, not redraw),
-# the last stage's step size decaying over its second half (a resumed run steps alike).
+# the last stage's step size decaying over its second half and its held-out loss measured
+# every 3 steps, the lowest one's parameters kept (a resumed run steps and keeps alike).
 # No augmentation in the end-to-end runs: it triples the step's compile time on a CPU
 # (test_augment_moves_centers_with_the_image covers it); batches are still drawn from
 # the per-(candidate, step) keys that a resumed run must replay.
 CFG = tiny().replace(train_size=32, val_size=8, calib_size=8, batch_size=4, stage_runs=(3, 2, 1),
                      stage_epochs=(1, 1, 1), log_every=1, checkpoint_every=2, shift=0.0, scale=0.0, rotate=0.0,
-                     fresh_data=True, lr_decay=0.5)
+                     fresh_data=True, lr_decay=0.5, keep_best=3)
 KILL_AFTER = 10  # the subprocess is killed once a checkpoint of step >= 10 (stage 2) is complete
 
 _SCRIPT = ("import json, sys\n"
@@ -285,6 +286,60 @@ def test_sigkill_and_resume_matches_uninterrupted(reference, kill_job):
 
 
 # ----- errors -----------------------------------------------------------------------------------------
+def test_last_stage_ends_with_its_lowest_held_out_loss(reference):
+    summary, workdir = reference["summary"], reference["workdir"]
+    curve = [v for _, v in json.loads((workdir / "summary.json").read_text())["best_curve"]]
+    steps = [s for s, _ in json.loads((workdir / "summary.json").read_text())["best_curve"]]
+    assert steps == [19, 22, 24]  # every 3 steps of the last stage (16..24) and its end
+    assert summary["best"]["loss"] == min(curve) and summary["best"]["step"] == steps[curve.index(min(curve))]
+    # the saved model is the kept one: its held-out loss is the lowest measured, and the last
+    # stage's reported held-out loss is it too
+    model, cfg, _, _ = load_model(workdir / "model")
+    val = load_dataset(workdir / "data" / "val")
+    tr = Trainer(cfg)
+    from fcn_captcha.input_pipeline import to_device
+
+    got = tr.held_out_loss(jax.tree.map(lambda a: jnp.asarray(a)[None], nnx.state(model, nnx.Param)), to_device(val, cfg))
+    np.testing.assert_allclose(float(got[0]), min(curve), rtol=1e-5)
+    np.testing.assert_allclose(summary["stages"][-1]["val_loss"][0], min(curve), rtol=1e-6)
+
+
+def test_kept_parameters_are_those_of_the_lowest_step(tmp_path, monkeypatch):
+    """Held-out losses 3, 1, 2 at steps 19, 22, 24: the model is the checkpoint of step 22."""
+    fake = iter([3.0, 1.0, 2.0])
+    real = train_mod._watch_best
+
+    def watched(run, params):
+        with mock.patch.object(run.trainer, "held_out_loss", lambda *_: np.array([next(fake)])):
+            real(run, params)
+
+    monkeypatch.setattr(train_mod, "_watch_best", watched)
+    lines = []
+    summary = train(CFG, tmp_path / "kept", progress=False, log=lines.append)
+    assert summary["best"] == {"step": 22, "loss": 1.0}
+    assert any("ends with the parameters of step 22" in line for line in lines)
+    monkeypatch.setattr(train_mod, "_watch_best", real)
+    assert train(CFG, tmp_path / "upto22", progress=False, log=quiet, stop_after_steps=22) == {"stopped_at": 22}
+    ck = TrainCheckpointer(tmp_path / "upto22" / "checkpoints")
+    meta = ck.restore_meta(22)
+    target_p, target_o = jax.eval_shape(lambda: Trainer(CFG).init(meta["uids"], from_init=False))
+    want = ck.restore_state(22, {"params": target_p, "opt_state": target_o, "best": target_p})["params"]
+    ck.close()
+    got = model_leaves(tmp_path / "kept")
+    assert len(got) == len(jax.tree.leaves(want))
+    for a, b in zip(got, jax.tree.leaves(want)):
+        np.testing.assert_array_equal(a, np.asarray(b)[0])
+
+
+def test_stopped_in_the_last_stage_resumes_with_the_kept_parameters(reference, tmp_path):
+    summary_ref, ref_dir = reference["summary"], reference["workdir"]
+    assert train(CFG, tmp_path, progress=False, log=quiet, stop_after_steps=21) == {"stopped_at": 21}
+    assert committed_steps(tmp_path / "checkpoints")[-1] == 20  # holds the parameters kept at step 19
+    summary = train(CFG, tmp_path, progress=False, log=quiet)
+    assert_same_result(summary, tmp_path, summary_ref, ref_dir)
+    assert summary["best"] == summary_ref["best"]
+
+
 def test_workdir_of_another_config_is_an_error(reference):
     wd = reference["workdir"]
     before = committed_steps(wd / "checkpoints")
