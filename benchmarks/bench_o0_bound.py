@@ -89,8 +89,9 @@ def train_classifier(x: np.ndarray, y: np.ndarray, steps: int, batch: int = 128,
 
     class Net(nnx.Module):
         def __init__(self, rngs):
-            self.convs = [nnx.Conv(a, b, (3, 3), padding="SAME", rngs=rngs)
-                          for a, b in ((1, 32), (32, 64), (64, 128), (128, 128))]
+            convs = [nnx.Conv(a, b, (3, 3), padding="SAME", rngs=rngs)
+                     for a, b in ((1, 32), (32, 64), (64, 128), (128, 128))]
+            self.convs = nnx.List(convs) if hasattr(nnx, "List") else convs  # flax >= 0.12 wants nnx.List
             self.head = nnx.Linear(128, 2, rngs=rngs)
 
         def __call__(self, v):

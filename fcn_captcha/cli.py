@@ -280,8 +280,10 @@ def cmd_fit(args):
     from fcn_captcha.fitting import fit
 
     s = fit(args.data, args.workdir, test=args.test, time_budget=args.time_budget, limit=args.limit,
-            holdout=args.holdout, seed=args.seed, prior=args.prior, overrides=_fit_overrides(args.set))
-    print(json.dumps({k: s.get(k) for k in ("model_dir", "wall_s", "calibration", "test", "report")}, indent=1))
+            holdout=args.holdout, seed=args.seed, prior=args.prior, overrides=_fit_overrides(args.set),
+            cpu_model=args.cpu_model)
+    print(json.dumps({k: s.get(k) for k in ("model_dir", "wall_s", "calibration", "test", "cpu_model", "report")
+                      if k != "cpu_model" or k in s}, indent=1))
     return 0
 
 
@@ -321,6 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-prior", dest="prior", action="store_false",
                    help="start from a fresh network, not the shipped generic prior")
+    p.add_argument("--cpu-model", action="store_true",
+                   help="also train a CPU-sized network distilled from the full one (W/model-cpu), in the last "
+                        "quarter of the time budget")
     p.add_argument("--set", action="append", metavar="FIELD=VALUE",
                    help="override a config field of the run (repeatable; measurements, not needed in use)")
     p.set_defaults(func=cmd_fit)

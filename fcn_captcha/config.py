@@ -182,6 +182,12 @@ class Config:
       synth_mix: share of each batch drawn from synthetic images when training on real ones.
       init_from: a model directory whose parameters every candidate starts from (empty:
         random initialisation).
+      teacher: a model directory or shipped name whose center maps on each augmented
+        batch become part of the targets (distillation: a small network learns from a
+        large one); it must read the same alphabet on the same input and output grid.
+        Empty: none.
+      teacher_weight: share of the target that is the teacher's maps,
+        ``(1 - w) * Gaussian spots + w * teacher maps`` (with ``teacher``; the ``mse`` loss).
       force_length: the suite's text length is known (``min_length`` to ``max_length``):
         the decoder keeps that many peaks, the strongest, even below the threshold.
       generator: "auto" (the `captcha` library, or the lookalike renderer when ``style``
@@ -240,6 +246,8 @@ class Config:
     split_salt: str = "fcn_captcha"
     synth_mix: float = 0.0
     init_from: str = ""
+    teacher: str = ""
+    teacher_weight: float = 0.5
     force_length: bool = False
     generator: str = "auto"
 
@@ -260,6 +268,11 @@ class Config:
             raise ValueError(f"devices {self.devices} must be 0 (all of this host's) or a count")
         if self.loss not in ("mse", "focal"):
             raise ValueError(f"loss {self.loss!r} must be 'mse' or 'focal'")
+        if not 0.0 <= self.teacher_weight <= 1.0:
+            raise ValueError(f"teacher_weight {self.teacher_weight} must be a share in [0, 1]")
+        if self.teacher and self.loss != "mse":
+            raise ValueError(f"teacher {self.teacher!r}: distillation targets the maps themselves and needs "
+                             f"loss 'mse', not {self.loss!r}")
         if self.compute_dtype not in ("float32", "bfloat16"):
             raise ValueError(f"compute_dtype {self.compute_dtype!r} must be 'float32' or 'bfloat16'")
         if not 0.0 <= self.synth_mix <= 1.0 or not 0.0 < self.holdout < 1.0:

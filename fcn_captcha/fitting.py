@@ -61,6 +61,8 @@ WEAK_SHARE = 0.4  #: share of the training time spent on the EM rounds
 FIT_SALT = "fcn_captcha.fit"  #: salt of fit's training/calibration split (see dataset.real_split)
 RESERVE = 0.08  #: least share of the budget kept for calibration, tests and the report
 PROBE_SHARE = 0.08  #: share of the working time the clean-up probes may take (when any clean-up is a candidate)
+CPU_ARCH = "cpu"  #: the network of ``--cpu-model`` (``benchmarks/bench_cpu_archs.py`` measures candidates' speed)
+CPU_SHARE = 0.25  #: share of the budget the ``--cpu-model`` student is given (the rest goes to the full model)
 
 
 def _device_kind() -> str:
@@ -226,7 +228,7 @@ def _weak_stage(wd: Path, cfg: Config, prepared: Path, train_names, calib_names,
     return info
 
 
-def _val_and_train_sets(wd: Path, cfg: Config, prepared: Path, train_names, calib_names):
+def _val_and_train_sets(wd: Path, cfg: Config, prepared: Path, train_names, calib_names, tdir: Path | None = None):
     """Pre-write the trainer's ``data/train`` and ``data/val`` sets from real images.
 
     :func:`fcn_captcha.training.prepare_data` generates synthetic sets there unless
@@ -243,10 +245,43 @@ def _val_and_train_sets(wd: Path, cfg: Config, prepared: Path, train_names, cali
         va = tr.subset(range(min(len(tr), 256)))
     cfg = cfg.replace(train_size=len(tr), val_size=len(va))
     for split, ds, i in (("train", tr, 1), ("val", va, 2)):
-        path = wd / "train" / "data" / split
+        path = (tdir or wd / "train") / "data" / split
         if not is_complete(path, cfg, len(ds), cfg.seed * 1000 + i):
             write_dataset(ds, path, cfg, seed=cfg.seed * 1000 + i)
     return cfg, len(tr), len(va)
+
+
+def _cpu_model_stage(wd: Path, tcfg: Config, cfg: Config, prepared: Path, train_names, calib_names, seconds: float,
+                     arch: str, info: dict, log) -> Path:
+    """``--cpu-model``: a network of ``arch`` distilled from the fit's model on the same data.
+
+    Trained in ``wd/train-cpu`` (one candidate, the time budget ends it) on the same
+    aligned images and centers, its targets half the Gaussian spots and half the full
+    model's maps on each augmented batch (``teacher``), calibrated on the same split,
+    saved with the scheme as ``wd/model-cpu``.
+
+    Returns:
+      The saved model directory.
+    """
+    from fcn_captcha.checkpoint import load_model, save_model
+    from fcn_captcha.training import train
+
+    sdir = wd / "train-cpu"
+    scfg, _, _ = _val_and_train_sets(wd, cfg, prepared, train_names, calib_names, tdir=sdir)
+    scfg = tcfg.replace(arch=arch, teacher=str(wd / "train" / "model"), teacher_weight=0.5, init_from="",
+                        train_size=scfg.train_size, val_size=scfg.val_size, stage_runs=(1,), stage_epochs=(4000.0,),
+                        keep_best=0, time_budget=float(max(seconds, 1.0) + 30.0))
+    if (sdir / "config.json").exists():  # resumed: the budget it was given
+        scfg = scfg.replace(time_budget=json.loads((sdir / "config.json").read_text()).get("time_budget",
+                                                                                          scfg.time_budget))
+    if not (sdir / "summary.json").exists():
+        log(f"CPU model: network {arch!r} distilled from the full model, {scfg.time_budget:.0f} s")
+        train(scfg, sdir, log=log, progress=False, post_test=False)
+    model, mcfg, thr, minfo = load_model(sdir / "model")
+    save_model(wd / "model-cpu", model, mcfg, thr, info | {"teacher": str(wd / "model"),
+                                                           "training": minfo.get("summary", {}),
+                                                           "confidence": minfo.get("confidence")})
+    return wd / "model-cpu"
 
 
 def _evaluate_files(det, folder: Path, names: list[str] | None = None) -> tuple[dict, list, list, list]:
@@ -266,7 +301,7 @@ def _evaluate_files(det, folder: Path, names: list[str] | None = None) -> tuple[
 
 def fit(data, workdir, test=None, time_budget: float | None = None, limit: int = 0, holdout: float = 0.22,
         seed: int = 0, device: str | None = None, overrides: dict | None = None, prior: bool = True,
-        log=print) -> dict[str, Any]:
+        cpu_model: bool = False, cpu_arch: str = CPU_ARCH, log=print) -> dict[str, Any]:
     """Fit a calibrated reader to a folder of string-labelled captchas (see the module doc).
 
     Args:
@@ -282,6 +317,10 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
       overrides: config fields to change (tests: a tiny network).
       prior: start from the shipped generic prior of the network when there is one
         (:mod:`fcn_captcha.prior`); False: from a fresh network and the ink profile.
+      cpu_model: also train a CPU-sized network (``cpu_arch``) distilled from the full
+        model (``W/model-cpu``, :func:`_cpu_model_stage`) in the last ``CPU_SHARE`` of
+        the budget, and report both.
+      cpu_arch: that network's architecture.
       log: progress lines.
 
     Returns:
@@ -294,9 +333,12 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
     wd.mkdir(parents=True, exist_ok=True)
     device = device or _device_kind()
     budget = float(time_budget or DEVICE_SETTINGS[device]["budget"])
+    main_budget = budget * (1.0 - CPU_SHARE) if cpu_model else budget  # the full model's part
     job_path = wd / "job.json"
     job = {"data": str(data), "limit": limit, "holdout": holdout, "seed": seed, "device": device,
            "time_budget": budget, "overrides": overrides or {}, "prior": bool(prior)}
+    if cpu_model:  # (absent otherwise: work directories of earlier versions still resume)
+        job |= {"cpu_model": True, "cpu_arch": cpu_arch}
     if job_path.exists():
         old = json.loads(job_path.read_text())
         if {k: old.get(k) for k in job} != job:
@@ -364,7 +406,7 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
         orig = prep["originals"]
         chosen, cleanup_record = choose_cleanup(
             scheme, cfg, data, [(orig[n], texts[n]) for n in train_names], [(orig[n], texts[n]) for n in calib_names],
-            PROBE_SHARE * (budget - reserve - elapsed()), use_prior=prior, log=log)
+            PROBE_SHARE * (main_budget - reserve - elapsed()), use_prior=prior, log=log)
         if not chosen.off:
             scheme = with_cleanup(scheme, chosen)
             sp.write_text(scheme.to_json())
@@ -372,7 +414,7 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
     if not scheme.cleanups.off:
         prep = prepare_folder(data, prepared, scheme, log) | {"seconds_per_file": prep["seconds_per_file"]}
     # 4. weak centers
-    work_s = budget - reserve - elapsed()
+    work_s = main_budget - reserve - elapsed()
     weak = _weak_stage(wd, cfg, prepared, train_names, calib_names, WEAK_SHARE * work_s, log, use_prior=prior)
     _write_json(job_path, job | {"spent": elapsed()})
     # 5. restart schedule
@@ -380,7 +422,7 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
     from fcn_captcha.training import train
 
     tcfg, n_tr, n_va = _val_and_train_sets(wd, cfg, prepared, train_names, calib_names)
-    left = budget - reserve - elapsed()
+    left = main_budget - reserve - elapsed()
     # the first two stages of the restart schedule: about a tenth of the time left each, from the
     # EM stage's measured step time (same network and batch); the last stage takes the rest
     spe = max(1, n_tr // tcfg.batch_size)
@@ -434,6 +476,19 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
         summary["test_dir"] = str(test)
         summary["test"] = {k: test_m[k] for k in ("count", "sequence_accuracy", "character_accuracy",
                                                   "length_error_rate", "confusions")}
+    if cpu_model:
+        # its own end: the calibration and test files read once more
+        end = 10.0 + 1.5 * prep["seconds_per_file"] * (len(calib_names) + n_test)
+        cdir = _cpu_model_stage(wd, tcfg, cfg, prepared, train_names, calib_names, budget - end - elapsed(),
+                                cpu_arch, info, log)
+        cdet = Detector.load(cdir)
+        cm = _evaluate_files(cdet, data, [prep["originals"][n] for n in calib_names])[0]
+        keys = ("count", "sequence_accuracy", "character_accuracy", "length_error_rate")
+        summary["cpu_model"] = {"model_dir": str(cdir), "arch": cpu_arch, "threshold": cdet.threshold,
+                                "flops": _flops(cdet.config), "full_flops": _flops(mcfg),
+                                "calibration": {k: cm[k] for k in keys}}
+        if test is not None:
+            summary["cpu_model"]["test"] = {k: _evaluate_files(cdet, test)[0][k] for k in keys}
     summary["wall_s"] = elapsed()
     reads = {"calibration": (cal_reads, cal_truth)} | ({"test": (t_reads, t_truth)} if test_m else {})
     write_report(wd, summary, det, data, cal_names, cal_truth, cal_m, test_m, reads=reads)
@@ -445,7 +500,19 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
     log(f"fit: calibration {100 * cal_m['sequence_accuracy']:.2f}% of {cal_m['count']}"
         + (f", test {100 * test_m['sequence_accuracy']:.2f}% of {test_m['count']}" if test_m else "")
         + f", {summary['wall_s']:.0f} s; model {wd / 'model'}")
+    if "cpu_model" in summary:
+        c = summary["cpu_model"]
+        log(f"fit: CPU model ({c['arch']}, {c['flops'] / c['full_flops']:.2f}x the FLOPs): calibration "
+            f"{100 * c['calibration']['sequence_accuracy']:.2f}%"
+            + (f", test {100 * c['test']['sequence_accuracy']:.2f}%" if "test" in c else "") + f"; model {c['model_dir']}")
     return summary
+
+
+def _flops(cfg: Config) -> int:
+    """FLOPs of one forward pass at the config's input size."""
+    from fcn_captcha.model import count_flops
+
+    return count_flops(cfg.arch_spec, cfg.num_classes, cfg.width, cfg.height)
 
 
 # ----- the report --------------------------------------------------------------------------------------
@@ -550,6 +617,19 @@ def write_report(wd: Path, summary: dict, det, data: Path, cal_names, cal_truth,
              .replace("\n", "; "), ""]
     if test_m:
         lines += [f"Test folder `{s.get('test_dir')}`: " + format_metrics(test_m).replace("\n", "; "), ""]
+    if s.get("cpu_model"):
+        c = s["cpu_model"]
+        lines += ["## CPU model (`--cpu-model`)", "",
+                  f"`{c['model_dir']}`: network `{c['arch']}` ({c['flops'] / 1e6:.0f} MFLOP per image, "
+                  f"{c['flops'] / c['full_flops']:.2f}x the full model's), distilled from the full model on the "
+                  f"same images (half its maps, half the Gaussian spots), threshold {c['threshold']:.2f}.", "",
+                  "| set | sequence accuracy | character accuracy | length errors |", "| --- | --- | --- | --- |"]
+        for key in ("calibration", "test"):
+            if key in c:
+                m = c[key]
+                lines.append(f"| {key} ({m['count']}) | {100 * m['sequence_accuracy']:.2f}% | "
+                             f"{100 * m['character_accuracy']:.2f}% | {100 * m['length_error_rate']:.2f}% |")
+        lines.append("")
     st = s.get("weak_start") or {}
     lines += ["## Centers from strings (EM rounds)", "",
               (f"Started from the generic prior (`{st.get('arch')}` network): {len(st.get('symbols_known', ''))} "

@@ -152,6 +152,7 @@ class Placement:
         data = replicate(data, self.devices)
         self.data = [jax.tree.map(functools.partial(_view, group=g), data) for g in self.groups]
         self.batch, self.param_shardings = [], []
+        self._copies: dict = {}
         for g in self.groups:
             if len(g) == 1:
                 self.batch.append(None)
@@ -165,6 +166,15 @@ class Placement:
     def devices_used(self) -> int:
         """How many devices the stage keeps busy."""
         return len({d for g in self.groups for d in g})
+
+    def put(self, i: int, tree):
+        """``tree`` (e.g. a teacher's parameters) on candidate ``i``'s devices, copied once; None stays None."""
+        if tree is None:
+            return None
+        key = (i, id(tree))
+        if key not in self._copies:
+            self._copies[key] = (tree, jax.device_put(tree, self.param_shardings[i]))  # tree kept: id stays unique
+        return self._copies[key][1]
 
     def scatter(self, cands: list) -> list:
         """Each candidate's ``(params, opt_state)`` (stacked ``[1, ...]``) moved to its devices."""

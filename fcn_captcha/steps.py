@@ -32,7 +32,8 @@ from fcn_captcha.model import CenterNet, build_model
 from fcn_captcha.sharding import Placement
 from fcn_captcha.targets import render_center_maps_batch
 
-__all__ = ["NonFiniteError", "loss_from_maps", "make_optimizer", "lr_factor", "candidate_seed", "initial_params", "Trainer",
+__all__ = ["NonFiniteError", "loss_from_maps", "make_optimizer", "lr_factor", "candidate_seed", "load_teacher",
+           "initial_params", "Trainer",
            "fine_tune", "check_and_log"]
 
 
@@ -84,6 +85,29 @@ def candidate_seed(seed: int, uid: int) -> int:
     return (seed * 1_000_003 + uid * 7_919 + 17) % (2**31 - 1)
 
 
+def load_teacher(config: Config):
+    """The graph and parameters of ``config.teacher``, checked against ``config``.
+
+    Returns:
+      ``(graphdef, params)`` of the teacher network (float32 parameters).
+
+    Raises:
+      CheckpointError: the teacher reads another alphabet, input size or output stride
+        (names both), or cannot be loaded.
+    """
+    from fcn_captcha.card import find_model_dir
+
+    model, other, _, _ = load_model(find_model_dir(config.teacher))
+    mine = (config.alphabet, config.width, config.height, config.stride)
+    theirs = (other.alphabet, other.width, other.height, other.stride)
+    if mine != theirs:
+        raise CheckpointError(f"teacher {config.teacher}: it reads alphabet {other.alphabet!r} on "
+                              f"{other.width}x{other.height} at stride {other.stride}, this run "
+                              f"{config.alphabet!r} on {config.width}x{config.height} at stride {config.stride}")
+    graphdef, params = nnx.split(model, nnx.Param)
+    return graphdef, params
+
+
 def initial_params(config: Config):
     """Parameters of the model directory ``config.init_from``, checked against ``config``.
 
@@ -110,6 +134,9 @@ class Trainer:
         self.root = jax.random.key(config.seed)
         self.trace_count = 0
         self.train_step = jax.jit(self._train_step, donate_argnums=(0, 1))
+        self.teacher = None  # (graphdef, params) of config.teacher: distillation targets
+        if config.teacher:
+            self.teacher = load_teacher(config)
         self._sharded_steps: dict[Any, Callable] = {}  # batch sharding -> its jitted step
         self.val_loss = jax.jit(self._val_loss)
 
@@ -136,7 +163,8 @@ class Trainer:
         return nnx.merge(self.graphdef, params)(x)
 
     # -- one step for every candidate --------------------------------------------------------------
-    def _train_step(self, params, opt_state, uids, step, data: DeviceData, lr_scale=1.0, batch_sharding=None):
+    def _train_step(self, params, opt_state, uids, step, data: DeviceData, lr_scale=1.0, teacher=None,
+                    batch_sharding=None):
         """Advance every candidate one step.
 
         ``restart_mode="vmap"`` stacks the candidates through ``jax.vmap`` (their
@@ -152,6 +180,10 @@ class Trainer:
           data: training data on the device.
           lr_scale: float32 scalar multiplying the step (:func:`lr_factor`; Adam's
             update is linear in its step size, so this is the step size times it).
+          teacher: with ``config.teacher``, the teacher's parameters (an argument, not a
+            constant of the compiled program); the target becomes
+            ``(1 - teacher_weight) * y + teacher_weight * teacher(x)`` on the same
+            augmented batch.
           batch_sharding: None, or a ``NamedSharding`` over a mesh of several devices
             that splits the ``[B, ...]`` batch along ``B`` (data parallel; parameters
             replicated, XLA reduces the gradients across the mesh). Static: each
@@ -169,6 +201,9 @@ class Trainer:
             x, y = make_batch(data, key, cfg)
             if batch_sharding is not None:
                 x, y = jax.lax.with_sharding_constraint((x, y), batch_sharding)
+            if teacher is not None:
+                t = jax.lax.stop_gradient(nnx.merge(self.teacher[0], teacher)(x)).astype(y.dtype)
+                y = (1.0 - cfg.teacher_weight) * y + cfg.teacher_weight * t
 
             def loss_fn(p_):
                 return loss_from_maps(cfg, self._apply(p_, x), y).mean()
@@ -208,20 +243,22 @@ class Trainer:
           ``(cands, metrics)``, metrics a list of per-step dicts of ``[R]`` (or ``[1]``) arrays.
         """
         lr = jnp.float32(lr_scale)
+        tp = None if self.teacher is None else self.teacher[1]
         if self.config.restart_mode == "loop":
             out, metrics = [], []
             for i, ((p, o), u) in enumerate(zip(cands, uids)):
                 uid, at = jnp.asarray([u], jnp.int32), jnp.int32(step)
                 if placement is None:
-                    p, o, m = self.train_step(p, o, uid, at, data, lr)
+                    p, o, m = self.train_step(p, o, uid, at, data, lr, tp)
                 elif placement.batch[i] is None:  # a candidate alone on one device
-                    p, o, m = self.train_step(p, o, uid, at, placement.data[i], lr)
+                    p, o, m = self.train_step(p, o, uid, at, placement.data[i], lr, placement.put(i, tp))
                 else:
-                    p, o, m = self.sharded_step(placement.batch[i])(p, o, uid, at, placement.data[i], lr)
+                    p, o, m = self.sharded_step(placement.batch[i])(p, o, uid, at, placement.data[i], lr,
+                                                                    placement.put(i, tp))
                 out.append((p, o))
                 metrics.append(m)
             return out, metrics
-        p, o, m = self.train_step(*cands, jnp.asarray(uids, jnp.int32), jnp.int32(step), data, lr)
+        p, o, m = self.train_step(*cands, jnp.asarray(uids, jnp.int32), jnp.int32(step), data, lr, tp)
         return (p, o), [m]
 
     def pack(self, cands):
@@ -299,7 +336,8 @@ def fine_tune(model: CenterNet, config: Config, ds: Dataset, steps: int, synthet
     t0 = time.time()
     for step in range(steps):
         lr = jnp.float32(lr_factor(config.lr_decay, step, 0, steps))
-        params, opt_state, m = trainer.train_step(params, opt_state, uid, jnp.int32(step), data, lr)
+        params, opt_state, m = trainer.train_step(params, opt_state, uid, jnp.int32(step), data, lr,
+                                                  None if trainer.teacher is None else trainer.teacher[1])
         pending.append((step, [m]))
         if (step + 1) % config.log_every == 0 or step + 1 == steps:
             check_and_log(pending, [seed], 0, history, config)

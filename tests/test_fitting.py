@@ -47,7 +47,8 @@ def run(tmp_path_factory):
     data = _write_folder(root / "data", 60, seed=3)
     test = _write_folder(root / "test", 20, seed=4)
     wd = root / "wd"
-    s = fit(data, wd, test=test, time_budget=35, device="cpu", overrides=OVERRIDES, log=lambda *_: None)
+    s = fit(data, wd, test=test, time_budget=35, device="cpu", overrides=OVERRIDES, cpu_model=True, cpu_arch="tiny",
+            log=lambda *_: None)
     return data, test, wd, s
 
 
@@ -71,6 +72,25 @@ def test_model_loads_and_reads_files_in_their_pixels(run):
     assert det.scheme is not None and det.config.alphabet == json.loads((wd / "scheme.json").read_text())["alphabet"]
     r = det.read(str(data / "000.png"))
     assert all(-1 <= c.x <= CFG.width and -1 <= c.y <= CFG.height for c in r.chars)
+
+
+def test_cpu_model_is_distilled_calibrated_and_reported(run):
+    from fcn_captcha.checkpoint import load_model
+    from fcn_captcha.detector import Detector
+
+    data, test, wd, s = run
+    c = s["cpu_model"]
+    assert c["arch"] == "tiny" and c["flops"] < c["full_flops"]
+    assert c["calibration"]["count"] == s["calibration"]["count"] and c["test"]["count"] == s["test"]["count"] == 21
+    det = Detector.load(c["model_dir"])
+    assert det.config.arch == "tiny" and det.scheme is not None  # reads files of the scheme as the full model does
+    assert det.read(str(data / "000.png")).text is not None
+    _, scfg, _, info = load_model(wd / "model-cpu")
+    assert scfg.teacher == str(wd / "train" / "model") and scfg.teacher_weight == 0.5
+    assert info["teacher"] == str(wd / "model")
+    assert "## CPU model (`--cpu-model`)" in (wd / "report.md").read_text()
+    # the full model had three quarters of the budget: its trainer was given less than 35 s
+    assert json.loads((wd / "train" / "config.json").read_text())["time_budget"] < 35 * 0.75 + 30
 
 
 def test_wrong_length_label_is_flagged_and_left_out(run):
@@ -107,7 +127,8 @@ def test_running_again_resumes_and_gives_the_same_model(run):
     from flax import nnx
 
     data, test, wd, s = run
-    assert fit(data, wd, test=test, time_budget=35, device="cpu", overrides=OVERRIDES, log=lambda *_: None) == s
+    assert fit(data, wd, test=test, time_budget=35, device="cpu", overrides=OVERRIDES, cpu_model=True,
+               cpu_arch="tiny", log=lambda *_: None) == s
 
     def params():
         m = load_model(wd / "model")[0]
@@ -120,7 +141,8 @@ def test_running_again_resumes_and_gives_the_same_model(run):
     shutil.rmtree(wd / "model")
     shutil.rmtree(wd / "train" / "model")
     lines = []
-    s2 = fit(data, wd, test=test, time_budget=35, device="cpu", overrides=OVERRIDES, log=lines.append)
+    s2 = fit(data, wd, test=test, time_budget=35, device="cpu", overrides=OVERRIDES, cpu_model=True, cpu_arch="tiny",
+             log=lines.append)
     assert not any(l.startswith("weak round") for l in lines)  # the EM stage was not redone
     for a, b in zip(before, params()):
         np.testing.assert_array_equal(a, b)
@@ -132,7 +154,7 @@ def test_another_job_in_the_same_workdir_is_an_error(run):
 
     data, _, wd, _ = run
     with pytest.raises(ValueError, match="another job"):
-        fit(data, wd, time_budget=35, limit=10, device="cpu", overrides=OVERRIDES)
+        fit(data, wd, time_budget=35, limit=10, device="cpu", overrides=OVERRIDES, cpu_model=True, cpu_arch="tiny")
 
 
 def test_cli_parses_and_calls_fit(monkeypatch, tmp_path, capsys):
@@ -143,9 +165,11 @@ def test_cli_parses_and_calls_fit(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(fit_mod, "fit", lambda data, wd, **kw: seen.update(data=data, wd=wd, **kw) or {"wall_s": 1})
     assert main(["fit", "D", "--workdir", "W", "--test", "T", "--time-budget", "60", "--limit", "5"]) == 0
     assert seen == {"data": "D", "wd": "W", "test": "T", "time_budget": 60.0, "limit": 5, "holdout": 0.22, "seed": 0,
-                    "prior": True, "overrides": {}}
-    assert main(["fit", "D", "--workdir", "W", "--no-prior", "--set", "warp=0", "--set", "min_distance=2,6"]) == 0
+                    "prior": True, "overrides": {}, "cpu_model": False}
+    assert main(["fit", "D", "--workdir", "W", "--no-prior", "--set", "warp=0", "--set", "min_distance=2,6",
+                 "--cpu-model"]) == 0
     assert seen["prior"] is False and seen["overrides"] == {"warp": 0.0, "min_distance": [2.0, 6.0]}
+    assert seen["cpu_model"] is True
     assert main(["fit", "D", "--workdir", "W", "--set", "nonsense=1"]) != 0  # refused, naming the field
     assert "nonsense" in capsys.readouterr().err
 

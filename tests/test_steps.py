@@ -130,3 +130,28 @@ def test_lr_scale_multiplies_the_update(small_data):
     assert all(not d.any() for d in none)
     for a, b in zip(full, half):
         np.testing.assert_allclose(b, 0.5 * a, rtol=1e-4, atol=1e-8)
+
+
+def test_teacher_maps_become_the_targets(small_data, tmp_path):
+    """A student that starts as its teacher, all targets from the teacher: loss 0 at the first
+    step; teacher_weight 0: the same loss as no teacher, on the same batch."""
+    from fcn_captcha.checkpoint import CheckpointError, save_model
+    from fcn_captcha.model import build_model
+
+    save_model(tmp_path / "t", build_model(CFG, seed=3), CFG, 0.5, {})
+    data = to_device(small_data, CFG)
+
+    def first_loss(cfg):
+        tr = Trainer(cfg)
+        _, ms = tr.step_all(tr.unpack(*tr.init([0])), [0], 0, data)
+        return float(np.asarray(ms[0]["loss"])[0])
+
+    same = CFG.replace(teacher=str(tmp_path / "t"), teacher_weight=1.0, init_from=str(tmp_path / "t"))
+    assert first_loss(same) < 1e-6
+    plain = CFG.replace(init_from=str(tmp_path / "t"))
+    np.testing.assert_allclose(first_loss(same.replace(teacher_weight=0.0)), first_loss(plain), rtol=1e-6)
+    assert first_loss(plain) > 1.0
+    with pytest.raises(CheckpointError, match="teacher .* reads alphabet '0123456789'"):
+        Trainer(CFG.replace(alphabet="ABC", teacher=str(tmp_path / "t")))
+    with pytest.raises(ValueError, match="needs loss 'mse'"):
+        CFG.replace(teacher=str(tmp_path / "t"), loss="focal")
