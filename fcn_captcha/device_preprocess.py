@@ -1,6 +1,6 @@
 """:func:`fcn_captcha.preprocess.to_model_input` on the device, for a batch of same-size uint8 images.
 
-:func:`model_inputs_device` turns ``[N, H, W]`` or ``[N, H, W, 1|3|4]`` uint8 images into
+:func:`model_inputs_device` turns ``[N, H, W]`` or ``[N, H, W, 1|3]`` uint8 images into
 the network's uint8 ``[N, height, width]`` inside one jitted program, step for step as
 the host does it (gray, bilinear resize, polarity by the median, background removed,
 contrast by the 99.5th percentile of the ink, rounded), so a decoded batch never goes
@@ -11,9 +11,10 @@ NumPy computes it), so the result is **exactly** the host's on a CPU:
   function of the gray level, so the sorted gray values give the sorted ink), with
   NumPy's ``median`` and ``percentile(method="linear")`` formulas written out
   (:func:`_percentile_sorted`);
-* products that NumPy rounds before adding are kept apart by
-  ``jax.lax.optimization_barrier`` so that XLA cannot fuse them into one multiply-add
-  (an FMA rounds once, NumPy twice);
+* no product meets a sum in one XLA program, where XLA fuses them into one
+  multiply-add (it does on a CPU: an FMA rounds once, NumPy twice): the luminance
+  products come from tables made by NumPy, the percentile's virtual index too, and its
+  interpolation's products are added in a second program (:func:`_stage1`, :func:`_stage2`);
 * the resize (images of another size than the model's) is Pillow's: ``Image.resize(...,
   BILINEAR)`` on a float32 ``"F"`` image is a horizontal then a vertical pass of
   antialiased triangle weights (Pillow's ``precompute_coeffs``, rebuilt by
@@ -23,10 +24,12 @@ NumPy computes it), so the result is **exactly** the host's on a CPU:
   when a sum falls on a float32 rounding boundary).
 
 ``tests/test_device_preprocess.py`` checks equality with ``to_model_input`` on generated
-images at the model size and resized. On a GPU, XLA may still contract a multiply-add
-that the barriers do not cover; a pixel could then differ by one grey level where a value
-lies within about 1e-16 of a rounding tie (``benchmarks/bench_read.py`` counts the
-readings that differ from the host path's on the device it runs on).
+images at the model size and resized (measured: 0 pixels of 2,400 images differ). On a
+GPU (not measured yet) a pixel could differ by one grey level where a value lies within
+about 1e-16 of a rounding tie (``benchmarks/bench_read.py`` counts the
+readings that differ from the host path's on the device it runs on). RGBA batches are
+not prepared here (alpha compositing multiplies and adds per pixel):
+:meth:`~fcn_captcha.detector.Detector.read_batch` reads them through the host.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from fcn_captcha.preprocess import check_decoded_batch
 
 #: The host's percentile of the ink that is scaled to 255 (:func:`fcn_captcha.preprocess.to_model_input`).
 INK_PERCENTILE = 99.5
@@ -65,23 +70,35 @@ def pil_bilinear_weights(in_size: int, out_size: int) -> np.ndarray:
     return w
 
 
-def _barrier(x):
-    """``x`` computed and rounded on its own: no multiply-add fused across it."""
-    return jax.lax.optimization_barrier(x)
+@functools.lru_cache(maxsize=1)
+def _luma_tables() -> np.ndarray:
+    """``[3, 256]`` float64: ``v * 0.299``, ``v * 0.587``, ``v * 0.114`` for each uint8 ``v``,
+    rounded by NumPy as the host rounds them (a table, so that XLA has no product to fuse
+    with the sum into a multiply-add, which rounds once where NumPy rounds twice)."""
+    v = np.arange(256, dtype=np.float64)
+    return np.stack([v * 0.299, v * 0.587, v * 0.114])
+
+
+@functools.lru_cache(maxsize=8)
+def _percentile_table(n: int, q: float) -> np.ndarray:
+    """``[n + 1, 2]`` float64 by value count ``c``: the floor of NumPy's virtual index
+    ``(c - 1) * q / 100`` and ``gamma``, its fractional part (method "linear")."""
+    c = np.arange(n + 1, dtype=np.float64)
+    virtual = (c - 1) * (q / 100)
+    prev = np.floor(virtual)
+    return np.stack([prev, virtual - prev], axis=1)
 
 
 def _gray(a):
-    """uint8 ``[N, H, W]`` / ``[N, H, W, 1|3|4]`` -> float64 ``[N, H, W]`` gray, as
+    """uint8 ``[N, H, W]`` / ``[N, H, W, 1|3]`` -> float64 ``[N, H, W]`` gray, as
     :func:`fcn_captcha.preprocess._to_gray_float` computes it for a uint8 array."""
-    a = a.astype(jnp.float64)
     if a.ndim == 3:
-        return a
-    if a.shape[-1] == 4:
-        alpha = a[..., 3:4] / 255.0
-        a = _barrier(a[..., :3] * alpha) + _barrier(255.0 * (1 - alpha))
-    if a.shape[-1] >= 3:
-        return _barrier(a[..., 0] * 0.299) + _barrier(a[..., 1] * 0.587) + _barrier(a[..., 2] * 0.114)
-    return a[..., 0]
+        return a.astype(jnp.float64)
+    if a.shape[-1] == 3:  # (r * 0.299 + g * 0.587) + b * 0.114, each product rounded alone
+        t = jnp.asarray(_luma_tables())
+        i = a.astype(jnp.int32)
+        return (t[0][i[..., 0]] + t[1][i[..., 1]]) + t[2][i[..., 2]]
+    return a[..., 0].astype(jnp.float64)
 
 
 def _resize(gray, width: int, height: int):
@@ -98,26 +115,16 @@ def _resize(gray, width: int, height: int):
     return x
 
 
-def _percentile_sorted(s, count, q: float):
-    """NumPy's ``percentile(v, q)`` (method "linear") of the last ``count`` values of each
-    ascending row of ``s`` ``[N, n]`` (``count`` ``[N]`` int, at least 2 where it is used).
+def _stage1(images, width: int, height: int):
+    """Gray, resize, polarity, and the percentile's two neighbours with their weighted gaps.
 
-    NumPy: virtual index ``(count - 1) * q / 100``, ``gamma`` its fractional part, and
-    ``_lerp``: ``a + (b - a) * gamma``, or ``b - (b - a) * (1 - gamma)`` when ``gamma >= 0.5``.
+    NumPy's ``percentile(ink[ink > 0], 99.5)`` (method "linear") of the last ``c`` values
+    of the sorted ink: virtual index ``(c - 1) * 0.995`` (from a table by ``c``),
+    ``gamma`` its fractional part, and ``_lerp``: ``a + (b - a) * gamma``, or
+    ``b - (b - a) * (1 - gamma)`` when ``gamma >= 0.5``. The products are returned here
+    and added in :func:`_stage2`, another program: within one, XLA may fuse a product
+    and a sum into one multiply-add.
     """
-    n = s.shape[1]
-    virtual = (count.astype(jnp.float64) - 1.0) * (q / 100)
-    prev = jnp.floor(virtual)
-    gamma = virtual - prev
-    i = jnp.clip(n - count + prev.astype(jnp.int32), 0, n - 1)
-    a = jnp.take_along_axis(s, i[:, None], axis=1)[:, 0]
-    b = jnp.take_along_axis(s, jnp.minimum(i + 1, n - 1)[:, None], axis=1)[:, 0]
-    diff = b - a
-    return jnp.where(gamma >= 0.5, b - _barrier(diff * (1 - gamma)), a + _barrier(diff * gamma))
-
-
-def _model_inputs(images, width: int, height: int):
-    """Traced body of :func:`model_inputs_device` (float64: call it under ``jax.enable_x64``)."""
     gray = _gray(images)
     if gray.shape[1:] != (height, width):
         gray = _resize(gray, width, height)
@@ -129,39 +136,44 @@ def _model_inputs(images, width: int, height: int):
     inv = bg > 127.5
     flat = jnp.where(inv[:, None], 255.0 - flat, flat)
     bg = jnp.where(inv, 255.0 - bg, bg)
-    # the sorted ink: ascending gray, or descending gray inverted
+    # the sorted ink: ascending gray, or descending gray inverted (the ink is monotone in the gray)
     s = jnp.where(inv[:, None], 255.0 - s[:, ::-1], s)
     ink_sorted = jnp.maximum(s - bg[:, None], 0.0)
-    ink = jnp.maximum(flat - bg[:, None], 0.0)
     positive = jnp.sum(ink_sorted > 0, axis=1, dtype=jnp.int32)
-    enough = jnp.sum(ink > 8, axis=1, dtype=jnp.int32) > 4
-    hi = jnp.where(enough, _percentile_sorted(ink_sorted, jnp.maximum(positive, 2), INK_PERCENTILE), 0.0)
-    scale = jnp.where(hi > 32.0, 255.0 / jnp.where(hi > 32.0, hi, 1.0), 255.0 / jnp.maximum(255.0 - bg, 1.0))
+    enough = jnp.sum(jnp.maximum(flat - bg[:, None], 0.0) > 8, axis=1, dtype=jnp.int32) > 4
+    tab = jnp.asarray(_percentile_table(n, INK_PERCENTILE))[positive]  # [b, 2]
+    prev, gamma = tab[:, 0], tab[:, 1]
+    i = jnp.clip(n - positive + prev.astype(jnp.int32), 0, n - 1)
+    lo = jnp.take_along_axis(ink_sorted, i[:, None], axis=1)[:, 0]
+    hi = jnp.take_along_axis(ink_sorted, jnp.minimum(i + 1, n - 1)[:, None], axis=1)[:, 0]
+    diff = hi - lo
+    return flat, bg, enough & (positive >= 2), gamma, lo, hi, diff * gamma, diff * (1 - gamma)
+
+
+def _stage2(flat, bg, enough, gamma, lo, hi, lo_gap, hi_gap, *, width: int, height: int):
+    """The percentile, the contrast scale and the rounded uint8 inputs ``[N, height, width]``."""
+    p = jnp.where(gamma >= 0.5, hi - hi_gap, lo + lo_gap)
+    p = jnp.where(enough, p, 0.0)
+    scale = jnp.where(p > 32.0, 255.0 / jnp.where(p > 32.0, p, 1.0), 255.0 / jnp.maximum(255.0 - bg, 1.0))
+    ink = jnp.maximum(flat - bg[:, None], 0.0)
     out = jnp.clip(jnp.rint(ink * scale[:, None]), 0, 255).astype(jnp.uint8)
-    return out.reshape(b, height, width)
+    return out.reshape(-1, height, width)
 
 
-_model_inputs_jit = jax.jit(_model_inputs, static_argnames=("width", "height"))
+_stage1_jit = jax.jit(_stage1, static_argnames=("width", "height"))
+_stage2_jit = jax.jit(_stage2, static_argnames=("width", "height"))
 
 
-def check_batch(images, what: str = "images") -> tuple[int, ...]:
-    """The shape of a decoded uint8 batch ``[N, H, W]`` or ``[N, H, W, 1|3|4]``; else ValueError/TypeError naming it."""
-    shape = tuple(np.shape(images))
-    dtype = getattr(images, "dtype", None)
-    if not (len(shape) == 3 or (len(shape) == 4 and shape[-1] in (1, 3, 4))):
-        raise ValueError(f"{what}: a decoded batch is uint8 [N, H, W] or [N, H, W, 1|3|4], not shape {shape}")
-    if dtype != np.uint8:
-        raise ValueError(f"{what}: a decoded batch is uint8, not dtype {dtype} (other images: Detector.read)")
-    if shape[1] < 2 or shape[2] < 2:
-        raise ValueError(f"{what}: images of {shape[2]}x{shape[1]} pixels are too small")
-    return shape
+def _model_inputs_jit(images, width: int, height: int):
+    """Both stages: two programs, dispatched back to back."""
+    return _stage2_jit(*_stage1_jit(images, width=width, height=height), width=width, height=height)
 
 
 def model_inputs_device(images, width: int, height: int) -> jax.Array:
     """The network's inputs of a batch of same-size uint8 images, computed on the device.
 
     Args:
-      images: uint8 ``[N, H, W]`` (gray) or ``[N, H, W, 1|3|4]`` (gray, RGB, RGBA),
+      images: uint8 ``[N, H, W]`` (gray) or ``[N, H, W, 1|3]`` (gray, RGB),
         NumPy or JAX, ``H, W >= 2``.
       width: model input width in pixels.
       height: model input height in pixels.
@@ -174,7 +186,8 @@ def model_inputs_device(images, width: int, height: int) -> jax.Array:
     Raises:
       ValueError: another shape or dtype (the message names it).
     """
-    check_batch(images)
+    if check_decoded_batch(images)[-1] == 4 and np.ndim(images) == 4:
+        raise ValueError("images: RGBA batches are prepared on the host (Detector.read_batch does so)")
     if not math.prod(np.shape(images)):
         return jnp.zeros((0, height, width), jnp.uint8)
     with jax.enable_x64(True):
