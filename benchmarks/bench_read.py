@@ -7,7 +7,17 @@ model's suite (texts from ``random.Random(--seed)``, drawing by the library's ow
 * ``read_arrays``: :meth:`fcn_captcha.detector.Detector.read_arrays` on preprocessed
   uint8 ``[B, H, W]`` arrays (network, on-device decoder, readings on the host);
 * ``read``: :meth:`~fcn_captcha.detector.Detector.read` on the PIL RGB images, what a
-  user calls (preprocessing on the host included).
+  user calls (preprocessing on the host included), once per ``--workers`` value (host
+  threads; 1 is the serial path);
+* ``read_batch``: :meth:`~fcn_captcha.detector.Detector.read_batch` on the same images
+  as one decoded uint8 ``[N, H, W, 3]`` array, preprocessed on the device.
+
+Then, at the largest batch, the decoder's share: the jitted network alone and the
+network with ``decode_device`` in one jitted program on the same preprocessed batch
+(``block_until_ready``, medians of ``--repeats`` x 5 calls), their difference against
+the network's time (target <= 5%), and the MFU of the network from
+:func:`fcn_captcha.model.count_flops` against the device's bf16 dense peak
+(``PEAK_FLOPS``).
 
 Each call reads exactly ``B`` images (chunks of the set, wrapping around), so one shape
 is compiled per batch size: the first call (compilation included) is timed apart, then
@@ -37,8 +47,10 @@ Commands::
 
     # CPU (2 cores, batch 1 and 256): about 6 minutes, 1 of them ddddocr
     python benchmarks/bench_read.py --model lib36x4 --count 500 --batch 1 256 --ddddocr --json /tmp/bench_read.json
-    # GPU (defaults: batch 1 and 1024): about 1 minute
-    python benchmarks/bench_read.py --model lib36x4 --count 4096 --ddddocr
+    # GPU (defaults: batch 1 and 1024; read with 1 and 16 host threads): about 2 minutes
+    python benchmarks/bench_read.py --model lib36x4 --count 4096 --workers 1 16 --json /tmp/bench_read_gpu.json
+    # CPU smoke run: about 2 minutes
+    python benchmarks/bench_read.py --model lib36x4 --count 256 --batch 1 64 --workers 1 2
 """
 
 from __future__ import annotations
@@ -143,6 +155,38 @@ def bench_path(read_chunk, count: int, batch: int, repeats: int, cover: bool) ->
             "ms_per_image": 1e3 * med / batch, "texts": texts}
 
 
+def decoder_share(det: Detector, arrays: np.ndarray, batch: int, repeats: int) -> dict:
+    """Device time of the network alone and of network + ``decode_device`` on one batch."""
+    from fcn_captcha.device_decoder import decode_device
+    from fcn_captcha.model import count_flops
+
+    cfg = det.config
+    x = jnp.asarray(arrays[np.arange(batch) % len(arrays)])
+    thr = jnp.float32(det.threshold)
+
+    def both(p, x):
+        return decode_device(det._maps(p, x), thr, stride=cfg.stride, min_distance=tuple(cfg.min_distance),
+                             max_candidates=cfg.max_candidates)
+
+    both_jit = jax.jit(both)
+
+    def timed(fn):
+        jax.block_until_ready(fn(det._params, x))  # compile
+        ts = []
+        for _ in range(max(5 * repeats, 5)):
+            t0 = time.perf_counter()
+            jax.block_until_ready(fn(det._params, x))
+            ts.append(time.perf_counter() - t0)
+        return statistics.median(ts)
+
+    net, full = timed(det._maps), timed(both_jit)
+    flops = count_flops(cfg.arch_spec, cfg.num_classes, cfg.width, cfg.height)
+    return {"batch": batch, "network_s": net, "network_decode_s": full, "decode_s": max(full - net, 0.0),
+            "decode_share": max(full - net, 0.0) / net, "network_images_per_s": batch / net,
+            "end_to_end_device_images_per_s": batch / full, "count_flops_per_image": flops,
+            "network_tflop_s": flops * batch / net / 1e12}
+
+
 def bench_ddddocr(images, truths, ranges: str, extra_lower: bool) -> dict:
     import ddddocr
 
@@ -182,6 +226,8 @@ def main(argv=None) -> int:
                     help="batch sizes (default: 1 256 on a CPU, 1 1024 on a GPU)")
     ap.add_argument("--seed", type=int, default=2025, help="seed of the texts")
     ap.add_argument("--repeats", type=int, default=3, help="least timed calls per batch size (after the first)")
+    ap.add_argument("--workers", type=int, nargs="+", default=[1],
+                    help="host threads of read on PIL images, one row each (default 1)")
     ap.add_argument("--ddddocr", action="store_true", help="also read the same images with ddddocr")
     ap.add_argument("--json", default=None, help="write the results to this path")
     args = ap.parse_args(argv)
@@ -202,6 +248,7 @@ def main(argv=None) -> int:
     gen_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     arrays = np.stack([to_model_input(im, cfg.width, cfg.height) for im in images])
+    decoded = np.stack([np.asarray(im) for im in images])  # what a user who decoded the files has
     prep_ms = 1e3 * (time.perf_counter() - t0) / args.count
     print(f"model {args.model} ({cfg.name}, {cfg.arch}, {cfg.width}x{cfg.height}, threshold {det.threshold:.3f}); "
           f"loaded in {load_s:.1f} s; {args.count} plain-library images drawn in {gen_s:.1f} s; "
@@ -212,13 +259,17 @@ def main(argv=None) -> int:
     rows = []
     for b in batches:
         cover = b == batches[-1]
-        for path in ("read_arrays", "read"):
+        paths = ["read_arrays"] + [f"read workers {w}" for w in args.workers] + ["read_batch"]
+        for path in paths:
             if path == "read_arrays":
                 def chunk(idx, b=b):
                     return det.read_arrays(arrays[idx], batch_size=b)
-            else:
+            elif path == "read_batch":
                 def chunk(idx, b=b):
-                    return det.read([images[i] for i in idx], batch_size=b)
+                    return det.read_batch(decoded[idx], batch_size=b)
+            else:
+                def chunk(idx, b=b, w=int(path.split()[-1])):
+                    return det.read([images[i] for i in idx], batch_size=b, workers=w)
             r = bench_path(chunk, args.count, b, args.repeats, cover)
             r["path"] = path
             if flops:
@@ -226,11 +277,11 @@ def main(argv=None) -> int:
                 r["achieved_tflop_s"] = flops * r["images_per_s"] / 1e12
                 r["mfu"] = flops * r["images_per_s"] / peak if peak else None
             rows.append(r)
-            print(f"  {path:11s} batch {b:5d}: first call {r['first_call_s']:7.2f} s, then {r['images_per_s']:9.1f} "
+            print(f"  {path:16s} batch {b:5d}: first call {r['first_call_s']:7.2f} s, then {r['images_per_s']:9.1f} "
                   f"images/s ({r['ms_per_image']:.2f} ms/image, median of {r['timed_calls']} calls)", flush=True)
 
     # quality, and agreement of all paths and batch sizes
-    full = next(r for r in rows if r["batch"] == batches[-1] and r["path"] == "read")["texts"]
+    full = next(r for r in rows if r["batch"] == batches[-1] and r["path"].startswith("read workers"))["texts"]
     model_acc = float(np.mean([full[i] == truths[i] for i in range(args.count)]))
     disagree = sum(r["texts"][i] != full[i] for r in rows for i in r["texts"])
     for r in rows:
@@ -239,6 +290,14 @@ def main(argv=None) -> int:
         r["sequence_accuracy"] = float(np.mean([r["texts"][i] == truths[i] for i in seen]))
         del r["texts"]
     quality_ok = model_acc >= QUALITY_FLOOR
+    share = decoder_share(det, arrays, batches[-1], args.repeats)
+    share["mfu"] = share["network_tflop_s"] * 1e12 / peak if peak else None
+    print(f"decoder share at batch {share['batch']}: network {1e3 * share['network_s']:.2f} ms, network+decode "
+          f"{1e3 * share['network_decode_s']:.2f} ms, decode {100 * share['decode_share']:.1f}% of the network "
+          f"(target <= 5%); network {share['network_images_per_s']:.0f} img/s, "
+          f"{share['network_tflop_s']:.3f} TFLOP/s ({share['count_flops_per_image'] / 1e9:.3f} GFLOP/image, "
+          f"count_flops)" + (f", MFU {100 * share['mfu']:.1f}% of {peak / 1e12:.0f} TFLOP/s" if peak else
+                             ", MFU: no peak known for this device"))
     print(f"model sequence accuracy: {100 * model_acc:.2f}% of {args.count}; readings that differ between paths "
           f"or batch sizes: {disagree}; quality {'OK' if quality_ok else 'OUT OF RANGE'} (floor {QUALITY_FLOOR:.0%})")
 
@@ -246,7 +305,8 @@ def main(argv=None) -> int:
               "device": dev, "model": args.model, "suite": cfg.name, "count": args.count, "seed": args.seed,
               "threshold": det.threshold, "load_s": load_s, "generate_s": gen_s, "preprocess_ms_per_image": prep_ms,
               "gflop_per_image": None if flops is None else flops / 1e9, "peak_flop_s": peak,
-              "sequence_accuracy": model_acc, "disagreements": disagree, "quality_ok": quality_ok, "rows": rows}
+              "sequence_accuracy": model_acc, "disagreements": disagree, "quality_ok": quality_ok, "rows": rows,
+              "workers": args.workers, "decoder_share": share}
 
     if args.ddddocr:
         try:
@@ -265,7 +325,7 @@ def main(argv=None) -> int:
             head = dd[0]
             ratios = {"sequence_accuracy": model_acc / head["sequence_accuracy"] if head["sequence_accuracy"] else None,
                       "throughput": {f"read batch {r['batch']}": r["images_per_s"] / head["images_per_s"]
-                                     for r in rows if r["path"] == "read"}}
+                                     for r in rows if r["path"].startswith("read workers")}}
             result["ratios_vs_ddddocr"] = ratios
             acc_ratio = "inf" if ratios["sequence_accuracy"] is None else f"{ratios['sequence_accuracy']:.2f}x"
             print(f"this model / ddddocr (both cases, uppercased): accuracy {acc_ratio}; throughput "

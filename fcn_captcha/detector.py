@@ -34,6 +34,15 @@ has no calibrator (calibrated before they existed), for readings at another thre
 or length than the calibrator was fitted at (:meth:`Calibrator.applies
 <fcn_captcha.confidence.Calibrator.applies>`), and for readings with ``error``: a
 probability is never made up.
+
+A decoded uint8 batch of one size (``[N, H, W]`` or ``[N, H, W, 1|3|4]``) reads through
+:meth:`Detector.read_batch`, which preprocesses it on the device
+(:mod:`fcn_captcha.device_preprocess`) with the same readings as :meth:`Detector.read`.
+
+Why this module is long: it is the one reading API, and its entry points (``read``,
+``read_batch``, ``read_arrays``, ``center_maps``) share the argument checks, the error
+and warning rules, the chunking and the positions for both backends; split apart, each
+would have to repeat them.
 """
 
 from __future__ import annotations
@@ -59,6 +68,7 @@ from fcn_captcha.decoder import Reading, decode
 from fcn_captcha.preprocess import (
     BYTES_TYPES,
     ImageError,
+    check_decoded_batch,
     load_image,
     to_model_input,
     upright,
@@ -68,8 +78,8 @@ from fcn_captcha.targets import rescale_coords
 
 #: What :meth:`Detector.read` accepts, for its error messages.
 _ACCEPTED = ("one image (a path str or os.PathLike, a PIL image, encoded image bytes/bytearray/memoryview, "
-             "or an array [H, W] or [H, W, 1|3|4]) or a list/tuple of them; preprocessed uint8 batches "
-             "[N, H, W] go to Detector.read_arrays")
+             "or an array [H, W] or [H, W, 1|3|4]) or a list/tuple of them; decoded uint8 batches "
+             "[N, H, W] or [N, H, W, 1|3|4] go to Detector.read_batch, preprocessed ones to Detector.read_arrays")
 _ON_ERROR = ("report", "quiet", "raise")
 #: ``Detector.load``'s backends; "auto" is "onnx" where an exported file and onnxruntime are there.
 BACKENDS = ("jax", "onnx", "auto")
@@ -272,10 +282,18 @@ class Detector:
     def _decode(self, images: np.ndarray, threshold: float, batch_size: int, length) -> list[Reading]:
         """Readings of checked arrays and arguments (with their confidence); non-finite maps give
         readings with ``error`` set."""
+        return self._decode_maps(self._batches(images, batch_size), threshold, length)
+
+    def _decode_maps(self, batches, threshold: float, length) -> list[Reading]:
+        """Readings of ``(n, maps)`` chunks (the first ``n`` rows of each count), with their confidence.
+
+        On the JAX backend each chunk's decode is dispatched before the previous chunk's
+        readings are built on the host, so the device works while the host does.
+        """
         cfg = self.config
         reads: list[Reading] = []
         if self.backend == "onnx":  # the NumPy decoder, the device decoder's twin
-            for _, maps in self._batches(images, batch_size):
+            for _, maps in batches:
                 reads += decode(maps, cfg.alphabet, threshold, cfg.stride, length, tuple(cfg.min_distance),
                                 cfg.max_candidates, non_finite="flag")
         else:
@@ -284,10 +302,15 @@ class Detector:
             from fcn_captcha.device_decoder import decode_device, readings_from_device
 
             thr = jnp.float32(threshold)
-            for n, maps in self._batches(images, batch_size):
+            pending = None
+            for n, maps in batches:
                 out = decode_device(maps, thr, stride=cfg.stride, length=length,
                                     min_distance=tuple(cfg.min_distance), max_candidates=cfg.max_candidates)
-                reads += readings_from_device(out, cfg.alphabet)[:n]
+                if pending is not None:
+                    reads += readings_from_device(pending[0], cfg.alphabet)[:pending[1]]
+                pending = (out, n)
+            if pending is not None:
+                reads += readings_from_device(pending[0], cfg.alphabet)[:pending[1]]
         if self.calibrator is not None and self.calibrator.applies(threshold, length):
             reads = with_confidence(reads, self.calibrator)
         return reads
@@ -327,9 +350,98 @@ class Detector:
                 _report(reads[i].error, on_error, ValueError)
         return reads
 
+    def _prepare(self, i: int, item):
+        """One image of :meth:`read` made the network's input, on the host (thread-safe).
+
+        Returns ``("ok", x uint8 [H, W], transform, (w, h), name)`` or ``("error", ImageError,
+        the exception caught, name)``.
+        """
+        cfg = self.config
+        name = str(item) if isinstance(item, (str, os.PathLike)) else f"image #{i}"
+        try:
+            if isinstance(item, (str, os.PathLike, *BYTES_TYPES)):
+                item = load_image(item, name=name)
+            elif isinstance(item, Image.Image):
+                item = upright(item, name)  # its upright size is the one positions map to
+            size = item.size if isinstance(item, Image.Image) else np.asarray(item).shape[1::-1]
+            if self.scheme is not None:  # its canvas, and the affine back to the file's pixels
+                x, transform = self.scheme.model_input_with_transform(item)
+            else:
+                x, transform = to_model_input(item, cfg.width, cfg.height, name=name), None
+            return "ok", x, transform, size, name
+        except (ImageError, OSError, ValueError, TypeError) as e:  # e.g. a lazily opened, truncated PIL image
+            err = e if isinstance(e, ImageError) else ImageError(f"{name}: cannot read image ({e})")
+            return "error", err, e, name
+
+    def read_batch(self, images, threshold: float | None = None, batch_size: int = 256, length=None,
+                   on_error: str = "report") -> list[Reading]:
+        """Read a decoded uint8 batch of same-size images, preprocessed on the device.
+
+        The readings equal ``read(list(images))`` (same texts, positions, scores): on the
+        JAX backend :func:`fcn_captcha.device_preprocess.model_inputs_device` does
+        :func:`~fcn_captcha.preprocess.to_model_input`'s work (gray, resize, polarity,
+        contrast) inside jitted code, exactly as the host on a CPU
+        (``tests/test_device_preprocess.py``; see that module for a GPU's possible
+        one-grey-level ties), and no Python loop touches the images. A model with a
+        scheme (made by ``fit``: its own canvas and clean-ups) and the ONNX backend
+        read through :meth:`read` instead, with the same result, and so do RGBA batches.
+
+        Args:
+          images: uint8 ``[N, H, W]`` (gray) or ``[N, H, W, 1|3|4]`` (gray, RGB, RGBA),
+            NumPy or JAX, any ``H, W >= 2`` (resized to the model's input as
+            :meth:`read` does).
+          threshold, length, on_error: as :meth:`read` (images here cannot be
+            unreadable; a non-finite center map is the only error).
+          batch_size: images per device call, an int >= 1 (one compilation per batch
+            shape).
+
+        Returns:
+          ``N`` readings in input order, positions in the images' pixels.
+
+        Raises:
+          TypeError, ValueError: not a uint8 batch of that shape, or a bad argument
+            (the message names it).
+        """
+        on_error = self._on_error(on_error)
+        thr, length = self._threshold(threshold), self._length(length)
+        _check_int("batch_size", batch_size, 1, None, " (a positive int, images per device call)")
+        if not _is_array(images):
+            raise TypeError(f"images must be a decoded uint8 batch [N, H, W] or [N, H, W, 1|3|4], not "
+                            f"{type(images).__name__}; Detector.read takes other images")
+        shape = check_decoded_batch(images)
+        if self.backend != "jax" or self.scheme is not None or (len(shape) == 4 and shape[-1] == 4):
+            return self.read(list(np.asarray(images)), threshold=thr, batch_size=batch_size, length=length,
+                             on_error=on_error, workers=1)
+        import jax.numpy as jnp
+
+        from fcn_captcha.batching import fixed_chunks
+        from fcn_captcha.device_preprocess import model_inputs_device
+
+        cfg = self.config
+        faint = []
+
+        def chunks():
+            for n, (chunk,) in fixed_chunks([np.asarray(images)], batch_size):
+                x = model_inputs_device(chunk, cfg.width, cfg.height)
+                faint.append(jnp.max(x[:n], axis=(1, 2)) < 128)
+                yield n, self._maps(self._params, x)
+
+        reads = self._decode_maps(chunks(), thr, length) if shape[0] else []
+        if faint:  # the host's warning for faint images of few grey levels, made by the host itself
+            for i in np.flatnonzero(np.concatenate([np.asarray(f) for f in faint])):
+                to_model_input(np.asarray(images[i]), cfg.width, cfg.height, name=f"image #{i}")
+        size = (shape[2], shape[1])
+        out = []
+        for i, r in enumerate(reads):
+            if r.error:
+                r = dataclasses.replace(r, error=f"image #{i}: {r.error}")
+                _report(r.error, on_error, ValueError)
+            out.append(_rescale(r, size, cfg))
+        return out
+
     # -- anything a user has -------------------------------------------------------------------------
     def read(self, images, threshold: float | None = None, batch_size: int = 64, length=None,
-             on_error: str = "report"):
+             on_error: str = "report", workers: int | None = None):
         """Read one image or a list of images.
 
         Args:
@@ -356,6 +468,16 @@ class Detector:
               ``reading.error`` themselves, like the CLI);
             * "raise": raise :class:`~fcn_captcha.preprocess.ImageError` naming the
               image (ValueError for non-finite maps).
+          workers: host threads preparing the images of a list (loading, gray, resize,
+            contrast), an int >= 1; None: :func:`default_workers`. 1 prepares them in
+            this thread. Either way the images are prepared in chunks of
+            ``batch_size`` as the device reads the previous chunk (JAX dispatches
+            asynchronously), and the readings, errors and their order are the same for
+            every ``workers`` (``tests/test_detector.py``); only warnings may come in
+            another order. The preparation is mostly NumPy and Pillow calls on small
+            arrays that hold Python's GIL, so threads gain little (none measured on a
+            shared 2-core CPU); a decoded uint8 batch of one size is faster through
+            :meth:`read_batch`, which prepares it on the device.
 
         Returns:
           A :class:`~fcn_captcha.decoder.Reading` for one image, else a list in input
@@ -383,34 +505,39 @@ class Detector:
             single, items = True, [images]
         else:
             raise TypeError(f"images is a {type(images).__name__} ({_short(images)}); Detector.read takes {_ACCEPTED}")
+        workers = default_workers() if workers is None else _check_int(
+            "workers", workers, 1, None, " (a positive int, host threads preparing images; 1: none)")
         cfg = self.config
-        arrays, sizes, names, transforms, errors = [], [], [], [], {}
-        for i, item in enumerate(items):
-            name = str(item) if isinstance(item, (str, os.PathLike)) else f"image #{i}"
+        sizes, names, transforms, errors = [], [], [], {}
+        results = _prepared(self._prepare, items, workers, batch_size)
+
+        def chunks():  # prepared images in chunks of batch_size, as they come (errors acted on in input order)
+            buf = []
             try:
-                if isinstance(item, (str, os.PathLike, *BYTES_TYPES)):
-                    item = load_image(item, name=name)
-                elif isinstance(item, Image.Image):
-                    item = upright(item, name)  # its upright size is the one positions map to
-                size = item.size if isinstance(item, Image.Image) else np.asarray(item).shape[1::-1]
-                if self.scheme is not None:  # its canvas, and the affine back to the file's pixels
-                    x, transform = self.scheme.model_input_with_transform(item)
-                else:
-                    x, transform = to_model_input(item, cfg.width, cfg.height, name=name), None
-                arrays.append(x)
-                transforms.append(transform)
-                sizes.append(size)
-                names.append(name)
-            except (ImageError, OSError, ValueError, TypeError) as e:  # e.g. a lazily opened, truncated PIL image
-                err = e if isinstance(e, ImageError) else ImageError(f"{name}: cannot read image ({e})")
-                if on_error == "raise":
-                    if err is e:
-                        raise
-                    raise err from e
-                errors[i] = str(err)
-                _report(errors[i], on_error, ImageError)
-        stack = np.stack(arrays) if arrays else np.zeros((0, cfg.height, cfg.width), np.uint8)
-        reads = self._decode(stack, thr, batch_size, length) if arrays else []
+                for i, res in enumerate(results):
+                    if res[0] == "error":
+                        err, e = res[1], res[2]
+                        if on_error == "raise":
+                            if err is e:
+                                raise err
+                            raise err from e
+                        errors[i] = str(err)
+                        _report(errors[i], on_error, ImageError)
+                        continue
+                    _, x, transform, size, name = res
+                    buf.append(x)
+                    transforms.append(transform)
+                    sizes.append(size)
+                    names.append(name)
+                    if len(buf) == batch_size:
+                        yield from self._batches(np.stack(buf), batch_size)
+                        buf = []
+                if buf:
+                    yield from self._batches(np.stack(buf), batch_size)
+            finally:
+                results.close()
+
+        reads = self._decode_maps(chunks(), thr, length)
         out, k = [], 0
         for i in range(len(items)):
             if i in errors:
@@ -423,6 +550,42 @@ class Detector:
             out.append(_rescale(r, sizes[k], cfg, self.scheme, transforms[k]))
             k += 1
         return out[0] if single else out
+
+
+def default_workers() -> int:
+    """Host threads :meth:`Detector.read` prepares images with by default: ``min(4, os.cpu_count())``."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def _prepared(prepare, items: list, workers: int, chunk: int):
+    """``prepare(i, items[i])`` for each item, in input order: in this thread (``workers`` 1, or
+    one item), else in chunks on a pool of ``workers`` threads, at most ``2 * workers``
+    chunks ahead of the consumer (pending ones cancelled when it stops early)."""
+    if workers <= 1 or len(items) <= 1:
+        for i, item in enumerate(items):
+            yield prepare(i, item)
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    step = max(1, min(chunk, math.ceil(len(items) / workers)))
+    starts = iter(range(0, len(items), step))
+
+    def job(a):
+        return [prepare(i, items[i]) for i in range(a, min(a + step, len(items)))]
+
+    with ThreadPoolExecutor(workers, thread_name_prefix="fcn-captcha-read") as pool:
+        queue = deque(pool.submit(job, a) for _, a in zip(range(2 * workers), starts))
+        try:
+            while queue:
+                done = queue.popleft().result()
+                nxt = next(starts, None)
+                if nxt is not None:
+                    queue.append(pool.submit(job, nxt))
+                yield from done
+        finally:
+            for f in queue:
+                f.cancel()
 
 
 def _short(x) -> str:

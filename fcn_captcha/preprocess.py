@@ -168,6 +168,23 @@ def load_image(path, name: str | None = None) -> Image.Image:
         raise ImageError(f"{name}: cannot read image ({e})") from None
 
 
+def check_decoded_batch(images, what: str = "images") -> tuple[int, ...]:
+    """The shape of a decoded uint8 batch ``[N, H, W]`` or ``[N, H, W, 1|3|4]`` (``H, W >= 2``).
+
+    Raises:
+      ValueError: another shape, another dtype, or images under 2x2 pixels; the message names ``what``.
+    """
+    shape = tuple(np.shape(images))
+    dtype = getattr(images, "dtype", None)
+    if not (len(shape) == 3 or (len(shape) == 4 and shape[-1] in (1, 3, 4))):
+        raise ValueError(f"{what}: a decoded batch is uint8 [N, H, W] or [N, H, W, 1|3|4], not shape {shape}")
+    if dtype != np.uint8:
+        raise ValueError(f"{what}: a decoded batch is uint8, not dtype {dtype} (other images: Detector.read)")
+    if shape[1] < 2 or shape[2] < 2:
+        raise ValueError(f"{what}: images of {shape[2]}x{shape[1]} pixels are too small")
+    return shape
+
+
 def to_model_input(image, width: int, height: int, name: str = "image") -> np.ndarray:
     """Normalise one image for the network.
 

@@ -573,3 +573,31 @@ def test_readings_carry_confidence_at_the_calibrated_settings_only(det, samples)
     assert all(0 < r.confidence < 1 for r in reads)
     assert all(r.confidence is None for r in det.read(images, threshold=0.95))
     assert det.read(images[0]).confidence == reads[0].confidence
+
+
+# ----- issue 14 part 5: workers, and decoded batches preprocessed on the device ------------------
+def test_workers_read_as_the_serial_path_errors_included(det, samples, files):
+    items = [s.image for s in samples] + [files["text"], gray(samples[0]), files["missing"]] + list(files["good"][:3])
+    with pytest.warns(UserWarning):
+        serial = det.read(items, batch_size=4, workers=1)
+    with pytest.warns(UserWarning):
+        pooled = det.read(items, batch_size=4, workers=3)
+    assert pooled == serial
+    assert [bool(r.error) for r in pooled] == [False] * 8 + [True, False, True] + [False] * 3
+    with pytest.raises(ImageError, match=re.escape(str(files["text"]))):
+        det.read(items, batch_size=4, workers=3, on_error="raise")
+    with pytest.raises(ValueError, match="workers"):
+        det.read(items[:1], workers=0)
+
+
+def test_read_batch_reads_as_read(det, samples):
+    rgb = np.stack([np.asarray(s.image) for s in samples])
+    for batch in (rgb, rgb[:, :, :, :].mean(-1).astype(np.uint8), rgb[:, ::2, ::2]):
+        assert det.read_batch(batch, batch_size=4) == det.read(list(batch), batch_size=4, workers=1)
+    rgba = np.concatenate([rgb[:2], np.full(rgb[:2].shape[:3] + (1,), 255, np.uint8)], -1)
+    assert det.read_batch(rgba, batch_size=4) == det.read(list(rgba), batch_size=4)
+    assert det.read_batch(np.zeros((0, 64, 192), np.uint8)) == []
+    with pytest.raises(ValueError, match="uint8"):
+        det.read_batch(rgb.astype(np.float32))
+    with pytest.raises(TypeError, match="decoded uint8 batch"):
+        det.read_batch(list(rgb))
