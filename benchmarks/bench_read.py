@@ -17,7 +17,7 @@ network with ``decode_device`` in one jitted program on the same preprocessed ba
 (``block_until_ready``, medians of ``--repeats`` x 5 calls), their difference against
 the network's time (target <= 5%), and the MFU of the network from
 :func:`fcn_captcha.model.count_flops` against the device's bf16 dense peak
-(``PEAK_FLOPS``).
+(:data:`fcn_captcha.model.PEAK_FLOPS`).
 
 Each call reads exactly ``B`` images (chunks of the set, wrapping around), so one shape
 is compiled per batch size: the first call (compilation included) is timed apart, then
@@ -71,10 +71,9 @@ import numpy as np
 
 from fcn_captcha.detector import Detector
 from fcn_captcha.generator import random_text
+from fcn_captcha.model import peak_flops  # bf16 dense peak by device kind (the model computes in bfloat16)
 from fcn_captcha.preprocess import to_model_input
 
-#: bf16 dense peak FLOP/s by device kind (for MFU); the model computes in bfloat16.
-PEAK_FLOPS = {"H100": 989.4e12, "H200": 989.4e12, "A100": 312e12, "L4": 121e12}
 #: Least number of images timed per batch size (the batch-1 median is over 64 calls).
 MIN_TIMED_IMAGES = 64
 #: The quality check: least sequence accuracy of the model on the set.
@@ -119,10 +118,6 @@ def flops_per_image(det: Detector) -> float | None:
         return f if f > 0 else None
     except Exception:  # a private entry point, or a backend without cost analysis
         return None
-
-
-def peak_flops(kind: str) -> float | None:
-    return next((v for k, v in PEAK_FLOPS.items() if k.lower() in kind.lower()), None)
 
 
 def bench_path(read_chunk, count: int, batch: int, repeats: int, cover: bool) -> dict:

@@ -108,6 +108,20 @@ def count_flops(arch: str, num_classes: int, width: int = 192, height: int = 64)
     return flops + 2 * h * w * HEAD_KERNEL * HEAD_KERNEL * cin * num_classes
 
 
+#: Dense bf16 peak FLOP/s by accelerator kind (for MFU).
+PEAK_FLOPS = {"H100": 989.4e12, "H200": 989.4e12, "A100": 312e12, "L4": 121e12}
+
+
+def peak_flops(device) -> float | None:
+    """Dense bf16 peak FLOP/s of a device (a JAX device or its ``device_kind``) of a known kind, else None.
+
+    >>> peak_flops("NVIDIA H200")
+    989400000000000.0
+    """
+    kind = device if isinstance(device, str) else getattr(device, "device_kind", "")
+    return next((v for k, v in PEAK_FLOPS.items() if k.lower() in kind.lower()), None)
+
+
 def receptive_field(arch: str) -> int:
     """Analytic receptive field of one output cell, in input pixels (head included).
 

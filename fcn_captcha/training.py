@@ -7,7 +7,8 @@ fastest on the GPU; ``"vmap"`` and ``"map"`` stack them on a leading axis inside
 program instead). On a host with several devices (``config.devices``) the candidates
 of a stage are spread over them and a stage of fewer candidates than devices trains
 each data parallel (:mod:`fcn_captcha.sharding`); the selection is one device's.
-Candidates are selected by their loss on a held-out set at each stage end.
+Candidates are selected by their loss on a held-out set at each stage end; the last stage
+can let its step size fall (``lr_decay``) and end at its lowest held-out loss (``keep_best``).
 
 A candidate's training is a pure function of the config and its id (its batches come
 from :mod:`fcn_captcha.input_pipeline` with keys derived from ``(seed, id, step)``), so
@@ -43,7 +44,7 @@ from fcn_captcha.checkpoint import CheckpointError, TrainCheckpointer, record_te
 from fcn_captcha.config import Config
 from fcn_captcha.dataset import Dataset
 from fcn_captcha.input_pipeline import DeviceData, to_device
-from fcn_captcha.model import count_flops
+from fcn_captcha.model import count_flops, peak_flops  # peak_flops: re-exported
 from fcn_captcha.rundata import prepare_data, stage_training_set
 from fcn_captcha.runlog import plot_history, write_log
 from fcn_captcha.sharding import Placement, local_devices, replicate, shard_stacked
@@ -62,16 +63,6 @@ def select_best(val_losses: np.ndarray, keep: int) -> np.ndarray:
     """
     v = np.where(np.isfinite(val_losses), val_losses, np.inf)
     return np.argsort(v, kind="stable")[:keep]
-
-
-def peak_flops(device) -> float | None:
-    """Dense bf16 peak FLOP/s of a known accelerator kind (for MFU), else None."""
-    kind = getattr(device, "device_kind", "").lower()
-    table = {"h100": 989e12, "h200": 989e12, "a100": 312e12}
-    for k, v in table.items():
-        if k in kind:
-            return v
-    return None
 
 
 @dataclasses.dataclass
