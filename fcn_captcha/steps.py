@@ -32,7 +32,8 @@ from fcn_captcha.model import CenterNet, build_model
 from fcn_captcha.sharding import Placement
 from fcn_captcha.targets import render_center_maps_batch
 
-__all__ = ["NonFiniteError", "loss_from_maps", "make_optimizer", "lr_factor", "candidate_seed", "load_teacher",
+__all__ = ["NonFiniteError", "loss_from_maps", "make_optimizer", "lr_factor", "candidate_seed", "check_teacher",
+           "load_teacher",
            "initial_params", "Trainer",
            "fine_tune", "check_and_log"]
 
@@ -85,25 +86,37 @@ def candidate_seed(seed: int, uid: int) -> int:
     return (seed * 1_000_003 + uid * 7_919 + 17) % (2**31 - 1)
 
 
-def load_teacher(config: Config):
-    """The graph and parameters of ``config.teacher``, checked against ``config``.
-
-    Returns:
-      ``(graphdef, params)`` of the teacher network (float32 parameters).
+def check_teacher(config: Config) -> Config:
+    """``config.teacher``'s config from its card (no parameters read), checked against ``config``.
 
     Raises:
       CheckpointError: the teacher reads another alphabet, input size or output stride
-        (names both), or cannot be loaded.
+        (names both), or its card cannot be read.
+      FileNotFoundError: no such model directory or shipped name.
     """
-    from fcn_captcha.card import find_model_dir
+    from fcn_captcha.card import card_config, find_model_dir, read_model_meta
 
-    model, other, _, _ = load_model(find_model_dir(config.teacher))
+    where = find_model_dir(config.teacher)
+    other = card_config(read_model_meta(where), where / "model.json")
     mine = (config.alphabet, config.width, config.height, config.stride)
     theirs = (other.alphabet, other.width, other.height, other.stride)
     if mine != theirs:
         raise CheckpointError(f"teacher {config.teacher}: it reads alphabet {other.alphabet!r} on "
                               f"{other.width}x{other.height} at stride {other.stride}, this run "
                               f"{config.alphabet!r} on {config.width}x{config.height} at stride {config.stride}")
+    return other
+
+
+def load_teacher(config: Config):
+    """The graph and parameters of ``config.teacher`` (:func:`check_teacher` first).
+
+    Returns:
+      ``(graphdef, params)`` of the teacher network (float32 parameters).
+    """
+    from fcn_captcha.card import find_model_dir
+
+    check_teacher(config)
+    model, _, _, _ = load_model(find_model_dir(config.teacher))
     graphdef, params = nnx.split(model, nnx.Param)
     return graphdef, params
 

@@ -48,7 +48,7 @@ from fcn_captcha.model import count_flops, peak_flops  # peak_flops: re-exported
 from fcn_captcha.rundata import prepare_data, stage_training_set
 from fcn_captcha.runlog import plot_history, write_log
 from fcn_captcha.sharding import Placement, local_devices, replicate, shard_stacked
-from fcn_captcha.steps import NonFiniteError, Trainer, check_and_log, fine_tune, lr_factor
+from fcn_captcha.steps import NonFiniteError, Trainer, check_and_log, check_teacher, fine_tune, lr_factor
 
 __all__ = ["train", "test_trained", "select_best", "peak_flops", "NonFiniteError", "fine_tune"]
 
@@ -425,6 +425,8 @@ def train(config: Config, workdir: str | os.PathLike, log: Callable[[str], Any] 
     """
     workdir = Path(workdir).absolute()
     devices = local_devices(config)  # before anything is written: a batch that cannot split is an error
+    if config.teacher:
+        check_teacher(config)  # and a teacher that does not fit this run
     _open_workdir(config, workdir)
     done = workdir / "summary.json"
     if done.exists() and (workdir / "model" / "model.json").exists() and not redo_end:

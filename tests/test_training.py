@@ -340,6 +340,17 @@ def test_stopped_in_the_last_stage_resumes_with_the_kept_parameters(reference, t
     assert summary["best"] == summary_ref["best"]
 
 
+def test_a_teacher_of_another_alphabet_is_refused_before_anything_is_written(tmp_path):
+    from fcn_captcha.checkpoint import save_model
+    from fcn_captcha.model import build_model
+
+    other = CFG.replace(alphabet="ABC")
+    save_model(tmp_path / "teacher", build_model(other, seed=0), other, 0.5, {})
+    with pytest.raises(CheckpointError, match="teacher .*'ABC'.*this run '0123456789'"):
+        train(CFG.replace(teacher=str(tmp_path / "teacher")), tmp_path / "work", progress=False, log=quiet)
+    assert not (tmp_path / "work").exists()
+
+
 def test_workdir_of_another_config_is_an_error(reference):
     wd = reference["workdir"]
     before = committed_steps(wd / "checkpoints")
