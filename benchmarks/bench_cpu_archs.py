@@ -27,13 +27,15 @@ from pathlib import Path
 
 import numpy as np
 
-#: Candidates: the shipped `wide` and `cpu`, and narrower or shallower variants (two pools each).
+from fcn_captcha.config import ARCHITECTURES
+
+#: Candidates: the project's architectures and `half` (`wide` at half its widths); two pools each.
 CANDIDATES = {
-    "wide": "c5x32 c3x48 p c3x96 c3x96 p c3x192 c3x192 c5x192 c3x192",
-    "seed": "c5x32 c3x32 p c3x64 c3x64 p c5x128 c3x128 c3x128",
+    "wide": ARCHITECTURES["wide"],
+    "seed": ARCHITECTURES["seed"],
     "half": "c5x16 c3x24 p c3x48 c3x48 p c3x96 c3x96 c5x96 c3x96",
-    "slim": "c5x16 p c3x32 c3x32 p c3x64 c5x64 c3x64 c3x64",
-    "cpu": "c5x8 p c3x16 p c3x32 c5x32 c3x32 c3x32",
+    "slim": ARCHITECTURES["slim"],
+    "cpu": ARCHITECTURES["cpu"],
 }
 
 

@@ -40,6 +40,9 @@ ARCHITECTURES: dict[str, str] = {
     # The seed's "most universal" network as far as its text describes it: 3x3 and 5x5
     # kernels, two 2x2 pools, ReLU after each convolution, widening after each pool.
     "seed": "c5x32 c3x32 p c3x64 c3x64 p c5x128 c3x128 c3x128",
+    # Narrow before the pools, `wide`'s depth after them (64 px seen): a CPU reader at about a
+    # ninth of `wide`'s FLOPs, 5x ddddocr's images per second on 2 cores (benchmarks/bench_cpu_archs.py).
+    "slim": "c5x16 p c3x32 c3x32 p c3x64 c5x64 c3x64 c3x64",
     # Wider and deeper: the preset used for the GPU results.
     "wide": "c5x32 c3x48 p c3x96 c3x96 p c3x192 c3x192 c5x192 c3x192",
 }

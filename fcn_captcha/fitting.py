@@ -61,7 +61,7 @@ WEAK_SHARE = 0.4  #: share of the training time spent on the EM rounds
 FIT_SALT = "fcn_captcha.fit"  #: salt of fit's training/calibration split (see dataset.real_split)
 RESERVE = 0.08  #: least share of the budget kept for calibration, tests and the report
 PROBE_SHARE = 0.08  #: share of the working time the clean-up probes may take (when any clean-up is a candidate)
-CPU_ARCH = "cpu"  #: the network of ``--cpu-model`` (``benchmarks/bench_cpu_archs.py`` measures candidates' speed)
+CPU_ARCH = "slim"  #: the network of ``--cpu-model``: 5x ddddocr's speed on 2 cores (``benchmarks/bench_cpu_archs.py``)
 CPU_SHARE = 0.25  #: share of the budget the ``--cpu-model`` student is given (the rest goes to the full model)
 
 
