@@ -431,8 +431,8 @@ def test_checkpoint_with_non_finite_values_is_refused(tmp_path):
 def test_non_finite_loss_names_step_and_candidate(tmp_path, monkeypatch):
     original = Trainer._train_step
 
-    def poisoned(self, params, opt_state, uids, step, data, lr_scale=1.0):
-        params, opt_state, metrics = original(self, params, opt_state, uids, step, data, lr_scale)
+    def poisoned(self, params, opt_state, uids, step, data, lr_scale=1.0, teacher=None):
+        params, opt_state, metrics = original(self, params, opt_state, uids, step, data, lr_scale, teacher)
         bad = (uids == 1) & (step == 3)
         return params, opt_state, dict(metrics, loss=jnp.where(bad, jnp.nan, metrics["loss"]))
 
