@@ -228,7 +228,7 @@ def _weak_stage(wd: Path, cfg: Config, prepared: Path, train_names, calib_names,
     return info
 
 
-def _val_and_train_sets(wd: Path, cfg: Config, prepared: Path, train_names, calib_names, tdir: Path | None = None):
+def _val_and_train_sets(wd: Path, cfg: Config, prepared: Path, train_names, calib_names):
     """Pre-write the trainer's ``data/train`` and ``data/val`` sets from real images.
 
     :func:`fcn_captcha.training.prepare_data` generates synthetic sets there unless
@@ -245,18 +245,17 @@ def _val_and_train_sets(wd: Path, cfg: Config, prepared: Path, train_names, cali
         va = tr.subset(range(min(len(tr), 256)))
     cfg = cfg.replace(train_size=len(tr), val_size=len(va))
     for split, ds, i in (("train", tr, 1), ("val", va, 2)):
-        path = (tdir or wd / "train") / "data" / split
+        path = wd / "train" / "data" / split
         if not is_complete(path, cfg, len(ds), cfg.seed * 1000 + i):
             write_dataset(ds, path, cfg, seed=cfg.seed * 1000 + i)
     return cfg, len(tr), len(va)
 
 
-def _cpu_model_stage(wd: Path, tcfg: Config, cfg: Config, prepared: Path, train_names, calib_names, seconds: float,
-                     arch: str, info: dict, log) -> Path:
+def _cpu_model_stage(wd: Path, tcfg: Config, seconds: float, arch: str, info: dict, log) -> Path:
     """``--cpu-model``: a network of ``arch`` distilled from the fit's model on the same data.
 
     Trained in ``wd/train-cpu`` (one candidate, the time budget ends it) on the same
-    aligned images and centers, its targets half the Gaussian spots and half the full
+    aligned images and centers (the full model's ``train/data`` sets, copied), its targets half the Gaussian spots and half the full
     model's maps on each augmented batch (``teacher``), calibrated on the same split,
     saved with the scheme as ``wd/model-cpu``.
 
@@ -267,10 +266,11 @@ def _cpu_model_stage(wd: Path, tcfg: Config, cfg: Config, prepared: Path, train_
     from fcn_captcha.training import train
 
     sdir = wd / "train-cpu"
-    scfg, _, _ = _val_and_train_sets(wd, cfg, prepared, train_names, calib_names, tdir=sdir)
+    if not (sdir / "data").exists():
+        shutil.copytree(wd / "train" / "data", sdir / "data")
     scfg = tcfg.replace(arch=arch, teacher=str(wd / "train" / "model"), teacher_weight=0.5, init_from="",
-                        train_size=scfg.train_size, val_size=scfg.val_size, stage_runs=(1,), stage_epochs=(4000.0,),
-                        keep_best=0, time_budget=float(max(seconds, 1.0) + 30.0))
+                        stage_runs=(1,), stage_epochs=(4000.0,), keep_best=0,
+                        time_budget=float(max(seconds, 1.0) + 30.0))
     if (sdir / "config.json").exists():  # resumed: the budget it was given
         scfg = scfg.replace(time_budget=json.loads((sdir / "config.json").read_text()).get("time_budget",
                                                                                           scfg.time_budget))
@@ -479,8 +479,7 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
     if cpu_model:
         # its own end: the calibration and test files read once more
         end = 10.0 + 1.5 * prep["seconds_per_file"] * (len(calib_names) + n_test)
-        cdir = _cpu_model_stage(wd, tcfg, cfg, prepared, train_names, calib_names, budget - end - elapsed(),
-                                cpu_arch, info, log)
+        cdir = _cpu_model_stage(wd, tcfg, budget - end - elapsed(), cpu_arch, info, log)
         cdet = Detector.load(cdir)
         cm = _evaluate_files(cdet, data, [prep["originals"][n] for n in calib_names])[0]
         keys = ("count", "sequence_accuracy", "character_accuracy", "length_error_rate")

@@ -172,6 +172,11 @@ class Trainer:
         stacked = jax.tree.map(lambda *a: jnp.stack(a), *params)
         return stacked, jax.vmap(self.tx.init)(stacked)
 
+    @property
+    def teacher_params(self):
+        """The teacher's parameters, the steps' ``teacher`` argument (None without one)."""
+        return None if self.teacher is None else self.teacher[1]
+
     def _apply(self, params, x):
         return nnx.merge(self.graphdef, params)(x)
 
@@ -256,7 +261,7 @@ class Trainer:
           ``(cands, metrics)``, metrics a list of per-step dicts of ``[R]`` (or ``[1]``) arrays.
         """
         lr = jnp.float32(lr_scale)
-        tp = None if self.teacher is None else self.teacher[1]
+        tp = self.teacher_params
         if self.config.restart_mode == "loop":
             out, metrics = [], []
             for i, ((p, o), u) in enumerate(zip(cands, uids)):
@@ -350,7 +355,7 @@ def fine_tune(model: CenterNet, config: Config, ds: Dataset, steps: int, synthet
     for step in range(steps):
         lr = jnp.float32(lr_factor(config.lr_decay, step, 0, steps))
         params, opt_state, m = trainer.train_step(params, opt_state, uid, jnp.int32(step), data, lr,
-                                                  None if trainer.teacher is None else trainer.teacher[1])
+                                                  trainer.teacher_params)
         pending.append((step, [m]))
         if (step + 1) % config.log_every == 0 or step + 1 == steps:
             check_and_log(pending, [seed], 0, history, config)
