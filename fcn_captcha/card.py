@@ -121,6 +121,34 @@ def card_config(meta: dict, where: str | os.PathLike) -> Config:
         raise CheckpointError(f"{where}: {e}") from None
 
 
+def lineage(model_dir: str | os.PathLike) -> dict[str, Any]:
+    """What made a model, for the card of a model trained from it (``init_from``).
+
+    Returns:
+      The model's path and name, how it was trained (``trained_by``, ``command``, the
+      device and seconds of its run, the data it read), its tests, and, when it was
+      itself trained from another model, that model's lineage under ``init``: so a
+      card states every run its parameters came from.
+
+    Raises:
+      CheckpointError: ``model_dir`` is not a model directory.
+    """
+    meta = read_model_meta(model_dir)
+    info, cfg = meta.get("info") or {}, meta["config"]
+    summary = info.get("summary") or {}
+    out = {"model": str(model_dir), "name": cfg.get("name"), "trained_by": info.get("trained_by"),
+           "command": info.get("command"), "device": summary.get("device"),
+           "data_seconds": summary.get("data_seconds"), "train_seconds": summary.get("train_seconds"),
+           "read": ({"real_data": cfg.get("real_data"), "real_centers": cfg.get("real_centers")}
+                    if cfg.get("real_data") else
+                    {"generator": cfg.get("generator", "auto"), "train_size": cfg.get("train_size"),
+                     "seed": cfg.get("seed")}),
+           "teacher": cfg.get("teacher") or None, "tests": info.get("tests", [])}
+    if info.get("init"):
+        out["init"] = info["init"]
+    return out
+
+
 def read_model_meta(model_dir: str | os.PathLike) -> dict:
     """``model.json`` of a model directory (see :func:`resolve_model_dir`), checked."""
     p = resolve_model_dir(model_dir) / "model.json"

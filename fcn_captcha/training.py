@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from fcn_captcha.card import lineage
 from fcn_captcha.checkpoint import CheckpointError, TrainCheckpointer, record_test, save_model
 from fcn_captcha.config import Config
 from fcn_captcha.dataset import Dataset
@@ -354,6 +355,11 @@ def _finish(run: _Run, log: Callable[[str], Any], test_count: int, test_seed: in
     summary["calibration"] = {k: v for k, v in cal.items() if k not in ("curve", "confidence")}
     info = {"trained_by": "fcn_captcha.training", "summary": summary,
             "command": " ".join(sys.argv) if sys.argv else "", "confidence": cal["confidence"]}
+    if config.init_from:  # the card names every run its parameters came from
+        try:
+            info["init"] = lineage(config.init_from)
+        except CheckpointError as e:  # moved or deleted since the run started: say so, keep the run
+            info["init"] = {"model": config.init_from, "error": str(e)}
     save_model(workdir / "model", model, config, cal["threshold"], info)
     summary["model_dir"] = str(workdir / "model")
     summary["total_seconds"] = time.time() - t0

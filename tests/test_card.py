@@ -10,9 +10,11 @@ import pytest
 
 from fcn_captcha.card import (
     MODEL_FORMAT,
+    PRETRAINED_DIR,
     CheckpointError,
     card_config,
     check_card,
+    lineage,
     read_model_meta,
     resolve_model_dir,
 )
@@ -29,6 +31,44 @@ def test_a_written_card_reads_back(tmp_path):
     (tmp_path / "model.json").write_text(json.dumps(card(threshold=0.37)))
     meta = read_model_meta(tmp_path)
     assert meta["threshold"] == 0.37 and card_config(meta, "here") == tiny()
+
+
+def test_lineage_names_the_run_and_the_runs_before_it(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    for d in (first, second):
+        d.mkdir()
+    info = {"trained_by": "fcn_captcha.training", "command": "train --preset tiny",
+            "summary": {"device": "cpu", "train_seconds": 12.5, "data_seconds": 1.0},
+            "tests": [{"set": "plain", "count": 10, "sequence_accuracy": 0.5}]}
+    (first / "model.json").write_text(json.dumps(card(info=info)))
+    got = lineage(first)
+    assert got["model"] == str(first) and got["name"] == "tiny" and got["device"] == "cpu"
+    assert got["train_seconds"] == 12.5 and got["tests"] == info["tests"] and "init" not in got
+    assert got["read"]["train_size"] == tiny().train_size and got["teacher"] is None
+    cfg = tiny().replace(teacher="big", real_data="/data", real_centers="/c.json").to_dict()
+    (second / "model.json").write_text(json.dumps(card(config=cfg, info={**info, "init": got})))
+    again = lineage(second)
+    assert again["init"] == got and again["teacher"] == "big"
+    assert again["read"] == {"real_data": "/data", "real_centers": "/c.json"}
+    with pytest.raises(CheckpointError, match="not a model directory"):
+        lineage(tmp_path / "none")
+
+
+@pytest.mark.parametrize("full", ["lib36x4", "lib36var", "kaggle_v2"])
+def test_each_shipped_reader_has_a_cpu_model_distilled_from_it(full):
+    """Issue 14 part 2: NAME-cpu reads NAME's suite with the `slim` network, taught by NAME's
+    maps, made on the GPU; its card names every run its parameters came from."""
+    big, small = read_model_meta(PRETRAINED_DIR / full), read_model_meta(PRETRAINED_DIR / f"{full}-cpu")
+    assert small["config"]["arch"] == "slim" and small["config"]["teacher"] == full
+    for field in ("alphabet", "min_length", "max_length", "width", "height"):
+        assert small["config"][field] == big["config"][field], field
+    runs, info = [], small["info"]
+    while info:
+        assert "H200" in (info.get("summary") or info)["device"] and info.get("tests"), info.get("command")
+        runs.append(info)
+        info = info.get("init")
+    assert all(f"teacher={full}" in r["command"] for r in runs)
+    assert len(runs) == 1 + bool(small["config"]["init_from"])
 
 
 @pytest.mark.parametrize("meta, message", [

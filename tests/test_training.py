@@ -480,12 +480,16 @@ def test_train_on_real_folder_from_init_calibrates_on_the_held_out_split(tmp_pat
     assert (conf is None) == (len(hold) < MIN_READINGS)
     assert conf is None or (conf["threshold"] == s["calibration"]["threshold"] and "held-out files" in conf["fitted_on"])
     assert any("from " + str(tmp_path / "init") in ln for ln in lines)
+    init = read_model_meta(tmp_path / "w" / "model")["info"]["init"]  # the card names the run it started from
+    assert init["model"] == str(tmp_path / "init") and init["name"] == cfg.name and "error" not in init
     # a run killed after its start resumes from its checkpoint without the init model
     shutil.copytree(tmp_path / "init", tmp_path / "init_gone")
     gone = run.replace(init_from=str(tmp_path / "init_gone"), checkpoint_every=1)
     assert train(gone, tmp_path / "w4", progress=False, log=quiet, stop_after_steps=2) == {"stopped_at": 2}
     shutil.rmtree(tmp_path / "init_gone")
     assert train(gone, tmp_path / "w4", progress=False, log=quiet)["calibration"]["count"] == len(hold)
+    init = read_model_meta(tmp_path / "w4" / "model")["info"]["init"]  # its card says the start is gone
+    assert init["model"] == str(tmp_path / "init_gone") and "init_gone" in init["error"]
     other = cfg.replace(arch="c3x4 p c3x4")
     save_model(tmp_path / "init2", build_model(other, seed=0), other, 0.4)
     with pytest.raises(CheckpointError, match="architecture"):
