@@ -256,7 +256,7 @@ def test_shipped_model_names():
     assert {"lib36x4", "lib36var"} <= set(pretrained_names())
 
 
-@pytest.mark.parametrize("name", ["lib36x4", "lib36var"])
+@pytest.mark.parametrize("name", ["lib36x4", "lib36var", "lib36x4-cpu", "lib36var-cpu"])
 def test_shipped_model_loads_and_reads(name):
     model, cfg, thr, info = load_model(PRETRAINED_DIR / name)
     assert cfg.name == name and 0.0 < thr < 1.0

@@ -331,11 +331,12 @@ def test_shipped_kaggle_v2_reads_synthetic_lookalikes_and_knows_its_length():
 
 
 @pytest.mark.skipif(not REAL.is_dir(), reason=f"{REAL} is absent")
-def test_shipped_kaggle_v2_on_real_held_out_files():
+@pytest.mark.parametrize("name", ["kaggle_v2", "kaggle_v2-cpu"])
+def test_shipped_kaggle_v2_on_real_held_out_files(name):
     """40 of the held-out real files (never trained on), read from their paths."""
     from fcn_captcha.dataset import real_split
 
-    det = Detector.load("kaggle_v2")
+    det = Detector.load(name)
     _, hold = real_split(REAL, det.config.holdout)
     pick = hold[:40]
     reads = det.read([REAL / n for n in pick])
@@ -558,7 +559,7 @@ def test_non_finite_maps_are_an_error_not_an_empty_reading(broken):
         assert all(r.error for r in broken.read_arrays(arrays, on_error="quiet"))
 
 
-@pytest.mark.parametrize("name", ["lib36x4", "lib36var", "kaggle_v2"])
+@pytest.mark.parametrize("name", ["lib36x4", "lib36var", "kaggle_v2", "lib36x4-cpu", "lib36var-cpu", "kaggle_v2-cpu"])
 def test_shipped_readers_carry_a_calibrated_confidence_fitted_off_the_test_data(name):
     det = Detector.load(name)
     cal = det.calibrator

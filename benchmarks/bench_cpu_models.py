@@ -1,0 +1,155 @@
+"""The CPU models against their full models and ddddocr, on the same images in one process run.
+
+Issue 14 asks for a CPU model per shipped scheme that reads at least **2x ddddocr's images
+per second** on the same images, at no more than **0.2 points** below the full model's
+sequence accuracy. For each pair ``(full, full-cpu)`` of ``--pairs``:
+
+* the images: ``--count`` fresh images of the **plain** ``captcha`` 0.7.1 library at the
+  suite (texts from ``random.Random(--seed)``; bench_read's ``plain_images``), or, for
+  ``kaggle_v2``, the 161 held-out files of ``--kaggle`` (``real_split``, holdout 0.22:
+  never trained on; also both models' calibration set);
+* both models read them with the ONNX backend (onnxruntime, what a CPU user runs;
+  ``Detector.load(name, backend="onnx")``), on the PIL images (preprocessing included),
+  at batch 1 (one image per call, as ddddocr reads) and at batch ``--batch``; the best of
+  ``--repeats`` timed passes after one untimed pass;
+* ddddocr (``DdddOcr(show_ad=False)``, one image per call, the median call), its range
+  set to the suite's symbols in both cases (``set_ranges``; 1.6.1 applies it after its
+  argmax and reads many capitals as lowercase, so both cases are allowed and the output
+  upper-cased for the upper-case suites: bench_read's headline setting).
+
+Printed per pair: sequence accuracy of each reader, images per second, the CPU model's
+speed over ddddocr's at batch 1 and at ``--batch`` (target >= 2) and its accuracy below the
+full model's in points (target <= 0.2), with both targets marked met or missed.
+
+Command (2-core CPU, about 9 minutes with the defaults)::
+
+    python benchmarks/bench_cpu_models.py --count 2000 --json /tmp/bench_cpu_models.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_read import cpu_model, plain_images  # noqa: E402  (a sibling benchmark's helpers)
+
+from fcn_captcha.detector import Detector  # noqa: E402
+
+KAGGLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "captcha_images_v2"
+#: Targets of issue 14, part 2.
+SPEED_TARGET = 2.0
+ACCURACY_TARGET = 0.2  # points below the full model
+
+
+def images_of(det: Detector, count: int, seed: int, kaggle: Path):
+    """``(what, texts, PIL images)`` for the full model's suite."""
+    cfg = det.config
+    if cfg.real_data or cfg.style is not None:  # kaggle_v2: the real held-out files
+        from fcn_captcha.dataset import real_split
+        from fcn_captcha.preprocess import load_image
+
+        if not kaggle.is_dir():
+            raise FileNotFoundError(f"--kaggle {kaggle}: no such folder (the real 'CAPTCHA Images v2' files)")
+        _, hold = real_split(kaggle, cfg.holdout)
+        return (f"{len(hold)} held-out files of {kaggle}", [Path(n).stem for n in hold],
+                [load_image(kaggle / n) for n in hold])
+    texts, images = plain_images(cfg, count, seed)
+    return f"{count} fresh plain-library images (text seed {seed})", texts, images
+
+
+def bench_reader(det: Detector, images, truths, batch: int, repeats: int) -> dict:
+    """Sequence accuracy and best-of-``repeats`` images/s of ``det.read`` at ``batch``."""
+    reads = [r.text for r in det.read(images, batch_size=batch)]  # untimed: warms the session
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        again = det.read(images, batch_size=batch)
+        best = min(best, time.perf_counter() - t0)
+        if [r.text for r in again] != reads:
+            raise RuntimeError(f"{det.name}: read the same images differently on a second pass")
+    acc = float(np.mean([a == b for a, b in zip(reads, truths)]))
+    return {"batch": batch, "sequence_accuracy": acc, "images_per_s": len(images) / best, "best_pass_s": best}
+
+
+def bench_ddddocr(images, truths, alphabet: str) -> dict:
+    """ddddocr one image per call, its range the suite's symbols (both cases for upper-case suites)."""
+    import ddddocr
+
+    upper = alphabet.upper() == alphabet
+    charset = alphabet + "".join(sorted({c.lower() for c in alphabet if c.isalpha()})) if upper else alphabet
+    ocr = ddddocr.DdddOcr(show_ad=False)
+    ocr.set_ranges(charset)
+    out, times = [], []
+    for im in images:
+        t0 = time.perf_counter()
+        out.append(ocr.classification(im))
+        times.append(time.perf_counter() - t0)
+    out = [o.upper() for o in out] if upper else out
+    med = statistics.median(times[1:] or times)
+    from importlib.metadata import version
+
+    return {"version": version("ddddocr"), "set_ranges": charset, "uppercased": upper,
+            "sequence_accuracy": float(np.mean([a == b for a, b in zip(out, truths)])),
+            "images_per_s": 1.0 / med, "median_call_ms": 1e3 * med}
+
+
+def bench_pair(full: str, small: str, args) -> dict:
+    dets = {n: Detector.load(n, backend="onnx") for n in (full, small)}
+    what, truths, images = images_of(dets[full], args.count, args.seed, Path(args.kaggle))
+    print(f"\n{full} / {small}: {what}")
+    res = {"full": full, "cpu": small, "images": what, "count": len(images), "readers": {}}
+    for name, det in dets.items():
+        res["readers"][name] = [bench_reader(det, images, truths, b, args.repeats) for b in (1, args.batch)]
+        for r in res["readers"][name]:
+            print(f"  {name:14s} onnx batch {r['batch']:4d}: {100 * r['sequence_accuracy']:6.2f}%  "
+                  f"{r['images_per_s']:8.1f} images/s")
+    dd = bench_ddddocr(images, truths, dets[full].config.alphabet)
+    res["ddddocr"] = dd
+    print(f"  ddddocr {dd['version']:6s}  batch    1: {100 * dd['sequence_accuracy']:6.2f}%  "
+          f"{dd['images_per_s']:8.1f} images/s")
+    drop = 100 * (res["readers"][full][0]["sequence_accuracy"] - res["readers"][small][0]["sequence_accuracy"])
+    speed = [r["images_per_s"] / dd["images_per_s"] for r in res["readers"][small]]
+    res.update(points_below_full=drop, speed_over_ddddocr={"batch_1": speed[0], f"batch_{args.batch}": speed[1]},
+               speed_target_met=speed[0] >= SPEED_TARGET, accuracy_target_met=drop <= ACCURACY_TARGET)
+    print(f"  {small}: {speed[0]:.2f}x ddddocr's images/s at batch 1, {speed[1]:.2f}x at batch {args.batch} "
+          f"(target >= {SPEED_TARGET}x: {'met' if res['speed_target_met'] else 'MISSED'}); "
+          f"{drop:+.2f} points below {full} (target <= {ACCURACY_TARGET}: "
+          f"{'met' if res['accuracy_target_met'] else 'MISSED'})")
+    return res
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--pairs", nargs="+", default=["lib36x4", "lib36var", "kaggle_v2"],
+                    help="full models; each is compared with the shipped NAME-cpu")
+    ap.add_argument("--count", type=int, default=2000, help="fresh plain-library images per synthetic suite")
+    ap.add_argument("--seed", type=int, default=2026, help="seed of the texts")
+    ap.add_argument("--batch", type=int, default=32, help="the second batch size of the models")
+    ap.add_argument("--repeats", type=int, default=3, help="timed passes per reader (best counts)")
+    ap.add_argument("--kaggle", default=str(KAGGLE), help="the real 'CAPTCHA Images v2' folder")
+    ap.add_argument("--json", default=None, help="write the results to this path")
+    args = ap.parse_args(argv)
+    for name, value, low in (("--count", args.count, 1), ("--batch", args.batch, 1), ("--repeats", args.repeats, 1)):
+        if value < low:
+            ap.error(f"{name} {value}: must be at least {low}")
+    import onnxruntime
+
+    host = {"cpu": cpu_model(), "cpu_cores": os.cpu_count(), "onnxruntime": onnxruntime.__version__}
+    print(f"host: {host['cpu']}, {host['cpu_cores']} cores; onnxruntime {host['onnxruntime']}")
+    out = {"host": host, "args": vars(args), "pairs": [bench_pair(p, f"{p}-cpu", args) for p in args.pairs]}
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1))
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
