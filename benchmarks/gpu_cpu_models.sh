@@ -6,7 +6,9 @@
 # under BUDGET seconds each (the restart schedule from scratch), tested on 10,000 fresh
 # plain-library images. With INIT_DIR (holding lib36x4-cpu/ and lib36var-cpu/ from an
 # earlier run of this script), each instead continues from that model: one candidate,
-# fresh images (seed 1), the step size decaying to 0 over the whole stage.
+# fresh images (seed $SEED, default 1), the step size decaying to 0 over the whole stage
+# (fcn_captcha/pretrained as INIT_DIR continues the shipped ones).
+# CPU_ONLY="lib36var" trains only those of the two (default both).
 # With KAGGLE_DIR (the real "CAPTCHA Images v2" folder, carried): kaggle_v2-cpu, the
 # shipped kaggle_v2 giving both the centers (`fcn-captcha annotate --rounds 0`: forced
 # alignment of the labels, training split only) and the teacher's maps, then
@@ -22,7 +24,7 @@ filter() { grep -v -E "cuda_timer|Delay kernel|DeprecationWarning|warnings.warn|
 lib() {  # preset
   local p=$1 sets=(--set arch=slim --set "teacher=$1" --set "name=$1-cpu" --set "time_budget=$budget")
   if [ -n "$init" ]; then
-    sets+=(--init "$init/$1-cpu" --set seed=1 --set train_size=100000 --set stage_runs=1
+    sets+=(--init "$init/$1-cpu" --set "seed=${SEED:-1}" --set train_size=100000 --set stage_runs=1
            --set stage_epochs=40 --set lr_decay=1.0)
   fi
   local start; start=$(date +%s)
@@ -45,7 +47,7 @@ kag() {
   cp /tmp/w_kaggle/losses.png /tmp/stage/losses_kaggle_v2-cpu.png
   tar -C /tmp/w_kaggle -czf "$out/model_kaggle_v2-cpu.tgz" model losses.csv summary.json
 }
-lib lib36x4 & lib lib36var &
+for p in ${CPU_ONLY:-lib36x4 lib36var}; do lib "$p" & done
 if [ -n "$kaggle" ]; then kag & fi
 wait
 tail -n 6 /tmp/stage/train_*.log
