@@ -21,9 +21,16 @@ Printed per pair: sequence accuracy of each reader, images per second, the CPU m
 speed over ddddocr's at batch 1 and at ``--batch`` (target >= 2) and its accuracy below the
 full model's in points (target <= 0.2), with both targets marked met or missed.
 
-Command (2-core CPU, about 9 minutes with the defaults)::
+A pair is ``FULL`` (with the shipped ``FULL-cpu``) or ``FULL:CPU`` (CPU a shipped name or a
+model directory). ``--accuracy-only`` reads each set once per model (batch ``--batch``) and
+skips ddddocr: with ``--backend jax`` on a GPU, the accuracy gap on many images in seconds.
 
-    python benchmarks/bench_cpu_models.py --count 2000 --json /tmp/bench_cpu_models.json
+Commands::
+
+    # speed and accuracy, 2-core CPU, ONNX (about 9 minutes)
+    python benchmarks/bench_cpu_models.py --count 500 --json /tmp/bench_cpu_models.json
+    # the accuracy gap on 10,000 images, on a GPU
+    python benchmarks/bench_cpu_models.py --backend jax --accuracy-only --count 10000 --batch 512
 """
 
 from __future__ import annotations
@@ -49,8 +56,18 @@ SPEED_TARGET = 2.0
 ACCURACY_TARGET = 0.2  # points below the full model
 
 
+_IMAGES: dict = {}
+
+
 def images_of(det: Detector, count: int, seed: int, kaggle: Path):
-    """``(what, texts, PIL images)`` for the full model's suite."""
+    """``(what, texts, PIL images)`` for the full model's suite; pairs of one full model share them."""
+    key = (det.config.name, count, seed)
+    if key not in _IMAGES:
+        _IMAGES[key] = _draw_images(det, count, seed, kaggle)
+    return _IMAGES[key]
+
+
+def _draw_images(det: Detector, count: int, seed: int, kaggle: Path):
     cfg = det.config
     if cfg.real_data or cfg.style is not None:  # kaggle_v2: the real held-out files
         from fcn_captcha.dataset import real_split
@@ -68,6 +85,9 @@ def images_of(det: Detector, count: int, seed: int, kaggle: Path):
 def bench_reader(det: Detector, images, truths, batch: int, repeats: int) -> dict:
     """Sequence accuracy and best-of-``repeats`` images/s of ``det.read`` at ``batch``."""
     reads = [r.text for r in det.read(images, batch_size=batch)]  # untimed: warms the session
+    acc = float(np.mean([a == b for a, b in zip(reads, truths)]))
+    if not repeats:
+        return {"batch": batch, "sequence_accuracy": acc, "images_per_s": None, "texts": reads}
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -75,7 +95,6 @@ def bench_reader(det: Detector, images, truths, batch: int, repeats: int) -> dic
         best = min(best, time.perf_counter() - t0)
         if [r.text for r in again] != reads:
             raise RuntimeError(f"{det.name}: read the same images differently on a second pass")
-    acc = float(np.mean([a == b for a, b in zip(reads, truths)]))
     return {"batch": batch, "sequence_accuracy": acc, "images_per_s": len(images) / best, "best_pass_s": best}
 
 
@@ -102,23 +121,35 @@ def bench_ddddocr(images, truths, alphabet: str) -> dict:
 
 
 def bench_pair(full: str, small: str, args) -> dict:
-    dets = {n: Detector.load(n, backend="onnx") for n in (full, small)}
+    dets = {n: Detector.load(n, backend=args.backend) for n in (full, small)}
     what, truths, images = images_of(dets[full], args.count, args.seed, Path(args.kaggle))
     print(f"\n{full} / {small}: {what}")
     res = {"full": full, "cpu": small, "images": what, "count": len(images), "readers": {}}
     for name, det in dets.items():
-        res["readers"][name] = [bench_reader(det, images, truths, b, args.repeats) for b in (1, args.batch)]
+        batches = (args.batch,) if args.accuracy_only else (1, args.batch)
+        res["readers"][name] = [bench_reader(det, images, truths, b, 0 if args.accuracy_only else args.repeats)
+                                for b in batches]
         for r in res["readers"][name]:
-            print(f"  {name:14s} onnx batch {r['batch']:4d}: {100 * r['sequence_accuracy']:6.2f}%  "
-                  f"{r['images_per_s']:8.1f} images/s")
+            print(f"  {name:14s} {args.backend} batch {r['batch']:4d}: {100 * r['sequence_accuracy']:6.2f}%  "
+                  + (f"{r['images_per_s']:8.1f} images/s" if r["images_per_s"] else ""))
+    drop = 100 * (res["readers"][full][0]["sequence_accuracy"] - res["readers"][small][0]["sequence_accuracy"])
+    res.update(points_below_full=drop, accuracy_target_met=drop <= ACCURACY_TARGET)
+    if args.accuracy_only:
+        both = [(a == t, b == t) for a, b, t in zip(res["readers"][full][0]["texts"],
+                                                    res["readers"][small][0]["texts"], truths)]
+        res["only_full_right"] = sum(a and not b for a, b in both)
+        res["only_cpu_right"] = sum(b and not a for a, b in both)
+        print(f"  {small}: {drop:+.2f} points below {full} (target <= {ACCURACY_TARGET}: "
+              f"{'met' if res['accuracy_target_met'] else 'MISSED'}); images only {full} reads: "
+              f"{res['only_full_right']}, only {small}: {res['only_cpu_right']}")
+        return res
     dd = bench_ddddocr(images, truths, dets[full].config.alphabet)
     res["ddddocr"] = dd
     print(f"  ddddocr {dd['version']:6s}  batch    1: {100 * dd['sequence_accuracy']:6.2f}%  "
           f"{dd['images_per_s']:8.1f} images/s")
-    drop = 100 * (res["readers"][full][0]["sequence_accuracy"] - res["readers"][small][0]["sequence_accuracy"])
     speed = [r["images_per_s"] / dd["images_per_s"] for r in res["readers"][small]]
-    res.update(points_below_full=drop, speed_over_ddddocr={"batch_1": speed[0], f"batch_{args.batch}": speed[1]},
-               speed_target_met=speed[0] >= SPEED_TARGET, accuracy_target_met=drop <= ACCURACY_TARGET)
+    res.update(speed_over_ddddocr={"batch_1": speed[0], f"batch_{args.batch}": speed[1]},
+               speed_target_met=speed[0] >= SPEED_TARGET)
     print(f"  {small}: {speed[0]:.2f}x ddddocr's images/s at batch 1, {speed[1]:.2f}x at batch {args.batch} "
           f"(target >= {SPEED_TARGET}x: {'met' if res['speed_target_met'] else 'MISSED'}); "
           f"{drop:+.2f} points below {full} (target <= {ACCURACY_TARGET}: "
@@ -129,7 +160,9 @@ def bench_pair(full: str, small: str, args) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--pairs", nargs="+", default=["lib36x4", "lib36var", "kaggle_v2"],
-                    help="full models; each is compared with the shipped NAME-cpu")
+                    help="FULL (against the shipped FULL-cpu) or FULL:CPU (a name or model directory)")
+    ap.add_argument("--backend", choices=["onnx", "jax"], default="onnx")
+    ap.add_argument("--accuracy-only", action="store_true", help="one pass per model, no timing, no ddddocr")
     ap.add_argument("--count", type=int, default=2000, help="fresh plain-library images per synthetic suite")
     ap.add_argument("--seed", type=int, default=2026, help="seed of the texts")
     ap.add_argument("--batch", type=int, default=32, help="the second batch size of the models")
@@ -143,8 +176,14 @@ def main(argv=None) -> int:
     import onnxruntime
 
     host = {"cpu": cpu_model(), "cpu_cores": os.cpu_count(), "onnxruntime": onnxruntime.__version__}
-    print(f"host: {host['cpu']}, {host['cpu_cores']} cores; onnxruntime {host['onnxruntime']}")
-    out = {"host": host, "args": vars(args), "pairs": [bench_pair(p, f"{p}-cpu", args) for p in args.pairs]}
+    if args.backend == "jax":
+        import jax
+
+        host["jax_device"] = jax.devices()[0].device_kind
+    print(f"host: {host['cpu']}, {host['cpu_cores']} cores; onnxruntime {host['onnxruntime']}"
+          + (f"; JAX on {host['jax_device']}" if args.backend == "jax" else ""))
+    pairs = [p.split(":", 1) if ":" in p else (p, f"{p}-cpu") for p in args.pairs]
+    out = {"host": host, "args": vars(args), "pairs": [bench_pair(f, c, args) for f, c in pairs]}
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
         print(f"wrote {args.json}")
