@@ -12,6 +12,14 @@ model's suite (texts from ``random.Random(--seed)``, drawing by the library's ow
 * ``read_batch``: :meth:`~fcn_captcha.detector.Detector.read_batch` on the same images
   as one decoded uint8 ``[N, H, W, 3]`` array, preprocessed on the device.
 
+Under each path's row, its host-side share: the call's device program timed alone on
+inputs already on the device (device preprocessing where the path has it, network,
+``decode_device``; ``block_until_ready``), and the rest of the call (copies both ways,
+host preparation, readings), in ms per call and as a share of it (JSON keys
+``device_ms_per_batch``, ``host_ms_per_batch``, ``host_share``; ``read`` rows also say
+where the images were ``preprocessed_on``: a list of PIL images of the model's size
+goes to the device).
+
 Then, at the largest batch, the decoder's share: the jitted network alone and the
 network with ``decode_device`` in one jitted program on the same preprocessed batch
 (``block_until_ready``, medians of ``--repeats`` x 5 calls), their difference against
@@ -150,6 +158,42 @@ def bench_path(read_chunk, count: int, batch: int, repeats: int, cover: bool) ->
             "ms_per_image": 1e3 * med / batch, "texts": texts}
 
 
+def device_program_s(det: Detector, inputs: np.ndarray, on_device_prep: bool, repeats: int) -> float:
+    """Median seconds of what one read call runs on the device for ``inputs`` already there.
+
+    The device preprocessing (``on_device_prep``: :func:`fcn_captcha.device_preprocess.model_inputs_device`),
+    the network and ``decode_device``, dispatched as the detector dispatches them and
+    waited for with ``block_until_ready``; the host->device copy of the inputs is not in it.
+    """
+    from fcn_captcha.device_decoder import decode_device
+    from fcn_captcha.device_preprocess import model_inputs_device
+
+    cfg = det.config
+    thr = jnp.float32(det.threshold)
+    x_in = jax.device_put(inputs)
+
+    def run():
+        x = model_inputs_device(x_in, cfg.width, cfg.height) if on_device_prep else x_in
+        return decode_device(det._maps(det._params, x), thr, length=cfg.length_range, stride=cfg.stride,
+                             min_distance=tuple(cfg.min_distance), max_candidates=cfg.max_candidates)
+
+    jax.block_until_ready(run())  # compile
+    ts = []
+    for _ in range(max(repeats, 3)):
+        t0 = time.perf_counter()
+        jax.block_until_ready(run())
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def host_share(row: dict, device_s: float) -> None:
+    """Add the device and host milliseconds per call and the host's share of the call to ``row``."""
+    call = row["median_call_s"]
+    row["device_ms_per_batch"] = 1e3 * device_s
+    row["host_ms_per_batch"] = 1e3 * max(call - device_s, 0.0)
+    row["host_share"] = max(call - device_s, 0.0) / call
+
+
 def decoder_share(det: Detector, arrays: np.ndarray, batch: int, repeats: int) -> dict:
     """Device time of the network alone and of network + ``decode_device`` on one batch."""
     from fcn_captcha.device_decoder import decode_device
@@ -274,6 +318,21 @@ def main(argv=None) -> int:
             rows.append(r)
             print(f"  {path:16s} batch {b:5d}: first call {r['first_call_s']:7.2f} s, then {r['images_per_s']:9.1f} "
                   f"images/s ({r['ms_per_image']:.2f} ms/image, median of {r['timed_calls']} calls)", flush=True)
+            # the call's device program on device-resident inputs; the rest of the call is the host's
+            idx = np.arange(b) % args.count
+            if path == "read_arrays":
+                dev_s = device_program_s(det, arrays[idx], False, args.repeats)
+            elif path == "read_batch":
+                dev_s = device_program_s(det, decoded[idx], True, args.repeats)
+            else:  # read: on the device when the list qualifies (Detector._model_size_batch), else host-prepared
+                on_dev = det._model_size_batch([images[i] for i in idx])
+                dev_s = device_program_s(det, arrays[idx] if on_dev is None else on_dev, on_dev is not None,
+                                         args.repeats)
+                r["preprocessed_on"] = "host" if on_dev is None else "device"
+            host_share(r, dev_s)
+            print(f"  {'':16s}             device {r['device_ms_per_batch']:8.2f} ms/call, host (copies, "
+                  f"preparation, readings) {r['host_ms_per_batch']:8.2f} ms/call: {100 * r['host_share']:.0f}% "
+                  f"of the call", flush=True)
 
     # quality, and agreement of all paths and batch sizes
     full = next(r for r in rows if r["batch"] == batches[-1] and r["path"].startswith("read workers"))["texts"]

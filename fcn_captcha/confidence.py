@@ -69,6 +69,7 @@ __all__ = [
     "FEATURES",
     "MIN_READINGS",
     "Calibrator",
+    "batch_features",
     "cross_validated_confidence",
     "fit_calibrator",
     "reading_features",
@@ -123,6 +124,40 @@ def reading_features(reading) -> np.ndarray:
     return np.array([weakest, margin, weakest - float(reading.runner_up), 0.0 if reading.length_forced else 1.0])
 
 
+def batch_features(score: np.ndarray, rival: np.ndarray, valid: np.ndarray, runner_up: np.ndarray,
+                   length_forced: np.ndarray) -> np.ndarray:
+    """:func:`reading_features` of a whole batch, from the decoder's fixed-size arrays.
+
+    The same float64 values as stacking :func:`reading_features` of each reading
+    (the minima are exact, the differences the same float64 operations), without a
+    Python loop: what :class:`~fcn_captcha.detector.Detector` computes on
+    :func:`fcn_captcha.device_decoder.decode_device`'s outputs.
+
+    Args:
+      score: float ``[B, M]`` peak values (:attr:`Char.score <fcn_captcha.decoder.Char.score>`).
+      rival: float ``[B, M]``, :attr:`Char.rival <fcn_captcha.decoder.Char.rival>`.
+      valid: bool ``[B, M]``, True for the read characters.
+      runner_up: float ``[B]``, :attr:`Reading.runner_up <fcn_captcha.decoder.Reading.runner_up>`.
+      length_forced: bool ``[B]``.
+
+    Returns:
+      float64 ``[B, 4]``: weakest, margin, gap, agree.
+
+    >>> batch_features(np.array([[0.9, 0.8, 0.0]]), np.array([[0.7, 0.1, 0.0]]),
+    ...                np.array([[True, True, False]]), np.array([0.3]), np.array([False])).round(3).tolist()
+    [[0.8, 0.2, 0.5, 1.0]]
+    """
+    valid = np.asarray(valid, bool)
+    score = np.asarray(score, np.float64)
+    any_read = valid.any(axis=1)
+    weakest = np.where(any_read, np.min(np.where(valid, score, np.inf), axis=1, initial=np.inf), 0.0)
+    diff = score - np.asarray(rival, np.float64)
+    margin = np.where(any_read, np.min(np.where(valid, diff, np.inf), axis=1, initial=np.inf), 0.0)
+    gap = weakest - np.asarray(runner_up, np.float64)
+    agree = np.where(np.asarray(length_forced, bool), 0.0, 1.0)
+    return np.stack([weakest, margin, gap, agree], axis=1).reshape(-1, len(FEATURES))
+
+
 def symbol_risk(texts: Sequence[str], truths: Sequence[str], prior: float = SYMBOL_PRIOR) -> dict[str, float]:
     """Each read symbol's smoothed substitution rate ``q[s]`` (and ``""``: the overall rate).
 
@@ -149,7 +184,10 @@ def symbol_risk(texts: Sequence[str], truths: Sequence[str], prior: float = SYMB
 def _symbols_factor(texts: Sequence[str], risk: dict[str, float]) -> np.ndarray:
     """``prod(1 - q[s])`` over each text's symbols, float64 ``[N]`` (unknown symbols: the overall rate)."""
     q0 = risk[""]
-    return np.array([math.exp(sum(math.log1p(-risk.get(c, q0)) for c in t)) for t in texts], np.float64)
+    logs: dict[str, float] = {}  # log1p(-q[c]) once per symbol: the same values, summed in the same order
+    for c in set().union(*texts):
+        logs[c] = math.log1p(-risk.get(c, q0))
+    return np.array([math.exp(sum(logs[c] for c in t)) for t in texts], np.float64)
 
 
 # ----- logistic fit ------------------------------------------------------------------------------
@@ -247,9 +285,20 @@ class Calibrator:
     fitted_on: str = ""
     cv: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
 
-    def predict(self, readings: Sequence) -> np.ndarray:
-        """float64 ``[N]`` probabilities in ``[bounds]`` of ``N`` readings (readings with ``error``: 0.0)."""
-        base = np.array([reading_features(r) for r in readings], np.float64).reshape(-1, len(FEATURES))
+    def predict(self, readings: Sequence, features: np.ndarray | None = None) -> np.ndarray:
+        """float64 ``[N]`` probabilities in ``[bounds]`` of ``N`` readings (readings with ``error``: 0.0).
+
+        Args:
+          readings: ``N`` readings.
+          features: float64 ``[N, 4]``, their :func:`reading_features` when the caller
+            has them already (:func:`batch_features`); None: computed here.
+        """
+        if features is None:
+            base = np.array([reading_features(r) for r in readings], np.float64).reshape(-1, len(FEATURES))
+        else:
+            base = np.asarray(features, np.float64).reshape(-1, len(FEATURES))
+            if len(base) != len(readings):
+                raise ValueError(f"features of {len(base)} readings for {len(readings)} readings")
         x = base[:, [FEATURES.index(f) for f in self.features]]
         p = _sigmoid(self.bias + x @ np.asarray(self.weights, np.float64))
         if self.risk:
@@ -316,12 +365,17 @@ def _length_key(length) -> tuple[int, int] | None:
     return int(length), int(length)
 
 
-def with_confidence(readings: Sequence, calibrator: Calibrator | None) -> list:
-    """The readings with ``confidence`` set by ``calibrator`` (left None without one, and on errors)."""
+def with_confidence(readings: Sequence, calibrator: Calibrator | None, features: np.ndarray | None = None) -> list:
+    """The readings with ``confidence`` set by ``calibrator`` (left None without one, and on errors).
+
+    ``features`` (float64 ``[N, 4]``, optional) are the readings' :func:`reading_features`
+    when the caller has them (:func:`batch_features`), as :meth:`Calibrator.predict` takes them.
+    """
     if calibrator is None or not len(readings):
         return list(readings)
-    p = calibrator.predict(readings)
-    return [r if r.error else dataclasses.replace(r, confidence=float(q)) for r, q in zip(readings, p)]
+    p = calibrator.predict(readings, features).tolist()
+    return [r if r.error else type(r)(r.text, r.chars, r.length_forced, r.error, r.runner_up, q)
+            for r, q in zip(readings, p)]
 
 
 # ----- fitting ----------------------------------------------------------------------------------

@@ -37,7 +37,10 @@ probability is never made up.
 
 A decoded uint8 batch of one size (``[N, H, W]`` or ``[N, H, W, 1|3|4]``) reads through
 :meth:`Detector.read_batch`, which preprocesses it on the device
-(:mod:`fcn_captcha.device_preprocess`) with the same readings as :meth:`Detector.read`.
+(:mod:`fcn_captcha.device_preprocess`) with the same readings as :meth:`Detector.read`;
+:meth:`Detector.read` does the same for a list of decoded images of the model's input
+size. On the host, each batch's decoder outputs come back in one copy and become
+readings by NumPy on the whole batch, while the device reads the next batch.
 
 Why this module is long: it is the one reading API, and its entry points (``read``,
 ``read_batch``, ``read_arrays``, ``center_maps``) share the argument checks, the error
@@ -299,20 +302,21 @@ class Detector:
         else:
             import jax.numpy as jnp
 
-            from fcn_captcha.device_decoder import decode_device, readings_from_device
+            from fcn_captcha.device_decoder import decode_device
 
             thr = jnp.float32(threshold)
-            pending = None
+            pending, features = None, []
             for n, maps in batches:
                 out = decode_device(maps, thr, stride=cfg.stride, length=length,
                                     min_distance=tuple(cfg.min_distance), max_candidates=cfg.max_candidates)
                 if pending is not None:
-                    reads += readings_from_device(pending[0], cfg.alphabet)[:pending[1]]
+                    reads += _host_readings(*pending, cfg.alphabet, features)
                 pending = (out, n)
             if pending is not None:
-                reads += readings_from_device(pending[0], cfg.alphabet)[:pending[1]]
+                reads += _host_readings(*pending, cfg.alphabet, features)
+            features = np.concatenate(features) if features else None
         if self.calibrator is not None and self.calibrator.applies(threshold, length):
-            reads = with_confidence(reads, self.calibrator)
+            reads = with_confidence(reads, self.calibrator, None if self.backend == "onnx" else features)
         return reads
 
     def read_arrays(self, images: np.ndarray, threshold: float | None = None, batch_size: int = 256,
@@ -349,6 +353,51 @@ class Detector:
                 reads[i] = dataclasses.replace(r, error=f"image #{i}: {r.error}")
                 _report(reads[i].error, on_error, ValueError)
         return reads
+
+    def _model_size_batch(self, items: list) -> np.ndarray | None:
+        """The decoded images of :meth:`read` as one uint8 batch for the device, or None (read on the host).
+
+        A list qualifies when the JAX backend reads it, the model has no scheme, and
+        every item is already decoded and of the model's input size, of one kind:
+        PIL images of mode "L" or "RGB" (one frame, no EXIF turn; an RGB image made
+        gray by Pillow's ``convert("L")``, as the host does) and uint8 arrays
+        ``[H, W]`` / ``[H, W, 1]`` give ``[N, H, W]``; uint8 arrays ``[H, W, 3]`` give
+        ``[N, H, W, 3]``. Without a resize, :mod:`fcn_captcha.device_preprocess`
+        computes exactly what :func:`~fcn_captcha.preprocess.to_model_input` does on
+        any device (float64 table look-ups, sums, one division and products rounded
+        one IEEE operation at a time, none fused into a multiply-add), so the readings
+        are the host path's. Anything else (a file, another size or mode, a
+        lazily opened image that fails to load) returns None, and the host path reads
+        (and reports) it.
+        """
+        cfg = self.config
+        if self.backend != "jax" or self.scheme is not None or not items:
+            return None
+        size = (cfg.height, cfg.width)
+        gray, rgb = [], []
+        try:
+            for i, item in enumerate(items):
+                if isinstance(item, Image.Image):
+                    if (item.mode not in ("L", "RGB") or getattr(item, "n_frames", 1) != 1
+                            or item.size != (cfg.width, cfg.height)):
+                        return None
+                    im = upright(item, f"image #{i}")
+                    if im is not item:  # turned by its EXIF orientation
+                        return None
+                    gray.append(np.asarray(im if im.mode == "L" else im.convert("L")))
+                elif _is_array(item) and getattr(item, "dtype", None) == np.uint8:
+                    a = np.asarray(item)
+                    if a.shape[:2] != size or a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (1, 3)):
+                        return None
+                    (rgb if a.ndim == 3 and a.shape[2] == 3 else gray).append(a.reshape(size) if a.shape[-1] == 1
+                                                                             and a.ndim == 3 else a)
+                else:
+                    return None
+                if gray and rgb:
+                    return None
+        except (ImageError, OSError, ValueError, TypeError):  # e.g. a truncated lazily opened image: the host says so
+            return None
+        return np.stack(gray or rgb)
 
     def _prepare(self, i: int, item):
         """One image of :meth:`read` made the network's input, on the host (thread-safe).
@@ -412,12 +461,18 @@ class Detector:
         if self.backend != "jax" or self.scheme is not None or (len(shape) == 4 and shape[-1] == 4):
             return self.read(list(np.asarray(images)), threshold=thr, batch_size=batch_size, length=length,
                              on_error=on_error, workers=1)
+        return self._read_decoded(images, thr, batch_size, length, on_error)
+
+    def _read_decoded(self, images, thr: float, batch_size: int, length, on_error: str) -> list[Reading]:
+        """:meth:`read_batch`'s device path on a checked uint8 batch ``[N, H, W]`` / ``[N, H, W, 1|3]``
+        and checked arguments (JAX backend, no scheme)."""
         import jax.numpy as jnp
 
         from fcn_captcha.batching import fixed_chunks
         from fcn_captcha.device_preprocess import model_inputs_device
 
         cfg = self.config
+        shape = tuple(np.shape(images))
         faint = []
 
         def chunks():
@@ -435,7 +490,7 @@ class Detector:
         for i, r in enumerate(reads):
             if r.error:
                 r = dataclasses.replace(r, error=f"image #{i}: {r.error}")
-                _report(r.error, on_error, ValueError)
+                _report(r.error, on_error, ValueError, stacklevel=4)
             out.append(_rescale(r, size, cfg))
         return out
 
@@ -474,10 +529,14 @@ class Detector:
             ``batch_size`` as the device reads the previous chunk (JAX dispatches
             asynchronously), and the readings, errors and their order are the same for
             every ``workers`` (``tests/test_detector.py``); only warnings may come in
-            another order. The preparation is mostly NumPy and Pillow calls on small
-            arrays that hold Python's GIL, so threads gain little (none measured on a
-            shared 2-core CPU); a decoded uint8 batch of one size is faster through
-            :meth:`read_batch`, which prepares it on the device.
+            another order. Threads are used only when the list holds files or encoded
+            bytes (their decoding runs without Python's GIL); decoded images are
+            prepared in this thread, as their preparation is short NumPy and Pillow
+            calls that hold the GIL, where threads only contend (``read(workers=16)``
+            was slower than ``workers=1``). A list of decoded images all of the
+            model's input size (PIL "L" or "RGB", uint8 arrays ``[H, W]``,
+            ``[H, W, 1]`` or ``[H, W, 3]``, one kind) is prepared on the device as
+            :meth:`read_batch` does, with the same readings (:meth:`_model_size_batch`).
 
         Returns:
           A :class:`~fcn_captcha.decoder.Reading` for one image, else a list in input
@@ -507,6 +566,10 @@ class Detector:
             raise TypeError(f"images is a {type(images).__name__} ({_short(images)}); Detector.read takes {_ACCEPTED}")
         workers = default_workers() if workers is None else _check_int(
             "workers", workers, 1, None, " (a positive int, host threads preparing images; 1: none)")
+        decoded = self._model_size_batch(items)
+        if decoded is not None:  # decoded images of the model's size: prepared on the device
+            out = self._read_decoded(decoded, thr, batch_size, length, on_error)
+            return out[0] if single else out
         cfg = self.config
         sizes, names, transforms, errors = [], [], [], {}
         results = _prepared(self._prepare, items, workers, batch_size)
@@ -552,16 +615,37 @@ class Detector:
         return out[0] if single else out
 
 
+def _host_readings(out: dict, n: int, alphabet: str, features: list) -> list[Reading]:
+    """The first ``n`` readings of one batch of :func:`~fcn_captcha.device_decoder.decode_device`
+    outputs (one device->host copy, NumPy on the whole batch); appends their
+    :func:`~fcn_captcha.confidence.batch_features` ``[n, 4]`` to ``features``."""
+    from fcn_captcha.confidence import batch_features
+    from fcn_captcha.device_decoder import fetch_outputs, readings_from_device
+
+    host = {k: v[:n] for k, v in fetch_outputs(out).items()}
+    features.append(batch_features(host["score"], host["rival"], host["valid"], host["runner_up"],
+                                   host["length_forced"]))
+    return readings_from_device(host, alphabet)
+
+
 def default_workers() -> int:
     """Host threads :meth:`Detector.read` prepares images with by default: ``min(4, os.cpu_count())``."""
     return max(1, min(4, os.cpu_count() or 1))
 
 
 def _prepared(prepare, items: list, workers: int, chunk: int):
-    """``prepare(i, items[i])`` for each item, in input order: in this thread (``workers`` 1, or
-    one item), else in chunks on a pool of ``workers`` threads, at most ``2 * workers``
-    chunks ahead of the consumer (pending ones cancelled when it stops early)."""
-    if workers <= 1 or len(items) <= 1:
+    """``prepare(i, items[i])`` for each item, in input order: in this thread (``workers`` 1,
+    one item, or no file or encoded bytes among them), else in chunks on a pool of
+    ``workers`` threads, at most ``2 * workers`` chunks ahead of the consumer (pending
+    ones cancelled when it stops early).
+
+    Threads serve the files alone: Pillow decodes with Python's GIL released, but the
+    preparation of decoded images is many short NumPy and Pillow calls that each take
+    the GIL back, so threads only contend for it (measured: 1024 PIL images of
+    192x64 prepared in 286 ms by one thread, 303 / 341 / 363 ms by 2 / 4 / 16 threads,
+    on 2 cores; ``read(workers=16)`` was slower than ``workers=1`` on a 16-core host too).
+    """
+    if workers <= 1 or len(items) <= 1 or not any(isinstance(x, (str, os.PathLike, *BYTES_TYPES)) for x in items):
         for i, item in enumerate(items):
             yield prepare(i, item)
         return
@@ -593,12 +677,13 @@ def _short(x) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _report(message: str, on_error: str, exc: type[Exception]) -> None:
-    """Act on one image's error by ``on_error``: warn ("report"), nothing ("quiet"), raise ``exc``."""
+def _report(message: str, on_error: str, exc: type[Exception], stacklevel: int = 3) -> None:
+    """Act on one image's error by ``on_error``: warn ("report", at the caller ``stacklevel`` frames
+    up), nothing ("quiet"), raise ``exc``."""
     if on_error == "raise":
         raise exc(message)
     if on_error == "report":
-        warnings.warn(message, stacklevel=3)
+        warnings.warn(message, stacklevel=stacklevel)
 
 
 def _rescale(reading: Reading, size, cfg: Config, scheme: SchemeInfo | None = None, transform=None) -> Reading:

@@ -335,8 +335,27 @@ def decode_device(center_maps, threshold, length=None, min_distance: Sequence[fl
                               stride=_positive_int("stride", stride))
 
 
+def fetch_outputs(out: dict[str, Any]) -> dict[str, np.ndarray]:
+    """:func:`decode_device`'s arrays copied to the host in one ``jax.device_get``.
+
+    All copies are started before the first is waited for (one synchronisation per
+    batch, not one per array); NumPy arrays pass through unchanged.
+
+    Args:
+      out: the dict returned by :func:`decode_device` (device or NumPy arrays).
+
+    Returns:
+      The same keys, NumPy arrays of the same shapes and dtypes.
+    """
+    return {k: np.asarray(v) for k, v in jax.device_get(dict(out)).items()}
+
+
 def readings_from_device(out: dict[str, Any], alphabet: str) -> list[Reading]:
     """Host side of :func:`decode_device`: its arrays -> ``B`` :class:`Reading` objects.
+
+    One device->host copy of the batch (:func:`fetch_outputs`), then NumPy on the whole
+    ``[B, M]`` arrays (the read characters moved to the front of each row, kept in
+    row order, then ``tolist``); the Python loop only builds the objects.
 
     Args:
       out: the dict returned by :func:`decode_device` (device or NumPy arrays).
@@ -347,22 +366,37 @@ def readings_from_device(out: dict[str, Any], alphabet: str) -> list[Reading]:
       whose maps are not finite (``out["finite"]`` False) gets an empty reading with
       :attr:`Reading.error` set to :data:`NON_FINITE_MAPS`, as
       ``decode(..., non_finite="flag")`` gives (plain ``decode`` raises).
+
+    Raises:
+      ValueError: a symbol index outside the alphabet.
     """
-    symbol = np.asarray(out["symbol"])
-    x, y, score = (np.asarray(out[n], np.float64) for n in ("x", "y", "score"))
-    rival = np.asarray(out["rival"], np.float64) if "rival" in out else np.zeros_like(score)
-    valid = np.asarray(out["valid"])
-    forced = np.asarray(out["length_forced"])
-    runner = np.asarray(out["runner_up"], np.float64) if "runner_up" in out else np.zeros(symbol.shape[:1])
-    finite = np.asarray(out["finite"]) if "finite" in out else np.ones(symbol.shape[:1], bool)
+    out = fetch_outputs(out)
+    symbol = out["symbol"]
+    b = symbol.shape[0]
+    valid = out["valid"].astype(bool)
+    finite = out["finite"].astype(bool) if "finite" in out else np.ones(b, bool)
     if symbol.size and (symbol[finite].max(initial=-1) >= len(alphabet)):
         raise ValueError(f"symbol index {int(symbol[finite].max())} is outside the alphabet {alphabet!r}")
+    counts = valid.sum(axis=1)
+    m = int(counts.max(initial=0))
+    front = np.broadcast_to(np.arange(m), (b, m))
+    if not np.array_equal(valid[:, :m], front < counts[:, None]):  # not in front (not decode_device's order)
+        front = np.argsort(~valid, axis=1, kind="stable")[:, :m]
+
+    def cols(name):
+        return np.take_along_axis(out[name] if name in out else np.zeros(symbol.shape), front, axis=1)
+
+    syms = cols("symbol").tolist()
+    x, y, score, rival = (cols(n).astype(np.float64).tolist() for n in ("x", "y", "score", "rival"))
+    forced = out["length_forced"].astype(bool).tolist()
+    runner = (out["runner_up"].astype(np.float64) if "runner_up" in out else np.zeros(b)).tolist()
+    letters = list(alphabet)
     reads = []
-    for b in range(symbol.shape[0]):
-        if not finite[b]:
+    for i, (n, ok) in enumerate(zip(counts.tolist(), finite.tolist())):
+        if not ok:
             reads.append(Reading("", error=NON_FINITE_MAPS))
             continue
-        chars = tuple(Char(alphabet[int(symbol[b, i])], float(x[b, i]), float(y[b, i]), float(score[b, i]),
-                           float(rival[b, i])) for i in np.flatnonzero(valid[b]))
-        reads.append(Reading("".join(c.symbol for c in chars), chars, bool(forced[b]), runner_up=float(runner[b])))
+        text = [letters[s] for s in syms[i][:n]]
+        chars = tuple(map(Char, text, x[i][:n], y[i][:n], score[i][:n], rival[i][:n]))
+        reads.append(Reading("".join(text), chars, forced[i], runner_up=runner[i]))
     return reads

@@ -22,3 +22,29 @@ def kaggle_texts():
         rng = np.random.default_rng(seed)
         return ["".join(rng.choice(list(KAGGLE_ALPHABET), length)) for _ in range(n)]
     return make
+
+
+def _per_peak_readings(out, alphabet):
+    """The per-image, per-peak loop ``readings_from_device`` had before it was vectorised (the reference)."""
+    from fcn_captcha.decoder import NON_FINITE_MAPS, Char, Reading
+
+    symbol = np.asarray(out["symbol"])
+    x, y, score, rival = (np.asarray(out[n], np.float64) for n in ("x", "y", "score", "rival"))
+    valid, forced, finite = (np.asarray(out[n]) for n in ("valid", "length_forced", "finite"))
+    runner = np.asarray(out["runner_up"], np.float64)
+    reads = []
+    for b in range(symbol.shape[0]):
+        if not finite[b]:
+            reads.append(Reading("", error=NON_FINITE_MAPS))
+            continue
+        chars = tuple(Char(alphabet[int(symbol[b, i])], float(x[b, i]), float(y[b, i]), float(score[b, i]),
+                           float(rival[b, i])) for i in np.flatnonzero(valid[b]))
+        reads.append(Reading("".join(c.symbol for c in chars), chars, bool(forced[b]), runner_up=float(runner[b])))
+    return reads
+
+
+@pytest.fixture
+def per_peak_readings():
+    """``per_peak_readings(out, alphabet)``: readings of decode_device outputs by the per-peak loop
+    that ``readings_from_device`` had before it was vectorised (the reference of the host side)."""
+    return _per_peak_readings

@@ -5,6 +5,7 @@ calibrator, other decoding settings). Readings are built by hand; no network. Ab
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from fcn_captcha.confidence import (
     CANDIDATES,
     MIN_READINGS,
     Calibrator,
+    batch_features,
     cross_validated_confidence,
     fit_calibrator,
     reading_features,
@@ -208,3 +210,24 @@ def test_imports_no_jax():
     code = "import sys, fcn_captcha.confidence, fcn_captcha.reliability; print('jax' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_batch_features_equal_reading_features_and_predict_takes_them(calibrator):
+    """The detector's vectorised features are the per-reading ones, bit for bit, and give the same confidence."""
+    rng = np.random.default_rng(3)
+    b, m = 12, 6
+    score, rival = rng.random((b, m)), rng.random((b, m)) * 0.5
+    valid = rng.random((b, m)) < 0.6
+    valid[0] = False  # an empty reading
+    runner, forced = rng.random(b) * 0.3, rng.random(b) < 0.3
+    reads = [Reading("".join("0AB"[j % 3] for j in np.flatnonzero(valid[i])),
+                     tuple(Char("0AB"[j % 3], 0.0, 0.0, float(score[i, j]), float(rival[i, j]))
+                           for j in np.flatnonzero(valid[i])), bool(forced[i]), runner_up=float(runner[i]))
+             for i in range(b)]
+    feats = batch_features(score, rival, valid, runner, forced)
+    np.testing.assert_array_equal(feats, np.stack([reading_features(r) for r in reads]))
+    np.testing.assert_array_equal(calibrator.predict(reads, feats), calibrator.predict(reads))
+    old = [dataclasses.replace(r, confidence=float(q)) for r, q in zip(reads, calibrator.predict(reads))]
+    assert with_confidence(reads, calibrator, feats) == old
+    with pytest.raises(ValueError, match="features of 11 readings"):
+        calibrator.predict(reads, feats[1:])

@@ -515,3 +515,27 @@ def test_both_device_candidate_paths_read_like_numpy(path, monkeypatch):
         kw = {"max_candidates": 24, "length": length}
         for r, d in zip(decode(maps, "abcdef", **kw), device_readings(maps, "abcdef", **kw)):
             assert_same_reading(r, d)
+
+
+# ----- the host side of the device decoder: one copy, NumPy on the whole batch -------------------
+def test_readings_from_device_equal_the_per_peak_loop(per_peak_readings):
+    rng = np.random.default_rng(7)
+    maps = np.stack([spots((16, 64, 36), [(int(rng.integers(2, 14)), int(rng.integers(2, 62)), int(rng.integers(36)),
+                                           float(rng.uniform(0.2, 1))) for _ in range(int(rng.integers(0, 7)))])
+                     for _ in range(9)]).astype(np.float32)
+    maps += 0.45 * rng.random(maps.shape, np.float32) ** 4  # noise: weak peaks, refinements, rivals
+    maps[3, 5, 5, 5] = np.nan  # a corrupt image among good ones
+    for length in (None, 4, (2, 5)):
+        out = decode_device(maps, 0.4, length=length)
+        assert readings_from_device(out, A36) == per_peak_readings(out, A36)
+    # arrays not in decode_device's order (read characters not in front) read alike too
+    b, m = 5, 8
+    out = {"symbol": rng.integers(0, 36, (b, m)).astype(np.int32), "valid": rng.random((b, m)) < 0.5,
+           "length_forced": rng.random(b) < 0.5, "finite": np.array([True, False, True, True, True]),
+           **{k: rng.random((b, m)).astype(np.float32) for k in ("x", "y", "score", "rival")},
+           "runner_up": rng.random(b).astype(np.float32)}
+    out["valid"][2] = False
+    assert readings_from_device(out, A36) == per_peak_readings(out, A36)
+    assert readings_from_device({k: v[:0] for k, v in out.items()}, A36) == []
+    with pytest.raises(ValueError, match="outside the alphabet"):
+        readings_from_device(out, A36[:3])

@@ -591,8 +591,9 @@ def test_workers_read_as_the_serial_path_errors_included(det, samples, files):
         det.read(items[:1], workers=0)
 
 
-def test_read_batch_reads_as_read(det, samples):
+def test_read_batch_reads_as_read(det, samples, monkeypatch):
     rgb = np.stack([np.asarray(s.image) for s in samples])
+    _host_path(det, monkeypatch)  # read() of model-size lists would take read_batch's own path
     for batch in (rgb, rgb[:, :, :, :].mean(-1).astype(np.uint8), rgb[:, ::2, ::2]):
         assert det.read_batch(batch, batch_size=4) == det.read(list(batch), batch_size=4, workers=1)
     rgba = np.concatenate([rgb[:2], np.full(rgb[:2].shape[:3] + (1,), 255, np.uint8)], -1)
@@ -602,3 +603,92 @@ def test_read_batch_reads_as_read(det, samples):
         det.read_batch(rgb.astype(np.float32))
     with pytest.raises(TypeError, match="decoded uint8 batch"):
         det.read_batch(list(rgb))
+
+
+# ----- issue 14 part 5: the host side is NumPy on whole batches; decoded lists go to the device ---
+def per_reading_pipeline(det, arrays, batch_size, per_peak_readings, threshold=None, length=None):
+    """What read_arrays did before its host side was vectorised: maps, decode_device per batch,
+    one reading at a time, then the features of each reading for the confidence (the reference)."""
+    import dataclasses
+
+    from fcn_captcha.batching import fixed_chunks
+    from fcn_captcha.device_decoder import decode_device
+
+    cfg = det.config
+    thr = det.threshold if threshold is None else threshold
+    length = cfg.length_range if length is None else length
+    reads = []
+    for n, (chunk,) in fixed_chunks([arrays], batch_size):
+        out = decode_device(det._maps(det._params, chunk), np.float32(thr), length=length, stride=cfg.stride,
+                            min_distance=tuple(cfg.min_distance), max_candidates=cfg.max_candidates)
+        reads += per_peak_readings({k: np.asarray(v) for k, v in out.items()}, cfg.alphabet)[:n]
+    if det.calibrator is not None and det.calibrator.applies(thr, length):
+        p = det.calibrator.predict(reads)
+        reads = [r if r.error else dataclasses.replace(r, confidence=float(q)) for r, q in zip(reads, p)]
+    return [dataclasses.replace(r, error=f"image #{i}: {r.error}") if r.error else r for i, r in enumerate(reads)]
+
+
+def test_read_arrays_equal_the_per_reading_pipeline(det, samples, broken, per_peak_readings):
+    from fcn_captcha.preprocess import to_model_input
+
+    cfg = det.config
+    arrays = np.stack([to_model_input(s.image, cfg.width, cfg.height) for s in samples])
+    for batch_size in (3, 8):
+        assert det.read_arrays(arrays, batch_size=batch_size) == per_reading_pipeline(det, arrays, batch_size, per_peak_readings)
+    assert det.read_arrays(arrays, threshold=0.5, length=4, batch_size=8) == per_reading_pipeline(
+        det, arrays, 8, per_peak_readings, threshold=0.5, length=4)
+    assert all(r.confidence is not None for r in det.read_arrays(arrays, batch_size=8))
+    bad = np.zeros((3, broken.config.height, broken.config.width), np.uint8)
+    assert broken.read_arrays(bad, batch_size=2, on_error="quiet") == per_reading_pipeline(broken, bad, 2, per_peak_readings)
+
+
+def _host_path(det, monkeypatch):
+    """``det`` with the device route of read() turned off: every list is prepared on the host."""
+    monkeypatch.setattr(det, "_model_size_batch", lambda items: None)
+
+
+def test_decoded_model_size_lists_go_to_the_device_and_read_as_the_host(det, samples, monkeypatch):
+    rgb = [s.image.convert("RGB") for s in samples]
+    lists = {"PIL RGB": rgb, "PIL L": [im.convert("L") for im in rgb], "arrays RGB": [np.asarray(im) for im in rgb],
+             "arrays gray": [gray(s) for s in samples], "arrays [H, W, 1]": [gray(s)[..., None] for s in samples]}
+    device = {}
+    for kind, items in lists.items():
+        assert det._model_size_batch(items) is not None, kind
+        device[kind] = det.read(items, batch_size=3), det.read(items[0], threshold=0.5, length=4)
+    with monkeypatch.context() as m:
+        _host_path(det, m)
+        for kind, items in lists.items():
+            assert device[kind] == (det.read(items, batch_size=3), det.read(items[0], threshold=0.5, length=4)), kind
+    big = rgb[0].resize((2 * det.config.width, 2 * det.config.height))
+    rotated = rgb[0].copy()
+    exif = rotated.getexif()
+    exif[0x0112] = 3
+    rotated.info["exif"] = exif.tobytes()
+    for items in ([big], [rgb[0], lists["arrays RGB"][0]], [rgb[0].convert("RGBA")], [rotated],
+                  [lists["arrays gray"][0].astype(np.uint16)], [rgb[0], str(PRETRAINED_DIR)]):
+        assert det._model_size_batch(items) is None
+
+
+def test_decoded_lists_with_non_finite_maps_name_each_image(broken):
+    cfg = broken.config
+    img = np.full((cfg.height, cfg.width), 200, np.uint8)
+    items = [img, Image.fromarray(img), img]
+    assert broken._model_size_batch(items) is not None
+    with pytest.warns(UserWarning, match="image #2: center maps hold NaN"):
+        reads = broken.read(items, batch_size=2)
+    assert [r.error.split(":")[0] for r in reads] == ["image #0", "image #1", "image #2"]
+    with pytest.raises(ValueError, match="image #0: center maps hold NaN"):
+        broken.read(items, on_error="raise")
+
+
+def test_decoded_images_are_prepared_in_the_calling_thread():
+    """Threads only contend for the GIL on decoded images (read(workers=16) was slower than 1): none are used."""
+    import threading
+
+    from fcn_captcha.detector import _prepared
+
+    items = [np.zeros((4, 4), np.uint8)] * 6
+    names = set(_prepared(lambda i, x: threading.current_thread().name, items, 3, 2))
+    assert names == {threading.current_thread().name}
+    names = set(_prepared(lambda i, x: threading.current_thread().name, items + [b"png"], 3, 2))
+    assert all(n.startswith("fcn-captcha-read") for n in names)
