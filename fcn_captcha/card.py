@@ -121,8 +121,13 @@ def card_config(meta: dict, where: str | os.PathLike) -> Config:
         raise CheckpointError(f"{where}: {e}") from None
 
 
-def lineage(model_dir: str | os.PathLike) -> dict[str, Any]:
+def lineage(model_dir: str | os.PathLike, missing_ok: bool = False) -> dict[str, Any]:
     """What made a model, for the card of a model trained from it (``init_from``).
+
+    Args:
+      model_dir: a model directory.
+      missing_ok: for one that cannot be read (moved or deleted since a run started from
+        it), return ``{"model": model_dir, "error": why}`` instead of raising.
 
     Returns:
       The model's path and name, how it was trained (``trained_by``, ``command``, the
@@ -131,9 +136,14 @@ def lineage(model_dir: str | os.PathLike) -> dict[str, Any]:
       card states every run its parameters came from.
 
     Raises:
-      CheckpointError: ``model_dir`` is not a model directory.
+      CheckpointError: ``model_dir`` is not a model directory (without ``missing_ok``).
     """
-    meta = read_model_meta(model_dir)
+    try:
+        meta = read_model_meta(model_dir)
+    except CheckpointError as e:
+        if missing_ok:
+            return {"model": str(model_dir), "error": str(e)}
+        raise
     info, cfg = meta.get("info") or {}, meta["config"]
     summary = info.get("summary") or {}
     out = {"model": str(model_dir), "name": cfg.get("name"), "trained_by": info.get("trained_by"),

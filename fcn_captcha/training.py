@@ -43,7 +43,7 @@ from flax import nnx
 from fcn_captcha.card import lineage
 from fcn_captcha.checkpoint import CheckpointError, TrainCheckpointer, record_test, save_model
 from fcn_captcha.config import Config
-from fcn_captcha.dataset import Dataset
+from fcn_captcha.dataset import Dataset, make_generator
 from fcn_captcha.input_pipeline import DeviceData, to_device
 from fcn_captcha.model import count_flops, peak_flops  # peak_flops: re-exported
 from fcn_captcha.rundata import prepare_data, stage_training_set
@@ -339,11 +339,8 @@ def _finish(run: _Run, log: Callable[[str], Any], test_count: int, test_seed: in
                "train_seconds": history["train_seconds"], "device": jax.devices()[0].device_kind,
                "best": {k: v for k, v in history["best"].items() if k != "curve"} if history.get("best") else None,
                "best_curve": history["best"]["curve"] if history.get("best") else [],
-               "devices": len(run.devices),
-               "workdir": str(workdir)}
+               "devices": len(run.devices), "workdir": str(workdir)}
     if config.generator == "broad":  # what the generic prior read
-        from fcn_captcha.dataset import make_generator
-
         summary["fonts"] = list(make_generator(config).fonts)
     write_log(workdir, history)
     plot_history(workdir, config)
@@ -356,10 +353,7 @@ def _finish(run: _Run, log: Callable[[str], Any], test_count: int, test_seed: in
     info = {"trained_by": "fcn_captcha.training", "summary": summary,
             "command": " ".join(sys.argv) if sys.argv else "", "confidence": cal["confidence"]}
     if config.init_from:  # the card names every run its parameters came from
-        try:
-            info["init"] = lineage(config.init_from)
-        except CheckpointError as e:  # moved or deleted since the run started: say so, keep the run
-            info["init"] = {"model": config.init_from, "error": str(e)}
+        info["init"] = lineage(config.init_from, missing_ok=True)
     save_model(workdir / "model", model, config, cal["threshold"], info)
     summary["model_dir"] = str(workdir / "model")
     summary["total_seconds"] = time.time() - t0

@@ -52,6 +52,8 @@ def test_lineage_names_the_run_and_the_runs_before_it(tmp_path):
     assert again["read"] == {"real_data": "/data", "real_centers": "/c.json"}
     with pytest.raises(CheckpointError, match="not a model directory"):
         lineage(tmp_path / "none")
+    gone = lineage(tmp_path / "none", missing_ok=True)
+    assert gone["model"] == str(tmp_path / "none") and "not a model directory" in gone["error"]
 
 
 @pytest.mark.parametrize("full", ["lib36x4", "lib36var", "kaggle_v2"])
