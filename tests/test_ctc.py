@@ -64,9 +64,9 @@ def test_loss_falls_and_the_step_is_traced_once():
     ds, _ = _set(48, seed=7)
     tr = trainer_for(TINY)
     before = tr.trace_count
-    _, hist = train_ctc(ds, TINY, 75, seed=1, log=lambda *_: None, pad_to=64)
+    _, hist = train_ctc(ds, TINY, 50, seed=1, log=lambda *_: None, pad_to=64)
     losses = [r["loss_min"] for r in hist["log"]]
-    assert len(losses) == 3 and np.isfinite(losses).all()
+    assert len(losses) == 2 and np.isfinite(losses).all()
     assert losses[-1] < 0.6 * losses[0], losses
     assert all(r["grad_norm"] > 0 and r["param_norm"] > 0 for r in hist["log"])
     train_ctc(ds.subset(range(40)), TINY, 5, seed=2, log=lambda *_: None, pad_to=64)  # same shapes: no retrace
@@ -75,13 +75,17 @@ def test_loss_falls_and_the_step_is_traced_once():
 
 @pytest.fixture(scope="module")
 def started():
+    from fcn_captcha.prior import load_prior, transfer
+
     ds, truth = _set(64)
-    model, centers, rec = ctc_start(CFG, ds, 150, log=lambda *_: None)
-    return ds, truth, model, centers, rec
+    start = transfer(*load_prior(CFG), CFG, seed=CFG.seed)[0]
+    model, _ = train_ctc(ds, CFG, 150, model=start, log=lambda *_: None, pad_to=64)
+    centers = ctc_centers(model, CFG, ds, rows="ink")
+    return ds, truth, model, centers
 
 
 def test_ctc_centers_one_per_symbol_within_the_image(started):
-    ds, _, model, centers, rec = started
+    ds, _, model, centers = started
     assert centers.shape == (len(ds), 3, 2)
     for c, t in zip(centers, ds.texts):
         assert np.isfinite(c[:len(t)]).all() and np.isnan(c[len(t):]).all()
@@ -92,18 +96,32 @@ def test_ctc_centers_one_per_symbol_within_the_image(started):
     short.texts = [t[:2] for t in short.texts]
     c = ctc_centers(model, CFG, short, rows="peak")
     assert c.shape == (4, 3, 2) and np.isnan(c[:, 2]).all() and np.isfinite(c[:, :2]).all()
-    assert rec["from"] == "CTC alignment" and rec["network"] == "generic prior" and rec["ctc_steps"] == 150
 
 
 def test_ctc_centers_beat_an_even_split(started):
-    ds, truth, model, centers, rec = started
+    ds, truth, model, centers = started
     got = center_accuracy(centers, truth)
     xs = (np.arange(3) + 0.5) * CFG.width / 3
     even = center_accuracy(np.broadcast_to(np.stack([xs, np.full(3, CFG.height / 2)], -1), truth.shape), truth)
     assert got["median_px"] < 0.5 * even["median_px"] and got["within_tol"] > even["within_tol"] + 0.3, (got, even)
-    assert rec["ctc_read_agreement"] > 0.5
-    reads = ctc_read(model, CFG, ds.images[:8])
-    assert len(reads) == 8 and all(set(r) <= set(CFG.alphabet) for r in reads)
+    reads = ctc_read(model, CFG, ds.images)
+    assert np.mean([r == t for r, t in zip(reads, ds.texts)]) > 0.5
+
+
+def test_ctc_start_gives_the_untrained_start_network_and_the_ctc_centers(started):
+    import jax
+    from flax import nnx
+
+    from fcn_captcha.prior import load_prior, transfer
+
+    ds = started[0]
+    model, centers, rec = ctc_start(CFG, ds, 10, log=lambda *_: None, pad_to=64)
+    fresh = transfer(*load_prior(CFG), CFG, seed=CFG.seed)[0]
+    for a, b in zip(jax.tree.leaves(nnx.state(model, nnx.Param)), jax.tree.leaves(nnx.state(fresh, nnx.Param))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert centers.shape == (len(ds), 3, 2)
+    assert rec["from"] == "CTC alignment" and rec["network"] == "generic prior" and rec["ctc_steps"] == 10
+    assert 0.0 <= rec["ctc_read_agreement"] <= 1.0
 
 
 def test_bad_input_is_named():
