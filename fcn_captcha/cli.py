@@ -281,7 +281,7 @@ def cmd_fit(args):
 
     s = fit(args.data, args.workdir, test=args.test, time_budget=args.time_budget, limit=args.limit,
             holdout=args.holdout, seed=args.seed, prior=args.prior, overrides=_fit_overrides(args.set),
-            cpu_model=args.cpu_model)
+            cpu_model=args.cpu_model, starts=args.starts)
     print(json.dumps({k: s.get(k) for k in ("model_dir", "wall_s", "calibration", "test", "cpu_model", "report")
                       if k != "cpu_model" or k in s}, indent=1))
     return 0
@@ -326,6 +326,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpu-model", action="store_true",
                    help="also train a CPU-sized network distilled from the full one (W/model-cpu), in the last "
                         "quarter of the time budget")
+    p.add_argument("--starts", default=None, metavar="NAMES",
+                   help="EM starts whose first rounds are compared, comma-separated of prior, ink, ctc "
+                        "(default: prior,ink,ctc on a CPU, prior,ink on a GPU; ctc trains the network by CTC on "
+                        "the labels first)")
     p.add_argument("--set", action="append", metavar="FIELD=VALUE",
                    help="override a config field of the run (repeatable; measurements, not needed in use)")
     p.set_defaults(func=cmd_fit)

@@ -18,7 +18,8 @@ its Orbax checkpoints):
    alignment on the shipped generic prior's maps, :mod:`fcn_captcha.prior`, and the ink
    profile, one EM round from each, the one that reads more labels back going on
    (:func:`fcn_captcha.weak.best_start`; the ink profile alone where no prior ships for
-   the network), then EM rounds of training and forced alignment); labels that disagree
+   the network; ``starts`` adds a third, a network trained by CTC on the labels,
+   :mod:`fcn_captcha.ctc`), then EM rounds of training and forced alignment); labels that disagree
    with their image are flagged there and left out of training;
 5. ``train/``: :func:`fcn_captcha.training.train`, the restart schedule, starting from
    the EM network, on the aligned centers, selecting restarts by their loss on the
@@ -52,10 +53,17 @@ from fcn_captcha.cleanup import Cleanup
 from fcn_captcha.config import Config
 from fcn_captcha.scheme import SchemeInfo, infer_scheme
 
-#: Per device kind: architecture, batch, step size, bfloat16, default time budget (s).
+#: Per device kind: architecture, batch, step size, bfloat16, default time budget (s), default EM starts.
+#: The CPU compares the CTC start too: in CPU-sized first rounds (200 images, 150-300 steps,
+#: benchmarks/bench_starts.py) it read more labels back than the prior and the ink profile on
+#: claptcha (39.5% / 53.0% against 21.0% / 23.5% and 0.5% / 6.0%) and wheezy (26.5% / 36.5%
+#: against 12.0% / 16.0% and 0.0% / 4.0%); the GPU's rounds are long enough for the ink start (claptcha 98.7%), and
+#: the CTC start is not measured there yet.
 DEVICE_SETTINGS = {
-    "gpu": {"arch": "wide", "batch_size": 64, "learning_rate": 5e-4, "compute_dtype": "bfloat16", "budget": 300.0},
-    "cpu": {"arch": "cpu", "batch_size": 16, "learning_rate": 1e-3, "compute_dtype": "float32", "budget": 900.0},
+    "gpu": {"arch": "wide", "batch_size": 64, "learning_rate": 5e-4, "compute_dtype": "bfloat16", "budget": 300.0,
+            "starts": ("prior", "ink")},
+    "cpu": {"arch": "cpu", "batch_size": 16, "learning_rate": 1e-3, "compute_dtype": "float32", "budget": 900.0,
+            "starts": ("prior", "ink", "ctc")},
 }
 WEAK_SHARE = 0.4  #: share of the training time spent on the EM rounds
 FIT_SALT = "fcn_captcha.fit"  #: salt of fit's training/calibration split (see dataset.real_split)
@@ -150,15 +158,47 @@ def prepare_folder(data: Path, out: Path, scheme: SchemeInfo, log=print) -> dict
     return res
 
 
+START_NAMES = ("prior", "ink", "ctc")  #: the starts of the EM rounds ``fit(starts=...)`` may name
+_COUNT = {2: "two", 3: "three"}
+
+
+def parse_starts(starts, use_prior: bool = True, default=("prior", "ink")) -> list[str]:
+    """The EM starts to compare, from ``fit``'s ``starts`` (a comma list or a sequence).
+
+    None gives ``default`` (the device's, ``DEVICE_SETTINGS``), less "prior" without
+    ``use_prior``.
+
+    Raises:
+      ValueError: an unknown or repeated name, none at all, or "prior" without
+        ``use_prior`` (names them).
+
+    >>> parse_starts("prior,ink,ctc")
+    ['prior', 'ink', 'ctc']
+    """
+    if starts is None:
+        return [n for n in default if use_prior or n != "prior"]
+    names = [n.strip() for n in (starts.split(",") if isinstance(starts, str) else starts) if n.strip()]
+    bad = [n for n in names if n not in START_NAMES]
+    if bad or not names or len(set(names)) != len(names):
+        raise ValueError(f"starts {starts!r}: give distinct names of {list(START_NAMES)}"
+                         + (f" ({bad} unknown)" if bad else ""))
+    if "prior" in names and not use_prior:
+        raise ValueError(f"starts {starts!r} name the prior, but the prior is turned off (--no-prior)")
+    return names
+
+
 def _weak_stage(wd: Path, cfg: Config, prepared: Path, train_names, calib_names, seconds: float, log,
-                use_prior: bool = True) -> dict:
+                use_prior: bool = True, starts: list[str] | None = None) -> dict:
     """EM centers of the training split and of the calibration split (restart selection).
 
-    With ``use_prior`` and a shipped prior of the run's architecture
-    (:func:`fcn_captcha.prior.load_prior`), the first round runs twice, from the prior's
-    network and its alignment of the labels and from a fresh network and the ink
-    profile, and the rest go on from the one that reads more labels back
-    (:func:`fcn_captcha.weak.best_start`); otherwise from a fresh network and the ink profile.
+    ``starts`` (:func:`parse_starts`; default prior and ink) are the starts whose first
+    round :func:`fcn_captcha.weak.best_start` compares, the rest of the rounds going on
+    from the one that reads more labels back: "prior", the shipped prior of the run's
+    architecture (:func:`fcn_captcha.prior.load_prior`) and its alignment of the labels
+    (where none ships, the ink start takes its place); "ink", a fresh network and the
+    ink profile; "ctc", a network trained by CTC on the labels for as many steps as one
+    round and its alignment (:func:`fcn_captcha.ctc.ctc_start`). One start alone runs
+    every round from it.
     """
     from fcn_captcha.annotate import annotate_maps, write_annotations
     from fcn_captcha.checkpoint import save_model
@@ -173,12 +213,17 @@ def _weak_stage(wd: Path, cfg: Config, prepared: Path, train_names, calib_names,
     if done.exists():
         return json.loads(done.read_text())
     out.mkdir(parents=True, exist_ok=True)
+    names = parse_starts(starts, use_prior)
     ds = load_folder(prepared, cfg, files=train_names, on_error="skip")
     cal = load_folder(prepared, cfg, files=calib_names, on_error="skip")
     # speed: two short calls (the first compiles), then the rounds' steps from the time left
     t0 = time.time()
     warm = ds.subset(range(len(ds)))
-    model, warm.centers, start = start_for(cfg, warm, use_prior)
+    first = next((n for n in names if n != "ctc"), "ink")  # the ink start only times the steps when ctc is alone
+    model, warm.centers, start = start_for(cfg, warm, first == "prior")
+    if first == "prior" and start["from"] != "generic prior":  # none ships: the ink start takes its place
+        first = "ink"
+        names = list(dict.fromkeys("ink" if n == "prior" else n for n in names))
     log(f"weak centers: starting from the {start['from']} ("
         + (f"{len(start['symbols_known'])} of {len(cfg.alphabet)} symbols known; initial centers by alignment on its "
            "maps" if "symbols_known" in start else start["why"]) + f", {time.time() - t0:.0f} s)")
@@ -188,26 +233,41 @@ def _weak_stage(wd: Path, cfg: Config, prepared: Path, train_names, calib_names,
     model = fine_tune(model, cfg, warm, 10, seed=98, log=lambda *_: None, pad_to=len(ds))
     per_step = (time.time() - t1) / 10
     rounds = 3
-    compare = start["from"] == "generic prior"  # round 1 from the ink profile too, the better start goes on
+    extra = len(names) - 1 + ("ctc" in names)  # the other starts' first rounds, and the CTC training
     left = max(1.0, seconds - (time.time() - t0))
     # a bound of 100 epochs per round (so that a fast device leaves time to the final training)
-    steps = int(np.clip(left / (rounds + compare) / max(per_step, 1e-6) * 0.85, 20,
+    steps = int(np.clip(left / (rounds + extra) / max(per_step, 1e-6) * 0.85, 20,
                         100 * max(1, len(ds) // cfg.batch_size)))
     log(f"weak centers: {len(ds)} training images, {rounds} rounds of {steps} steps"
-        + (" (round 1 from two starts)" if compare else "")
+        + (f" (round 1 from {_COUNT.get(len(names), len(names))} starts: {', '.join(names)})"
+           if len(names) > 2 or "ctc" in names else " (round 1 from two starts)" if len(names) > 1 else "")
         + f" ({1000 * per_step:.0f} ms per step, {left:.0f} s left for them)")
-    if compare:
+    built = {first: (model, initial, start)}
+
+    def build(name):
+        if name not in built:
+            if name == "ctc":
+                from fcn_captcha.ctc import ctc_start
+
+                built[name] = ctc_start(cfg, ds, steps, use_prior=use_prior, seed=97, log=log, pad_to=len(ds))
+            else:
+                built[name] = start_for(cfg, warm, name == "prior")
+        return built[name]
+
+    if len(names) > 1:
         t_c = time.time()
-        ink_model, ink_initial, ink_rec = start_for(cfg, warm, False)
-        ink_rec["why"] = "it read more labels back than the generic prior after one round"
-        first, start = best_start(ds, cfg, [(model, initial, start), (ink_model, ink_initial, ink_rec)], steps,
-                                  seconds=left / (rounds + 1), log=log)
+        cands = [build(n) for n in names]
+        for i, (_, _, rec) in enumerate(cands[1:], 1):
+            others = ", ".join(r["from"] for j, (_, _, r) in enumerate(cands) if j != i)
+            rec["why"] = f"it read more labels back than the {others} after one round"
+        first_res, start = best_start(ds, cfg, cands, steps, seconds=left / (rounds + extra), log=log)
         width = max(cfg.max_length, max(map(len, ds.texts)))
-        res = weak_centers(ds, cfg, rounds=rounds - 1, steps=steps, model=first["model"], log=log,
+        res = weak_centers(ds, cfg, rounds=rounds - 1, steps=steps, model=first_res["model"], log=log,
                            seconds=max(1.0, left - (time.time() - t_c)),
-                           initial=pad_centers([a.centers for a in first["annotations"]], width))
-        res["history"] = first["history"] + [dict(r, round=r["round"] + 1) for r in res["history"]]
+                           initial=pad_centers([a.centers for a in first_res["annotations"]], width))
+        res["history"] = first_res["history"] + [dict(r, round=r["round"] + 1) for r in res["history"]]
     else:
+        model, initial, start = build(names[0])
         res = weak_centers(ds, cfg, rounds=rounds, steps=steps, model=model, log=log, seconds=left, initial=initial)
     anns = res["annotations"]
     det = Detector(res["model"], cfg, res["threshold"])
@@ -301,7 +361,7 @@ def _evaluate_files(det, folder: Path, names: list[str] | None = None) -> tuple[
 
 def fit(data, workdir, test=None, time_budget: float | None = None, limit: int = 0, holdout: float = 0.22,
         seed: int = 0, device: str | None = None, overrides: dict | None = None, prior: bool = True,
-        cpu_model: bool = False, cpu_arch: str = CPU_ARCH, log=print) -> dict[str, Any]:
+        cpu_model: bool = False, cpu_arch: str = CPU_ARCH, starts=None, log=print) -> dict[str, Any]:
     """Fit a calibrated reader to a folder of string-labelled captchas (see the module doc).
 
     Args:
@@ -321,6 +381,10 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
         model (``W/model-cpu``, :func:`_cpu_model_stage`) in the last ``CPU_SHARE`` of
         the budget, and report both.
       cpu_arch: that network's architecture.
+      starts: the EM rounds' starts whose first rounds are compared, a comma list or a
+        sequence of "prior", "ink", "ctc" (:func:`parse_starts`, :func:`_weak_stage`;
+        default None: the device's, ``DEVICE_SETTINGS``: prior, ink and ctc on a CPU,
+        prior and ink on a GPU; "prior" left out without ``prior``).
       log: progress lines.
 
     Returns:
@@ -339,6 +403,8 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
            "time_budget": budget, "overrides": overrides or {}, "prior": bool(prior)}
     if cpu_model:  # (absent otherwise: work directories of earlier versions still resume)
         job |= {"cpu_model": True, "cpu_arch": cpu_arch}
+    if starts is not None:  # (absent when default, as above)
+        job |= {"starts": parse_starts(starts, prior)}
     if job_path.exists():
         old = json.loads(job_path.read_text())
         if {k: old.get(k) for k in job} != job:
@@ -415,7 +481,8 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
         prep = prepare_folder(data, prepared, scheme, log) | {"seconds_per_file": prep["seconds_per_file"]}
     # 4. weak centers
     work_s = main_budget - reserve - elapsed()
-    weak = _weak_stage(wd, cfg, prepared, train_names, calib_names, WEAK_SHARE * work_s, log, use_prior=prior)
+    weak = _weak_stage(wd, cfg, prepared, train_names, calib_names, WEAK_SHARE * work_s, log, use_prior=prior,
+                       starts=job.get("starts") or parse_starts(None, prior, DEVICE_SETTINGS[device]["starts"]))
     _write_json(job_path, job | {"spent": elapsed()})
     # 5. restart schedule
     from fcn_captcha.checkpoint import load_model, save_model
@@ -634,6 +701,10 @@ def write_report(wd: Path, summary: dict, det, data: Path, cal_names, cal_truth,
               (f"Started from the generic prior (`{st.get('arch')}` network): {len(st.get('symbols_known', ''))} "
                f"symbols known to it, new: `{st.get('symbols_new') or 'none'}`; initial centers by alignment on its "
                "maps." if st.get("from") == "generic prior" else
+               f"Started from a network trained by CTC on the labels ({st.get('ctc_steps')} steps from the "
+               f"{st.get('network')} network; greedy CTC reading = label on "
+               f"{100 * st.get('ctc_read_agreement', 0):.1f}%) and its forced alignment ({st.get('why', '')})."
+               if st.get("from") == "CTC alignment" else
                f"Started from a fresh network and the ink profile ({st.get('why', '')})."), "",
               *([("Round 1 ran from each start; labels read back: " + ", ".join(
                   f"{c['from']} {100 * c['free_read_agreement']:.1f}%" for c in st["compared"])

@@ -34,7 +34,8 @@ from 200 labels read 98.8% against 40.4% from the ink start, and wheezy 87.2% ag
 (one H200, benchmarks/RESULTS.md); claptcha's first round read 72.1% of its labels back
 from the prior and 99.7% from the ink profile, so `fit` runs the first round from both
 and goes on from the better (:func:`best_start`). The issue's route (a), a CTC loss on
-the same network, is not implemented.
+the same network, is a third start that `fit` compares when asked (``--starts
+prior,ink,ctc``; :mod:`fcn_captcha.ctc`).
 """
 
 from __future__ import annotations

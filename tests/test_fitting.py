@@ -157,6 +157,46 @@ def test_another_job_in_the_same_workdir_is_an_error(run):
         fit(data, wd, time_budget=35, limit=10, device="cpu", overrides=OVERRIDES, cpu_model=True, cpu_arch="tiny")
 
 
+def test_a_fit_with_other_starts_is_another_job(run):
+    from fcn_captcha.fitting import fit
+
+    data, test, wd, _ = run  # resuming checks the starts: a workdir is never finished from other ones
+    with pytest.raises(ValueError, match="another job"):
+        fit(data, wd, test=test, time_budget=35, device="cpu", overrides=OVERRIDES, cpu_model=True, cpu_arch="tiny",
+            starts="ink,ctc")
+
+
+def test_parse_starts():
+    from fcn_captcha.fitting import DEVICE_SETTINGS, parse_starts
+
+    assert parse_starts(None) == ["prior", "ink"] and parse_starts(None, use_prior=False) == ["ink"]
+    assert parse_starts(None, False, DEVICE_SETTINGS["cpu"]["starts"]) == ["ink", "ctc"]
+    assert parse_starts(" ctc, ink") == ["ctc", "ink"] and parse_starts(["ink"]) == ["ink"]
+    for bad, match in (("ink,crnn", "crnn"), ("ink,ink", "distinct"), ("", "distinct")):
+        with pytest.raises(ValueError, match=match):
+            parse_starts(bad)
+    with pytest.raises(ValueError, match="no-prior"):
+        parse_starts("prior,ctc", use_prior=False)
+
+
+def test_the_ctc_start_is_compared_and_written(run, tmp_path):
+    """The EM stage alone, on the run's prepared canvases, with the ink and the CTC starts."""
+    from fcn_captcha.fitting import _weak_stage, scheme_config
+    from fcn_captcha.scheme import SchemeInfo
+
+    _, _, wd, _ = run
+    split = json.loads((wd / "split.json").read_text())
+    cfg = scheme_config(SchemeInfo.from_dict(json.loads((wd / "scheme.json").read_text())), "cpu",
+                        arch="tiny", batch_size=8)
+    info = _weak_stage(tmp_path, cfg, wd / "prepared", split["train"], split["calibration"], 5.0, lambda *_: None,
+                       use_prior=False, starts=["ink", "ctc"])
+    compared = [c["from"] for c in info["start"]["compared"]]
+    assert compared == ["ink profile", "CTC alignment"] and info["start"]["from"] in compared
+    assert [r["round"] for r in info["history"]] == [1, 2, 3]
+    assert (tmp_path / "weak" / "centers.json").exists() and (tmp_path / "weak" / "model" / "model.json").exists()
+    assert _weak_stage(tmp_path, cfg, wd / "prepared", [], [], 5.0, lambda *_: None) == info  # done: read back
+
+
 def test_cli_parses_and_calls_fit(monkeypatch, tmp_path, capsys):
     import fcn_captcha.fitting as fit_mod
     from fcn_captcha.cli import main
@@ -165,11 +205,13 @@ def test_cli_parses_and_calls_fit(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(fit_mod, "fit", lambda data, wd, **kw: seen.update(data=data, wd=wd, **kw) or {"wall_s": 1})
     assert main(["fit", "D", "--workdir", "W", "--test", "T", "--time-budget", "60", "--limit", "5"]) == 0
     assert seen == {"data": "D", "wd": "W", "test": "T", "time_budget": 60.0, "limit": 5, "holdout": 0.22, "seed": 0,
-                    "prior": True, "overrides": {}, "cpu_model": False}
+                    "prior": True, "overrides": {}, "cpu_model": False, "starts": None}
     assert main(["fit", "D", "--workdir", "W", "--no-prior", "--set", "warp=0", "--set", "min_distance=2,6",
                  "--cpu-model"]) == 0
     assert seen["prior"] is False and seen["overrides"] == {"warp": 0.0, "min_distance": [2.0, 6.0]}
     assert seen["cpu_model"] is True
+    assert main(["fit", "D", "--workdir", "W", "--starts", "prior,ink,ctc"]) == 0
+    assert seen["starts"] == "prior,ink,ctc"
     assert main(["fit", "D", "--workdir", "W", "--set", "nonsense=1"]) != 0  # refused, naming the field
     assert "nonsense" in capsys.readouterr().err
 
