@@ -328,8 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "quarter of the time budget")
     p.add_argument("--starts", default=None, metavar="NAMES",
                    help="EM starts whose first rounds are compared, comma-separated of prior, ink, ctc "
-                        "(default: prior,ink,ctc on a CPU, prior,ink on a GPU; ctc trains the network by CTC on "
-                        "the labels first)")
+                        "(default: prior,ink; ctc trains the network by CTC on the labels first)")
     p.add_argument("--set", action="append", metavar="FIELD=VALUE",
                    help="override a config field of the run (repeatable; measurements, not needed in use)")
     p.set_defaults(func=cmd_fit)

@@ -53,17 +53,10 @@ from fcn_captcha.cleanup import Cleanup
 from fcn_captcha.config import Config
 from fcn_captcha.scheme import SchemeInfo, infer_scheme
 
-#: Per device kind: architecture, batch, step size, bfloat16, default time budget (s), default EM starts.
-#: The CPU compares the CTC start too: in CPU-sized first rounds (200 images, 150-300 steps,
-#: benchmarks/bench_starts.py) it read more labels back than the prior and the ink profile on
-#: claptcha (39.5% / 53.0% against 21.0% / 23.5% and 0.5% / 6.0%) and wheezy (26.5% / 36.5%
-#: against 12.0% / 16.0% and 0.0% / 4.0%); the GPU's rounds are long enough for the ink start (claptcha 98.7%), and
-#: the CTC start is not measured there yet.
+#: Per device kind: architecture, batch, step size, bfloat16, default time budget (s).
 DEVICE_SETTINGS = {
-    "gpu": {"arch": "wide", "batch_size": 64, "learning_rate": 5e-4, "compute_dtype": "bfloat16", "budget": 300.0,
-            "starts": ("prior", "ink")},
-    "cpu": {"arch": "cpu", "batch_size": 16, "learning_rate": 1e-3, "compute_dtype": "float32", "budget": 900.0,
-            "starts": ("prior", "ink", "ctc")},
+    "gpu": {"arch": "wide", "batch_size": 64, "learning_rate": 5e-4, "compute_dtype": "bfloat16", "budget": 300.0},
+    "cpu": {"arch": "cpu", "batch_size": 16, "learning_rate": 1e-3, "compute_dtype": "float32", "budget": 900.0},
 }
 WEAK_SHARE = 0.4  #: share of the training time spent on the EM rounds
 FIT_SALT = "fcn_captcha.fit"  #: salt of fit's training/calibration split (see dataset.real_split)
@@ -162,11 +155,10 @@ START_NAMES = ("prior", "ink", "ctc")  #: the starts of the EM rounds ``fit(star
 _COUNT = {2: "two", 3: "three"}
 
 
-def parse_starts(starts, use_prior: bool = True, default=("prior", "ink")) -> list[str]:
+def parse_starts(starts, use_prior: bool = True) -> list[str]:
     """The EM starts to compare, from ``fit``'s ``starts`` (a comma list or a sequence).
 
-    None gives ``default`` (the device's, ``DEVICE_SETTINGS``), less "prior" without
-    ``use_prior``.
+    None gives the default: ``["prior", "ink"]`` (``["ink"]`` without ``use_prior``).
 
     Raises:
       ValueError: an unknown or repeated name, none at all, or "prior" without
@@ -176,7 +168,7 @@ def parse_starts(starts, use_prior: bool = True, default=("prior", "ink")) -> li
     ['prior', 'ink', 'ctc']
     """
     if starts is None:
-        return [n for n in default if use_prior or n != "prior"]
+        return ["prior", "ink"] if use_prior else ["ink"]
     names = [n.strip() for n in (starts.split(",") if isinstance(starts, str) else starts) if n.strip()]
     bad = [n for n in names if n not in START_NAMES]
     if bad or not names or len(set(names)) != len(names):
@@ -383,8 +375,7 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
       cpu_arch: that network's architecture.
       starts: the EM rounds' starts whose first rounds are compared, a comma list or a
         sequence of "prior", "ink", "ctc" (:func:`parse_starts`, :func:`_weak_stage`;
-        default None: the device's, ``DEVICE_SETTINGS``: prior, ink and ctc on a CPU,
-        prior and ink on a GPU; "prior" left out without ``prior``).
+        default None: prior and ink, or ink alone without ``prior``).
       log: progress lines.
 
     Returns:
@@ -482,7 +473,7 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
     # 4. weak centers
     work_s = main_budget - reserve - elapsed()
     weak = _weak_stage(wd, cfg, prepared, train_names, calib_names, WEAK_SHARE * work_s, log, use_prior=prior,
-                       starts=job.get("starts") or parse_starts(None, prior, DEVICE_SETTINGS[device]["starts"]))
+                       starts=job.get("starts"))
     _write_json(job_path, job | {"spent": elapsed()})
     # 5. restart schedule
     from fcn_captcha.checkpoint import load_model, save_model

@@ -163,14 +163,13 @@ def test_a_fit_with_other_starts_is_another_job(run):
     data, test, wd, _ = run  # resuming checks the starts: a workdir is never finished from other ones
     with pytest.raises(ValueError, match="another job"):
         fit(data, wd, test=test, time_budget=35, device="cpu", overrides=OVERRIDES, cpu_model=True, cpu_arch="tiny",
-            starts="ink,ctc")
+            starts="prior,ink,ctc")
 
 
 def test_parse_starts():
-    from fcn_captcha.fitting import DEVICE_SETTINGS, parse_starts
+    from fcn_captcha.fitting import parse_starts
 
     assert parse_starts(None) == ["prior", "ink"] and parse_starts(None, use_prior=False) == ["ink"]
-    assert parse_starts(None, False, DEVICE_SETTINGS["cpu"]["starts"]) == ["ink", "ctc"]
     assert parse_starts(" ctc, ink") == ["ctc", "ink"] and parse_starts(["ink"]) == ["ink"]
     for bad, match in (("ink,crnn", "crnn"), ("ink,ink", "distinct"), ("", "distinct")):
         with pytest.raises(ValueError, match=match):
