@@ -70,7 +70,7 @@ def test_each_shipped_reader_has_a_cpu_model_distilled_from_it(full):
         runs.append(info)
         info = info.get("init")
     assert all(f"teacher={full}" in r["command"] for r in runs)
-    assert len(runs) == 1 + bool(small["config"]["init_from"])
+    assert (len(runs) > 1) == bool(small["config"]["init_from"])  # a continued model names its start
 
 
 @pytest.mark.parametrize("meta, message", [
