@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -46,7 +45,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_read import cpu_model, plain_images  # noqa: E402  (a sibling benchmark's helpers)
+from bench_kaggle import bench_ddddocr as bench_kaggle_ddddocr  # noqa: E402  (sibling benchmarks' helpers)
+from bench_read import bench_ddddocr as bench_read_ddddocr  # noqa: E402
+from bench_read import cpu_model, plain_images  # noqa: E402
 
 from fcn_captcha.detector import Detector  # noqa: E402
 
@@ -99,25 +100,16 @@ def bench_reader(det: Detector, images, truths, batch: int, repeats: int) -> dic
 
 
 def bench_ddddocr(images, truths, alphabet: str) -> dict:
-    """ddddocr one image per call, its range the suite's symbols (both cases for upper-case suites)."""
-    import ddddocr
-
-    upper = alphabet.upper() == alphabet
-    charset = alphabet + "".join(sorted({c.lower() for c in alphabet if c.isalpha()})) if upper else alphabet
-    ocr = ddddocr.DdddOcr(show_ad=False)
-    ocr.set_ranges(charset)
-    out, times = [], []
-    for im in images:
-        t0 = time.perf_counter()
-        out.append(ocr.classification(im))
-        times.append(time.perf_counter() - t0)
-    out = [o.upper() for o in out] if upper else out
-    med = statistics.median(times[1:] or times)
-    from importlib.metadata import version
-
-    return {"version": version("ddddocr"), "set_ranges": charset, "uppercased": upper,
-            "sequence_accuracy": float(np.mean([a == b for a, b in zip(out, truths)])),
-            "images_per_s": 1.0 / med, "median_call_ms": 1e3 * med}
+    """ddddocr one image per call, its range the suite's symbols: bench_read's setting (both cases
+    allowed, upper-cased) for upper-case suites, bench_kaggle's (the symbols as they are) otherwise."""
+    if alphabet.upper() == alphabet:
+        r = bench_read_ddddocr(images, truths, alphabet, extra_lower=True)
+        return {k: r[k] for k in ("version", "set_ranges", "uppercased", "sequence_accuracy", "images_per_s",
+                                  "ms_per_image")}
+    r = bench_kaggle_ddddocr(images, truths, alphabet)
+    return {"version": r["version"], "set_ranges": alphabet, "uppercased": False,
+            "sequence_accuracy": r["metrics"]["sequence_accuracy"], "images_per_s": r["images_per_s"],
+            "ms_per_image": r["ms_per_image"]}
 
 
 def bench_pair(full: str, small: str, args) -> dict:

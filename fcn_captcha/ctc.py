@@ -56,7 +56,7 @@ from fcn_captcha.config import Config
 from fcn_captcha.dataset import Dataset, pad_centers
 from fcn_captcha.input_pipeline import augment
 from fcn_captcha.model import CenterNet, build_model, receptive_field
-from fcn_captcha.steps import check_and_log, lr_factor, make_optimizer
+from fcn_captcha.steps import make_optimizer, run_steps
 from fcn_captcha.targets import cells_to_pixels
 
 __all__ = ["BLANK_LOGIT", "CTCData", "edge_margin", "column_logits", "ctc_loss_from_maps", "CTCTrainer", "train_ctc",
@@ -259,19 +259,14 @@ def train_ctc(ds: Dataset, config: Config, steps: int, model: CenterNet | None =
     params = jax.tree.map(jnp.asarray, nnx.state(model, nnx.Param))
     params = jax.tree.map(lambda a: a.copy(), params)  # donated by the step: the caller's model stays
     opt_state = tr.tx.init(params)
-    history: dict[str, Any] = {"log": []}
-    pending = []
-    t0 = time.time()
     uid = jnp.int32(seed)
-    for step in range(steps):
-        lr = jnp.float32(lr_factor(config.lr_decay, step, 0, steps))
-        params, opt_state, m = tr.step(params, opt_state, uid, jnp.int32(step), data, lr)
-        pending.append((step, [m]))
-        if (step + 1) % config.log_every == 0 or step + 1 == steps:
-            check_and_log(pending, [seed], 0, history, config)
-            pending = []
+
+    def step(p, o, i, lr):
+        return tr.step(p, o, uid, i, data, lr)
+
+    params, opt_state, history, seconds = run_steps(step, params, opt_state, steps, config, seed)
     if steps:
-        log(f"CTC: {steps} steps on {len(ds)} images ({time.time() - t0:.0f} s), "
+        log(f"CTC: {steps} steps on {len(ds)} images ({seconds:.0f} s), "
             f"loss {history['log'][-1]['loss_min']:.3f} per symbol")
     return nnx.merge(tr.graphdef, params), history
 

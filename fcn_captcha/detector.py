@@ -295,6 +295,7 @@ class Detector:
         """
         cfg = self.config
         reads: list[Reading] = []
+        features = None  # the calibrator's features of the whole call, where the decoder gives them
         if self.backend == "onnx":  # the NumPy decoder, the device decoder's twin
             for _, maps in batches:
                 reads += decode(maps, cfg.alphabet, threshold, cfg.stride, length, tuple(cfg.min_distance),
@@ -305,18 +306,18 @@ class Detector:
             from fcn_captcha.device_decoder import decode_device
 
             thr = jnp.float32(threshold)
-            pending, features = None, []
+            pending, parts = None, []
             for n, maps in batches:
                 out = decode_device(maps, thr, stride=cfg.stride, length=length,
                                     min_distance=tuple(cfg.min_distance), max_candidates=cfg.max_candidates)
                 if pending is not None:
-                    reads += _host_readings(*pending, cfg.alphabet, features)
+                    reads += _host_readings(*pending, cfg.alphabet, parts)
                 pending = (out, n)
             if pending is not None:
-                reads += _host_readings(*pending, cfg.alphabet, features)
-            features = np.concatenate(features) if features else None
+                reads += _host_readings(*pending, cfg.alphabet, parts)
+            features = np.concatenate(parts) if parts else None
         if self.calibrator is not None and self.calibrator.applies(threshold, length):
-            reads = with_confidence(reads, self.calibrator, None if self.backend == "onnx" else features)
+            reads = with_confidence(reads, self.calibrator, features)
         return reads
 
     def read_arrays(self, images: np.ndarray, threshold: float | None = None, batch_size: int = 256,

@@ -35,7 +35,7 @@ from fcn_captcha.targets import render_center_maps_batch
 __all__ = ["NonFiniteError", "loss_from_maps", "make_optimizer", "lr_factor", "candidate_seed", "check_teacher",
            "load_teacher",
            "initial_params", "Trainer",
-           "fine_tune", "check_and_log"]
+           "fine_tune", "run_steps", "check_and_log"]
 
 
 class NonFiniteError(FloatingPointError):
@@ -349,21 +349,43 @@ def fine_tune(model: CenterNet, config: Config, ds: Dataset, steps: int, synthet
     opt_state = jax.vmap(trainer.tx.init)(params)
     data = to_device(ds, config, synthetic if config.synth_mix else None, pad_to=pad_to)
     uid = jnp.asarray([seed], jnp.int32)
+
+    def step(p, o, i, lr):
+        return trainer.train_step(p, o, uid, i, data, lr, trainer.teacher_params)
+
+    params, _, history, seconds = run_steps(step, params, opt_state, steps, config, seed)
+    if steps:
+        log(f"fine-tuned {steps} steps on {len(ds)} images ({seconds:.0f} s), "
+            f"loss {history['log'][-1]['loss_min']:.4f}")
+    return nnx.merge(trainer.graphdef, jax.tree.map(lambda a: a[0], params))
+
+
+def run_steps(step: Callable, params, opt_state, steps: int, config: Config, seed: int = 0):
+    """One candidate's run of ``steps`` optimiser steps, outside the restart schedule.
+
+    Calls ``params, opt_state, metrics = step(params, opt_state, i, lr)`` with ``i`` the
+    step (int32) and ``lr`` the step-size factor of the run (:func:`lr_factor` over its
+    last ``config.lr_decay`` share); the metrics are fetched, checked and logged every
+    ``config.log_every`` steps and at the end (:func:`check_and_log`, candidate ``seed``).
+    What :func:`fine_tune` and the CTC start (:func:`fcn_captcha.ctc.train_ctc`) run.
+
+    Returns:
+      ``(params, opt_state, history, seconds)``: ``history["log"]`` holds the logged rows.
+
+    Raises:
+      NonFiniteError: a loss or gradient turned non-finite (names the step).
+    """
     history: dict[str, Any] = {"log": []}
     pending = []
     t0 = time.time()
-    for step in range(steps):
-        lr = jnp.float32(lr_factor(config.lr_decay, step, 0, steps))
-        params, opt_state, m = trainer.train_step(params, opt_state, uid, jnp.int32(step), data, lr,
-                                                  trainer.teacher_params)
-        pending.append((step, [m]))
-        if (step + 1) % config.log_every == 0 or step + 1 == steps:
+    for i in range(steps):
+        lr = jnp.float32(lr_factor(config.lr_decay, i, 0, steps))
+        params, opt_state, m = step(params, opt_state, jnp.int32(i), lr)
+        pending.append((i, [m]))
+        if (i + 1) % config.log_every == 0 or i + 1 == steps:
             check_and_log(pending, [seed], 0, history, config)
             pending = []
-    if steps:
-        log(f"fine-tuned {steps} steps on {len(ds)} images ({time.time() - t0:.0f} s), "
-            f"loss {history['log'][-1]['loss_min']:.4f}")
-    return nnx.merge(trainer.graphdef, jax.tree.map(lambda a: a[0], params))
+    return params, opt_state, history, time.time() - t0
 
 
 # ----- the schedule -------------------------------------------------------------------------------
