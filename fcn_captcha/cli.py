@@ -327,8 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also train a CPU-sized network distilled from the full one (W/model-cpu), in the last "
                         "quarter of the time budget")
     p.add_argument("--starts", default=None, metavar="NAMES",
-                   help="EM starts whose first rounds are compared, comma-separated of prior, ink, ctc "
-                        "(default: prior,ink; ctc trains the network by CTC on the labels first)")
+                   help="EM starts whose first rounds are compared, comma-separated of prior, ink, "
+                        "ink-on-prior, ctc (default: prior,ink; ink-on-prior: the prior's network with the ink "
+                        "profile's centers; ctc trains the network by CTC on the labels first)")
     p.add_argument("--set", action="append", metavar="FIELD=VALUE",
                    help="override a config field of the run (repeatable; measurements, not needed in use)")
     p.set_defaults(func=cmd_fit)

@@ -151,7 +151,8 @@ def prepare_folder(data: Path, out: Path, scheme: SchemeInfo, log=print) -> dict
     return res
 
 
-START_NAMES = ("prior", "ink", "ctc")  #: the starts of the EM rounds ``fit(starts=...)`` may name
+START_NAMES = ("prior", "ink", "ink-on-prior", "ctc")  #: the starts of the EM rounds ``fit(starts=...)`` may name
+_ON_PRIOR = ("prior", "ink-on-prior")  #: the starts whose network is the generic prior
 _COUNT = {2: "two", 3: "three"}
 
 
@@ -174,7 +175,7 @@ def parse_starts(starts, use_prior: bool = True) -> list[str]:
     if bad or not names or len(set(names)) != len(names):
         raise ValueError(f"starts {starts!r}: give distinct names of {list(START_NAMES)}"
                          + (f" ({bad} unknown)" if bad else ""))
-    if "prior" in names and not use_prior:
+    if any(n in _ON_PRIOR for n in names) and not use_prior:
         raise ValueError(f"starts {starts!r} name the prior, but the prior is turned off (--no-prior)")
     return names
 
@@ -188,7 +189,8 @@ def _weak_stage(wd: Path, cfg: Config, prepared: Path, train_names, calib_names,
     from the one that reads more labels back: "prior", the shipped prior of the run's
     architecture (:func:`fcn_captcha.prior.load_prior`) and its alignment of the labels
     (where none ships, the ink start takes its place); "ink", a fresh network and the
-    ink profile; "ctc", a network trained by CTC on the labels for as many steps as one
+    ink profile; "ink-on-prior", the prior's network and the ink profile's centers (its
+    features without its alignment); "ctc", a network trained by CTC on the labels for as many steps as one
     round and its alignment (:func:`fcn_captcha.ctc.ctc_start`). One start alone runs
     every round from it.
     """
@@ -212,10 +214,10 @@ def _weak_stage(wd: Path, cfg: Config, prepared: Path, train_names, calib_names,
     t0 = time.time()
     warm = ds.subset(range(len(ds)))
     first = next((n for n in names if n != "ctc"), "ink")  # the ink start only times the steps when ctc is alone
-    model, warm.centers, start = start_for(cfg, warm, first == "prior")
-    if first == "prior" and start["from"] != "generic prior":  # none ships: the ink start takes its place
+    model, warm.centers, start = start_for(cfg, warm, first in _ON_PRIOR, "ink" if first == "ink-on-prior" else "prior")
+    if first in _ON_PRIOR and "symbols_known" not in start:  # none ships: the ink start takes its place
         first = "ink"
-        names = list(dict.fromkeys("ink" if n == "prior" else n for n in names))
+        names = list(dict.fromkeys("ink" if n in _ON_PRIOR else n for n in names))
     log(f"weak centers: starting from the {start['from']} ("
         + (f"{len(start['symbols_known'])} of {len(cfg.alphabet)} symbols known; initial centers by alignment on its "
            "maps" if "symbols_known" in start else start["why"]) + f", {time.time() - t0:.0f} s)")
@@ -243,7 +245,7 @@ def _weak_stage(wd: Path, cfg: Config, prepared: Path, train_names, calib_names,
 
                 built[name] = ctc_start(cfg, ds, steps, use_prior=use_prior, seed=97, log=log, pad_to=len(ds))
             else:
-                built[name] = start_for(cfg, warm, name == "prior")
+                built[name] = start_for(cfg, warm, name in _ON_PRIOR, "ink" if name == "ink-on-prior" else "prior")
         return built[name]
 
     if len(names) > 1:
@@ -692,6 +694,9 @@ def write_report(wd: Path, summary: dict, det, data: Path, cal_names, cal_truth,
               (f"Started from the generic prior (`{st.get('arch')}` network): {len(st.get('symbols_known', ''))} "
                f"symbols known to it, new: `{st.get('symbols_new') or 'none'}`; initial centers by alignment on its "
                "maps." if st.get("from") == "generic prior" else
+               f"Started from the generic prior's network (`{st.get('arch')}`: {len(st.get('symbols_known', ''))} "
+               f"symbols known to it, new: `{st.get('symbols_new') or 'none'}`) with the ink profile's centers ("
+               f"{st.get('why', '')})." if st.get("from") == "generic prior, ink-profile centers" else
                f"Started from a network trained by CTC on the labels ({st.get('ctc_steps')} steps from the "
                f"{st.get('network')} network; greedy CTC reading = label on "
                f"{100 * st.get('ctc_read_agreement', 0):.1f}%) and its forced alignment ({st.get('why', '')})."

@@ -19,8 +19,8 @@ already find and name characters in most schemes. This module moves one onto a s
   prior's ``o`` still aligns), then each center's row from the ink
   (:func:`fcn_captcha.weak.ink_rows`, as the EM rounds do);
 * :func:`start_for`: the network and initial centers `fit`'s trainings start from (the
-  prior's, or a fresh network and the ink profile where none ships); each shipped prior
-  is read from disk once per process.
+  prior with its alignment or with the ink profile's centers, or a fresh network and the
+  ink profile where none ships); each shipped prior is read from disk once per process.
 """
 
 from __future__ import annotations
@@ -65,27 +65,38 @@ def load_prior(config: Config):
     return prior
 
 
-def start_for(config: Config, ds: Dataset, use_prior: bool = True) -> tuple[CenterNet, np.ndarray, dict]:
+def start_for(config: Config, ds: Dataset, use_prior: bool = True,
+              centers: str = "prior") -> tuple[CenterNet, np.ndarray, dict]:
     """The network and initial centers that `fit`'s trainings on ``ds`` start from.
 
     With ``use_prior`` and a prior for the network (:func:`load_prior`): the transferred
-    prior and its alignment of the labels (:func:`prior_centers`); otherwise a fresh
-    network and the ink profile (:func:`fcn_captcha.weak.initial_centers`).
+    prior and, with ``centers="prior"``, its alignment of the labels
+    (:func:`prior_centers`), or with ``centers="ink"`` the ink profile's centers
+    (:func:`fcn_captcha.weak.initial_centers`: the prior's features without its
+    alignment, which takes touching characters for one); otherwise a fresh network and
+    the ink profile.
 
     Returns:
       ``(model, centers [N, L, 2], record)``; ``record`` says which start, for the report.
+
+    Raises:
+      ValueError: ``centers`` is neither "prior" nor "ink".
     """
     from fcn_captcha.weak import initial_centers
 
+    if centers not in ("prior", "ink"):
+        raise ValueError(f"centers={centers!r}: give 'prior' or 'ink'")
     prior = load_prior(config) if use_prior else None
     if prior is None:
         why = "no prior asked for" if not use_prior else f"no prior ships for the {config.arch!r} network"
         return (build_model(config, seed=config.seed), initial_centers(ds),
                 {"from": "ink profile", "arch": config.arch, "why": why})
     model, known = transfer(prior[0], prior[1], config, seed=config.seed)
-    return (model, prior_centers(prior[0], prior[1], config, ds),
-            {"from": "generic prior", "arch": config.arch, "symbols_known": known,
-             "symbols_new": "".join(c for c in config.alphabet if c not in known)})
+    rec = {"arch": config.arch, "symbols_known": known,
+           "symbols_new": "".join(c for c in config.alphabet if c not in known)}
+    if centers == "ink":
+        return model, initial_centers(ds), dict(rec, **{"from": "generic prior, ink-profile centers"})
+    return model, prior_centers(prior[0], prior[1], config, ds), dict(rec, **{"from": "generic prior"})
 
 
 def _symbol_index(prior_alphabet: str, alphabet: str) -> list[int]:

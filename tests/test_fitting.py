@@ -172,11 +172,14 @@ def test_parse_starts():
 
     assert parse_starts(None) == ["prior", "ink"] and parse_starts(None, use_prior=False) == ["ink"]
     assert parse_starts(" ctc, ink") == ["ctc", "ink"] and parse_starts(["ink"]) == ["ink"]
+    assert parse_starts("ink-on-prior,ink") == ["ink-on-prior", "ink"]
     for bad, match in (("ink,crnn", "crnn"), ("ink,ink", "distinct"), ("", "distinct")):
         with pytest.raises(ValueError, match=match):
             parse_starts(bad)
     with pytest.raises(ValueError, match="no-prior"):
         parse_starts("prior,ctc", use_prior=False)
+    with pytest.raises(ValueError, match="no-prior"):
+        parse_starts("ink-on-prior", use_prior=False)
 
 
 def test_the_ctc_start_is_compared_and_written(run, tmp_path):

@@ -52,3 +52,26 @@ def test_prior_centers_within_2px_on_plain_library():
     c = prior_centers(m, pcfg, cfg, ds)
     assert c.shape == ds.centers.shape
     assert np.nanmean(np.abs(c - ds.centers)[..., 0] < 2.0) >= 0.65
+
+
+def test_start_for_gives_the_prior_with_its_own_or_the_ink_centers():
+    """``centers="ink"``: the same transferred network as the prior start, the ink profile's
+    centers instead of the prior's alignment; no prior for the network: a fresh one and the ink."""
+    from fcn_captcha.prior import start_for
+    from fcn_captcha.weak import initial_centers
+
+    cfg = Config(alphabet="0123456789", arch="cpu", width=96, height=40, min_length=3, max_length=3,
+                 font_sizes=(28, 32))
+    ds = generate_arrays(cfg, 6, seed=2, workers=1)
+    m_p, c_p, r_p = start_for(cfg, ds)
+    m_i, c_i, r_i = start_for(cfg, ds, centers="ink")
+    assert r_p["from"] == "generic prior" and r_i["from"] == "generic prior, ink-profile centers"
+    assert r_i["symbols_known"] == "0123456789"
+    x = jnp.asarray(ds.images[:2, ..., None], jnp.float32) / 255.0
+    np.testing.assert_array_equal(np.asarray(m_p(x)), np.asarray(m_i(x)))
+    np.testing.assert_array_equal(c_i, initial_centers(ds))
+    assert not np.array_equal(c_p, c_i)
+    _, c_t, r_t = start_for(cfg.replace(arch="tiny"), ds, centers="ink")
+    assert r_t["from"] == "ink profile" and np.array_equal(c_t, c_i)
+    with pytest.raises(ValueError, match="centers"):
+        start_for(cfg, ds, centers="ctc")
