@@ -328,8 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "quarter of the time budget")
     p.add_argument("--starts", default=None, metavar="NAMES",
                    help="EM starts whose first rounds are compared, comma-separated of prior, ink, "
-                        "ink-on-prior, ctc (default: prior,ink; ink-on-prior: the prior's network with the ink "
-                        "profile's centers; ctc trains the network by CTC on the labels first)")
+                        "ink-on-prior, ctc (default: prior,ink-on-prior; ink-on-prior: the prior's network with "
+                        "the ink profile's centers; ink: a fresh network with them; ctc trains the network by CTC on the labels first)")
     p.add_argument("--set", action="append", metavar="FIELD=VALUE",
                    help="override a config field of the run (repeatable; measurements, not needed in use)")
     p.set_defaults(func=cmd_fit)

@@ -170,7 +170,7 @@ def test_a_fit_with_other_starts_is_another_job(run):
 def test_parse_starts():
     from fcn_captcha.fitting import parse_starts
 
-    assert parse_starts(None) == ["prior", "ink"] and parse_starts(None, use_prior=False) == ["ink"]
+    assert parse_starts(None) == ["prior", "ink-on-prior"] and parse_starts(None, use_prior=False) == ["ink"]
     assert parse_starts(" ctc, ink") == ["ctc", "ink"] and parse_starts(["ink"]) == ["ink"]
     assert parse_starts("ink-on-prior,ink") == ["ink-on-prior", "ink"]
     for bad, match in (("ink,crnn", "crnn"), ("ink,ink", "distinct"), ("", "distinct")):
