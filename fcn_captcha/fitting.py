@@ -23,8 +23,9 @@ its Orbax checkpoints):
    with their image are flagged there and left out of training;
 5. ``train/``: :func:`fcn_captcha.training.train`, the restart schedule, starting from
    the EM network, on the aligned centers, selecting restarts by their loss on the
-   aligned calibration images, the last stage shortened to the time budget, and the
-   threshold calibrated on the calibration split;
+   aligned calibration images, the last stage at most ``FINAL_EPOCHS`` passes over the
+   images and shortened to the time budget, and the threshold calibrated on the
+   calibration split;
 6. ``model/``: the network with its scheme (a :class:`~fcn_captcha.detector.Detector`
    loads it and reads files of the scheme at their own sizes, positions in each file's
    pixels), then ``report.md`` with figures and ``summary.json``.
@@ -64,6 +65,13 @@ RESERVE = 0.08  #: least share of the budget kept for calibration, tests and the
 PROBE_SHARE = 0.08  #: share of the working time the clean-up probes may take (when any clean-up is a candidate)
 CPU_ARCH = "slim"  #: the network of ``--cpu-model``: 5x ddddocr's speed on 2 cores (``benchmarks/bench_cpu_archs.py``)
 CPU_SHARE = 0.25  #: share of the budget the ``--cpu-model`` student is given (the rest goes to the full model)
+#: Most passes over the training images that the last stage makes (the time budget may end it
+#: sooner). Long last stages on a fixed set overfit (one H200, benchmarks/RESULTS.md): wheezy from
+#: 200 labels read 93.0% with a 101-step last stage and 82.6% after 5,905 steps (1,900 passes;
+#: its held-out loss rose all along); 1,000 labels read no better after 1,600 passes than after
+#: 300-1,000; lib36x4 from 3,902 texts read 95.7% after 4 and 94.0% after 355. 300 itself was
+#: not measured on its own.
+FINAL_EPOCHS = 300.0
 
 
 def _device_kind() -> str:
@@ -495,7 +503,7 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
     tcfg = tcfg.replace(real_data=str(prepared), real_centers=str(wd / "weak" / "centers.json"), real_limit=limit,
                         holdout=holdout, split_salt=FIT_SALT, init_from=str(wd / "weak" / "model"),
                         stage_runs=(3, 2, 1),
-                        stage_epochs=(round(e1, 4), round(e2, 4), 4000.0),  # the time budget ends the last stage
+                        stage_epochs=(round(e1, 4), round(e2, 4), FINAL_EPOCHS),  # or the time budget, sooner
                         # the trainer keeps 45 s of its budget for compiling, selection and calibration;
                         # fit keeps its own RESERVE for those, so most of the trainer's is given back
                         time_budget=float(max(left, 1.0) + 30.0))
