@@ -159,8 +159,11 @@ def prepare_folder(data: Path, out: Path, scheme: SchemeInfo, log=print) -> dict
     return res
 
 
-START_NAMES = ("prior", "ink", "ink-on-prior", "ctc")  #: the starts of the EM rounds ``fit(starts=...)`` may name
-_ON_PRIOR = ("prior", "ink-on-prior")  #: the starts whose network is the generic prior
+#: The starts of the EM rounds that ``fit(starts=...)`` may name, each (but "ctc", built by
+#: :func:`fcn_captcha.ctc.ctc_start`) as :func:`fcn_captcha.prior.start_for`'s ``(use_prior, centers)``.
+_START_FOR = {"prior": (True, "prior"), "ink": (False, "prior"), "ink-on-prior": (True, "ink")}
+START_NAMES = (*_START_FOR, "ctc")
+_ON_PRIOR = tuple(n for n, (on_prior, _) in _START_FOR.items() if on_prior)  #: the starts on the generic prior
 _COUNT = {2: "two", 3: "three"}
 
 
@@ -225,8 +228,8 @@ def _weak_stage(wd: Path, cfg: Config, prepared: Path, train_names, calib_names,
     t0 = time.time()
     warm = ds.subset(range(len(ds)))
     first = next((n for n in names if n != "ctc"), "ink")  # the ink start only times the steps when ctc is alone
-    model, warm.centers, start = start_for(cfg, warm, first in _ON_PRIOR, "ink" if first == "ink-on-prior" else "prior")
-    if first in _ON_PRIOR and "symbols_known" not in start:  # none ships: the ink start takes its place
+    model, warm.centers, start = start_for(cfg, warm, *_START_FOR[first])
+    if first in _ON_PRIOR and start["from"] == "ink profile":  # none ships: the ink start takes its place
         first = "ink"
         names = list(dict.fromkeys("ink" if n in _ON_PRIOR else n for n in names))
     log(f"weak centers: starting from the {start['from']} ("
@@ -256,7 +259,7 @@ def _weak_stage(wd: Path, cfg: Config, prepared: Path, train_names, calib_names,
 
                 built[name] = ctc_start(cfg, ds, steps, use_prior=use_prior, seed=97, log=log, pad_to=len(ds))
             else:
-                built[name] = start_for(cfg, warm, name in _ON_PRIOR, "ink" if name == "ink-on-prior" else "prior")
+                built[name] = start_for(cfg, warm, *_START_FOR[name])
         return built[name]
 
     if len(names) > 1:
@@ -387,8 +390,8 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
         the budget, and report both.
       cpu_arch: that network's architecture.
       starts: the EM rounds' starts whose first rounds are compared, a comma list or a
-        sequence of "prior", "ink", "ctc" (:func:`parse_starts`, :func:`_weak_stage`;
-        default None: prior and ink, or ink alone without ``prior``).
+        sequence of ``START_NAMES`` (:func:`parse_starts`, :func:`_weak_stage`; default
+        None: prior and ink-on-prior, or ink alone without ``prior``).
       log: progress lines.
 
     Returns:
@@ -625,6 +628,20 @@ def _cleanup_line(rec: dict) -> str:
     return (", ".join(on) or "none") + f" ({rec.get('why', 'not measured')}" + (f"; probes {probes}" if probes else "") + ")"
 
 
+def _start_sentence(st: dict) -> str:
+    """The report's sentence on where the EM rounds started (``st``: the start's record)."""
+    if "symbols_known" in st:  # a start on the generic prior (its alignment or the ink profile's centers)
+        how = ("initial centers by alignment on its maps." if st.get("from") == "generic prior" else
+               f"initial centers from the ink profile ({st.get('why', '')}).")
+        return (f"Started from the generic prior (`{st.get('arch')}` network): {len(st['symbols_known'])} "
+                f"symbols known to it, new: `{st.get('symbols_new') or 'none'}`; {how}")
+    if st.get("from") == "CTC alignment":
+        return (f"Started from a network trained by CTC on the labels ({st.get('ctc_steps')} steps from the "
+                f"{st.get('network')} network; greedy CTC reading = label on "
+                f"{100 * st.get('ctc_read_agreement', 0):.1f}%) and its forced alignment ({st.get('why', '')}).")
+    return f"Started from a fresh network and the ink profile ({st.get('why', '')})."
+
+
 def write_report(wd: Path, summary: dict, det, data: Path, cal_names, cal_truth, cal_m: dict,
                  test_m: dict | None, reads: dict | None = None) -> Path:
     """``wd/report.md`` with its figures beside it (``wd/figures``); ``reads``: each set's
@@ -702,17 +719,7 @@ def write_report(wd: Path, summary: dict, det, data: Path, cal_names, cal_truth,
         lines.append("")
     st = s.get("weak_start") or {}
     lines += ["## Centers from strings (EM rounds)", "",
-              (f"Started from the generic prior (`{st.get('arch')}` network): {len(st.get('symbols_known', ''))} "
-               f"symbols known to it, new: `{st.get('symbols_new') or 'none'}`; initial centers by alignment on its "
-               "maps." if st.get("from") == "generic prior" else
-               f"Started from the generic prior's network (`{st.get('arch')}`: {len(st.get('symbols_known', ''))} "
-               f"symbols known to it, new: `{st.get('symbols_new') or 'none'}`) with the ink profile's centers ("
-               f"{st.get('why', '')})." if st.get("from") == "generic prior, ink-profile centers" else
-               f"Started from a network trained by CTC on the labels ({st.get('ctc_steps')} steps from the "
-               f"{st.get('network')} network; greedy CTC reading = label on "
-               f"{100 * st.get('ctc_read_agreement', 0):.1f}%) and its forced alignment ({st.get('why', '')})."
-               if st.get("from") == "CTC alignment" else
-               f"Started from a fresh network and the ink profile ({st.get('why', '')})."), "",
+              _start_sentence(st), "",
               *([("Round 1 ran from each start; labels read back: " + ", ".join(
                   f"{c['from']} {100 * c['free_read_agreement']:.1f}%" for c in st["compared"])
                   + f"; the rounds went on from the {st.get('from')}."), ""] if st.get("compared") else []),

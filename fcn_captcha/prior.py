@@ -95,8 +95,8 @@ def start_for(config: Config, ds: Dataset, use_prior: bool = True,
     rec = {"arch": config.arch, "symbols_known": known,
            "symbols_new": "".join(c for c in config.alphabet if c not in known)}
     if centers == "ink":
-        return model, initial_centers(ds), dict(rec, **{"from": "generic prior, ink-profile centers"})
-    return model, prior_centers(prior[0], prior[1], config, ds), dict(rec, **{"from": "generic prior"})
+        return model, initial_centers(ds), {"from": "generic prior, ink-profile centers", **rec}
+    return model, prior_centers(prior[0], prior[1], config, ds), {"from": "generic prior", **rec}
 
 
 def _symbol_index(prior_alphabet: str, alphabet: str) -> list[int]:

@@ -245,3 +245,16 @@ def test_a_chosen_cleanup_prepares_again_and_travels_in_the_card(tmp_path, monke
     r = det.read(str(data / "000.png"))
     assert all(0 <= c.x < 96 and 0 <= c.y < 40 for c in r.chars)
     assert "deskew" in (wd / "report.md").read_text()
+
+
+def test_the_report_says_where_the_em_rounds_started():
+    from fcn_captcha.fitting import _start_sentence
+
+    on_prior = {"arch": "wide", "symbols_known": "0123", "symbols_new": "AB"}
+    assert "alignment on its maps" in _start_sentence({"from": "generic prior", **on_prior})
+    s = _start_sentence({"from": "generic prior, ink-profile centers", "why": "it read more", **on_prior})
+    assert "4 symbols known" in s and "`AB`" in s and "from the ink profile (it read more)" in s
+    assert "CTC" in _start_sentence({"from": "CTC alignment", "ctc_steps": 5, "network": "cpu",
+                                     "ctc_read_agreement": 0.5, "why": "w"})
+    assert _start_sentence({"from": "ink profile", "why": "no prior asked for"}) == (
+        "Started from a fresh network and the ink profile (no prior asked for).")
