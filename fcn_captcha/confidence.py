@@ -187,7 +187,8 @@ def _symbols_factor(texts: Sequence[str], risk: dict[str, float]) -> np.ndarray:
     logs: dict[str, float] = {}  # log1p(-q[c]) once per symbol: the same values, summed in the same order
     for c in set().union(*texts):
         logs[c] = math.log1p(-risk.get(c, q0))
-    return np.array([math.exp(sum(logs[c] for c in t)) for t in texts], np.float64)
+    # np.exp, not math.exp: the same function as Calibrator.predict_arrays, so both give equal bits
+    return np.exp(np.array([sum(logs[c] for c in t) for t in texts], np.float64))
 
 
 # ----- logistic fit ------------------------------------------------------------------------------
@@ -305,6 +306,39 @@ class Calibrator:
             p = p * _symbols_factor([r.text for r in readings], self.risk)
         p = np.clip(p, *self.bounds)
         return np.where([bool(r.error) for r in readings], 0.0, p) if len(readings) else p
+
+    def predict_arrays(self, symbol: np.ndarray, valid: np.ndarray, features: np.ndarray,
+                       alphabet: str) -> np.ndarray:
+        """:meth:`predict` of a batch from the decoder's fixed-size arrays, without Reading objects.
+
+        Equal, bit for bit, to ``predict(readings, features)`` on the readings those
+        arrays make (:func:`~fcn_captcha.device_decoder.readings_from_device`): the
+        symbols' log-factors are added column by column in reading order, the
+        additions :func:`_symbols_factor` makes, with the same exponential. Rows that
+        are not readings (non-finite maps) are the caller's to mask.
+
+        Args:
+          symbol: int ``[B, M]`` symbol indices into ``alphabet``.
+          valid: bool ``[B, M]``, True for the read characters (in reading order
+            along each row).
+          features: float64 ``[B, 4]`` (:func:`batch_features`).
+          alphabet: the symbols in map order.
+
+        Returns:
+          float64 ``[B]`` probabilities in ``[bounds]``.
+        """
+        base = np.asarray(features, np.float64).reshape(-1, len(FEATURES))
+        x = base[:, [FEATURES.index(f) for f in self.features]]
+        p = _sigmoid(self.bias + x @ np.asarray(self.weights, np.float64))
+        if self.risk:
+            q0 = self.risk[""]
+            table = np.array([math.log1p(-self.risk.get(c, q0)) for c in alphabet], np.float64)
+            symbol, valid = np.asarray(symbol), np.asarray(valid, bool)
+            logs = np.zeros(len(p))
+            for j in range(symbol.shape[1]):  # left to right, as sum() over a text
+                logs = logs + np.where(valid[:, j], table[np.clip(symbol[:, j], 0, len(table) - 1)], 0.0)
+            p = p * np.exp(logs)
+        return np.clip(p, *self.bounds)
 
     def __call__(self, reading) -> float:
         """The probability of one reading."""

@@ -65,7 +65,7 @@ from fcn_captcha.card import (  # noqa: F401
     find_model_dir,
     pretrained_names,
 )
-from fcn_captcha.confidence import with_confidence
+from fcn_captcha.confidence import Calibrator, with_confidence
 from fcn_captcha.config import Config
 from fcn_captcha.decoder import Reading, decode
 from fcn_captcha.preprocess import (
@@ -306,18 +306,20 @@ class Detector:
             from fcn_captcha.device_decoder import decode_device
 
             thr = jnp.float32(threshold)
-            pending, parts = None, []
+            calibrator = self.calibrator if self.calibrator is not None and self.calibrator.applies(threshold, length) \
+                else None
+            pending = None
             for n, maps in batches:
                 out = decode_device(maps, thr, stride=cfg.stride, length=length,
                                     min_distance=tuple(cfg.min_distance), max_candidates=cfg.max_candidates)
                 if pending is not None:
-                    reads += _host_readings(*pending, cfg.alphabet, parts)
+                    reads += _host_readings(*pending, cfg.alphabet, calibrator)
                 pending = (out, n)
             if pending is not None:
-                reads += _host_readings(*pending, cfg.alphabet, parts)
-            features = np.concatenate(parts) if parts else None
+                reads += _host_readings(*pending, cfg.alphabet, calibrator)
+            return reads
         if self.calibrator is not None and self.calibrator.applies(threshold, length):
-            reads = with_confidence(reads, self.calibrator, features)
+            reads = with_confidence(reads, self.calibrator)
         return reads
 
     def read_arrays(self, images: np.ndarray, threshold: float | None = None, batch_size: int = 256,
@@ -616,17 +618,23 @@ class Detector:
         return out[0] if single else out
 
 
-def _host_readings(out: dict, n: int, alphabet: str, features: list) -> list[Reading]:
+def _host_readings(out: dict, n: int, alphabet: str, calibrator: Calibrator | None) -> list[Reading]:
     """The first ``n`` readings of one batch of :func:`~fcn_captcha.device_decoder.decode_device`
-    outputs (one device->host copy, NumPy on the whole batch); appends their
-    :func:`~fcn_captcha.confidence.batch_features` ``[n, 4]`` to ``features``."""
+    outputs (one device->host copy, NumPy on the whole batch), with their confidence from
+    ``calibrator`` (None: left None) computed on the arrays
+    (:meth:`~fcn_captcha.confidence.Calibrator.predict_arrays`, equal to
+    :func:`~fcn_captcha.confidence.with_confidence` on the readings), so each reading is
+    built once."""
     from fcn_captcha.confidence import batch_features
     from fcn_captcha.device_decoder import fetch_outputs, readings_from_device
 
     host = {k: v[:n] for k, v in fetch_outputs(out).items()}
-    features.append(batch_features(host["score"], host["rival"], host["valid"], host["runner_up"],
-                                   host["length_forced"]))
-    return readings_from_device(host, alphabet)
+    confidence = None
+    if calibrator is not None:
+        features = batch_features(host["score"], host["rival"], host["valid"], host["runner_up"],
+                                  host["length_forced"])
+        confidence = calibrator.predict_arrays(host["symbol"], host["valid"], features, alphabet)
+    return readings_from_device(host, alphabet, confidence)
 
 
 def default_workers() -> int:

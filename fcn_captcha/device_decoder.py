@@ -350,7 +350,7 @@ def fetch_outputs(out: dict[str, Any]) -> dict[str, np.ndarray]:
     return {k: np.asarray(v) for k, v in jax.device_get(dict(out)).items()}
 
 
-def readings_from_device(out: dict[str, Any], alphabet: str) -> list[Reading]:
+def readings_from_device(out: dict[str, Any], alphabet: str, confidence: np.ndarray | None = None) -> list[Reading]:
     """Host side of :func:`decode_device`: its arrays -> ``B`` :class:`Reading` objects.
 
     One device->host copy of the batch (:func:`fetch_outputs`), then NumPy on the whole
@@ -360,6 +360,9 @@ def readings_from_device(out: dict[str, Any], alphabet: str) -> list[Reading]:
     Args:
       out: the dict returned by :func:`decode_device` (device or NumPy arrays).
       alphabet: the symbols in map order.
+      confidence: optional float ``[B]``, each reading's :attr:`Reading.confidence`
+        (set in the one construction of each reading; NaN or an image with ``error``:
+        left None). None: every confidence None.
 
     Returns:
       ``B`` readings, equal to ``decode(...)`` on the same maps and settings. An image
@@ -379,17 +382,20 @@ def readings_from_device(out: dict[str, Any], alphabet: str) -> list[Reading]:
         raise ValueError(f"symbol index {int(symbol[finite].max())} is outside the alphabet {alphabet!r}")
     counts = valid.sum(axis=1)
     m = int(counts.max(initial=0))
-    front = np.broadcast_to(np.arange(m), (b, m))
-    if not np.array_equal(valid[:, :m], front < counts[:, None]):  # not in front (not decode_device's order)
+    front = None  # the read characters in the first m columns (decode_device's order): plain slices
+    if not np.array_equal(valid[:, :m], np.arange(m) < counts[:, None]):
         front = np.argsort(~valid, axis=1, kind="stable")[:, :m]
 
     def cols(name):
-        return np.take_along_axis(out[name] if name in out else np.zeros(symbol.shape), front, axis=1)
+        a = out[name] if name in out else np.zeros(symbol.shape)
+        return a[:, :m] if front is None else np.take_along_axis(a, front, axis=1)
 
     syms = cols("symbol").tolist()
     x, y, score, rival = (cols(n).astype(np.float64).tolist() for n in ("x", "y", "score", "rival"))
     forced = out["length_forced"].astype(bool).tolist()
     runner = (out["runner_up"].astype(np.float64) if "runner_up" in out else np.zeros(b)).tolist()
+    conf = ([None] * b if confidence is None else
+            [None if q != q else q for q in np.asarray(confidence, np.float64).reshape(b).tolist()])
     letters = list(alphabet)
     reads = []
     for i, (n, ok) in enumerate(zip(counts.tolist(), finite.tolist())):
@@ -398,5 +404,5 @@ def readings_from_device(out: dict[str, Any], alphabet: str) -> list[Reading]:
             continue
         text = [letters[s] for s in syms[i][:n]]
         chars = tuple(map(Char, text, x[i][:n], y[i][:n], score[i][:n], rival[i][:n]))
-        reads.append(Reading("".join(text), chars, forced[i], runner_up=runner[i]))
+        reads.append(Reading("".join(text), chars, forced[i], None, runner[i], conf[i]))
     return reads

@@ -231,3 +231,29 @@ def test_batch_features_equal_reading_features_and_predict_takes_them(calibrator
     assert with_confidence(reads, calibrator, feats) == old
     with pytest.raises(ValueError, match="features of 11 readings"):
         calibrator.predict(reads, feats[1:])
+
+
+def test_predict_arrays_equals_predict_on_the_readings_bit_for_bit():
+    """The detector's confidence from the decoder's arrays (symbols' factor included, read
+    characters not all in front) is the per-reading one; readings_from_device sets it once."""
+    from fcn_captcha.device_decoder import readings_from_device
+
+    alphabet = "0AB"
+    reads_fit, truths = synthetic_set(400, seed=5, risky="0")
+    cal = fit_calibrator([dataclasses.replace(r, text=r.text.replace("C", "A").replace("D", "B")) for r in reads_fit],
+                         [t.replace("C", "A").replace("D", "B") for t in truths], threshold=0.4, fitted_on="t")
+    cal = dataclasses.replace(cal, risk={"": 0.05, "0": 0.3, "A": 0.01}) if not cal.risk else cal
+    rng = np.random.default_rng(4)
+    b, m = 16, 7
+    out = {"symbol": rng.integers(0, 3, (b, m)).astype(np.int32), "score": rng.random((b, m)).astype(np.float32),
+           "rival": (rng.random((b, m)) * 0.5).astype(np.float32), "x": rng.random((b, m)).astype(np.float32),
+           "y": rng.random((b, m)).astype(np.float32), "valid": rng.random((b, m)) < 0.6,
+           "runner_up": (rng.random(b) * 0.3).astype(np.float32), "length_forced": rng.random(b) < 0.3}
+    reads = readings_from_device(out, alphabet)
+    feats = batch_features(out["score"], out["rival"], out["valid"], out["runner_up"], out["length_forced"])
+    p = cal.predict_arrays(out["symbol"], out["valid"], feats, alphabet)
+    np.testing.assert_array_equal(p, cal.predict(reads, feats))
+    assert readings_from_device(out, alphabet, p) == with_confidence(reads, cal, feats)
+    nan = p.copy()
+    nan[3] = np.nan
+    assert readings_from_device(out, alphabet, nan)[3].confidence is None
