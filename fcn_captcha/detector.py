@@ -50,6 +50,8 @@ would have to repeat them.
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import dataclasses
 import math
 import numbers
@@ -290,8 +292,9 @@ class Detector:
     def _decode_maps(self, batches, threshold: float, length) -> list[Reading]:
         """Readings of ``(n, maps)`` chunks (the first ``n`` rows of each count), with their confidence.
 
-        On the JAX backend each chunk's decode is dispatched before the previous chunk's
-        readings are built on the host, so the device works while the host does.
+        On the JAX backend each chunk's readings are built in one host thread
+        (:func:`_host_readings`) while this thread dispatches the next chunks (at most two
+        in flight), so the device works while the host does.
         """
         cfg = self.config
         reads: list[Reading] = []
@@ -308,15 +311,18 @@ class Detector:
             thr = jnp.float32(threshold)
             calibrator = self.calibrator if self.calibrator is not None and self.calibrator.applies(threshold, length) \
                 else None
-            pending = None
-            for n, maps in batches:
-                out = decode_device(maps, thr, stride=cfg.stride, length=length,
-                                    min_distance=tuple(cfg.min_distance), max_candidates=cfg.max_candidates)
-                if pending is not None:
-                    reads += _host_readings(*pending, cfg.alphabet, calibrator)
-                pending = (out, n)
-            if pending is not None:
-                reads += _host_readings(*pending, cfg.alphabet, calibrator)
+            # one host thread builds batch k's readings while this one feeds batch k+1 to the
+            # device (device_get and the dispatch release the GIL); at most 2 batches in flight
+            with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="fcn-readings") as pool:
+                pending: collections.deque = collections.deque()
+                for n, maps in batches:
+                    out = decode_device(maps, thr, stride=cfg.stride, length=length,
+                                        min_distance=tuple(cfg.min_distance), max_candidates=cfg.max_candidates)
+                    pending.append(pool.submit(_host_readings, out, n, cfg.alphabet, calibrator))
+                    if len(pending) > 2:
+                        reads += pending.popleft().result()
+                while pending:
+                    reads += pending.popleft().result()
             return reads
         if self.calibrator is not None and self.calibrator.applies(threshold, length):
             reads = with_confidence(reads, self.calibrator)
