@@ -49,6 +49,10 @@ too, so both backends compute the same confidence from the same maps.
 
 How well it is calibrated (the ECE, reliability diagrams, the report's section) is
 measured by :mod:`fcn_captcha.reliability`.
+
+Why this module is long: the features, the symbols' risk, the calibrator with its two
+ways to predict (from readings, and from the decoder's arrays for the detector's fast
+path) and the fit all share the one feature contract; apart, each would restate it.
 """
 
 from __future__ import annotations
@@ -309,33 +313,20 @@ class Calibrator:
 
     def predict_arrays(self, symbol: np.ndarray, valid: np.ndarray, features: np.ndarray,
                        alphabet: str) -> np.ndarray:
-        """:meth:`predict` of a batch from the decoder's fixed-size arrays, without Reading objects.
+        """:meth:`predict` from the decoder's arrays, bit for bit, without Reading objects.
 
-        Equal, bit for bit, to ``predict(readings, features)`` on the readings those
-        arrays make (:func:`~fcn_captcha.device_decoder.readings_from_device`): the
-        symbols' log-factors are added column by column in reading order, the
-        additions :func:`_symbols_factor` makes, with the same exponential. Rows that
-        are not readings (non-finite maps) are the caller's to mask.
-
-        Args:
-          symbol: int ``[B, M]`` symbol indices into ``alphabet``.
-          valid: bool ``[B, M]``, True for the read characters (in reading order
-            along each row).
-          features: float64 ``[B, 4]`` (:func:`batch_features`).
-          alphabet: the symbols in map order.
-
-        Returns:
-          float64 ``[B]`` probabilities in ``[bounds]``.
+        Args: ``symbol`` int ``[B, M]`` indices into ``alphabet``; ``valid`` bool ``[B, M]``,
+        the read characters (in reading order along a row); ``features`` float64 ``[B, 4]``
+        (:func:`batch_features`). Returns float64 ``[B]`` (rows of non-finite maps: the
+        caller's to mask). The log-factors are added column by column, as
+        :func:`_symbols_factor` adds them over a text.
         """
-        base = np.asarray(features, np.float64).reshape(-1, len(FEATURES))
-        x = base[:, [FEATURES.index(f) for f in self.features]]
+        x = np.asarray(features, np.float64).reshape(-1, len(FEATURES))[:, [FEATURES.index(f) for f in self.features]]
         p = _sigmoid(self.bias + x @ np.asarray(self.weights, np.float64))
         if self.risk:
-            q0 = self.risk[""]
-            table = np.array([math.log1p(-self.risk.get(c, q0)) for c in alphabet], np.float64)
-            symbol, valid = np.asarray(symbol), np.asarray(valid, bool)
-            logs = np.zeros(len(p))
-            for j in range(symbol.shape[1]):  # left to right, as sum() over a text
+            table = np.array([math.log1p(-self.risk.get(c, self.risk[""])) for c in alphabet], np.float64)
+            symbol, valid, logs = np.asarray(symbol), np.asarray(valid, bool), np.zeros(len(p))
+            for j in range(symbol.shape[1]):
                 logs = logs + np.where(valid[:, j], table[np.clip(symbol[:, j], 0, len(table) - 1)], 0.0)
             p = p * np.exp(logs)
         return np.clip(p, *self.bounds)
