@@ -304,8 +304,7 @@ class Calibrator:
             base = np.asarray(features, np.float64).reshape(-1, len(FEATURES))
             if len(base) != len(readings):
                 raise ValueError(f"features of {len(base)} readings for {len(readings)} readings")
-        x = base[:, [FEATURES.index(f) for f in self.features]]
-        p = _sigmoid(self.bias + x @ np.asarray(self.weights, np.float64))
+        p = self._logistic(base)
         if self.risk:
             p = p * _symbols_factor([r.text for r in readings], self.risk)
         p = np.clip(p, *self.bounds)
@@ -321,8 +320,7 @@ class Calibrator:
         caller's to mask). The log-factors are added column by column, as
         :func:`_symbols_factor` adds them over a text.
         """
-        x = np.asarray(features, np.float64).reshape(-1, len(FEATURES))[:, [FEATURES.index(f) for f in self.features]]
-        p = _sigmoid(self.bias + x @ np.asarray(self.weights, np.float64))
+        p = self._logistic(np.asarray(features, np.float64).reshape(-1, len(FEATURES)))
         if self.risk:
             table = np.array([math.log1p(-self.risk.get(c, self.risk[""])) for c in alphabet], np.float64)
             symbol, valid, logs = np.asarray(symbol), np.asarray(valid, bool), np.zeros(len(p))
@@ -330,6 +328,11 @@ class Calibrator:
                 logs = logs + np.where(valid[:, j], table[np.clip(symbol[:, j], 0, len(table) - 1)], 0.0)
             p = p * np.exp(logs)
         return np.clip(p, *self.bounds)
+
+    def _logistic(self, base: np.ndarray) -> np.ndarray:
+        """``sigmoid(bias + w . x)`` ``[N]`` of the features ``base`` ``[N, 4]`` (before the symbols' factor)."""
+        x = base[:, [FEATURES.index(f) for f in self.features]]
+        return _sigmoid(self.bias + x @ np.asarray(self.weights, np.float64))
 
     def __call__(self, reading) -> float:
         """The probability of one reading."""

@@ -298,7 +298,8 @@ class Detector:
         """
         cfg = self.config
         reads: list[Reading] = []
-        features = None  # the calibrator's features of the whole call, where the decoder gives them
+        calibrator = self.calibrator if self.calibrator is not None and self.calibrator.applies(threshold, length) \
+            else None
         if self.backend == "onnx":  # the NumPy decoder, the device decoder's twin
             for _, maps in batches:
                 reads += decode(maps, cfg.alphabet, threshold, cfg.stride, length, tuple(cfg.min_distance),
@@ -309,8 +310,6 @@ class Detector:
             from fcn_captcha.device_decoder import decode_device
 
             thr = jnp.float32(threshold)
-            calibrator = self.calibrator if self.calibrator is not None and self.calibrator.applies(threshold, length) \
-                else None
             # one host thread builds batch k's readings while this one feeds batch k+1 to the
             # device (device_get and the dispatch release the GIL); at most 2 batches in flight
             with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="fcn-readings") as pool:
@@ -324,9 +323,7 @@ class Detector:
                 while pending:
                     reads += pending.popleft().result()
             return reads
-        if self.calibrator is not None and self.calibrator.applies(threshold, length):
-            reads = with_confidence(reads, self.calibrator)
-        return reads
+        return with_confidence(reads, calibrator)
 
     def read_arrays(self, images: np.ndarray, threshold: float | None = None, batch_size: int = 256,
                     length=None, on_error: str = "report") -> list[Reading]:
