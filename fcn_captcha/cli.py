@@ -279,9 +279,10 @@ def _fit_overrides(items: list[str] | None) -> dict:
 def cmd_fit(args):
     from fcn_captcha.fitting import fit
 
+    epochs = {k: v for k, v in (("weak_epochs", args.weak_epochs), ("final_epochs", args.final_epochs)) if v is not None}
     s = fit(args.data, args.workdir, test=args.test, time_budget=args.time_budget, limit=args.limit,
             holdout=args.holdout, seed=args.seed, prior=args.prior, overrides=_fit_overrides(args.set),
-            cpu_model=args.cpu_model, starts=args.starts)
+            cpu_model=args.cpu_model, starts=args.starts, **epochs)
     print(json.dumps({k: s.get(k) for k in ("model_dir", "wall_s", "calibration", "test", "cpu_model", "report")
                       if k != "cpu_model" or k in s}, indent=1))
     return 0
@@ -330,6 +331,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="EM starts whose first rounds are compared, comma-separated of prior, ink, "
                         "ink-on-prior, ctc (default: prior,ink-on-prior; ink-on-prior: the prior's network with "
                         "the ink profile's centers; ink: a fresh network with them; ctc trains the network by CTC on the labels first)")
+    p.add_argument("--weak-epochs", type=float, default=None, metavar="E",
+                   help="most passes over the training images of one EM round (default: fitting.WEAK_EPOCHS)")
+    p.add_argument("--final-epochs", type=float, default=None, metavar="E",
+                   help="most passes of the restart schedule's last stage (default: fitting.FINAL_EPOCHS)")
     p.add_argument("--set", action="append", metavar="FIELD=VALUE",
                    help="override a config field of the run (repeatable; measurements, not needed in use)")
     p.set_defaults(func=cmd_fit)

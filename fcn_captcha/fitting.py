@@ -72,6 +72,9 @@ CPU_SHARE = 0.25  #: share of the budget the ``--cpu-model`` student is given (t
 #: 300-1,000; lib36x4 from 3,902 texts read 95.7% after 4 and 94.0% after 355. 300 itself was
 #: not measured on its own.
 FINAL_EPOCHS = 300.0
+#: Most passes over the training images that one EM round makes (the time budget may end it
+#: sooner), so that a fast device leaves time to the final training.
+WEAK_EPOCHS = 100.0
 
 
 def _device_kind() -> str:
@@ -195,7 +198,7 @@ def parse_starts(starts, use_prior: bool = True) -> list[str]:
 
 
 def _weak_stage(wd: Path, cfg: Config, prepared: Path, train_names, calib_names, seconds: float, log,
-                use_prior: bool = True, starts: list[str] | None = None) -> dict:
+                use_prior: bool = True, starts: list[str] | None = None, epochs: float = WEAK_EPOCHS) -> dict:
     """EM centers of the training split and of the calibration split (restart selection).
 
     ``starts`` (:func:`parse_starts`; default prior and ink) are the starts whose first
@@ -206,7 +209,7 @@ def _weak_stage(wd: Path, cfg: Config, prepared: Path, train_names, calib_names,
     ink profile; "ink-on-prior", the prior's network and the ink profile's centers (its
     features without its alignment); "ctc", a network trained by CTC on the labels for as many steps as one
     round and its alignment (:func:`fcn_captcha.ctc.ctc_start`). One start alone runs
-    every round from it.
+    every round from it. ``epochs`` bounds each round's passes over the training images.
     """
     from fcn_captcha.annotate import annotate_maps, write_annotations
     from fcn_captcha.checkpoint import save_model
@@ -243,9 +246,9 @@ def _weak_stage(wd: Path, cfg: Config, prepared: Path, train_names, calib_names,
     rounds = 3
     extra = len(names) - 1 + ("ctc" in names)  # the other starts' first rounds, and the CTC training
     left = max(1.0, seconds - (time.time() - t0))
-    # a bound of 100 epochs per round (so that a fast device leaves time to the final training)
+    # at most `epochs` passes per round (so that a fast device leaves time to the final training)
     steps = int(np.clip(left / (rounds + extra) / max(per_step, 1e-6) * 0.85, 20,
-                        100 * max(1, len(ds) // cfg.batch_size)))
+                        max(20, int(epochs * max(1, len(ds) // cfg.batch_size)))))
     log(f"weak centers: {len(ds)} training images, {rounds} rounds of {steps} steps"
         + (f" (round 1 from {_COUNT.get(len(names), len(names))} starts: {', '.join(names)})"
            if len(names) > 2 or "ctc" in names else " (round 1 from two starts)" if len(names) > 1 else "")
@@ -369,7 +372,8 @@ def _evaluate_files(det, folder: Path, names: list[str] | None = None) -> tuple[
 
 def fit(data, workdir, test=None, time_budget: float | None = None, limit: int = 0, holdout: float = 0.22,
         seed: int = 0, device: str | None = None, overrides: dict | None = None, prior: bool = True,
-        cpu_model: bool = False, cpu_arch: str = CPU_ARCH, starts=None, log=print) -> dict[str, Any]:
+        cpu_model: bool = False, cpu_arch: str = CPU_ARCH, starts=None, weak_epochs: float = WEAK_EPOCHS,
+        final_epochs: float = FINAL_EPOCHS, log=print) -> dict[str, Any]:
     """Fit a calibrated reader to a folder of string-labelled captchas (see the module doc).
 
     Args:
@@ -392,6 +396,8 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
       starts: the EM rounds' starts whose first rounds are compared, a comma list or a
         sequence of ``START_NAMES`` (:func:`parse_starts`, :func:`_weak_stage`; default
         None: prior and ink-on-prior, or ink alone without ``prior``).
+      weak_epochs: most passes over the training images of one EM round (``WEAK_EPOCHS``).
+      final_epochs: most passes of the last stage of the restart schedule (``FINAL_EPOCHS``).
       log: progress lines.
 
     Returns:
@@ -412,6 +418,10 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
         job |= {"cpu_model": True, "cpu_arch": cpu_arch}
     if starts is not None:  # (absent when default, as above)
         job |= {"starts": parse_starts(starts, prior)}
+    if (weak_epochs, final_epochs) != (WEAK_EPOCHS, FINAL_EPOCHS):  # (absent when default, as above)
+        job |= {"weak_epochs": float(weak_epochs), "final_epochs": float(final_epochs)}
+    if min(weak_epochs, final_epochs) <= 0:
+        raise ValueError(f"weak_epochs {weak_epochs} and final_epochs {final_epochs} must be > 0")
     if job_path.exists():
         old = json.loads(job_path.read_text())
         if {k: old.get(k) for k in job} != job:
@@ -489,7 +499,7 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
     # 4. weak centers
     work_s = main_budget - reserve - elapsed()
     weak = _weak_stage(wd, cfg, prepared, train_names, calib_names, WEAK_SHARE * work_s, log, use_prior=prior,
-                       starts=job.get("starts"))
+                       starts=job.get("starts"), epochs=weak_epochs)
     _write_json(job_path, job | {"spent": elapsed()})
     # 5. restart schedule
     from fcn_captcha.checkpoint import load_model, save_model
@@ -506,7 +516,7 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
     tcfg = tcfg.replace(real_data=str(prepared), real_centers=str(wd / "weak" / "centers.json"), real_limit=limit,
                         holdout=holdout, split_salt=FIT_SALT, init_from=str(wd / "weak" / "model"),
                         stage_runs=(3, 2, 1),
-                        stage_epochs=(round(e1, 4), round(e2, 4), FINAL_EPOCHS),  # or the time budget, sooner
+                        stage_epochs=(round(e1, 4), round(e2, 4), float(final_epochs)),  # or the time budget, sooner
                         # the trainer keeps 45 s of its budget for compiling, selection and calibration;
                         # fit keeps its own RESERVE for those, so most of the trainer's is given back
                         time_budget=float(max(left, 1.0) + 30.0))

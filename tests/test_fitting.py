@@ -169,6 +169,11 @@ def test_a_fit_with_other_starts_is_another_job(run):
     with pytest.raises(ValueError, match="another job"):
         fit(data, wd, test=test, time_budget=BUDGET, device="cpu", overrides=OVERRIDES, cpu_model=True, cpu_arch="tiny",
             starts="prior,ink,ctc")
+    with pytest.raises(ValueError, match="another job"):  # nor from other bounds on the passes
+        fit(data, wd, test=test, time_budget=BUDGET, device="cpu", overrides=OVERRIDES, cpu_model=True, cpu_arch="tiny",
+            weak_epochs=5)
+    with pytest.raises(ValueError, match="must be > 0"):
+        fit(data, wd, device="cpu", final_epochs=0)
 
 
 def test_parse_starts():
@@ -202,6 +207,10 @@ def test_the_ctc_start_is_compared_and_written(run, tmp_path):
     assert [r["round"] for r in info["history"]] == [1, 2, 3]
     assert (tmp_path / "weak" / "centers.json").exists() and (tmp_path / "weak" / "model" / "model.json").exists()
     assert _weak_stage(tmp_path, cfg, wd / "prepared", [], [], 5.0, lambda *_: None) == info  # done: read back
+    # the rounds' passes are bounded (here by the least round of 20 steps, not by the 5 s)
+    short = _weak_stage(tmp_path / "short", cfg, wd / "prepared", split["train"], split["calibration"], 60.0,
+                        lambda *_: None, use_prior=False, starts=["ink"], epochs=0.5)
+    assert short["steps"] == 20
 
 
 def test_cli_parses_and_calls_fit(monkeypatch, tmp_path, capsys):
@@ -213,6 +222,8 @@ def test_cli_parses_and_calls_fit(monkeypatch, tmp_path, capsys):
     assert main(["fit", "D", "--workdir", "W", "--test", "T", "--time-budget", "60", "--limit", "5"]) == 0
     assert seen == {"data": "D", "wd": "W", "test": "T", "time_budget": 60.0, "limit": 5, "holdout": 0.22, "seed": 0,
                     "prior": True, "overrides": {}, "cpu_model": False, "starts": None}
+    assert main(["fit", "D", "--workdir", "W", "--weak-epochs", "12", "--final-epochs", "40"]) == 0
+    assert (seen["weak_epochs"], seen["final_epochs"]) == (12.0, 40.0)
     assert main(["fit", "D", "--workdir", "W", "--no-prior", "--set", "warp=0", "--set", "min_distance=2,6",
                  "--cpu-model"]) == 0
     assert seen["prior"] is False and seen["overrides"] == {"warp": 0.0, "min_distance": [2.0, 6.0]}
