@@ -10,7 +10,10 @@ model's suite (texts from ``random.Random(--seed)``, drawing by the library's ow
   user calls (preprocessing on the host included), once per ``--workers`` value (host
   threads; 1 is the serial path);
 * ``read_batch``: :meth:`~fcn_captcha.detector.Detector.read_batch` on the same images
-  as one decoded uint8 ``[N, H, W, 3]`` array, preprocessed on the device.
+  as one decoded uint8 ``[N, H, W, 3]`` array, preprocessed on the device;
+* ``read_arrays table`` and ``read_batch table``: the same two calls with
+  ``as_table=True`` (one :class:`fcn_captcha.decoder.ReadingTable` of NumPy columns
+  instead of a list of ``Reading`` objects, what a bulk user who wants throughput asks for).
 
 Under each path's row, its host-side share: the call's device program timed alone on
 inputs already on the device (device preprocessing where the path has it, network,
@@ -77,6 +80,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fcn_captcha.decoder import ReadingTable
 from fcn_captcha.detector import Detector
 from fcn_captcha.generator import random_text
 from fcn_captcha.model import peak_flops  # bf16 dense peak by device kind (the model computes in bfloat16)
@@ -150,8 +154,9 @@ def bench_path(read_chunk, count: int, batch: int, repeats: int, cover: bool) ->
             first = dt
         else:
             times.append(dt)
-        for i, r in zip(idx.tolist(), reads):
-            texts.setdefault(i, r.text)
+        got = reads.texts if isinstance(reads, ReadingTable) else [r.text for r in reads]
+        for i, t in zip(idx.tolist(), got):
+            texts.setdefault(i, t)
     med = statistics.median(times)
     return {"batch": batch, "first_call_s": first, "median_call_s": med, "timed_calls": len(times),
             "compile_s_estimate": max(first - med, 0.0), "images_per_s": batch / med,
@@ -298,14 +303,16 @@ def main(argv=None) -> int:
     rows = []
     for b in batches:
         cover = b == batches[-1]
-        paths = ["read_arrays"] + [f"read workers {w}" for w in args.workers] + ["read_batch"]
+        paths = (["read_arrays", "read_arrays table"] + [f"read workers {w}" for w in args.workers]
+                 + ["read_batch", "read_batch table"])
         for path in paths:
-            if path == "read_arrays":
-                def chunk(idx, b=b):
-                    return det.read_arrays(arrays[idx], batch_size=b)
-            elif path == "read_batch":
-                def chunk(idx, b=b):
-                    return det.read_batch(decoded[idx], batch_size=b)
+            table = path.endswith(" table")
+            if path.startswith("read_arrays"):
+                def chunk(idx, b=b, table=table):
+                    return det.read_arrays(arrays[idx], batch_size=b, as_table=table)
+            elif path.startswith("read_batch"):
+                def chunk(idx, b=b, table=table):
+                    return det.read_batch(decoded[idx], batch_size=b, as_table=table)
             else:
                 def chunk(idx, b=b, w=int(path.split()[-1])):
                     return det.read([images[i] for i in idx], batch_size=b, workers=w)
@@ -320,9 +327,9 @@ def main(argv=None) -> int:
                   f"images/s ({r['ms_per_image']:.2f} ms/image, median of {r['timed_calls']} calls)", flush=True)
             # the call's device program on device-resident inputs; the rest of the call is the host's
             idx = np.arange(b) % args.count
-            if path == "read_arrays":
+            if path.startswith("read_arrays"):
                 dev_s = device_program_s(det, arrays[idx], False, args.repeats)
-            elif path == "read_batch":
+            elif path.startswith("read_batch"):
                 dev_s = device_program_s(det, decoded[idx], True, args.repeats)
             else:  # read: on the device when the list qualifies (Detector._model_size_batch), else host-prepared
                 on_dev = det._model_size_batch([images[i] for i in idx])

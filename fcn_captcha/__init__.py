@@ -45,6 +45,7 @@ _EXPORTS = {
     "NonFiniteError": "fcn_captcha.steps",
     "PRESETS": "fcn_captcha.config",
     "Reading": "fcn_captcha.decoder",
+    "ReadingTable": "fcn_captcha.decoder",
     "reading_metrics": "fcn_captcha.metrics",
     "real_split": "fcn_captcha.dataset",
     "render_center_maps": "fcn_captcha.targets",

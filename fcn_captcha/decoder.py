@@ -46,6 +46,10 @@ inputs are cast to float32, and values whose magnitude is below the smallest nor
 float32 (including ``-0.0``) count as ``0.0``, so that a GPU that flushes subnormals
 reads the same. Positions are in input pixels (pixel ``k`` has its center at ``k``; see
 :mod:`fcn_captcha.targets`).
+
+Why this module is long: the rules above, the result types both implementations return
+(:class:`Reading` and its array form :class:`ReadingTable`) and the shared validation are
+one contract; apart, each twin would have to restate it.
 """
 
 from __future__ import annotations
@@ -121,6 +125,111 @@ class Reading:
 
     def __str__(self) -> str:
         return self.text
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ReadingTable:
+    """The readings of a batch as arrays: what many-image readers return with ``as_table=True``.
+
+    The same readings as a list of :class:`Reading` (``table.readings()`` gives that list,
+    equal to what the list-returning call gives), without one Python object per image
+    and per character: at tens of thousands of images a second those objects cost more
+    than the network. Row ``i`` is image ``i``; column ``j`` its ``j``-th character from
+    the left; ``L`` is the batch's longest reading.
+
+    Attributes:
+      alphabet: the symbols in map order.
+      texts: ``N`` read texts (``""`` for an image with an error).
+      symbols: int32 ``[N, L]``, indices into ``alphabet``; -1 past each reading's length.
+      x, y: float64 ``[N, L]``, refined centers in the pixels of the call (as
+        :attr:`Char.x`, :attr:`Char.y`); NaN past each length.
+      score, rival: float64 ``[N, L]``, as :attr:`Char.score`, :attr:`Char.rival`; NaN past.
+      lengths: int32 ``[N]``, characters read per image.
+      length_forced: bool ``[N]``, as :attr:`Reading.length_forced`.
+      runner_up: float64 ``[N]``, as :attr:`Reading.runner_up`.
+      confidence: float64 ``[N]``, as :attr:`Reading.confidence`; NaN where that is None.
+      errors: ``N`` entries, as :attr:`Reading.error` (None: read).
+    """
+
+    alphabet: str
+    texts: list[str]
+    symbols: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+    score: np.ndarray
+    rival: np.ndarray
+    lengths: np.ndarray
+    length_forced: np.ndarray
+    runner_up: np.ndarray
+    confidence: np.ndarray
+    errors: list[str | None]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def __getitem__(self, i: int) -> Reading:
+        """Image ``i``'s :class:`Reading`."""
+        return self.readings(slice(i, i + 1) if i != -1 else slice(-1, None))[0]
+
+    def readings(self, rows: slice = slice(None)) -> list[Reading]:
+        """The table's rows (all by default) as :class:`Reading` objects, in row order."""
+        letters = self.alphabet
+        syms = self.symbols[rows].tolist()
+        x, y, score, rival = (a[rows].tolist() for a in (self.x, self.y, self.score, self.rival))
+        conf = [None if q != q else q for q in self.confidence[rows].tolist()]
+        out = []
+        for i, (text, n, forced, runner, err) in enumerate(zip(
+                self.texts[rows], self.lengths[rows].tolist(), self.length_forced[rows].tolist(),
+                self.runner_up[rows].tolist(), self.errors[rows])):
+            if err is not None:
+                out.append(Reading(text, error=err))
+                continue
+            chars = tuple(map(Char, [letters[s] for s in syms[i][:n]], x[i][:n], y[i][:n], score[i][:n], rival[i][:n]))
+            out.append(Reading(text, chars, forced, None, runner, conf[i]))
+        return out
+
+    def replace(self, **changes) -> "ReadingTable":
+        """A copy with some fields changed (``dataclasses.replace``)."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_readings(cls, readings: Sequence[Reading], alphabet: str) -> "ReadingTable":
+        """The table of a list of readings (``from_readings(r, a).readings() == r``)."""
+        n = len(readings)
+        width = max((len(r.chars) for r in readings), default=0)
+        index = {c: i for i, c in enumerate(alphabet)}
+        symbols = np.full((n, width), -1, np.int32)
+        fields = {k: np.full((n, width), np.nan) for k in ("x", "y", "score", "rival")}
+        for i, r in enumerate(readings):
+            for j, c in enumerate(r.chars):
+                symbols[i, j] = index[c.symbol]
+                for k, a in fields.items():
+                    a[i, j] = getattr(c, k)
+        return cls(alphabet, [r.text for r in readings], symbols, lengths=np.array([len(r.chars) for r in readings],
+                                                                                    np.int32).reshape(n),
+                   length_forced=np.array([r.length_forced for r in readings], bool).reshape(n),
+                   runner_up=np.array([r.runner_up for r in readings], np.float64).reshape(n),
+                   confidence=np.array([np.nan if r.confidence is None else r.confidence for r in readings],
+                                       np.float64).reshape(n),
+                   errors=[r.error for r in readings], **fields)
+
+    @classmethod
+    def concat(cls, tables: Sequence["ReadingTable"], alphabet: str) -> "ReadingTable":
+        """The tables' rows one after another (character columns padded to the widest)."""
+        if not tables:
+            return cls.from_readings([], alphabet)
+        width = max(t.symbols.shape[1] for t in tables)
+
+        def cat(name, fill):
+            parts = [getattr(t, name) for t in tables]
+            if parts[0].ndim == 2:
+                parts = [np.pad(a, ((0, 0), (0, width - a.shape[1])), constant_values=fill) for a in parts]
+            return np.concatenate(parts)
+
+        return cls(alphabet, [s for t in tables for s in t.texts], cat("symbols", -1),
+                   **{k: cat(k, np.nan) for k in ("x", "y", "score", "rival")}, lengths=cat("lengths", 0),
+                   length_forced=cat("length_forced", False), runner_up=cat("runner_up", 0.0),
+                   confidence=cat("confidence", np.nan), errors=[e for t in tables for e in t.errors])
 
 
 #: :attr:`Reading.error` of an image whose center maps hold NaN or infinite values

@@ -69,7 +69,7 @@ from fcn_captcha.card import (  # noqa: F401
 )
 from fcn_captcha.confidence import Calibrator, with_confidence
 from fcn_captcha.config import Config
-from fcn_captcha.decoder import Reading, decode
+from fcn_captcha.decoder import Reading, ReadingTable, decode
 from fcn_captcha.preprocess import (
     BYTES_TYPES,
     ImageError,
@@ -284,49 +284,55 @@ class Detector:
             return np.zeros((0, self.config.out_height, self.config.out_width, self.config.num_classes), np.float32)
         return np.concatenate(out)
 
-    def _decode(self, images: np.ndarray, threshold: float, batch_size: int, length) -> list[Reading]:
+    def _decode(self, images: np.ndarray, threshold: float, batch_size: int, length,
+                as_table: bool = False) -> list[Reading] | ReadingTable:
         """Readings of checked arrays and arguments (with their confidence); non-finite maps give
         readings with ``error`` set."""
-        return self._decode_maps(self._batches(images, batch_size), threshold, length)
+        return self._decode_maps(self._batches(images, batch_size), threshold, length, as_table)
 
-    def _decode_maps(self, batches, threshold: float, length) -> list[Reading]:
-        """Readings of ``(n, maps)`` chunks (the first ``n`` rows of each count), with their confidence.
+    def _decode_maps(self, batches, threshold: float, length, as_table: bool = False) -> list[Reading] | ReadingTable:
+        """Readings of ``(n, maps)`` chunks (the first ``n`` rows of each count), with their confidence:
+        a list, or one :class:`~fcn_captcha.decoder.ReadingTable` with ``as_table``.
 
-        On the JAX backend each chunk's readings are built in one host thread
-        (:func:`_host_readings`) while this thread dispatches the next chunks (at most two
-        in flight), so the device works while the host does.
+        On the JAX backend each chunk's table (:func:`_host_table`), and its readings unless
+        ``as_table``, are built in one host thread while this thread dispatches the next
+        chunks (at most two in flight), so the device works while the host does.
         """
         cfg = self.config
-        reads: list[Reading] = []
         calibrator = self.calibrator if self.calibrator is not None and self.calibrator.applies(threshold, length) \
             else None
         if self.backend == "onnx":  # the NumPy decoder, the device decoder's twin
+            reads: list[Reading] = []
             for _, maps in batches:
                 reads += decode(maps, cfg.alphabet, threshold, cfg.stride, length, tuple(cfg.min_distance),
                                 cfg.max_candidates, non_finite="flag")
-        else:
-            import jax.numpy as jnp
+            reads = with_confidence(reads, calibrator)
+            return ReadingTable.from_readings(reads, cfg.alphabet) if as_table else reads
+        import jax.numpy as jnp
 
-            from fcn_captcha.device_decoder import decode_device
+        from fcn_captcha.device_decoder import decode_device
 
-            thr = jnp.float32(threshold)
-            # one host thread builds batch k's readings while this one feeds batch k+1 to the
-            # device (device_get and the dispatch release the GIL); at most 2 batches in flight
-            with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="fcn-readings") as pool:
-                pending: collections.deque = collections.deque()
-                for n, maps in batches:
-                    out = decode_device(maps, thr, stride=cfg.stride, length=length,
-                                        min_distance=tuple(cfg.min_distance), max_candidates=cfg.max_candidates)
-                    pending.append(pool.submit(_host_readings, out, n, cfg.alphabet, calibrator))
-                    if len(pending) > 2:
-                        reads += pending.popleft().result()
-                while pending:
-                    reads += pending.popleft().result()
-            return reads
-        return with_confidence(reads, calibrator)
+        thr = jnp.float32(threshold)
+        host = _host_table if as_table else _host_readings
+        done = []  # each batch's table or readings, in order
+        # one host thread builds batch k's readings while this one feeds batch k+1 to the
+        # device (device_get and the dispatch release the GIL); at most 2 batches in flight
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="fcn-readings") as pool:
+            pending: collections.deque = collections.deque()
+            for n, maps in batches:
+                out = decode_device(maps, thr, stride=cfg.stride, length=length,
+                                    min_distance=tuple(cfg.min_distance), max_candidates=cfg.max_candidates)
+                pending.append(pool.submit(host, out, n, cfg.alphabet, calibrator))
+                if len(pending) > 2:
+                    done.append(pending.popleft().result())
+            while pending:
+                done.append(pending.popleft().result())
+        if as_table:
+            return ReadingTable.concat(done, cfg.alphabet)
+        return [r for part in done for r in part]
 
     def read_arrays(self, images: np.ndarray, threshold: float | None = None, batch_size: int = 256,
-                    length=None, on_error: str = "report") -> list[Reading]:
+                    length=None, on_error: str = "report", as_table: bool = False) -> list[Reading] | ReadingTable:
         """Readings of preprocessed uint8 images (positions in model pixels).
 
         Args:
@@ -342,9 +348,11 @@ class Detector:
             a corrupt model): "report" (default) gives it a reading with empty text
             and ``error`` set and warns; "quiet" the same without the warning;
             "raise" raises ValueError naming it.
+          as_table: return one :class:`~fcn_captcha.decoder.ReadingTable` (arrays; no
+            Python object per image: the fast form for large batches) instead of a list.
 
         Returns:
-          ``N`` readings in input order.
+          ``N`` readings in input order (a list, or their table).
 
         Raises:
           TypeError, ValueError: a bad argument (the message names it and what is accepted).
@@ -353,12 +361,7 @@ class Detector:
         thr, length = self._threshold(threshold), self._length(length)
         _check_int("batch_size", batch_size, 1, None, " (a positive int, images per device call)")
         images = self._check_arrays(images)
-        reads = self._decode(images, thr, batch_size, length)
-        for i, r in enumerate(reads):
-            if r.error:
-                reads[i] = dataclasses.replace(r, error=f"image #{i}: {r.error}")
-                _report(reads[i].error, on_error, ValueError)
-        return reads
+        return _named_errors(self._decode(images, thr, batch_size, length, bool(as_table)), on_error, 4)
 
     def _model_size_batch(self, items: list) -> np.ndarray | None:
         """The decoded images of :meth:`read` as one uint8 batch for the device, or None (read on the host).
@@ -429,7 +432,7 @@ class Detector:
             return "error", err, e, name
 
     def read_batch(self, images, threshold: float | None = None, batch_size: int = 256, length=None,
-                   on_error: str = "report") -> list[Reading]:
+                   on_error: str = "report", as_table: bool = False) -> list[Reading] | ReadingTable:
         """Read a decoded uint8 batch of same-size images, preprocessed on the device.
 
         The readings equal ``read(list(images))`` (same texts, positions, scores): on the
@@ -449,9 +452,12 @@ class Detector:
             unreadable; a non-finite center map is the only error).
           batch_size: images per device call, an int >= 1 (one compilation per batch
             shape).
+          as_table: return one :class:`~fcn_captcha.decoder.ReadingTable` instead of a
+            list (as :meth:`read_arrays`).
 
         Returns:
-          ``N`` readings in input order, positions in the images' pixels.
+          ``N`` readings in input order (a list, or their table), positions in the
+          images' pixels.
 
         Raises:
           TypeError, ValueError: not a uint8 batch of that shape, or a bad argument
@@ -460,16 +466,19 @@ class Detector:
         on_error = self._on_error(on_error)
         thr, length = self._threshold(threshold), self._length(length)
         _check_int("batch_size", batch_size, 1, None, " (a positive int, images per device call)")
+        as_table = bool(as_table)
         if not _is_array(images):
             raise TypeError(f"images must be a decoded uint8 batch [N, H, W] or [N, H, W, 1|3|4], not "
                             f"{type(images).__name__}; Detector.read takes other images")
         shape = check_decoded_batch(images)
         if self.backend != "jax" or self.scheme is not None or (len(shape) == 4 and shape[-1] == 4):
-            return self.read(list(np.asarray(images)), threshold=thr, batch_size=batch_size, length=length,
-                             on_error=on_error, workers=1)
-        return self._read_decoded(images, thr, batch_size, length, on_error)
+            reads = self.read(list(np.asarray(images)), threshold=thr, batch_size=batch_size, length=length,
+                              on_error=on_error, workers=1)
+            return ReadingTable.from_readings(reads, self.config.alphabet) if as_table else reads
+        return self._read_decoded(images, thr, batch_size, length, on_error, as_table)
 
-    def _read_decoded(self, images, thr: float, batch_size: int, length, on_error: str) -> list[Reading]:
+    def _read_decoded(self, images, thr: float, batch_size: int, length, on_error: str,
+                      as_table: bool = False) -> list[Reading] | ReadingTable:
         """:meth:`read_batch`'s device path on a checked uint8 batch ``[N, H, W]`` / ``[N, H, W, 1|3]``
         and checked arguments (JAX backend, no scheme)."""
         import jax.numpy as jnp
@@ -487,18 +496,21 @@ class Detector:
                 faint.append(jnp.max(x[:n], axis=(1, 2)) < 128)
                 yield n, self._maps(self._params, x)
 
-        reads = self._decode_maps(chunks(), thr, length) if shape[0] else []
+        if shape[0]:
+            reads = self._decode_maps(chunks(), thr, length, as_table)
+        else:
+            reads = ReadingTable.from_readings([], cfg.alphabet) if as_table else []
         if faint:  # the host's warning for faint images of few grey levels, made by the host itself
             for i in np.flatnonzero(np.concatenate([np.asarray(f) for f in faint])):
                 to_model_input(np.asarray(images[i]), cfg.width, cfg.height, name=f"image #{i}")
         size = (shape[2], shape[1])
-        out = []
-        for i, r in enumerate(reads):
-            if r.error:
-                r = dataclasses.replace(r, error=f"image #{i}: {r.error}")
-                _report(r.error, on_error, ValueError, stacklevel=4)
-            out.append(_rescale(r, size, cfg))
-        return out
+        reads = _named_errors(reads, on_error, 5)
+        if as_table:
+            if size == (cfg.width, cfg.height):
+                return reads
+            sx, sy = size[0] / cfg.width, size[1] / cfg.height  # the same float64 operations as _rescale
+            return reads.replace(x=rescale_coords(reads.x, sx), y=rescale_coords(reads.y, sy))
+        return [_rescale(r, size, cfg) for r in reads]
 
     # -- anything a user has -------------------------------------------------------------------------
     def read(self, images, threshold: float | None = None, batch_size: int = 64, length=None,
@@ -622,14 +634,18 @@ class Detector:
 
 
 def _host_readings(out: dict, n: int, alphabet: str, calibrator: Calibrator | None) -> list[Reading]:
+    """:func:`_host_table`'s rows as readings (each built once)."""
+    return _host_table(out, n, alphabet, calibrator).readings()
+
+
+def _host_table(out: dict, n: int, alphabet: str, calibrator: Calibrator | None) -> ReadingTable:
     """The first ``n`` readings of one batch of :func:`~fcn_captcha.device_decoder.decode_device`
-    outputs (one device->host copy, NumPy on the whole batch), with their confidence from
-    ``calibrator`` (None: left None) computed on the arrays
+    outputs as a table (one device->host copy, NumPy on the whole batch), with their
+    confidence from ``calibrator`` (None: NaN) computed on the arrays
     (:meth:`~fcn_captcha.confidence.Calibrator.predict_arrays`, equal to
-    :func:`~fcn_captcha.confidence.with_confidence` on the readings), so each reading is
-    built once."""
+    :func:`~fcn_captcha.confidence.with_confidence` on the readings)."""
     from fcn_captcha.confidence import batch_features
-    from fcn_captcha.device_decoder import fetch_outputs, readings_from_device
+    from fcn_captcha.device_decoder import fetch_outputs, table_from_device
 
     host = {k: v[:n] for k, v in fetch_outputs(out).items()}
     confidence = None
@@ -637,7 +653,7 @@ def _host_readings(out: dict, n: int, alphabet: str, calibrator: Calibrator | No
         features = batch_features(host["score"], host["rival"], host["valid"], host["runner_up"],
                                   host["length_forced"])
         confidence = calibrator.predict_arrays(host["symbol"], host["valid"], features, alphabet)
-    return readings_from_device(host, alphabet, confidence)
+    return table_from_device(host, alphabet, confidence)
 
 
 def default_workers() -> int:
@@ -696,6 +712,20 @@ def _report(message: str, on_error: str, exc: type[Exception], stacklevel: int =
         raise exc(message)
     if on_error == "report":
         warnings.warn(message, stacklevel=stacklevel)
+
+
+def _named_errors(reads: list[Reading] | ReadingTable, on_error: str, stacklevel: int):
+    """Each reading with an error names its image (``"image #i: ..."``) and is reported
+    (:func:`_report`); a list is changed in place, a table replaced."""
+    errors = reads.errors if isinstance(reads, ReadingTable) else [r.error for r in reads]
+    named = list(errors)
+    for i, e in enumerate(errors):
+        if e:
+            named[i] = f"image #{i}: {e}"
+            _report(named[i], on_error, ValueError, stacklevel=stacklevel)
+            if not isinstance(reads, ReadingTable):
+                reads[i] = dataclasses.replace(reads[i], error=named[i])
+    return reads.replace(errors=named) if isinstance(reads, ReadingTable) and named != errors else reads
 
 
 def _rescale(reading: Reading, size, cfg: Config, scheme: SchemeInfo | None = None, transform=None) -> Reading:

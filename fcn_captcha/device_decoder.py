@@ -2,8 +2,9 @@
 
 :func:`decode_device` reads ``[B, h, w, K]`` center maps on JAX's default device (the
 GPU when there is one) with fixed shapes and no Python loop over images;
-:func:`readings_from_device` turns its arrays into :class:`~fcn_captcha.decoder.Reading`
-objects on the host. The algorithm, its tie-breaks and its float32 rules are written
+:func:`table_from_device` turns its arrays into a :class:`~fcn_captcha.decoder.ReadingTable`
+on the host, and :func:`readings_from_device` into :class:`~fcn_captcha.decoder.Reading`
+objects. The algorithm, its tie-breaks and its float32 rules are written
 out in :mod:`fcn_captcha.decoder`, whose NumPy :func:`~fcn_captcha.decoder.decode` is
 the reference: every function here names its NumPy twin, computes the same thing in a
 form that suits XLA (argued in its docstring), and the tests check both read alike:
@@ -25,8 +26,8 @@ from fcn_captcha.decoder import (
     _TINY,
     _X_QUANTUM,
     NON_FINITE_MAPS,
-    Char,
     Reading,
+    ReadingTable,
     _ellipse_table,
     _length_range,
     _max_candidates,
@@ -350,12 +351,66 @@ def fetch_outputs(out: dict[str, Any]) -> dict[str, np.ndarray]:
     return {k: np.asarray(v) for k, v in jax.device_get(dict(out)).items()}
 
 
+def table_from_device(out: dict[str, Any], alphabet: str, confidence: np.ndarray | None = None) -> ReadingTable:
+    """Host side of :func:`decode_device`: its arrays -> one :class:`~fcn_captcha.decoder.ReadingTable`.
+
+    One device->host copy of the batch (:func:`fetch_outputs`), then NumPy on the whole
+    ``[B, M]`` arrays: the read characters moved to the front of each row (kept in row
+    order; plain slices when they are already there), the texts made by one look-up
+    and a view of the ``[B, L]`` letters as ``B`` strings. No Python loop over images.
+
+    Args:
+      out: the dict returned by :func:`decode_device` (device or NumPy arrays).
+      alphabet: the symbols in map order (one character each).
+      confidence: optional float ``[B]``, each reading's confidence (NaN: none). None:
+        every confidence NaN.
+
+    Returns:
+      The batch's table; ``.readings()`` equals ``decode(...)`` on the same maps and
+      settings. An image whose maps are not finite (``out["finite"]`` False) has text
+      ``""``, no characters and error :data:`NON_FINITE_MAPS`, as ``decode(...,
+      non_finite="flag")`` gives (plain ``decode`` raises).
+
+    Raises:
+      ValueError: a symbol index outside the alphabet.
+    """
+    out = fetch_outputs(out)
+    symbol = out["symbol"]
+    b = symbol.shape[0]
+    finite = out["finite"].astype(bool) if "finite" in out else np.ones(b, bool)
+    valid = out["valid"].astype(bool) & finite[:, None]
+    if symbol.size and (symbol[valid].max(initial=-1) >= len(alphabet)):
+        raise ValueError(f"symbol index {int(symbol[valid].max())} is outside the alphabet {alphabet!r}")
+    counts = valid.sum(axis=1)
+    m = int(counts.max(initial=0))
+    inside = np.arange(m) < counts[:, None]
+    front = None  # the read characters in the first m columns (decode_device's order): plain slices
+    if not np.array_equal(valid[:, :m], inside):
+        front = np.argsort(~valid, axis=1, kind="stable")[:, :m]
+
+    def cols(name, dtype, fill):
+        a = out[name] if name in out else np.zeros(symbol.shape)
+        a = (a[:, :m] if front is None else np.take_along_axis(a, front, axis=1)).astype(dtype)
+        return np.where(inside, a, fill)
+
+    syms = cols("symbol", np.int32, -1)
+    lut = np.array(list(alphabet) + [""])
+    letters = np.ascontiguousarray(lut[np.where(inside, syms, len(alphabet))])
+    texts = letters.view(f"<U{m}").reshape(b).tolist() if m else [""] * b
+    err = [None if ok else NON_FINITE_MAPS for ok in finite.tolist()]
+    conf = np.full(b, np.nan) if confidence is None else np.asarray(confidence, np.float64).reshape(b)
+    runner = out["runner_up"].astype(np.float64) if "runner_up" in out else np.zeros(b)
+    return ReadingTable(alphabet, texts, syms, *(cols(n, np.float64, np.nan) for n in ("x", "y", "score", "rival")),
+                        lengths=counts.astype(np.int32), length_forced=out["length_forced"].astype(bool) & finite,
+                        runner_up=np.where(finite, runner, 0.0), confidence=np.where(finite, conf, np.nan),
+                        errors=err)
+
+
 def readings_from_device(out: dict[str, Any], alphabet: str, confidence: np.ndarray | None = None) -> list[Reading]:
     """Host side of :func:`decode_device`: its arrays -> ``B`` :class:`Reading` objects.
 
-    One device->host copy of the batch (:func:`fetch_outputs`), then NumPy on the whole
-    ``[B, M]`` arrays (the read characters moved to the front of each row, kept in
-    row order, then ``tolist``); the Python loop only builds the objects.
+    :func:`table_from_device`, then one Python loop that builds the objects
+    (:meth:`~fcn_captcha.decoder.ReadingTable.readings`).
 
     Args:
       out: the dict returned by :func:`decode_device` (device or NumPy arrays).
@@ -373,36 +428,4 @@ def readings_from_device(out: dict[str, Any], alphabet: str, confidence: np.ndar
     Raises:
       ValueError: a symbol index outside the alphabet.
     """
-    out = fetch_outputs(out)
-    symbol = out["symbol"]
-    b = symbol.shape[0]
-    valid = out["valid"].astype(bool)
-    finite = out["finite"].astype(bool) if "finite" in out else np.ones(b, bool)
-    if symbol.size and (symbol[finite].max(initial=-1) >= len(alphabet)):
-        raise ValueError(f"symbol index {int(symbol[finite].max())} is outside the alphabet {alphabet!r}")
-    counts = valid.sum(axis=1)
-    m = int(counts.max(initial=0))
-    front = None  # the read characters in the first m columns (decode_device's order): plain slices
-    if not np.array_equal(valid[:, :m], np.arange(m) < counts[:, None]):
-        front = np.argsort(~valid, axis=1, kind="stable")[:, :m]
-
-    def cols(name):
-        a = out[name] if name in out else np.zeros(symbol.shape)
-        return a[:, :m] if front is None else np.take_along_axis(a, front, axis=1)
-
-    syms = cols("symbol").tolist()
-    x, y, score, rival = (cols(n).astype(np.float64).tolist() for n in ("x", "y", "score", "rival"))
-    forced = out["length_forced"].astype(bool).tolist()
-    runner = (out["runner_up"].astype(np.float64) if "runner_up" in out else np.zeros(b)).tolist()
-    conf = ([None] * b if confidence is None else
-            [None if q != q else q for q in np.asarray(confidence, np.float64).reshape(b).tolist()])
-    letters = list(alphabet)
-    reads = []
-    for i, (n, ok) in enumerate(zip(counts.tolist(), finite.tolist())):
-        if not ok:
-            reads.append(Reading("", error=NON_FINITE_MAPS))
-            continue
-        text = [letters[s] for s in syms[i][:n]]
-        chars = tuple(map(Char, text, x[i][:n], y[i][:n], score[i][:n], rival[i][:n]))
-        reads.append(Reading("".join(text), chars, forced[i], None, runner[i], conf[i]))
-    return reads
+    return table_from_device(out, alphabet, confidence).readings()

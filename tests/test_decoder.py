@@ -539,3 +539,32 @@ def test_readings_from_device_equal_the_per_peak_loop(per_peak_readings):
     assert readings_from_device({k: v[:0] for k, v in out.items()}, A36) == []
     with pytest.raises(ValueError, match="outside the alphabet"):
         readings_from_device(out, A36[:3])
+
+
+def test_reading_tables_round_trip_and_join(per_peak_readings):
+    """A table holds what the readings hold: from the device arrays, from readings, joined."""
+    from dataclasses import replace
+
+    from fcn_captcha.decoder import ReadingTable
+    from fcn_captcha.device_decoder import table_from_device
+
+    rng = np.random.default_rng(11)
+    maps = np.stack([spots((16, 64, 36), [(int(rng.integers(2, 14)), int(rng.integers(2, 62)), int(rng.integers(36)),
+                                           float(rng.uniform(0.2, 1))) for _ in range(int(rng.integers(0, 7)))])
+                     for _ in range(7)]).astype(np.float32)
+    maps[2, 3, 3, 3] = np.inf
+    out = decode_device(maps, 0.4)
+    reads = per_peak_readings({k: np.asarray(v) for k, v in out.items()}, A36)
+    conf = rng.random(7)
+    table = table_from_device(out, A36, conf)
+    assert table.readings() == [r if r.error else replace(r, confidence=float(q))
+                                for r, q in zip(reads, conf)]
+    assert table.texts == [r.text for r in reads] and table.errors[2] == decoder.NON_FINITE_MAPS
+    assert np.isnan(table.confidence[2]) and table.lengths[2] == 0
+    back = ReadingTable.from_readings(table.readings(), A36)
+    assert back.readings() == table.readings() and back.texts == table.texts
+    joined = ReadingTable.concat([table_from_device(decode_device(maps[:3], 0.4), A36),
+                                  table_from_device(decode_device(maps[3:], 0.4), A36)], A36)
+    assert joined.readings() == reads and joined[-1] == reads[-1]
+    empty = table_from_device({k: np.asarray(v)[:0] for k, v in out.items()}, A36)
+    assert len(empty) == 0 and empty.readings() == [] and len(ReadingTable.concat([], A36)) == 0

@@ -692,3 +692,36 @@ def test_decoded_images_are_prepared_in_the_calling_thread():
     assert names == {threading.current_thread().name}
     names = set(_prepared(lambda i, x: threading.current_thread().name, items + [b"png"], 3, 2))
     assert all(n.startswith("fcn-captcha-read") for n in names)
+
+
+# ----- issue 14 part 5: the readings of a batch as arrays (as_table) ------------------------------
+def test_tables_hold_the_readings_of_the_lists(det, samples, broken):
+    from fcn_captcha.decoder import ReadingTable
+    from fcn_captcha.preprocess import to_model_input
+
+    cfg = det.config
+    arrays = np.stack([to_model_input(s.image, cfg.width, cfg.height) for s in samples])
+    rgb = np.stack([np.asarray(s.image) for s in samples])
+    for batch_size in (3, 8):
+        reads = det.read_arrays(arrays, batch_size=batch_size)
+        table = det.read_arrays(arrays, batch_size=batch_size, as_table=True)
+        assert isinstance(table, ReadingTable) and len(table) == len(reads)
+        assert table.readings() == reads and table.texts == [r.text for r in reads] and table[1] == reads[1]
+        assert table.symbols.shape == table.x.shape == (len(reads), max(len(r.chars) for r in reads))
+        assert np.array_equal(table.lengths, [len(r.chars) for r in reads])
+        assert np.allclose(table.confidence, [r.confidence for r in reads])
+        for i, r in enumerate(reads):  # the arrays hold each reading's characters, then padding
+            n = len(r.chars)
+            assert [cfg.alphabet[s] for s in table.symbols[i, :n]] == list(r.text)
+            assert table.x[i, :n].tolist() == [c.x for c in r.chars] and np.isnan(table.x[i, n:]).all()
+            assert (table.symbols[i, n:] == -1).all()
+    for batch in (rgb, rgb[:, ::2, ::2], rgb[:, :, :, 0]):  # positions mapped back to the batch's pixels
+        assert det.read_batch(batch, batch_size=4, as_table=True).readings() == det.read_batch(batch, batch_size=4)
+    assert len(det.read_batch(np.zeros((0, 64, 192), np.uint8), as_table=True)) == 0
+    bad = np.zeros((3, broken.config.height, broken.config.width), np.uint8)
+    with pytest.warns(UserWarning, match="image #2: center maps hold NaN"):
+        table = broken.read_arrays(bad, batch_size=2, as_table=True)
+    assert table.texts == [""] * 3 and [e.split(":")[0] for e in table.errors] == ["image #0", "image #1", "image #2"]
+    assert table.readings() == broken.read_arrays(bad, batch_size=2, on_error="quiet")
+    with pytest.raises(ValueError, match="image #0: center maps hold NaN"):
+        broken.read_arrays(bad, on_error="raise", as_table=True)
