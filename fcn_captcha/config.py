@@ -117,6 +117,10 @@ class Config:
         this many steps (and at its end) and ends with the parameters where it was
         lowest (early stopping; the kept parameters are checkpointed with the rest);
         0 ends with the last step's.
+      average_last: if > 0, the share of the last stage over whose steps the parameters
+        are averaged (stochastic weight averaging: the uniform mean of about 100
+        snapshots spread over that window; the mean is checkpointed with the rest), the
+        stage ending with that mean; 0 ends with the last step's. Not with ``keep_best``.
       lr_decay: share of the last stage (and of each fine-tuning run) over which the
         step size falls along a half cosine from ``learning_rate`` to 0 at its last
         step; 0 keeps it constant (the seed's). A function of the step number and the
@@ -214,6 +218,7 @@ class Config:
     learning_rate: float = 5e-4
     lr_decay: float = 0.0
     keep_best: int = 0
+    average_last: float = 0.0
     l2: float = 1e-6
     batch_size: int = 64
     train_size: int = 20000
@@ -288,6 +293,11 @@ class Config:
                              f"{self.checkpoint_every} must be at least 1")
         if not (isinstance(self.keep_best, int) and not isinstance(self.keep_best, bool) and self.keep_best >= 0):
             raise ValueError(f"keep_best {self.keep_best!r} must be a whole number of steps >= 0 (0: off)")
+        if not (isinstance(self.average_last, (int, float)) and 0.0 <= self.average_last <= 1.0):
+            raise ValueError(f"average_last {self.average_last!r} must be a share in [0, 1] (0: off)")
+        if self.average_last and self.keep_best:
+            raise ValueError(f"average_last {self.average_last} and keep_best {self.keep_best}: the last stage "
+                             "ends with one of them, set at most one")
         if not (isinstance(self.lr_decay, (int, float)) and 0.0 <= self.lr_decay <= 1.0):
             raise ValueError(f"lr_decay {self.lr_decay!r} must be a share in [0, 1] (0: a constant step size)")
         if self.warp < 0 or not 0.0 <= self.thickness <= 1.0:

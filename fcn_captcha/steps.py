@@ -35,7 +35,7 @@ from fcn_captcha.targets import render_center_maps_batch
 __all__ = ["NonFiniteError", "loss_from_maps", "make_optimizer", "lr_factor", "candidate_seed", "check_teacher",
            "load_teacher",
            "initial_params", "Trainer",
-           "fine_tune", "run_steps", "check_and_log"]
+           "fine_tune", "run_steps", "check_and_log", "running_mean"]
 
 
 class NonFiniteError(FloatingPointError):
@@ -308,6 +308,22 @@ class Trainer:
         for _, (imgs, cens, labs) in fixed_chunks([data.images, data.centers, data.labels], chunk, [0, FAR, -1]):
             total = total + self.val_loss(params, imgs, cens, labs)
         return np.asarray(total) / max(data.images.shape[0], 1)
+
+
+@jax.jit
+def running_mean(mean, params, count):
+    """The mean of ``count`` parameter snapshots from the mean of the first ``count - 1``.
+
+    ``mean + (params - mean) / count`` leaf by leaf (float32), so the running mean of
+    a sequence equals its plain mean up to rounding; ``count`` is a scalar (not a
+    constant of the compiled program).
+
+    >>> m = running_mean({"w": jnp.zeros(2)}, {"w": jnp.array([2.0, 4.0])}, 2)
+    >>> np.asarray(m["w"]).tolist()
+    [1.0, 2.0]
+    """
+    n = jnp.asarray(count, jnp.float32)
+    return jax.tree.map(lambda m, p: m + (p - m) / n.astype(m.dtype), mean, params)
 
 
 _TRAINERS: dict[Config, "Trainer"] = {}

@@ -8,7 +8,9 @@ program instead). On a host with several devices (``config.devices``) the candid
 of a stage are spread over them and a stage of fewer candidates than devices trains
 each data parallel (:mod:`fcn_captcha.sharding`); the selection is one device's.
 Candidates are selected by their loss on a held-out set at each stage end; the last stage
-can let its step size fall (``lr_decay``) and end at its lowest held-out loss (``keep_best``).
+can let its step size fall (``lr_decay``) and end at its lowest held-out loss (``keep_best``)
+or with the mean of its parameters over its last steps (``average_last``: stochastic weight
+averaging).
 
 A candidate's training is a pure function of the config and its id (its batches come
 from :mod:`fcn_captcha.input_pipeline` with keys derived from ``(seed, id, step)``), so
@@ -22,6 +24,11 @@ start or resume (``_start_or_resume``), run a stage (``_run_stage``), end it wit
 selection (``_end_stage``), finish: calibrate, save, test (``_finish``).
 
 Entry point: :func:`train` (``fcn-captcha train``, ``tools/train_restarts.py``).
+
+Why this module is long: its named steps share one run state (``_Run``) and its
+checkpoint, and the last stage's three ways to end (its last step, its lowest held-out
+loss, the mean of its parameters) are part of running and resuming a stage; apart, each
+would restate what the checkpoint holds.
 """
 
 from __future__ import annotations
@@ -49,7 +56,18 @@ from fcn_captcha.model import count_flops, peak_flops  # peak_flops: re-exported
 from fcn_captcha.rundata import prepare_data, stage_training_set
 from fcn_captcha.runlog import plot_history, write_log
 from fcn_captcha.sharding import Placement, local_devices, replicate, shard_stacked
-from fcn_captcha.steps import NonFiniteError, Trainer, check_and_log, check_teacher, fine_tune, lr_factor
+from fcn_captcha.steps import (
+    NonFiniteError,
+    Trainer,
+    check_and_log,
+    check_teacher,
+    fine_tune,
+    lr_factor,
+    running_mean,
+)
+
+#: About how many snapshots ``average_last`` averages (one every ``window // AVERAGE_SNAPSHOTS`` steps).
+AVERAGE_SNAPSHOTS = 100
 
 __all__ = ["train", "test_trained", "select_best", "peak_flops", "NonFiniteError", "fine_tune"]
 
@@ -90,6 +108,7 @@ class _Run:
     global_step: int = 0
     devices: list = dataclasses.field(default_factory=list)  # sharding.local_devices(config)
     best: Any = None  # last stage with keep_best: the parameters of the lowest held-out loss so far
+    average: Any = None  # last stage with average_last: the mean of its snapshots so far
 
     def save(self) -> None:
         """Checkpoint the state at ``global_step`` and rewrite ``losses.csv``."""
@@ -99,6 +118,8 @@ class _Run:
         state = {"params": self.params, "opt_state": self.opt_state}
         if self.best is not None:
             state["best"] = self.best
+        if self.average is not None:
+            state["average"] = self.average
         self.ckpt.save(self.global_step, state, meta)
         write_log(self.workdir, self.history)
 
@@ -165,7 +186,8 @@ def _start_or_resume(config: Config, workdir: Path, log: Callable[[str], Any], p
         log(f"resumed from checkpoint {latest}: stage {stage + 1}, step {step}, candidates {uids}")
     run = _Run(config, workdir, trainer, ckpt, data, train_dev, val_dev, stage, step, uids, params, opt_state,
                history, t_data, resumed=latest is not None, global_step=latest or 0, devices=devices,
-               best=restored[1].get("best") if restored else None)
+               best=restored[1].get("best") if restored else None,
+               average=restored[1].get("average") if restored else None)
     run.t_proc = time.time()
     run.elapsed0 = history["elapsed"] + (0.0 if run.resumed else t_data)
     return run
@@ -200,6 +222,8 @@ def _restore_newest_good(ckpt: TrainCheckpointer, trainer: Trainer, config: Conf
             target = {"params": target_p, "opt_state": target_o}
             if (meta["history"].get("best") or {}).get("step") is not None:  # keep_best's parameters
                 target["best"] = target_p
+            if (meta["history"].get("average") or {}).get("count"):  # average_last's mean so far
+                target["average"] = target_p
             state = ckpt.restore_state(s, target)
         except CheckpointError as e:
             errors.append(str(e))
@@ -267,6 +291,8 @@ def _run_stage(run: _Run, log: Callable[[str], Any], progress: bool,
         steps_timed += 1
         if last and config.keep_best and ((run.step - start) % config.keep_best == 0 or run.step == end):
             _watch_best(run, pack(cands)[0])
+        if last and config.average_last and _average_due(run, start, end):
+            _add_to_average(run, pack(cands)[0], start, end)
         at_log = run.step % config.log_every == 0 or run.step == end
         at_ckpt = run.step % config.checkpoint_every == 0 or run.step == end
         if at_log or at_ckpt:
@@ -296,6 +322,11 @@ def _run_stage(run: _Run, log: Callable[[str], Any], progress: bool,
         log(f"stage {run.stage + 1}: ends with the parameters of step {b['step']} (held-out loss {b['loss']:.4f}, "
             f"the lowest of {len(b['curve'])} measured; keep_best), not those of step {run.step}")
         run.params = run.best
+    if last and run.average is not None:
+        a = run.history["average"]
+        log(f"stage {run.stage + 1}: ends with the mean of the parameters of {a['count']} steps from step "
+            f"{a['from'] + 1} to {run.step}, every {a['every']} (average_last)")
+        run.params = run.average
     jax.block_until_ready(run.params)
     seconds = time.time() - t_stage
     history["train_seconds"] += seconds
@@ -442,6 +473,34 @@ def train(config: Config, workdir: str | os.PathLike, log: Callable[[str], Any] 
             return {"stopped_at": run.global_step}
         _end_stage(run, log, timing)
     return _finish(run, log, test_count, test_seed, t0, post_test)
+
+
+def _average_window(run: _Run, start: int, end: int) -> tuple[int, int]:
+    """average_last: the step after which snapshots start, and the steps between them.
+
+    Decided at the first snapshot and kept (checkpointed): the last ``average_last``
+    share of the stage ``[start, end)``, about ``AVERAGE_SNAPSHOTS`` snapshots in it.
+    """
+    avg = run.history.get("average")
+    if avg is not None:
+        return avg["from"], avg["every"]
+    first = end - max(1, int(round(run.config.average_last * (end - start))))
+    return first, max(1, (end - first) // AVERAGE_SNAPSHOTS)
+
+
+def _average_due(run: _Run, start: int, end: int) -> bool:
+    """Whether the parameters after step ``run.step`` join the mean (the stage's last step always does)."""
+    first, every = _average_window(run, start, end)
+    return run.step > first and (end - run.step) % every == 0
+
+
+def _add_to_average(run: _Run, params, start: int, end: int) -> None:
+    """average_last: the running mean of the snapshots with ``params`` (stacked ``[R, ...]``) added."""
+    first, every = _average_window(run, start, end)
+    avg = run.history.setdefault("average", {"from": first, "every": every, "count": 0})
+    avg["count"] += 1
+    run.average = (jax.tree.map(jnp.copy, params) if avg["count"] == 1
+                   else running_mean(run.average, params, avg["count"]))
 
 
 def _watch_best(run: _Run, params) -> None:

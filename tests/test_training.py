@@ -340,6 +340,37 @@ def test_stopped_in_the_last_stage_resumes_with_the_kept_parameters(reference, t
     assert summary["best"] == summary_ref["best"]
 
 
+def test_average_last_ends_with_the_mean_of_its_snapshots_and_resumes_alike(tmp_path, monkeypatch):
+    """average_last=0.5 of a 16-step last stage (steps 16-32): the mean of the parameters after
+    steps 25..32; a run stopped inside that window resumes to the same model bit for bit."""
+    cfg = CFG.replace(keep_best=0, average_last=0.5, stage_epochs=(1, 1, 2))
+    snaps = []
+    real = train_mod._add_to_average
+
+    def spy(run, params, start, end):
+        snaps.append((run.step, [np.asarray(a)[0].copy() for a in jax.tree.leaves(params)]))
+        real(run, params, start, end)
+
+    monkeypatch.setattr(train_mod, "_add_to_average", spy)
+    lines = []
+    summary = train(cfg, tmp_path / "ref", progress=False, log=lines.append)
+    monkeypatch.setattr(train_mod, "_add_to_average", real)
+    assert [s for s, _ in snaps] == list(range(25, 33))
+    assert any("ends with the mean of the parameters of 8 steps from step 25 to 32" in line for line in lines)
+    got = model_leaves(tmp_path / "ref")
+    mean = [np.mean(np.stack(leaf), axis=0) for leaf in zip(*(p for _, p in snaps))]
+    assert len(got) == len(mean) > 0
+    for a, m, last in zip(got, mean, snaps[-1][1]):
+        np.testing.assert_allclose(a, m, rtol=1e-5, atol=1e-7)
+    assert any(not np.allclose(a, last) for a, last in zip(got, snaps[-1][1]))  # not the last step's
+    assert train(cfg, tmp_path / "w", progress=False, log=quiet, stop_after_steps=29) == {"stopped_at": 29}
+    assert committed_steps(tmp_path / "w" / "checkpoints")[-1] == 28  # holds the mean of steps 25..28
+    assert_same_result(train(cfg, tmp_path / "w", progress=False, log=quiet), tmp_path / "w", summary,
+                       tmp_path / "ref")
+    with pytest.raises(ValueError, match="set at most one"):
+        CFG.replace(average_last=0.5)  # CFG keeps its best: the two endings exclude each other
+
+
 def test_a_teacher_of_another_alphabet_is_refused_before_anything_is_written(tmp_path):
     from fcn_captcha.checkpoint import save_model
     from fcn_captcha.model import build_model
