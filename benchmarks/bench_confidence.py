@@ -60,7 +60,7 @@ def main() -> None:
         if cal is None:
             raise SystemExit(f"{name} has no confidence calibrator (fcn-captcha calibrate fits one)")
         print(f"== {name}: calibrator {cal.kind}, fitted on {cal.count} readings ({cal.fitted_on})", flush=True)
-        if name.startswith("lib"):
+        if Path(name).name.startswith("lib"):  # a shipped name or a model directory of a lib model
             sets = {f"{args.count} fresh plain-library images, text seed {args.seed}":
                     plain_library_set(cfg, args.count, args.seed)}
         else:
