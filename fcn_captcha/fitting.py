@@ -411,8 +411,13 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
 
     t0 = time.time()
     data, wd = Path(data).absolute(), Path(workdir).absolute()
-    wd.mkdir(parents=True, exist_ok=True)
     device = device or _device_kind()
+    if prior:  # before anything is written: a loss the prior cannot start from is an error
+        from fcn_captcha.prior import check_prior_loss
+
+        over = overrides or {}
+        check_prior_loss(over.get("arch", DEVICE_SETTINGS[device]["arch"]), over.get("loss", Config().loss))
+    wd.mkdir(parents=True, exist_ok=True)
     budget = float(time_budget or DEVICE_SETTINGS[device]["budget"])
     main_budget = budget * (1.0 - CPU_SHARE) if cpu_model else budget  # the full model's part
     job_path = wd / "job.json"

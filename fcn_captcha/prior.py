@@ -33,7 +33,7 @@ from fcn_captcha.config import Config
 from fcn_captcha.dataset import Dataset, pad_centers
 from fcn_captcha.model import CenterNet, build_model
 
-__all__ = ["PRIOR_BY_ARCH", "load_prior", "transfer", "prior_centers", "start_for"]
+__all__ = ["PRIOR_BY_ARCH", "check_prior_loss", "load_prior", "transfer", "prior_centers", "start_for"]
 
 #: The shipped prior of each architecture preset (fcn_captcha/pretrained/<name>).
 PRIOR_BY_ARCH = {"wide": "generic", "cpu": "generic-cpu"}
@@ -50,6 +50,30 @@ def _load_shipped(name: str):
         return None
     model, pcfg, _, _ = load_model(PRETRAINED_DIR / name)
     return model, pcfg
+
+
+def check_prior_loss(arch: str, loss: str) -> None:
+    """Refuse a run of ``loss`` that would start from the shipped prior of ``arch`` trained with another.
+
+    The priors are MSE networks (maps on the targets' 0..1 scale); under the focal loss
+    the same outputs pass through a sigmoid, and `fit` from a prior measured 0% on
+    wheezy and kaggle_v2 (one H100, benchmarks/RESULTS.md). Reads the card only.
+
+    Raises:
+      ValueError: the prior of ``arch`` was trained with another loss (names both and
+        the way out).
+    """
+    from fcn_captcha.card import PRETRAINED_DIR, card_config, read_model_meta
+
+    name = PRIOR_BY_ARCH.get(arch)
+    where = PRETRAINED_DIR / name if name else None
+    if where is None or not (where / "model.json").exists():
+        return
+    trained = card_config(read_model_meta(where), where / "model.json").loss
+    if trained != loss:
+        raise ValueError(f"loss {loss!r}: the shipped prior of the {arch!r} network ({name}) was trained with the "
+                         f"{trained!r} loss, which a {loss!r} run cannot start from; start from a fresh network "
+                         "(fit --no-prior) or keep the prior's loss")
 
 
 def load_prior(config: Config):
@@ -117,10 +141,13 @@ def transfer(prior: CenterNet, prior_config: Config, config: Config, seed: int =
       ``(model, known)``: the network and the symbols whose head maps came from the prior.
 
     Raises:
-      ValueError: the architectures differ (names both).
+      ValueError: the architectures or the losses differ (names both).
     """
     if prior_config.arch_spec != config.arch_spec:
         raise ValueError(f"prior architecture {prior_config.arch_spec!r} differs from {config.arch_spec!r}")
+    if prior_config.loss != config.loss:
+        raise ValueError(f"the prior was trained with the {prior_config.loss!r} loss, this run has {config.loss!r}: "
+                         "it cannot start from the prior (see check_prior_loss)")
     model = build_model(config, seed=seed)
     for dst, src in zip(model.convs, prior.convs):
         dst.kernel.value = src.kernel.value

@@ -176,6 +176,15 @@ def test_a_fit_with_other_starts_is_another_job(run):
         fit(data, wd, device="cpu", final_epochs=0)
 
 
+def test_a_loss_the_prior_cannot_start_from_is_refused_before_anything_is_written(tmp_path):
+    from fcn_captcha.fitting import fit
+
+    wd = tmp_path / "w"
+    with pytest.raises(ValueError, match="'focal' run cannot start from"):
+        fit(tmp_path / "no-data-needed", wd, device="cpu", overrides={"loss": "focal"})
+    assert not wd.exists()
+
+
 def test_parse_starts():
     from fcn_captcha.fitting import parse_starts
 

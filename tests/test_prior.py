@@ -9,7 +9,7 @@ import pytest
 from fcn_captcha.config import Config
 from fcn_captcha.dataset import generate_arrays
 from fcn_captcha.model import build_model
-from fcn_captcha.prior import load_prior, prior_centers, scheme_maps, transfer
+from fcn_captcha.prior import check_prior_loss, load_prior, prior_centers, scheme_maps, transfer
 
 
 def test_shipped_priors_load():
@@ -32,6 +32,17 @@ def test_transfer_copies_known_maps_exactly():
     np.testing.assert_array_equal(np.asarray(model.head.kernel.value[..., 3]), np.asarray(fresh))
     with pytest.raises(ValueError, match="architecture"):
         transfer(prior, prior_cfg, cfg.replace(arch="cpu"))
+    with pytest.raises(ValueError, match="trained with the 'mse' loss, this run has 'focal'"):
+        transfer(prior, prior_cfg, cfg.replace(loss="focal"))
+
+
+def test_a_loss_the_shipped_prior_was_not_trained_with_is_refused():
+    """A focal-loss fit from the MSE prior read 0% (one H100): refused, naming the way out."""
+    for arch in ("wide", "cpu"):
+        check_prior_loss(arch, "mse")
+        with pytest.raises(ValueError, match=f"prior of the '{arch}' network .* 'mse' loss.*--no-prior"):
+            check_prior_loss(arch, "focal")
+    check_prior_loss("tiny", "focal")  # no prior ships for it: nothing to refuse
 
 
 def test_scheme_maps_case_and_unknown():
