@@ -112,6 +112,11 @@ class Config:
       arch: architecture preset name (see ``ARCHITECTURES``) or an explicit string.
       compute_dtype: "float32" or "bfloat16" for convolutions (parameters stay float32).
       loss: "mse" (the seed's) or "focal" (CenterNet's penalty-reduced focal loss).
+      class_weight: weight of a classification term added to the loss (0: off): at the
+        cells of each target spot's core (target >= 0.5), the cross-entropy of a softmax
+        over the symbols' maps (``CLASS_TEMPERATURE`` times the raw output) against the
+        spot's symbol, weighted by the target there; it spends the gradient on the cells
+        where another symbol's map rivals the right one (see ``steps.loss_from_maps``).
       learning_rate: Adam step size.
       keep_best: if > 0, the last stage measures the held-out loss of its candidate every
         this many steps (and at its end) and ends with the parameters where it was
@@ -217,6 +222,7 @@ class Config:
     arch: str = "seed"
     compute_dtype: str = "float32"
     loss: str = "mse"
+    class_weight: float = 0.0
     learning_rate: float = 5e-4
     lr_decay: float = 0.0
     keep_best: int = 0
@@ -278,6 +284,8 @@ class Config:
             raise ValueError(f"devices {self.devices} must be 0 (all of this host's) or a count")
         if self.loss not in ("mse", "focal"):
             raise ValueError(f"loss {self.loss!r} must be 'mse' or 'focal'")
+        if not (isinstance(self.class_weight, (int, float)) and self.class_weight >= 0.0):
+            raise ValueError(f"class_weight {self.class_weight!r} must be a number >= 0 (0: off)")
         if not 0.0 <= self.teacher_weight <= 1.0:
             raise ValueError(f"teacher_weight {self.teacher_weight} must be a share in [0, 1]")
         if self.teacher and self.loss != "mse":

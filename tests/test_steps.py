@@ -14,7 +14,7 @@ import fcn_captcha.steps as steps_mod
 from fcn_captcha.config import tiny
 from fcn_captcha.dataset import generate_arrays
 from fcn_captcha.input_pipeline import to_device
-from fcn_captcha.steps import NonFiniteError, Trainer, loss_from_maps
+from fcn_captcha.steps import CLASS_TEMPERATURE, NonFiniteError, Trainer, class_term, loss_from_maps
 from fcn_captcha.targets import render_center_maps
 
 # the tiny config of test_training, shrunk (no augmentation unless a test turns it on)
@@ -81,6 +81,31 @@ def test_loss_from_maps_by_hand():
     img1 = (5 * neg0 + -(0.5 ** 4) * p ** 2 * math.log(1 - p)) / 1  # no positive: divided by 1
     got = np.asarray(loss_from_maps(CFG.replace(loss="focal"), jnp.asarray(raw), jnp.asarray(y)))
     np.testing.assert_allclose(got, [img0, img1], rtol=1e-5)
+
+
+def test_class_term_by_hand_and_added_by_its_weight():
+    # two symbols; image 0: a spot core of symbol 1 at one cell (target 1.0) and an edge
+    # cell of it (0.6); a cell under 0.5 and the empty cells add nothing
+    y = np.zeros((2, 1, 4, 2), np.float32)
+    y[0, 0, 0, 1], y[0, 0, 1, 1], y[0, 0, 2, 1] = 1.0, 0.6, 0.4
+    raw = np.zeros((2, 1, 4, 2), np.float32)
+    raw[0, 0, 0] = [0.3, 0.8]  # right symbol ahead
+    raw[0, 0, 1] = [0.5, 0.2]  # rival ahead
+    raw[1, 0, 3] = [9.0, 0.0]  # image 1 has no spot: whatever it outputs costs nothing here
+    T = CLASS_TEMPERATURE
+
+    def ce(logits, k):
+        z = np.asarray(logits, np.float64) * T
+        return -(z[k] - np.log(np.exp(z).sum()))
+
+    want0 = 1.0 * ce([0.3, 0.8], 1) + 0.6 * ce([0.5, 0.2], 1)
+    got = np.asarray(class_term(jnp.asarray(raw), jnp.asarray(y)))
+    np.testing.assert_allclose(got, [want0, 0.0], rtol=1e-5)
+    plain = np.asarray(loss_from_maps(CFG, jnp.asarray(raw), jnp.asarray(y)))
+    both = np.asarray(loss_from_maps(CFG.replace(class_weight=0.25), jnp.asarray(raw), jnp.asarray(y)))
+    np.testing.assert_allclose(both, plain + 0.25 * got, rtol=1e-5)
+    with pytest.raises(ValueError, match="class_weight"):
+        CFG.replace(class_weight=-1.0)
 
 
 def test_fine_tune_lowers_the_loss_and_reuses_its_compiled_step(small_data):
