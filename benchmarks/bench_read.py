@@ -20,6 +20,9 @@ Then, at the largest batch, the **stream** rows (``--stream N``, default 4 x ``-
 set repeated) with ``batch_size`` the batch, as a user with many images calls them; inside
 one call batch k's table is built on the host while batch k+1 runs on the device, which a
 call of one batch cannot do. Best of ``--repeats`` calls after a first one; JSON ``streams``.
+A third stream row reads the decoded images with ``detector.TRANSFER_AHEAD = 0`` (each
+batch handed to the device in the calling thread, as before the copies ahead), so the
+two are compared in one run.
 
 Under each path's row, its host-side share: the call's device program timed alone on
 inputs already on the device (device preprocessing where the path has it, network,
@@ -150,18 +153,28 @@ def bench_streams(det, arrays: np.ndarray, decoded: np.ndarray, truths: list[str
     idx = np.arange(n) % len(arrays)
     want = [truths[i] for i in idx]
     out = []
-    for path, data, call in (("read_arrays table stream", arrays[idx], det.read_arrays),
-                             ("read_batch table stream", decoded[idx], det.read_batch)):
+    import fcn_captcha.detector as detector_module
+
+    ahead = detector_module.TRANSFER_AHEAD
+    rows = [("read_arrays table stream", arrays[idx], det.read_arrays, ahead),
+            ("read_batch table stream", decoded[idx], det.read_batch, ahead)]
+    if ahead:  # the same call with each batch copied in the calling thread (before TRANSFER_AHEAD)
+        rows.append(("read_batch table stream, copies not ahead", decoded[idx], det.read_batch, 0))
+    for path, data, call, copies_ahead in rows:
         times = []
-        for k in range(max(repeats, 2) + 1):
-            t0 = time.perf_counter()
-            table = call(data, batch_size=batch, as_table=True)
-            times.append(time.perf_counter() - t0)
+        detector_module.TRANSFER_AHEAD = copies_ahead
+        try:
+            for k in range(max(repeats, 2) + 1):
+                t0 = time.perf_counter()
+                table = call(data, batch_size=batch, as_table=True)
+                times.append(time.perf_counter() - t0)
+        finally:
+            detector_module.TRANSFER_AHEAD = ahead
         best = min(times[1:])
         acc = float(np.mean([a == b for a, b in zip(table.texts, want)]))
-        out.append({"path": path, "batch": batch, "images_per_call": n, "first_call_s": times[0], "best_call_s": best,
+        out.append({"path": path, "transfer_ahead": copies_ahead, "batch": batch, "images_per_call": n, "first_call_s": times[0], "best_call_s": best,
                     "images_per_s": n / best, "sequence_accuracy": acc})
-        print(f"  {path:24s} {n} images in batches of {batch}: {n / best:9.1f} images/s (best of "
+        print(f"  {path:42s} {n} images in batches of {batch}: {n / best:9.1f} images/s (best of "
               f"{len(times) - 1} calls, {best:.3f} s; first {times[0]:.2f} s); sequence accuracy {100 * acc:.2f}%",
               flush=True)
     return out

@@ -88,6 +88,10 @@ _ACCEPTED = ("one image (a path str or os.PathLike, a PIL image, encoded image b
 _ON_ERROR = ("report", "quiet", "raise")
 #: ``Detector.load``'s backends; "auto" is "onnx" where an exported file and onnxruntime are there.
 BACKENDS = ("jax", "onnx", "auto")
+#: Decoded batches that :meth:`Detector.read_batch` copies to the device ahead of the one
+#: being read, in one host thread, each copy finished there before the batch is read (0:
+#: each batch is handed to the device in the calling thread just before it is read).
+TRANSFER_AHEAD = 2
 
 
 def _is_array(x) -> bool:
@@ -491,7 +495,7 @@ class Detector:
         faint = []
 
         def chunks():
-            for n, (chunk,) in fixed_chunks([np.asarray(images)], batch_size):
+            for n, chunk in _on_device(fixed_chunks([np.asarray(images)], batch_size), TRANSFER_AHEAD):
                 x = model_inputs_device(chunk, cfg.width, cfg.height)
                 faint.append(jnp.max(x[:n], axis=(1, 2)) < 128)
                 yield n, self._maps(self._params, x)
@@ -631,6 +635,42 @@ class Detector:
             out.append(_rescale(r, sizes[k], cfg, self.scheme, transforms[k]))
             k += 1
         return out[0] if single else out
+
+
+def _on_device(chunks, ahead: int):
+    """``(n, array)`` for each ``(n, (array,))`` of ``chunks``: the array on the device.
+
+    With ``ahead`` > 0 one host thread copies up to ``ahead`` chunks beyond the one
+    being yielded and waits for each copy to finish there, so that the copies overlap
+    the device's work on earlier chunks and this thread only dispatches; 0 yields the
+    NumPy chunks themselves (the device call copies them). Exceptions come out here,
+    in order.
+    """
+    if ahead <= 0:
+        for n, (chunk,) in chunks:
+            yield n, chunk
+        return
+    import jax
+
+    def copy(item):
+        n, (chunk,) = item
+        return n, jax.device_put(chunk).block_until_ready()
+
+    end = object()
+    it = iter(chunks)
+
+    def next_copy():
+        item = next(it, end)
+        return end if item is end else copy(item)
+
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="fcn-transfer") as pool:
+        queued = collections.deque(pool.submit(next_copy) for _ in range(ahead))
+        while True:
+            got = queued.popleft().result()
+            if got is end:
+                break
+            queued.append(pool.submit(next_copy))
+            yield got
 
 
 def _host_readings(out: dict, n: int, alphabet: str, calibrator: Calibrator | None) -> list[Reading]:

@@ -605,6 +605,36 @@ def test_read_batch_reads_as_read(det, samples, monkeypatch):
         det.read_batch(list(rgb))
 
 
+def test_read_batch_reads_alike_with_copies_ahead_or_not(det, samples, monkeypatch):
+    import fcn_captcha.detector as detector_module
+
+    rgb = np.stack([np.asarray(s.image) for s in samples] * 3)  # several batches of 4, the last one short
+    got = {}
+    for ahead in (0, 1, 3):
+        monkeypatch.setattr(detector_module, "TRANSFER_AHEAD", ahead)
+        got[ahead] = det.read_batch(rgb, batch_size=4)
+    assert got[1] == got[0] and got[3] == got[0] and len(got[0]) == len(rgb)
+
+
+def test_copies_ahead_keep_order_and_raise_in_order():
+    from fcn_captcha.detector import _on_device
+
+    def chunks(fail_at=None):
+        for k in range(5):
+            if k == fail_at:
+                raise RuntimeError(f"chunk {k} is bad")
+            yield k + 1, (np.full((2, 3), k, np.uint8),)
+
+    for ahead in (0, 2, 8):
+        seen = [(n, int(np.asarray(a)[0, 0])) for n, a in _on_device(chunks(), ahead)]
+        assert seen == [(k + 1, k) for k in range(5)]
+        seen = []
+        with pytest.raises(RuntimeError, match="chunk 3 is bad"):
+            for n, _ in _on_device(chunks(fail_at=3), ahead):
+                seen.append(n)
+        assert seen == [1, 2, 3]  # the chunks before the bad one were all handed over
+
+
 # ----- issue 14 part 5: the host side is NumPy on whole batches; decoded lists go to the device ---
 def per_reading_pipeline(det, arrays, batch_size, per_peak_readings, threshold=None, length=None):
     """What read_arrays did before its host side was vectorised: maps, decode_device per batch,
