@@ -65,6 +65,7 @@ RESERVE = 0.08  #: least share of the budget kept for calibration, tests and the
 PROBE_SHARE = 0.08  #: share of the working time the clean-up probes may take (when any clean-up is a candidate)
 CPU_ARCH = "slim"  #: the network of ``--cpu-model``: 5x ddddocr's speed on 2 cores (``benchmarks/bench_cpu_archs.py``)
 CPU_SHARE = 0.25  #: share of the budget the ``--cpu-model`` student is given (the rest goes to the full model)
+MIN_SECOND_PASS_S = 20.0  #: least time left for the second pass (``second_pass``); with less it is skipped
 #: Most passes over the training images that the last stage makes (the time budget may end it
 #: sooner). Long last stages on a fixed set overfit (one H200, benchmarks/RESULTS.md): wheezy from
 #: 200 labels read 93.0% with a 101-step last stage and 82.6% after 5,905 steps (1,900 passes;
@@ -326,13 +327,16 @@ def _val_and_train_sets(wd: Path, cfg: Config, prepared: Path, train_names, cali
     return cfg, len(tr), len(va)
 
 
-def _cpu_model_stage(wd: Path, tcfg: Config, seconds: float, arch: str, info: dict, log) -> Path:
-    """``--cpu-model``: a network of ``arch`` distilled from the fit's model on the same data.
+def _distilled_stage(wd: Path, tcfg: Config, seconds: float, name: str, arch: str, teacher: Path, init_from: str,
+                     info: dict, log) -> Path:
+    """A network of ``arch`` trained on the fit's images with a fitted model as its teacher.
 
-    Trained in ``wd/train-cpu`` (one candidate, the time budget ends it) on the same
-    aligned images and centers (the full model's ``train/data`` sets, copied), its targets half the Gaussian spots and half the full
-    model's maps on each augmented batch (``teacher``), calibrated on the same split,
-    saved with the scheme as ``wd/model-cpu``.
+    Trained in ``wd/train-NAME`` (one candidate, at most the last stage's passes or the
+    time budget) on the same aligned images and centers (the full model's ``train/data``
+    sets, copied), from ``init_from`` (a model directory, or "" for a fresh network),
+    its targets half the Gaussian spots and half ``teacher``'s maps on each augmented
+    batch; calibrated on the same split and saved with the scheme as ``wd/model-NAME``.
+    ``--cpu-model`` (name "cpu") and the second pass (name "2") are its two uses.
 
     Returns:
       The saved model directory.
@@ -340,23 +344,82 @@ def _cpu_model_stage(wd: Path, tcfg: Config, seconds: float, arch: str, info: di
     from fcn_captcha.checkpoint import load_model, save_model
     from fcn_captcha.training import train
 
-    sdir = wd / "train-cpu"
+    sdir = wd / f"train-{name}"
     if not (sdir / "data").exists():
         shutil.copytree(wd / "train" / "data", sdir / "data")
-    scfg = tcfg.replace(arch=arch, teacher=str(wd / "train" / "model"), teacher_weight=0.5, init_from="",
-                        stage_runs=(1,), stage_epochs=(4000.0,), keep_best=0,
+    scfg = tcfg.replace(arch=arch, teacher=str(teacher), teacher_weight=0.5, init_from=init_from,
+                        stage_runs=(1,), stage_epochs=(tcfg.stage_epochs[-1],), keep_best=0,
                         time_budget=float(max(seconds, 1.0) + 30.0))
     if (sdir / "config.json").exists():  # resumed: the budget it was given
         scfg = scfg.replace(time_budget=json.loads((sdir / "config.json").read_text()).get("time_budget",
                                                                                           scfg.time_budget))
     if not (sdir / "summary.json").exists():
-        log(f"CPU model: network {arch!r} distilled from the full model, {scfg.time_budget:.0f} s")
+        log(f"{'CPU model' if name == 'cpu' else 'second pass'}: network {arch!r} "
+            f"{'from ' + Path(init_from).name + ' ' if init_from else ''}distilled from {teacher}, "
+            f"{scfg.time_budget:.0f} s")
         train(scfg, sdir, log=log, progress=False, post_test=False)
     model, mcfg, thr, minfo = load_model(sdir / "model")
-    save_model(wd / "model-cpu", model, mcfg, thr, info | {"teacher": str(wd / "model"),
-                                                           "training": minfo.get("summary", {}),
-                                                           "confidence": minfo.get("confidence")})
-    return wd / "model-cpu"
+    out = wd / f"model-{name}"
+    save_model(out, model, mcfg, thr, info | {"teacher": str(teacher), "training": minfo.get("summary", {}),
+                                              "confidence": minfo.get("confidence")})
+    return out
+
+
+def _reads_better(a: dict, b: dict) -> bool:
+    """True when metrics ``b`` have more sequences right than ``a``, or as many and more characters.
+
+    >>> _reads_better({"sequence_accuracy": 0.9, "character_accuracy": 0.97},
+    ...               {"sequence_accuracy": 0.9, "character_accuracy": 0.98})
+    True
+    """
+    return (b["sequence_accuracy"], b["character_accuracy"]) > (a["sequence_accuracy"], a["character_accuracy"])
+
+
+def _second_pass(wd: Path, tcfg: Config, seconds: float, info: dict, data: Path, originals: list[str],
+                 first: tuple, test: Path | None, log) -> dict:
+    """The second pass: a network of the same architecture trained again with the first as its teacher.
+
+    It starts from the EM network (``weak/model``, where the first one started), trains
+    the last stage's passes (or ``seconds``) on targets half the Gaussian spots and half
+    the first network's maps (:func:`_distilled_stage`, ``wd/model-2``), and is kept
+    when it reads more of the calibration files right than the first (sequences, then
+    characters; a tie keeps the first). The test folder, when given, is read by both
+    for the record only. Written to ``wd/second_pass.json`` (a resumed run reads it).
+
+    Args:
+      first: the first model's ``_evaluate_files`` result on the calibration files.
+
+    Returns:
+      ``{"kept": "first" | "second", "seconds", "calibration": {"first", "second"},
+      "test": {...} (with ``test``), "why"}``, or ``{"kept": "first", "skipped": why}``.
+    """
+    from fcn_captcha.detector import Detector
+
+    rec_path = wd / "second_pass.json"
+    if rec_path.exists():
+        return json.loads(rec_path.read_text())
+    keys = ("count", "sequence_accuracy", "character_accuracy", "length_error_rate")
+    if tcfg.loss != "mse":
+        rec = {"kept": "first", "skipped": f"the {tcfg.loss!r} loss: the teacher's maps are targets of the 'mse' loss"}
+    elif seconds < MIN_SECOND_PASS_S:
+        rec = {"kept": "first", "skipped": f"{seconds:.0f} s left, under {MIN_SECOND_PASS_S:.0f} s"}
+    else:
+        t0 = time.time()
+        sdir = _distilled_stage(wd, tcfg, seconds, "2", tcfg.arch, wd / "train" / "model", str(wd / "weak" / "model"),
+                                info, log)
+        second = _evaluate_files(Detector.load(sdir), data, originals)
+        a, b = first[0], second[0]
+        rec = {"kept": "second" if _reads_better(a, b) else "first", "seconds": round(time.time() - t0, 1),
+               "calibration": {"first": {k: a[k] for k in keys}, "second": {k: b[k] for k in keys}},
+               "why": (f"calibration files read right: second {100 * b['sequence_accuracy']:.2f}% against first "
+                       f"{100 * a['sequence_accuracy']:.2f}% (characters {100 * b['character_accuracy']:.2f}% / "
+                       f"{100 * a['character_accuracy']:.2f}%)")}
+        if test is not None:  # for the record: the choice does not see it
+            rec["test"] = {"first": {k: _evaluate_files(Detector.load(wd / "model"), test)[0][k] for k in keys},
+                           "second": {k: _evaluate_files(Detector.load(sdir), test)[0][k] for k in keys}}
+    log(f"second pass: the {rec['kept']} network kept ({rec.get('why') or rec['skipped']})")
+    _write_json(rec_path, rec)
+    return rec
 
 
 def _evaluate_files(det, folder: Path, names: list[str] | None = None) -> tuple[dict, list, list, list]:
@@ -377,7 +440,7 @@ def _evaluate_files(det, folder: Path, names: list[str] | None = None) -> tuple[
 def fit(data, workdir, test=None, time_budget: float | None = None, limit: int = 0, holdout: float = 0.22,
         seed: int = 0, device: str | None = None, overrides: dict | None = None, prior: bool = True,
         cpu_model: bool = False, cpu_arch: str = CPU_ARCH, starts=None, weak_epochs: float = WEAK_EPOCHS,
-        final_epochs: float = FINAL_EPOCHS, log=print) -> dict[str, Any]:
+        final_epochs: float = FINAL_EPOCHS, second_pass: bool = False, log=print) -> dict[str, Any]:
     """Fit a calibrated reader to a folder of string-labelled captchas (see the module doc).
 
     Args:
@@ -394,7 +457,7 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
       prior: start from the shipped generic prior of the network when there is one
         (:mod:`fcn_captcha.prior`); False: from a fresh network and the ink profile.
       cpu_model: also train a CPU-sized network (``cpu_arch``) distilled from the full
-        model (``W/model-cpu``, :func:`_cpu_model_stage`) in the last ``CPU_SHARE`` of
+        model (``W/model-cpu``, :func:`_distilled_stage`) in the last ``CPU_SHARE`` of
         the budget, and report both.
       cpu_arch: that network's architecture.
       starts: the EM rounds' starts whose first rounds are compared, a comma list or a
@@ -427,13 +490,17 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
         job |= {"cpu_model": True, "cpu_arch": cpu_arch}
     if starts is not None:  # (absent when default, as above)
         job |= {"starts": parse_starts(starts, prior)}
+    if second_pass:  # (absent when off, as above)
+        job |= {"second_pass": True}
     if (weak_epochs, final_epochs) != (WEAK_EPOCHS, FINAL_EPOCHS):  # (absent when default, as above)
         job |= {"weak_epochs": float(weak_epochs), "final_epochs": float(final_epochs)}
     if min(weak_epochs, final_epochs) <= 0:
         raise ValueError(f"weak_epochs {weak_epochs} and final_epochs {final_epochs} must be > 0")
     if job_path.exists():
         old = json.loads(job_path.read_text())
-        if {k: old.get(k) for k in job} != job:
+        optional = {k for k in ("cpu_model", "cpu_arch", "starts", "second_pass", "weak_epochs", "final_epochs")
+                    if k in old}  # written only when not default: one asked for before must be asked for again
+        if {k: old.get(k) for k in set(job) | optional} != {k: job.get(k) for k in set(job) | optional}:
             raise ValueError(f"{wd} holds a fit of another job ({old}); use another --workdir")
         spent = float(old.get("spent", 0.0))
     else:
@@ -553,7 +620,20 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
     from fcn_captcha.detector import Detector
 
     det = Detector.load(wd / "model")
-    cal_m, cal_names, cal_truth, cal_reads = _evaluate_files(det, data, [prep["originals"][n] for n in calib_names])
+    originals = [prep["originals"][n] for n in calib_names]
+    cal_m, cal_names, cal_truth, cal_reads = _evaluate_files(det, data, originals)
+    second = None
+    if second_pass:  # in the full model's time left, less what reading the calibration (and test) files costs
+        left = main_budget - reserve - elapsed() - 1.5 * prep["seconds_per_file"] * (len(calib_names) + 2 * n_test)
+        second = _second_pass(wd, tcfg, left, info, data, originals, (cal_m, cal_names, cal_truth, cal_reads),
+                              Path(test).absolute() if test is not None else None, log)
+        if second["kept"] == "second":
+            model, mcfg, thr, minfo = load_model(wd / "model-2")
+            save_model(wd / "model", model, mcfg, thr, info | {"second_pass": {k: second[k] for k in ("kept", "why")},
+                                                               "training": minfo.get("training", {}),
+                                                               "confidence": minfo.get("confidence")})
+            det = Detector.load(wd / "model")
+            cal_m, cal_names, cal_truth, cal_reads = _evaluate_files(det, data, originals)
     summary: dict[str, Any] = {
         "model_dir": str(wd / "model"), "scheme": scheme.to_dict(), "device": device, "time_budget": budget,
         "train_files": len(train_names), "calibration_files": len(calib_names),
@@ -562,6 +642,8 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
         "flagged": weak["flagged"], "cleanup": cleanup_record, "weak_start": weak.get("start", {}), "weak_history": weak["history"],
         "training": tsum.get("stages", []),
     }
+    if second is not None:
+        summary["second_pass"] = second
     test_m = None
     if test is not None:
         test = Path(test).absolute()
@@ -572,7 +654,8 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
     if cpu_model:
         # its own end: the calibration and test files read once more
         end = 10.0 + 1.5 * prep["seconds_per_file"] * (len(calib_names) + n_test)
-        cdir = _cpu_model_stage(wd, tcfg, budget - end - elapsed(), cpu_arch, info, log)
+        ccfg = tcfg.replace(stage_runs=(1,), stage_epochs=(4000.0,))  # the time budget ends it
+        cdir = _distilled_stage(wd, ccfg, budget - end - elapsed(), "cpu", cpu_arch, wd / "model", "", info, log)
         cdet = Detector.load(cdir)
         cm = _evaluate_files(cdet, data, [prep["originals"][n] for n in calib_names])[0]
         keys = ("count", "sequence_accuracy", "character_accuracy", "length_error_rate")
@@ -661,6 +744,25 @@ def _start_sentence(st: dict) -> str:
     return f"Started from a fresh network and the ink profile ({st.get('why', '')})."
 
 
+def _second_pass_lines(sp: dict) -> list[str]:
+    """The report's section on the second pass (:func:`_second_pass`)."""
+    lines = ["## Second pass", ""]
+    if "skipped" in sp:
+        return lines + [f"Skipped: {sp['skipped']}.", ""]
+    lines += [f"A network of the same architecture, from the EM network, trained again with the first as its "
+              f"teacher (half its maps, half the Gaussian spots) in {sp['seconds']:.0f} s; the **{sp['kept']}** is "
+              f"the model: {sp['why']}.", "",
+              "| set | network | sequence accuracy | character accuracy | length errors |",
+              "| --- | --- | --- | --- | --- |"]
+    for key in ("calibration", "test"):
+        for which in ("first", "second"):
+            m = sp.get(key, {}).get(which)
+            if m:
+                lines.append(f"| {key} ({m['count']}) | {which} | {100 * m['sequence_accuracy']:.2f}% | "
+                             f"{100 * m['character_accuracy']:.2f}% | {100 * m['length_error_rate']:.2f}% |")
+    return lines + ["", "The test folder does not take part in the choice.", ""]
+
+
 def write_report(wd: Path, summary: dict, det, data: Path, cal_names, cal_truth, cal_m: dict,
                  test_m: dict | None, reads: dict | None = None) -> Path:
     """``wd/report.md`` with its figures beside it (``wd/figures``); ``reads``: each set's
@@ -723,6 +825,8 @@ def write_report(wd: Path, summary: dict, det, data: Path, cal_names, cal_truth,
              .replace("\n", "; "), ""]
     if test_m:
         lines += [f"Test folder `{s.get('test_dir')}`: " + format_metrics(test_m).replace("\n", "; "), ""]
+    if s.get("second_pass"):
+        lines += _second_pass_lines(s["second_pass"])
     if s.get("cpu_model"):
         c = s["cpu_model"]
         lines += ["## CPU model (`--cpu-model`)", "",

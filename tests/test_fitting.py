@@ -48,8 +48,16 @@ def run(tmp_path_factory):
     data = _write_folder(root / "data", 60, seed=3)
     test = _write_folder(root / "test", 20, seed=4)
     wd = root / "wd"
-    s = fit(data, wd, test=test, time_budget=BUDGET, device="cpu", overrides=OVERRIDES, cpu_model=True, cpu_arch="tiny",
-            log=lambda *_: None)
+    import fcn_captcha.fitting as fitting
+
+    saved = fitting.MIN_SECOND_PASS_S, fitting._reads_better
+    # the second pass runs in whatever the tiny budget leaves, and is kept (see its test)
+    fitting.MIN_SECOND_PASS_S, fitting._reads_better = -1e9, lambda a, b: True
+    try:
+        s = fit(data, wd, test=test, time_budget=BUDGET, device="cpu", overrides=OVERRIDES, cpu_model=True,
+                cpu_arch="tiny", second_pass=True, log=lambda *_: None)
+    finally:
+        fitting.MIN_SECOND_PASS_S, fitting._reads_better = saved
     return data, test, wd, s
 
 
@@ -87,7 +95,7 @@ def test_cpu_model_is_distilled_calibrated_and_reported(run):
     assert det.config.arch == "tiny" and det.scheme is not None  # reads files of the scheme as the full model does
     assert det.read(str(data / "000.png")).text is not None
     _, scfg, _, info = load_model(wd / "model-cpu")
-    assert scfg.teacher == str(wd / "train" / "model") and scfg.teacher_weight == 0.5
+    assert scfg.teacher == str(wd / "model") and scfg.teacher_weight == 0.5  # the kept model teaches
     assert info["teacher"] == str(wd / "model")
     assert "## CPU model (`--cpu-model`)" in (wd / "report.md").read_text()
     # the full model had three quarters of the budget: its trainer was given less than BUDGET s
@@ -133,7 +141,7 @@ def test_running_again_resumes_and_gives_the_same_model(run):
 
     data, test, wd, s = run
     assert fit(data, wd, test=test, time_budget=BUDGET, device="cpu", overrides=OVERRIDES, cpu_model=True,
-               cpu_arch="tiny", log=lambda *_: None) == s
+               cpu_arch="tiny", second_pass=True, log=lambda *_: None) == s
 
     def params():
         m = load_model(wd / "model")[0]
@@ -147,7 +155,7 @@ def test_running_again_resumes_and_gives_the_same_model(run):
     shutil.rmtree(wd / "train" / "model")
     lines = []
     s2 = fit(data, wd, test=test, time_budget=BUDGET, device="cpu", overrides=OVERRIDES, cpu_model=True, cpu_arch="tiny",
-             log=lines.append)
+             second_pass=True, log=lines.append)
     assert not any(l.startswith("weak round") for l in lines)  # the EM stage was not redone
     for a, b in zip(before, params()):
         np.testing.assert_array_equal(a, b)
@@ -168,12 +176,14 @@ def test_a_fit_with_other_starts_is_another_job(run):
     data, test, wd, _ = run  # resuming checks the starts: a workdir is never finished from other ones
     with pytest.raises(ValueError, match="another job"):
         fit(data, wd, test=test, time_budget=BUDGET, device="cpu", overrides=OVERRIDES, cpu_model=True, cpu_arch="tiny",
-            starts="prior,ink,ctc")
+            second_pass=True, starts="prior,ink,ctc")
     with pytest.raises(ValueError, match="another job"):  # nor from other bounds on the passes
         fit(data, wd, test=test, time_budget=BUDGET, device="cpu", overrides=OVERRIDES, cpu_model=True, cpu_arch="tiny",
-            weak_epochs=5)
+            second_pass=True, weak_epochs=5)
     with pytest.raises(ValueError, match="must be > 0"):
         fit(data, wd, device="cpu", final_epochs=0)
+    with pytest.raises(ValueError, match="another job"):  # nor without the second pass it was asked for
+        fit(data, wd, test=test, time_budget=BUDGET, device="cpu", overrides=OVERRIDES, cpu_model=True, cpu_arch="tiny")
 
 
 def test_a_loss_the_prior_cannot_start_from_is_refused_before_anything_is_written(tmp_path):
@@ -230,13 +240,15 @@ def test_cli_parses_and_calls_fit(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(fit_mod, "fit", lambda data, wd, **kw: seen.update(data=data, wd=wd, **kw) or {"wall_s": 1})
     assert main(["fit", "D", "--workdir", "W", "--test", "T", "--time-budget", "60", "--limit", "5"]) == 0
     assert seen == {"data": "D", "wd": "W", "test": "T", "time_budget": 60.0, "limit": 5, "holdout": 0.22, "seed": 0,
-                    "prior": True, "overrides": {}, "cpu_model": False, "starts": None}
+                    "prior": True, "overrides": {}, "cpu_model": False, "starts": None, "second_pass": False}
     assert main(["fit", "D", "--workdir", "W", "--weak-epochs", "12", "--final-epochs", "40"]) == 0
     assert (seen["weak_epochs"], seen["final_epochs"]) == (12.0, 40.0)
     assert main(["fit", "D", "--workdir", "W", "--no-prior", "--set", "warp=0", "--set", "min_distance=2,6",
                  "--cpu-model"]) == 0
     assert seen["prior"] is False and seen["overrides"] == {"warp": 0.0, "min_distance": [2.0, 6.0]}
     assert seen["cpu_model"] is True
+    assert main(["fit", "D", "--workdir", "W", "--second-pass"]) == 0
+    assert seen["second_pass"] is True
     assert main(["fit", "D", "--workdir", "W", "--starts", "prior,ink,ctc"]) == 0
     assert seen["starts"] == "prior,ink,ctc"
     assert main(["fit", "D", "--workdir", "W", "--set", "nonsense=1"]) != 0  # refused, naming the field
@@ -265,6 +277,53 @@ def test_a_chosen_cleanup_prepares_again_and_travels_in_the_card(tmp_path, monke
     r = det.read(str(data / "000.png"))
     assert all(0 <= c.x < 96 and 0 <= c.y < 40 for c in r.chars)
     assert "deskew" in (wd / "report.md").read_text()
+
+
+def test_second_pass_trains_from_the_em_network_with_the_first_as_teacher_and_replaces_it(run):
+    """The shared run forces the choice to the second network (``_reads_better``): it is
+    distilled from the first, starts where the first started, and becomes the model; the
+    CPU model learns from it. (The resume test checks that a resumed run keeps it.)"""
+    import jax
+    from flax import nnx
+
+    from fcn_captcha.checkpoint import load_model
+
+    data, test, wd, s = run
+    sp = s["second_pass"]
+    assert sp["kept"] == "second" and json.loads((wd / "second_pass.json").read_text()) == sp
+    assert sp["calibration"]["first"]["count"] == s["calibration"]["count"]
+    assert sp["calibration"]["second"] == {k: s["calibration"][k] for k in sp["calibration"]["second"]}
+    assert set(sp["test"]) == {"first", "second"} and sp["test"]["second"]["count"] == 21
+    _, scfg, _, _ = load_model(wd / "model-2")
+    assert scfg.teacher == str(wd / "train" / "model") and scfg.init_from == str(wd / "weak" / "model")
+    assert scfg.arch == OVERRIDES["arch"] and scfg.stage_runs == (1,) and scfg.teacher_weight == 0.5
+
+    def params(d):
+        return [np.asarray(a) for a in jax.tree.leaves(nnx.state(load_model(d)[0], nnx.Param))]
+
+    for a, b in zip(params(wd / "model"), params(wd / "model-2")):
+        np.testing.assert_array_equal(a, b)
+    assert any((a != b).any() for a, b in zip(params(wd / "model"), params(wd / "train" / "model")))
+    assert load_model(wd / "model")[3]["second_pass"]["kept"] == "second"
+    assert "## Second pass" in (wd / "report.md").read_text()
+
+
+def test_second_pass_choice_and_skip(tmp_path):
+    import fcn_captcha.fitting as fitting
+
+    m = {"sequence_accuracy": 0.9, "character_accuracy": 0.97}
+    assert not fitting._reads_better(m, dict(m))  # a tie keeps the first
+    assert fitting._reads_better(m, m | {"sequence_accuracy": 0.91, "character_accuracy": 0.9})
+    assert not fitting._reads_better(m, m | {"sequence_accuracy": 0.89, "character_accuracy": 1.0})
+    rec = fitting._second_pass(tmp_path, Config(), fitting.MIN_SECOND_PASS_S - 1, {}, tmp_path, [], None, None,
+                               lambda *_: None)
+    assert rec == {"kept": "first", "skipped": f"{fitting.MIN_SECOND_PASS_S - 1:.0f} s left, under "
+                                               f"{fitting.MIN_SECOND_PASS_S:.0f} s"}
+    assert json.loads((tmp_path / "second_pass.json").read_text()) == rec
+    assert f"Skipped: {rec['skipped']}" in "\n".join(fitting._second_pass_lines(rec))
+    (tmp_path / "f").mkdir()
+    assert "'focal' loss" in fitting._second_pass(tmp_path / "f", Config(loss="focal"), 1e9, {}, tmp_path, [], None,
+                                                  None, lambda *_: None)["skipped"]
 
 
 def test_the_report_says_where_the_em_rounds_started():
