@@ -1,26 +1,7 @@
-"""Fixtures shared by several test modules, and JAX's compilation cache for the session.
-
-The many tiny trainings compile the same programs again and again (each ``Trainer`` jits
-its own functions), so the session turns on JAX's persistent compilation cache in a fresh
-directory of its own, removed at exit, which serves the repeats: on 2 CPU cores
-``tests/test_training.py`` took 89 s instead of 124 s, ``tests/test_fitting.py`` 130 s
-instead of 158 s. The variables are set before any test imports JAX, and subprocesses
-inherit them; a cache the caller sets up is kept.
-"""
-
-import atexit
-import os
-import shutil
-import tempfile
+"""Fixtures shared by several test modules."""
 
 import numpy as np
 import pytest
-
-if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
-    _CACHE = tempfile.mkdtemp(prefix="fcn-captcha-jax-cache-")
-    atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
-    os.environ.update({"JAX_COMPILATION_CACHE_DIR": _CACHE, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-                       "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1"})
 
 
 @pytest.fixture(scope="session")
