@@ -13,6 +13,7 @@ import shutil
 import numpy as np
 import pytest
 
+from fcn_captcha.cleanup import Cleanup
 from fcn_captcha.confidence import MIN_READINGS
 from fcn_captcha.config import Config
 from fcn_captcha.dataset import make_generator
@@ -22,6 +23,7 @@ CFG = Config(alphabet="0123456789", min_length=3, max_length=3, width=96, height
 OVERRIDES = {"arch": "cpu", "batch_size": 8}
 BAD = "bad_label.png"
 BUDGET = 26  #: seconds of the shared run (and of the runs that must be the same job)
+CHOSEN = Cleanup(deskew=True)  #: the clean-up the shared run's probes are made to choose
 
 
 def _write_folder(path, count, seed):
@@ -50,14 +52,24 @@ def run(tmp_path_factory):
     wd = root / "wd"
     import fcn_captcha.fitting as fitting
 
-    saved = fitting.MIN_SECOND_PASS_S, fitting._reads_better
-    # the second pass runs in whatever the tiny budget leaves, and is kept (see its test)
-    fitting.MIN_SECOND_PASS_S, fitting._reads_better = -1e9, lambda a, b: True
+    import inspect
+
+    import fcn_captcha.probe as probe
+
+    def chosen_cleanup(*a, **k):  # the probes' own test is tests/test_probe.py; here the call is checked
+        inspect.signature(real_choose).bind(*a, **k)
+        return CHOSEN, {"chosen": CHOSEN.to_dict(), "probes": [], "why": "given by the test"}
+
+    saved = fitting.MIN_SECOND_PASS_S, fitting._reads_better, probe.choose_cleanup
+    real_choose = probe.choose_cleanup
+    # the probes choose a clean-up (see its test); the second pass runs in whatever the tiny
+    # budget leaves, and is kept (see its test)
+    fitting.MIN_SECOND_PASS_S, fitting._reads_better, probe.choose_cleanup = -1e9, lambda a, b: True, chosen_cleanup
     try:
         s = fit(data, wd, test=test, time_budget=BUDGET, device="cpu", overrides=OVERRIDES, cpu_model=True,
                 cpu_arch="tiny", second_pass=True, log=lambda *_: None)
     finally:
-        fitting.MIN_SECOND_PASS_S, fitting._reads_better = saved
+        fitting.MIN_SECOND_PASS_S, fitting._reads_better, probe.choose_cleanup = saved
     return data, test, wd, s
 
 
@@ -255,25 +267,18 @@ def test_cli_parses_and_calls_fit(monkeypatch, tmp_path, capsys):
     assert "nonsense" in capsys.readouterr().err
 
 
-def test_a_chosen_cleanup_prepares_again_and_travels_in_the_card(tmp_path, monkeypatch):
-    """When the probes choose a clean-up, the folder is prepared with it, the scheme and the
-    model card carry it, and the detector reads files through it (positions in file pixels)."""
-    import fcn_captcha.probe as probe
-    from fcn_captcha.cleanup import Cleanup
+def test_a_chosen_cleanup_prepares_again_and_travels_in_the_card(run):
+    """When the probes choose a clean-up (the shared run's choice is given), the folder is
+    prepared with it, the scheme and the model card carry it, and the detector reads files
+    through it (positions in file pixels)."""
     from fcn_captcha.detector import Detector
-    from fcn_captcha.fitting import fit
 
-    data = _write_folder(tmp_path / "data", 24, seed=5)
-    chosen = Cleanup(deskew=True)
-    monkeypatch.setattr(probe, "choose_cleanup",
-                        lambda *a, **k: (chosen, {"chosen": chosen.to_dict(), "probes": [], "why": "given"}))
-    wd = tmp_path / "wd"
-    fit(data, wd, time_budget=12, device="cpu", overrides={"arch": "tiny", "batch_size": 8}, prior=False,
-        log=lambda *_: None)
-    assert json.loads((wd / "prepared" / "done.json").read_text())["cleanup"] == chosen.to_dict()
+    data, _, wd, s = run
+    assert json.loads((wd / "prepared" / "done.json").read_text())["cleanup"] == CHOSEN.to_dict()
     assert json.loads((wd / "scheme.json").read_text())["cleanup"]["deskew"] is True
+    assert s["cleanup"]["why"] == "given by the test"
     det = Detector.load(wd / "model")
-    assert det.scheme.cleanups == chosen
+    assert det.scheme.cleanups == CHOSEN
     r = det.read(str(data / "000.png"))
     assert all(0 <= c.x < 96 and 0 <= c.y < 40 for c in r.chars)
     assert "deskew" in (wd / "report.md").read_text()
