@@ -24,6 +24,7 @@ Commands::
 
     python benchmarks/bench_decode.py --json out.json  # GPU: about 25 s (H200)
     python benchmarks/bench_decode.py --quick          # CPU: about 40 s on 2 cores
+    python benchmarks/bench_decode.py --kernels 15     # GPU: and where decode_device's device time goes
 
 ``--quick`` shrinks the large batch to 128 and the forward batch to 16 (per-image
 figures stay comparable, a CPU being roughly linear in batch).
@@ -83,6 +84,16 @@ def device_seconds(fn, calls: int = 5) -> float | None:
     None on a CPU (no device events). Unlike wall time, this leaves out the host's
     launch overhead, which overlaps with device work in a pipeline.
     """
+    kernels = device_kernels(fn, calls)
+    return None if not kernels else sum(kernels.values())
+
+
+def device_kernels(fn, calls: int = 5) -> dict[str, float] | None:
+    """Mean accelerator seconds of one ``fn()`` call per kernel name, from a profiler trace.
+
+    None on a CPU (no device events). The names are XLA's (fusions, sorts, copies), in
+    the order of their time, largest first: where the device time of a call goes.
+    """
     if jax.default_backend() == "cpu":
         return None
     import glob
@@ -100,8 +111,11 @@ def device_seconds(fn, calls: int = 5) -> float | None:
     events = events["traceEvents"] if isinstance(events, dict) else events
     dev = {e["pid"] for e in events if e.get("ph") == "M" and e.get("name") == "process_name"
            and "/device:" in e["args"].get("name", "")}
-    total_us = sum(e.get("dur", 0) for e in events if e.get("ph") == "X" and e["pid"] in dev)
-    return total_us / calls * 1e-6 if total_us else None
+    per: dict[str, float] = {}
+    for e in events:
+        if e.get("ph") == "X" and e["pid"] in dev and e.get("dur"):
+            per[e.get("name", "?")] = per.get(e.get("name", "?"), 0.0) + e["dur"] / calls * 1e-6
+    return dict(sorted(per.items(), key=lambda kv: -kv[1])) or None
 
 
 def timed(fn, repeats: int) -> tuple[float, float]:
@@ -169,6 +183,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=None, help="large decode batch (default 1024; 128 with --quick)")
     ap.add_argument("--forward-batch", type=int, default=None, help="forward batch (default 1024; 16 with --quick)")
     ap.add_argument("--repeats", type=int, default=None, help="timed calls per case (default 20; 3 with --quick)")
+    ap.add_argument("--kernels", type=int, default=0, metavar="N",
+                    help="also list decode_device's N largest kernels by device time (accelerators only)")
     ap.add_argument("--json", default=None, help="write the results to this path")
     args = ap.parse_args(argv)
     big = args.batch or (128 if args.quick else 1024)
@@ -203,6 +219,16 @@ def main(argv=None) -> int:
     if dev_big.get("device_ms") and fwd.get("device_ms"):
         dev_ratio = dev_big["device_ms"] / fwd["device_ms"]
         print(f"decode_device / forward, device (kernel) time: {100 * dev_ratio:.2f}%")
+    kernels = None
+    if args.kernels:  # where decode_device's device time goes, at the large batch on lib36x4's grid
+        maps = jax.device_put(jnp.asarray(realistic_maps(big, GRIDS[fwd["grid"]])[0]))
+        thr = jnp.float32(0.4)
+        kernels = device_kernels(lambda: jax.block_until_ready(decode_device(maps, thr)))
+        if kernels:
+            total = sum(kernels.values())
+            print(f"decode_device's kernels at batch {big} on {fwd['grid']}, {1e3 * total:.3f} ms of device time per call:")
+            for name, sec in list(kernels.items())[:args.kernels]:
+                print(f"  {1e6 * sec:9.1f} us  {100 * sec / total:5.1f}%  {name}")
     bad = [r for r in rows if r.get("sequence_accuracy", 1.0) < 0.99 or r.get("same_as_numpy", 1.0) < 1.0]
     if bad:
         print("QUALITY OUT OF RANGE:", bad, file=sys.stderr)
@@ -210,6 +236,7 @@ def main(argv=None) -> int:
         with open(args.json, "w") as f:
             json.dump({"device": str(jax.devices()[0]), "backend": jax.default_backend(), "rows": rows,
                        "decode_over_forward": ratio, "decode_over_forward_device_time": dev_ratio,
+                       "decode_kernels_s": kernels,
                        "quick": args.quick}, f, indent=1)
     return 1 if bad else 0
 
