@@ -28,7 +28,10 @@ its Orbax checkpoints):
    calibration split;
 6. ``model/``: the network with its scheme (a :class:`~fcn_captcha.detector.Detector`
    loads it and reads files of the scheme at their own sizes, positions in each file's
-   pixels), then ``report.md`` with figures and ``summary.json``.
+   pixels), then ``report.md`` with figures and ``summary.json``. With ``second_pass``
+   a second network distilled from the first may replace it first (``second_pass.json``,
+   :func:`_second_pass`); with ``cpu_model`` a CPU-sized network is distilled from the
+   kept one (``model-cpu/``).
 
 Why this module is long: it is the one place that orders the stages and carries a
 run's state (split, budget, resume) between them, and the report is written from that
