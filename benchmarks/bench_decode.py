@@ -226,7 +226,8 @@ def main(argv=None) -> int:
         kernels = device_kernels(lambda: jax.block_until_ready(decode_device(maps, thr)))
         if kernels:
             total = sum(kernels.values())
-            print(f"decode_device's kernels at batch {big} on {fwd['grid']}, {1e3 * total:.3f} ms of device time per call:")
+            print(f"decode_device's kernels at batch {big} on {fwd['grid']}, {1e3 * total:.3f} ms of device time "
+                  "per call:")
             for name, sec in list(kernels.items())[:args.kernels]:
                 print(f"  {1e6 * sec:9.1f} us  {100 * sec / total:5.1f}%  {name}")
     bad = [r for r in rows if r.get("sequence_accuracy", 1.0) < 0.99 or r.get("same_as_numpy", 1.0) < 1.0]

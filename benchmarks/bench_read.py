@@ -89,6 +89,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import fcn_captcha.detector as detector_module  # TRANSFER_AHEAD, set per stream row
 from fcn_captcha.decoder import ReadingTable
 from fcn_captcha.detector import Detector
 from fcn_captcha.generator import random_text
@@ -153,8 +154,6 @@ def bench_streams(det, arrays: np.ndarray, decoded: np.ndarray, truths: list[str
     idx = np.arange(n) % len(arrays)
     want = [truths[i] for i in idx]
     out = []
-    import fcn_captcha.detector as detector_module
-
     ahead = detector_module.TRANSFER_AHEAD
     rows = [("read_arrays table stream", arrays[idx], det.read_arrays, ahead),
             ("read_batch table stream", decoded[idx], det.read_batch, ahead)]
@@ -172,8 +171,8 @@ def bench_streams(det, arrays: np.ndarray, decoded: np.ndarray, truths: list[str
             detector_module.TRANSFER_AHEAD = ahead
         best = min(times[1:])
         acc = float(np.mean([a == b for a, b in zip(table.texts, want)]))
-        out.append({"path": path, "transfer_ahead": copies_ahead, "batch": batch, "images_per_call": n, "first_call_s": times[0], "best_call_s": best,
-                    "images_per_s": n / best, "sequence_accuracy": acc})
+        out.append({"path": path, "transfer_ahead": copies_ahead, "batch": batch, "images_per_call": n,
+                    "first_call_s": times[0], "best_call_s": best, "images_per_s": n / best, "sequence_accuracy": acc})
         print(f"  {path:42s} {n} images in batches of {batch}: {n / best:9.1f} images/s (best of "
               f"{len(times) - 1} calls, {best:.3f} s; first {times[0]:.2f} s); sequence accuracy {100 * acc:.2f}%",
               flush=True)

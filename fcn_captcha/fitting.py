@@ -358,7 +358,7 @@ def _distilled_stage(wd: Path, tcfg: Config, seconds: float, name: str, arch: st
                                                                                           scfg.time_budget))
     if not (sdir / "summary.json").exists():
         log(f"{'CPU model' if name == 'cpu' else 'second pass'}: network {arch!r} "
-            f"{'from ' + Path(init_from).name + ' ' if init_from else ''}distilled from {teacher}, "
+            f"{'from ' + init_from + ' ' if init_from else ''}distilled from {teacher}, "
             f"{scfg.time_budget:.0f} s")
         train(scfg, sdir, log=log, progress=False, post_test=False)
     model, mcfg, thr, minfo = load_model(sdir / "model")
@@ -393,15 +393,20 @@ def _second_pass(wd: Path, tcfg: Config, seconds: float, info: dict, data: Path,
       first: the first model's ``_evaluate_files`` result on the calibration files.
 
     Returns:
-      ``{"kept": "first" | "second", "seconds", "calibration": {"first", "second"},
-      "test": {...} (with ``test``), "why"}``, or ``{"kept": "first", "skipped": why}``.
+      ``(record, reads)``: the record ``{"kept": "first" | "second", "seconds",
+      "calibration": {"first", "second"}, "test": {...} (with ``test``), "why"}`` or
+      ``{"kept": "first", "skipped": why}``; ``reads``, the kept network's
+      ``_evaluate_files`` results ``{"calibration", "test"}`` when this call read them
+      (empty when the record was read back or the pass skipped), which ``fit`` uses
+      instead of reading the same files again.
     """
     from fcn_captcha.detector import Detector
 
     rec_path = wd / "second_pass.json"
     if rec_path.exists():
-        return json.loads(rec_path.read_text())
+        return json.loads(rec_path.read_text()), {}
     keys = ("count", "sequence_accuracy", "character_accuracy", "length_error_rate")
+    reads = {}
     if tcfg.loss != "mse":
         rec = {"kept": "first", "skipped": f"the {tcfg.loss!r} loss: the teacher's maps are targets of the 'mse' loss"}
     elif seconds < MIN_SECOND_PASS_S:
@@ -410,19 +415,23 @@ def _second_pass(wd: Path, tcfg: Config, seconds: float, info: dict, data: Path,
         t0 = time.time()
         sdir = _distilled_stage(wd, tcfg, seconds, "2", tcfg.arch, wd / "train" / "model", str(wd / "weak" / "model"),
                                 info, log)
-        second = _evaluate_files(Detector.load(sdir), data, originals)
-        a, b = first[0], second[0]
-        rec = {"kept": "second" if _reads_better(a, b) else "first", "seconds": round(time.time() - t0, 1),
+        runs = {"first": first, "second": _evaluate_files(Detector.load(sdir), data, originals)}
+        a, b = runs["first"][0], runs["second"][0]
+        kept = "second" if _reads_better(a, b) else "first"
+        rec = {"kept": kept, "seconds": round(time.time() - t0, 1),
                "calibration": {"first": {k: a[k] for k in keys}, "second": {k: b[k] for k in keys}},
                "why": (f"calibration files read right: second {100 * b['sequence_accuracy']:.2f}% against first "
                        f"{100 * a['sequence_accuracy']:.2f}% (characters {100 * b['character_accuracy']:.2f}% / "
                        f"{100 * a['character_accuracy']:.2f}%)")}
+        reads["calibration"] = runs[kept]
         if test is not None:  # for the record: the choice does not see it
-            rec["test"] = {"first": {k: _evaluate_files(Detector.load(wd / "model"), test)[0][k] for k in keys},
-                           "second": {k: _evaluate_files(Detector.load(sdir), test)[0][k] for k in keys}}
+            on_test = {"first": _evaluate_files(Detector.load(wd / "model"), test),
+                       "second": _evaluate_files(Detector.load(sdir), test)}
+            rec["test"] = {which: {k: r[0][k] for k in keys} for which, r in on_test.items()}
+            reads["test"] = on_test[kept]
     log(f"second pass: the {rec['kept']} network kept ({rec.get('why') or rec['skipped']})")
     _write_json(rec_path, rec)
-    return rec
+    return rec, reads
 
 
 def _evaluate_files(det, folder: Path, names: list[str] | None = None) -> tuple[dict, list, list, list]:
@@ -506,9 +515,9 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
         raise ValueError(f"weak_epochs {weak_epochs} and final_epochs {final_epochs} must be > 0")
     if job_path.exists():
         old = json.loads(job_path.read_text())
-        optional = {k for k in ("cpu_model", "cpu_arch", "starts", "second_pass", "weak_epochs", "final_epochs")
-                    if k in old}  # written only when not default: one asked for before must be asked for again
-        if {k: old.get(k) for k in set(job) | optional} != {k: job.get(k) for k in set(job) | optional}:
+        # the same job, optional keys included (written only when not default: one asked for before
+        # must be asked for again); "spent" is the job's own record
+        if {k: v for k, v in old.items() if k != "spent"} != job:
             raise ValueError(f"{wd} holds a fit of another job ({old}); use another --workdir")
         spent = float(old.get("spent", 0.0))
     else:
@@ -630,18 +639,21 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
     det = Detector.load(wd / "model")
     originals = [prep["originals"][n] for n in calib_names]
     cal_m, cal_names, cal_truth, cal_reads = _evaluate_files(det, data, originals)
-    second = None
+    second, second_reads = None, {}
     if second_pass:  # in the full model's time left, less what reading the calibration (and test) files costs
         left = main_budget - reserve - elapsed() - 1.5 * prep["seconds_per_file"] * (len(calib_names) + 2 * n_test)
-        second = _second_pass(wd, tcfg, left, info, data, originals, (cal_m, cal_names, cal_truth, cal_reads),
-                              Path(test).absolute() if test is not None else None, log)
+        second, second_reads = _second_pass(wd, tcfg, left, info, data, originals,
+                                            (cal_m, cal_names, cal_truth, cal_reads),
+                                            Path(test).absolute() if test is not None else None, log)
         if second["kept"] == "second":
             model, mcfg, thr, minfo = load_model(wd / "model-2")
             save_model(wd / "model", model, mcfg, thr, info | {"second_pass": {k: second[k] for k in ("kept", "why")},
                                                                "training": minfo.get("training", {}),
                                                                "confidence": minfo.get("confidence")})
             det = Detector.load(wd / "model")
-            cal_m, cal_names, cal_truth, cal_reads = _evaluate_files(det, data, originals)
+            # the same network and card as model-2: its readings of the calibration files stand
+            cal_m, cal_names, cal_truth, cal_reads = (second_reads.get("calibration")
+                                                      or _evaluate_files(det, data, originals))
     summary: dict[str, Any] = {
         "model_dir": str(wd / "model"), "scheme": scheme.to_dict(), "device": device, "time_budget": budget,
         "train_files": len(train_names), "calibration_files": len(calib_names),
@@ -655,7 +667,7 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
     test_m = None
     if test is not None:
         test = Path(test).absolute()
-        test_m, t_names, t_truth, t_reads = _evaluate_files(det, test)
+        test_m, t_names, t_truth, t_reads = second_reads.get("test") or _evaluate_files(det, test)
         summary["test_dir"] = str(test)
         summary["test"] = {k: test_m[k] for k in ("count", "sequence_accuracy", "character_accuracy",
                                                   "length_error_rate", "confusions")}

@@ -32,8 +32,8 @@ from fcn_captcha.model import CenterNet, build_model
 from fcn_captcha.sharding import Placement
 from fcn_captcha.targets import render_center_maps_batch
 
-__all__ = ["NonFiniteError", "CLASS_TEMPERATURE", "class_term", "loss_from_maps", "make_optimizer", "lr_factor", "candidate_seed", "check_teacher",
-           "load_teacher",
+__all__ = ["NonFiniteError", "CLASS_TEMPERATURE", "class_term", "loss_from_maps", "make_optimizer", "lr_factor",
+           "candidate_seed", "check_teacher", "load_teacher",
            "initial_params", "Trainer",
            "fine_tune", "run_steps", "check_and_log", "running_mean"]
 

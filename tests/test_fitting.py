@@ -320,15 +320,16 @@ def test_second_pass_choice_and_skip(tmp_path):
     assert not fitting._reads_better(m, dict(m))  # a tie keeps the first
     assert fitting._reads_better(m, m | {"sequence_accuracy": 0.91, "character_accuracy": 0.9})
     assert not fitting._reads_better(m, m | {"sequence_accuracy": 0.89, "character_accuracy": 1.0})
-    rec = fitting._second_pass(tmp_path, Config(), fitting.MIN_SECOND_PASS_S - 1, {}, tmp_path, [], None, None,
-                               lambda *_: None)
+    rec, reads = fitting._second_pass(tmp_path, Config(), fitting.MIN_SECOND_PASS_S - 1, {}, tmp_path, [], None, None,
+                                      lambda *_: None)
+    assert reads == {}  # nothing read: fit reads the files itself
     assert rec == {"kept": "first", "skipped": f"{fitting.MIN_SECOND_PASS_S - 1:.0f} s left, under "
                                                f"{fitting.MIN_SECOND_PASS_S:.0f} s"}
     assert json.loads((tmp_path / "second_pass.json").read_text()) == rec
     assert f"Skipped: {rec['skipped']}" in "\n".join(fitting._second_pass_lines(rec))
     (tmp_path / "f").mkdir()
     assert "'focal' loss" in fitting._second_pass(tmp_path / "f", Config(loss="focal"), 1e9, {}, tmp_path, [], None,
-                                                  None, lambda *_: None)["skipped"]
+                                                  None, lambda *_: None)[0]["skipped"]
 
 
 def test_the_report_says_where_the_em_rounds_started():
