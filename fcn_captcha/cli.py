@@ -282,9 +282,11 @@ def cmd_fit(args):
     epochs = {k: v for k, v in (("weak_epochs", args.weak_epochs), ("final_epochs", args.final_epochs)) if v is not None}
     s = fit(args.data, args.workdir, test=args.test, time_budget=args.time_budget, limit=args.limit,
             holdout=args.holdout, seed=args.seed, prior=args.prior, overrides=_fit_overrides(args.set),
-            cpu_model=args.cpu_model, starts=args.starts, second_pass=args.second_pass, **epochs)
+            cpu_model=args.cpu_model, starts=args.starts, second_pass=args.second_pass, members=args.members,
+            **epochs)
     print(json.dumps({k: s.get(k) for k in ("model_dir", "wall_s", "calibration", "test", "second_pass", "cpu_model",
-                                            "report") if k not in ("cpu_model", "second_pass") or k in s}, indent=1))
+                                            "members", "report")
+                      if k not in ("cpu_model", "second_pass", "members") or k in s}, indent=1))
     return 0
 
 
@@ -330,6 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--second-pass", action="store_true",
                    help="train a second network of the same size with the first as its teacher in the time left, "
                         "and keep the one that reads more calibration files right")
+    p.add_argument("--members", type=int, default=1, metavar="K",
+                   help="networks in the model, each trained on its own from the EM network and read as the mean "
+                        "of their outputs (reading costs K times one network; default 1)")
     p.add_argument("--starts", default=None, metavar="NAMES",
                    help="EM starts whose first rounds are compared, comma-separated of prior, ink, "
                         "ink-on-prior, ctc (default: prior,ink-on-prior; ink-on-prior: the prior's network with "

@@ -110,6 +110,10 @@ class Config:
       sigma_x: Gaussian width of a target spot across, in output cells.
       sigma_y: Gaussian width of a target spot down, in output cells.
       arch: architecture preset name (see ``ARCHITECTURES``) or an explicit string.
+      members: networks of ``arch`` in the model, read as the mean of their outputs
+        (:class:`~fcn_captcha.model.MeanNet`); a model of several is assembled by
+        ``fcn-captcha fit --members`` from networks trained one at a time, and training
+        itself trains one (1).
       compute_dtype: "float32" or "bfloat16" for convolutions (parameters stay float32).
       loss: "mse" (the seed's) or "focal" (CenterNet's penalty-reduced focal loss).
       class_weight: weight of a classification term added to the loss (0: off): at the
@@ -222,6 +226,7 @@ class Config:
     sigma_x: float = 1.3
     sigma_y: float = 2.6
     arch: str = "seed"
+    members: int = 1
     compute_dtype: str = "float32"
     loss: str = "mse"
     class_weight: float = 0.0
@@ -314,6 +319,8 @@ class Config:
             raise ValueError(f"lr_decay {self.lr_decay!r} must be a share in [0, 1] (0: a constant step size)")
         if self.warp < 0 or not 0.0 <= self.thickness <= 1.0:
             raise ValueError(f"warp {self.warp} must be >= 0 and thickness {self.thickness} in [0, 1]")
+        if not (isinstance(self.members, int) and not isinstance(self.members, bool) and self.members >= 1):
+            raise ValueError(f"members {self.members!r} must be a whole number of networks >= 1")
         if self.generator not in ("auto", "broad"):
             raise ValueError(f"generator {self.generator!r} must be 'auto' or 'broad'")
         if isinstance(self.style, dict):  # from JSON

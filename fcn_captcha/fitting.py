@@ -307,8 +307,9 @@ def _weak_stage(wd: Path, cfg: Config, prepared: Path, train_names, calib_names,
     return info
 
 
-def _val_and_train_sets(wd: Path, cfg: Config, prepared: Path, train_names, calib_names):
-    """Pre-write the trainer's ``data/train`` and ``data/val`` sets from real images.
+def _val_and_train_sets(wd: Path, cfg: Config, prepared: Path, train_names, calib_names, tdir: Path | None = None):
+    """Pre-write the trainer's ``data/train`` and ``data/val`` sets from real images
+    (in ``tdir``, default ``wd/train``; their seeds are the config's).
 
     :func:`fcn_captcha.training.prepare_data` generates synthetic sets there unless
     complete ones of the right size and seed are present; here ``train`` holds the
@@ -324,7 +325,7 @@ def _val_and_train_sets(wd: Path, cfg: Config, prepared: Path, train_names, cali
         va = tr.subset(range(min(len(tr), 256)))
     cfg = cfg.replace(train_size=len(tr), val_size=len(va))
     for split, ds, i in (("train", tr, 1), ("val", va, 2)):
-        path = wd / "train" / "data" / split
+        path = (tdir or wd / "train") / "data" / split
         if not is_complete(path, cfg, len(ds), cfg.seed * 1000 + i):
             write_dataset(ds, path, cfg, seed=cfg.seed * 1000 + i)
     return cfg, len(tr), len(va)
@@ -376,6 +377,74 @@ def _reads_better(a: dict, b: dict) -> bool:
     True
     """
     return (b["sequence_accuracy"], b["character_accuracy"]) > (a["sequence_accuracy"], a["character_accuracy"])
+
+
+def _members_stage(wd: Path, tcfg: Config, members: int, seconds_left, prepared: Path, train_names, calib_names,
+                   log) -> tuple[Any, Config, float, dict]:
+    """Networks 2..``members`` of the model, each trained on its own, then all read as their mean.
+
+    Network ``k`` (1-based past the first, which is the restart schedule's ``wd/train``)
+    is trained in ``wd/train-mK``: one candidate from the EM network (``weak/model``,
+    where the schedule started) on the same aligned images and centers, for the last
+    stage's passes or its share of the time left, with the run's seed + K (so its
+    batches and augmentation differ). The :class:`~fcn_captcha.model.MeanNet` of all of
+    them is calibrated on the calibration files (a threshold of its own: the mean's
+    peaks are lower where the networks disagree) and its record, with each network's own
+    calibration figure, written to ``wd/members.json`` (a resumed run reads it back).
+
+    Args:
+      seconds_left: a callable giving the seconds still free for training.
+
+    Returns:
+      ``(model, config, threshold, record)``.
+    """
+    from fcn_captcha.calibration import calibrate_detector
+    from fcn_captcha.checkpoint import load_model
+    from fcn_captcha.dataset import load_folder
+    from fcn_captcha.detector import Detector
+    from fcn_captcha.model import MeanNet
+    from fcn_captcha.training import train
+
+    dirs = [wd / "train"]
+    for k in range(1, members):
+        mdir = wd / f"train-m{k}"
+        dirs.append(mdir)
+        if (mdir / "summary.json").exists():
+            continue
+        mcfg = tcfg.replace(seed=tcfg.seed + k)
+        mcfg = _val_and_train_sets(wd, mcfg, prepared, train_names, calib_names, tdir=mdir)[0]
+        secs = max(seconds_left() / (members - k), 1.0)
+        mcfg = mcfg.replace(real_data=tcfg.real_data, real_centers=tcfg.real_centers, real_limit=tcfg.real_limit,
+                            holdout=tcfg.holdout, split_salt=tcfg.split_salt, init_from=str(wd / "weak" / "model"),
+                            stage_runs=(1,), stage_epochs=(tcfg.stage_epochs[-1],), time_budget=float(secs + 30.0))
+        if (mdir / "config.json").exists():  # resumed: the budget it was given
+            mcfg = mcfg.replace(time_budget=json.loads((mdir / "config.json").read_text()).get("time_budget",
+                                                                                              mcfg.time_budget))
+        log(f"members: network {k + 1} of {members} from {wd / 'weak' / 'model'}, seed {mcfg.seed}, "
+            f"{mcfg.time_budget:.0f} s")
+        train(mcfg, mdir, log=log, progress=False, post_test=False)
+    loaded = [load_model(d / "model") for d in dirs]
+    cfg = loaded[0][1].replace(members=members)
+    model = MeanNet([m[0] for m in loaded])
+    rec_path = wd / "members.json"
+    if rec_path.exists():
+        rec = json.loads(rec_path.read_text())
+        return model, cfg, float(rec["threshold"]), rec
+    t0 = time.time()
+    ds = load_folder(prepared, cfg, files=calib_names, on_error="skip")
+    what = f"the {len(ds)} calibration files of {prepared} (fit's split)"
+    cal = calibrate_detector(Detector(model, cfg, loaded[0][2]), ds, fitted_on=what)
+    rec = {"members": members, "dirs": [str(d) for d in dirs], "threshold": float(cal["threshold"]),
+           "calibration": {"sequence_accuracy": cal["sequence_accuracy"], "count": cal["count"]},
+           "each": [{"dir": str(d), "threshold": m[2],
+                     "calibration": (m[3].get("summary", {}).get("calibration") or {}).get("sequence_accuracy")}
+                    for d, m in zip(dirs, loaded)],
+           "confidence": cal["confidence"], "seconds": round(time.time() - t0, 1)}
+    log(f"members: the mean of {members} networks reads {100 * cal['sequence_accuracy']:.2f}% of the calibration "
+        f"images (threshold {cal['threshold']:.2f}; each alone: "
+        + ", ".join(f"{100 * e['calibration']:.2f}%" for e in rec["each"] if e["calibration"] is not None) + ")")
+    _write_json(rec_path, rec)
+    return model, cfg, rec["threshold"], rec
 
 
 def _second_pass(wd: Path, tcfg: Config, seconds: float, info: dict, data: Path, originals: list[str],
@@ -452,7 +521,8 @@ def _evaluate_files(det, folder: Path, names: list[str] | None = None) -> tuple[
 def fit(data, workdir, test=None, time_budget: float | None = None, limit: int = 0, holdout: float = 0.22,
         seed: int = 0, device: str | None = None, overrides: dict | None = None, prior: bool = True,
         cpu_model: bool = False, cpu_arch: str = CPU_ARCH, starts=None, weak_epochs: float = WEAK_EPOCHS,
-        final_epochs: float = FINAL_EPOCHS, second_pass: bool = False, log=print) -> dict[str, Any]:
+        final_epochs: float = FINAL_EPOCHS, second_pass: bool = False, members: int = 1,
+        log=print) -> dict[str, Any]:
     """Fit a calibrated reader to a folder of string-labelled captchas (see the module doc).
 
     Args:
@@ -482,6 +552,10 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
         that reads more calibration files right (:func:`_second_pass`). Measured on
         wheezy, claptcha and kaggle_v2 (two seeds, one H100): the second network read the
         test files as the first did, within one image in 500; off by default.
+      members: networks in the model (:func:`_members_stage`): the restart schedule's
+        and ``members - 1`` more, each trained on its own from the EM network, read as
+        the mean of their outputs (:class:`~fcn_captcha.model.MeanNet`; reading costs
+        ``members`` times the network). The time after the EM rounds is shared among them.
       log: progress lines.
 
     Returns:
@@ -509,10 +583,16 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
         job |= {"starts": parse_starts(starts, prior)}
     if second_pass:  # (absent when off, as above)
         job |= {"second_pass": True}
+    if members != 1:  # (absent when default, as above)
+        job |= {"members": members}
     if (weak_epochs, final_epochs) != (WEAK_EPOCHS, FINAL_EPOCHS):  # (absent when default, as above)
         job |= {"weak_epochs": float(weak_epochs), "final_epochs": float(final_epochs)}
     if min(weak_epochs, final_epochs) <= 0:
         raise ValueError(f"weak_epochs {weak_epochs} and final_epochs {final_epochs} must be > 0")
+    if isinstance(members, bool) or not isinstance(members, int) or members < 1:
+        raise ValueError(f"members {members!r} must be a whole number of networks >= 1")
+    if members > 1 and second_pass:
+        raise ValueError("members and second_pass: the second pass distils one network from one; choose one of them")
     if job_path.exists():
         old = json.loads(job_path.read_text())
         # the same job, optional keys included (written only when not default: one asked for before
@@ -599,7 +679,8 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
     from fcn_captcha.training import train
 
     tcfg, n_tr, n_va = _val_and_train_sets(wd, cfg, prepared, train_names, calib_names)
-    left = main_budget - reserve - elapsed()
+    # with members, the schedule gets its share of the time left (the other networks share the rest)
+    left = (main_budget - reserve - elapsed()) / members
     # the first two stages of the restart schedule: about a tenth of the time left each, from the
     # EM stage's measured step time (same network and batch); the last stage takes the rest
     spe = max(1, n_tr // tcfg.batch_size)
@@ -633,6 +714,15 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
                       "calibration": len(calib_names)},
             "weak": {k: v for k, v in weak.items() if k != "flagged"}, "flagged": weak["flagged"],
             "training": minfo.get("summary", {}), "confidence": minfo.get("confidence")}  # fitted with the threshold
+    members_rec = None
+    if members > 1:  # the test files are read once by each network alone, for the record
+        per_read = 1.5 * prep["seconds_per_file"] * n_test
+        model, mcfg, thr, members_rec = _members_stage(
+            wd, tcfg, members, lambda: main_budget - reserve - elapsed() - members * per_read, prepared,
+            train_names, calib_names, log)
+        info |= {"members": {k: members_rec[k] for k in ("members", "calibration", "each")},
+                 "confidence": members_rec["confidence"]}
+        _write_json(job_path, job | {"spent": elapsed()})
     save_model(wd / "model", model, mcfg, thr, info)
     from fcn_captcha.detector import Detector
 
@@ -668,6 +758,14 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
     if test is not None:
         test = Path(test).absolute()
         test_m, t_names, t_truth, t_reads = second_reads.get("test") or _evaluate_files(det, test)
+    if members_rec is not None:
+        summary["members"] = {k: members_rec[k] for k in ("members", "threshold", "calibration", "each")}
+        if test is not None:  # each network alone on the test files: what the mean gained (the record only)
+            for e in summary["members"]["each"]:
+                net, ncfg, nthr, _ = load_model(Path(e["dir"]) / "model")  # the trainer's card has no scheme
+                e["test"] = _evaluate_files(Detector(net, ncfg, nthr, {"scheme": info["scheme"]}), test)[0][
+                    "sequence_accuracy"]
+    if test is not None:
         summary["test_dir"] = str(test)
         summary["test"] = {k: test_m[k] for k in ("count", "sequence_accuracy", "character_accuracy",
                                                   "length_error_rate", "confusions")}
@@ -707,7 +805,7 @@ def _flops(cfg: Config) -> int:
     """FLOPs of one forward pass at the config's input size."""
     from fcn_captcha.model import count_flops
 
-    return count_flops(cfg.arch_spec, cfg.num_classes, cfg.width, cfg.height)
+    return cfg.members * count_flops(cfg.arch_spec, cfg.num_classes, cfg.width, cfg.height)
 
 
 # ----- the report --------------------------------------------------------------------------------------
@@ -783,6 +881,24 @@ def _second_pass_lines(sp: dict) -> list[str]:
     return lines + ["", "The test folder does not take part in the choice.", ""]
 
 
+def _members_lines(mr: dict, cal_m: dict, test_m: dict | None) -> list[str]:
+    """The report's section on the model's networks (:func:`_members_stage`)."""
+    lines = ["## Networks (`--members`)", "",
+             f"The model reads with the mean of {mr['members']} networks' outputs (threshold "
+             f"{mr['threshold']:.2f}, calibrated for the mean). Each network alone, at its own threshold:", "",
+             "| network | trained in | threshold | calibration | test |", "| --- | --- | --- | --- | --- |"]
+
+    def pct(v):
+        return "-" if v is None else f"{100 * v:.2f}%"
+
+    for i, e in enumerate(mr["each"], 1):
+        lines.append(f"| {i} | `{Path(e['dir']).name}` | {e['threshold']:.2f} | {pct(e.get('calibration'))} | "
+                     f"{pct(e.get('test'))} |")
+    lines.append(f"| the mean | | {mr['threshold']:.2f} | {pct(cal_m['sequence_accuracy'])} | "
+                 f"{pct(test_m['sequence_accuracy'] if test_m else None)} |")
+    return lines + [""]
+
+
 def write_report(wd: Path, summary: dict, det, data: Path, cal_names, cal_truth, cal_m: dict,
                  test_m: dict | None, reads: dict | None = None) -> Path:
     """``wd/report.md`` with its figures beside it (``wd/figures``); ``reads``: each set's
@@ -845,6 +961,8 @@ def write_report(wd: Path, summary: dict, det, data: Path, cal_names, cal_truth,
              .replace("\n", "; "), ""]
     if test_m:
         lines += [f"Test folder `{s.get('test_dir')}`: " + format_metrics(test_m).replace("\n", "; "), ""]
+    if s.get("members"):
+        lines += _members_lines(s["members"], cal_m, test_m)
     if s.get("second_pass"):
         lines += _second_pass_lines(s["second_pass"])
     if s.get("cpu_model"):

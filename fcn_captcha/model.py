@@ -7,6 +7,10 @@ linear output map per alphabet symbol. With two pools the output stride is 4: a
 height or width is not a multiple of the stride are zero-padded at the bottom and right
 first (zero is the background, so padding is neutral); output cell ``j`` then still
 covers input pixels ``[4j, 4j+4)`` (see :mod:`fcn_captcha.targets`).
+
+A model of ``members`` > 1 networks (:class:`MeanNet`, assembled by ``fcn-captcha fit
+--members``) reads with the mean of its networks' outputs: an ensemble of one
+architecture, trained one network at a time and read as one model.
 """
 
 from __future__ import annotations
@@ -73,15 +77,47 @@ class CenterNet(nnx.Module):
         return self.head(x).astype(jnp.float32)
 
 
+class MeanNet(nnx.Module):
+    """Networks of one architecture read as one: the mean of their outputs.
+
+    Args:
+      members: the :class:`CenterNet` networks (at least two), each trained on its own.
+    """
+
+    def __init__(self, members: list[CenterNet]):
+        if len(members) < 2:
+            raise ValueError(f"a MeanNet needs at least 2 networks, got {len(members)}")
+        specs = {(m.layers_spec, m.head.out_features) for m in members}
+        if len(specs) != 1:
+            raise ValueError(f"a MeanNet's networks must share one architecture and alphabet size, got {specs}")
+        self.members = nnx.List(members) if hasattr(nnx, "List") else list(members)
+        self.stride = members[0].stride
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """The mean of the members' outputs: ``[B, H, W(, 1)]`` -> float32 ``[B, h, w, K]``."""
+        out = self.members[0](x)
+        for m in self.members[1:]:
+            out = out + m(x)
+        return out / len(self.members)
+
+
 def output_maps(config: Config, raw: jax.Array) -> jax.Array:
     """Network output -> center maps on the targets' 0..1 scale (sigmoid for the focal loss)."""
     return jax.nn.sigmoid(raw) if config.loss == "focal" else raw
 
 
-def build_model(config: Config, seed: int = 0) -> CenterNet:
-    """The network of a config, initialised from ``seed``."""
+def build_model(config: Config, seed: int = 0) -> CenterNet | MeanNet:
+    """The network of a config, initialised from ``seed`` (``config.members`` > 1: a
+    :class:`MeanNet` of that many, from seeds ``seed``, ``seed + 1``, ...)."""
     dtype = jnp.bfloat16 if config.compute_dtype == "bfloat16" else jnp.float32
-    return CenterNet(config.arch_spec, config.num_classes, rngs=nnx.Rngs(seed), dtype=dtype)
+    nets = [CenterNet(config.arch_spec, config.num_classes, rngs=nnx.Rngs(seed + i), dtype=dtype)
+            for i in range(config.members)]
+    return nets[0] if config.members == 1 else MeanNet(nets)
+
+
+def networks(model: CenterNet | MeanNet) -> list[CenterNet]:
+    """The networks of a model: itself, or a :class:`MeanNet`'s members."""
+    return list(model.members) if isinstance(model, MeanNet) else [model]
 
 
 def count_params(arch: str, num_classes: int) -> int:

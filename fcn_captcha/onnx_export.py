@@ -12,7 +12,9 @@ by node from its parameters with ``onnx.helper``, in NCHW as ONNX's operators wa
 ``jnp.pad`` bottom/right to the stride    ``Pad`` (only when needed; zeros)
 ``nnx.Conv(k, 'SAME')`` + ``relu``        ``Conv`` (pads ``(k-1)/2``, kernel HWIO -> OIHW) + ``Relu``
 ``nnx.max_pool((2, 2), strides=(2, 2))``  ``MaxPool`` 2x2, stride 2
-the 3x3 head (``sigmoid`` for focal)      ``Conv`` (``Sigmoid``), ``Transpose`` to ``[N, h, w, K]``
+the 3x3 head                              ``Conv``
+:class:`~fcn_captcha.model.MeanNet`        one branch per network, ``Sum``, ``Mul`` by 1/members
+``output_maps`` (``sigmoid`` for focal)    ``Sigmoid``, ``Transpose`` to ``[N, h, w, K]``
 ========================================  ============================================
 
 The graph computes in float32 whatever the model's ``compute_dtype`` (see
@@ -31,7 +33,7 @@ from flax import nnx
 
 from fcn_captcha.card import MODEL_FORMAT, find_model_dir
 from fcn_captcha.config import Config
-from fcn_captcha.model import HEAD_KERNEL, CenterNet
+from fcn_captcha.model import HEAD_KERNEL, CenterNet, MeanNet, networks
 from fcn_captcha.onnx_reader import CARD_KEY, INPUT, ONNX_FILE, ONNX_FORMAT, OUTPUT
 from fcn_captcha.preprocess import PREPROCESS_VERSION
 
@@ -55,11 +57,13 @@ def _conv_params(model: CenterNet) -> list[tuple[np.ndarray, np.ndarray]]:
     return [(np.asarray(p["kernel"], np.float32), np.asarray(p["bias"], np.float32)) for p in layers]
 
 
-def to_onnx(model: CenterNet, config: Config, threshold: float, info: dict | None = None):
+def to_onnx(model: CenterNet | MeanNet, config: Config, threshold: float, info: dict | None = None):
     """The ONNX model (an ``onnx.ModelProto``) of a network and its card.
 
     Args:
-      model: the network (any ``compute_dtype``; exported in float32).
+      model: the network, or a :class:`~fcn_captcha.model.MeanNet` (one branch per
+        network on the same input, then their mean); any ``compute_dtype``, exported
+        in float32.
       config: its config.
       threshold: the calibrated threshold.
       info: the card's ``info`` (how it was trained; the scheme of a model made by ``fit``).
@@ -87,13 +91,12 @@ def to_onnx(model: CenterNet, config: Config, threshold: float, info: dict | Non
     ph, pw = -config.height % config.stride, -config.width % config.stride
     if ph or pw:
         x = node("Pad", [x, const("stride_pad", np.array([0, 0, 0, 0, 0, 0, ph, pw], np.int64))], mode="constant")
-    params = iter(_conv_params(model))
-    for kind, k, _ in model.layers_spec:
-        if kind == "pool":
-            x = node("MaxPool", [x], kernel_shape=[2, 2], strides=[2, 2])
-        else:
-            x = node("Relu", [_conv(node, const, x, *next(params), k, len(nodes))])
-    x = _conv(node, const, x, *next(params), HEAD_KERNEL, len(nodes))
+    nets = networks(model)
+    outs = [_branch(node, const, x, net, lambda: len(nodes)) for net in nets]
+    if len(outs) > 1:  # fcn_captcha.model.MeanNet
+        x = node("Mul", [node("Sum", outs), const("mean", np.float32(1.0 / len(outs)))])
+    else:
+        x = outs[0]
     if config.loss == "focal":  # fcn_captcha.model.output_maps
         x = node("Sigmoid", [x])
     nodes.append(helper.make_node("Transpose", [x], [OUTPUT], perm=[0, 2, 3, 1]))
@@ -113,6 +116,18 @@ def to_onnx(model: CenterNet, config: Config, threshold: float, info: dict | Non
     helper.set_model_props(proto, {CARD_KEY: json.dumps(card, sort_keys=True)})
     onnx.checker.check_model(proto, full_check=True)
     return proto
+
+
+def _branch(node, const, x: str, net: CenterNet, count) -> str:
+    """The nodes of one network on input ``x`` (NCHW); returns its head's output.
+    ``count()`` is the number of nodes so far (it names the constants)."""
+    params = iter(_conv_params(net))
+    for kind, k, _ in net.layers_spec:
+        if kind == "pool":
+            x = node("MaxPool", [x], kernel_shape=[2, 2], strides=[2, 2])
+        else:
+            x = node("Relu", [_conv(node, const, x, *next(params), k, count())])
+    return _conv(node, const, x, *next(params), HEAD_KERNEL, count())
 
 
 def _conv(node, const, x: str, kernel: np.ndarray, bias: np.ndarray, k: int, i: int) -> str:

@@ -160,6 +160,9 @@ def initial_params(config: Config):
       CheckpointError: the model has another alphabet or architecture (names both).
     """
     model, other, _, _ = load_model(config.init_from)
+    if other.members != config.members:
+        raise CheckpointError(f"init_from {config.init_from}: a model of {other.members} network(s); this run "
+                              f"trains {config.members} (start from one of its networks' own model directory)")
     if other.alphabet != config.alphabet or other.arch_spec != config.arch_spec:
         raise CheckpointError(f"init_from {config.init_from}: its alphabet {other.alphabet!r} / architecture "
                               f"{other.arch_spec!r} differ from this run's {config.alphabet!r} / {config.arch_spec!r}")
@@ -173,6 +176,9 @@ class Trainer:
     """
 
     def __init__(self, config: Config):
+        if config.members != 1:
+            raise ValueError(f"members {config.members}: training trains one network at a time; a model of several "
+                             "is assembled from networks trained one by one (fcn-captcha fit --members)")
         self.config = config
         self.graphdef, _ = nnx.split(nnx.eval_shape(lambda: build_model(config)))
         self.tx = make_optimizer(config)

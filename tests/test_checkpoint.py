@@ -83,6 +83,17 @@ def test_model_round_trip_gives_identical_outputs(tmp_path):
     np.testing.assert_array_equal(run(model, IMAGES), run(loaded, IMAGES))
 
 
+def test_model_of_several_networks_round_trip(tmp_path):
+    from fcn_captcha.model import MeanNet
+
+    cfg = tiny().replace(members=2)
+    model = build_model(cfg, seed=3)
+    save_model(tmp_path / "m", model, cfg, 0.3)
+    loaded, cfg2, thr, _ = load_model(tmp_path / "m")
+    assert isinstance(loaded, MeanNet) and cfg2.members == 2 and thr == 0.3
+    np.testing.assert_array_equal(run(model, IMAGES), run(loaded, IMAGES))
+
+
 def test_bfloat16_model_round_trip(tmp_path):
     cfg = tiny().replace(compute_dtype="bfloat16")
     model = numpy_model(cfg, seed=4)

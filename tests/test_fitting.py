@@ -252,7 +252,8 @@ def test_cli_parses_and_calls_fit(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(fit_mod, "fit", lambda data, wd, **kw: seen.update(data=data, wd=wd, **kw) or {"wall_s": 1})
     assert main(["fit", "D", "--workdir", "W", "--test", "T", "--time-budget", "60", "--limit", "5"]) == 0
     assert seen == {"data": "D", "wd": "W", "test": "T", "time_budget": 60.0, "limit": 5, "holdout": 0.22, "seed": 0,
-                    "prior": True, "overrides": {}, "cpu_model": False, "starts": None, "second_pass": False}
+                    "prior": True, "overrides": {}, "cpu_model": False, "starts": None, "second_pass": False,
+                    "members": 1}
     assert main(["fit", "D", "--workdir", "W", "--weak-epochs", "12", "--final-epochs", "40"]) == 0
     assert (seen["weak_epochs"], seen["final_epochs"]) == (12.0, 40.0)
     assert main(["fit", "D", "--workdir", "W", "--no-prior", "--set", "warp=0", "--set", "min_distance=2,6",
@@ -261,6 +262,8 @@ def test_cli_parses_and_calls_fit(monkeypatch, tmp_path, capsys):
     assert seen["cpu_model"] is True
     assert main(["fit", "D", "--workdir", "W", "--second-pass"]) == 0
     assert seen["second_pass"] is True
+    assert main(["fit", "D", "--workdir", "W", "--members", "3"]) == 0
+    assert seen["members"] == 3
     assert main(["fit", "D", "--workdir", "W", "--starts", "prior,ink,ctc"]) == 0
     assert seen["starts"] == "prior,ink,ctc"
     assert main(["fit", "D", "--workdir", "W", "--set", "nonsense=1"]) != 0  # refused, naming the field
@@ -311,6 +314,61 @@ def test_second_pass_trains_from_the_em_network_with_the_first_as_teacher_and_re
     assert any((a != b).any() for a, b in zip(params(wd / "model"), params(wd / "train" / "model")))
     assert load_model(wd / "model")[3]["second_pass"]["kept"] == "second"
     assert "## Second pass" in (wd / "report.md").read_text()
+
+
+def test_members_train_from_the_em_network_and_read_as_their_mean(run, tmp_path):
+    """``_members_stage`` on a copy of the shared run's work: a second network trained on its
+    own (another seed, from the EM network, one candidate), the two read as their mean,
+    calibrated, recorded, and read back when done; the model saves, loads and reads files."""
+    import jax
+    from flax import nnx
+
+    import fcn_captcha.fitting as fitting
+    from fcn_captcha.checkpoint import load_model, save_model
+    from fcn_captcha.detector import Detector
+    from fcn_captcha.model import MeanNet, networks
+
+    data, _, src, s = run
+    wd = tmp_path / "wd"
+    for part in ("train", "weak", "prepared"):
+        shutil.copytree(src / part, wd / part, ignore=shutil.ignore_patterns("checkpoints"))
+    tcfg = Config.from_dict(json.loads((src / "train" / "config.json").read_text()))
+    split = json.loads((src / "split.json").read_text())
+    args = (wd, tcfg, 2, lambda: 1.0, wd / "prepared", split["train"], split["calibration"], lambda *_: None)
+    model, cfg, thr, rec = fitting._members_stage(*args)
+    assert isinstance(model, MeanNet) and cfg.members == 2 and 0 < thr <= 1
+    _, mcfg, _, _ = load_model(wd / "train-m1" / "model")
+    assert mcfg.seed == tcfg.seed + 1 and mcfg.init_from == str(wd / "weak" / "model") and mcfg.stage_runs == (1,)
+    assert mcfg.stage_epochs == (tcfg.stage_epochs[-1],) and mcfg.members == 1
+    assert rec["members"] == 2 and [e["dir"] for e in rec["each"]] == [str(wd / "train"), str(wd / "train-m1")]
+    assert rec["calibration"]["count"] > 0 and json.loads((wd / "members.json").read_text()) == rec
+    for net, d in zip(networks(model), ("train", "train-m1")):  # the mean is of these two networks
+        want = [np.asarray(a) for a in jax.tree.leaves(nnx.state(load_model(wd / d / "model")[0], nnx.Param))]
+        for a, b in zip(want, jax.tree.leaves(nnx.state(net, nnx.Param))):
+            np.testing.assert_array_equal(a, np.asarray(b))
+    stamp = (wd / "train-m1" / "summary.json").stat().st_mtime_ns
+    again = fitting._members_stage(*args)  # done: read back, nothing trained again
+    assert again[2] == thr and again[3] == rec and (wd / "train-m1" / "summary.json").stat().st_mtime_ns == stamp
+    save_model(wd / "model", model, cfg, thr, {"scheme": s["scheme"]})
+    det = Detector.load(wd / "model")
+    assert isinstance(det.model, MeanNet) and det.read(str(data / "000.png")).text is not None
+    lines = "\n".join(fitting._members_lines(rec | {"each": [e | {"test": 0.5} for e in rec["each"]]},
+                                              {"sequence_accuracy": 0.75}, None))
+    assert "mean of 2 networks" in lines and "| the mean |" in lines and "50.00%" in lines
+
+
+def test_members_are_checked_and_part_of_the_job(run):
+    from fcn_captcha.fitting import fit
+
+    data, test, wd, _ = run
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="members"):
+            fit(data, wd, device="cpu", members=bad)
+    with pytest.raises(ValueError, match="choose one"):
+        fit(data, wd, device="cpu", members=2, second_pass=True)
+    with pytest.raises(ValueError, match="another job"):  # a workdir is never finished with other members
+        fit(data, wd, test=test, time_budget=BUDGET, device="cpu", overrides=OVERRIDES, cpu_model=True, cpu_arch="tiny",
+            members=2)
 
 
 def test_second_pass_choice_and_skip(tmp_path):

@@ -115,6 +115,32 @@ def test_build_model_dtype_and_seed():
     assert not all(np.array_equal(a, b) for a, b in zip(p0, p1))
 
 
+def test_mean_net_reads_the_mean_of_its_networks():
+    from fcn_captcha.model import MeanNet, networks
+
+    cfg = tiny().replace(members=3)
+    model = build_model(cfg, seed=5)
+    assert isinstance(model, MeanNet) and len(networks(model)) == 3
+    x = _images(2, 32, 96)
+    each = [run(net, x) for net in networks(model)]
+    assert not np.allclose(each[0], each[1])  # seeds 5, 6, 7: different networks
+    np.testing.assert_allclose(run(model, x), np.mean(each, axis=0), rtol=1e-5, atol=1e-6)
+    single = build_model(tiny(), seed=5)  # the first network is the one-network model of the same seed
+    np.testing.assert_array_equal(run(networks(model)[0], x), run(single, x))
+    assert networks(single) == [single]
+
+
+def test_mean_net_refuses_one_network_or_mixed_architectures():
+    from fcn_captcha.model import MeanNet
+
+    with pytest.raises(ValueError, match="at least 2"):
+        MeanNet([build_model(tiny())])
+    with pytest.raises(ValueError, match="one architecture"):
+        MeanNet([build_model(tiny()), build_model(tiny().replace(arch="c3x8 p p"))])
+    with pytest.raises(ValueError, match="members"):
+        tiny().replace(members=0)
+
+
 def test_head_starts_small():
     # The head is initialised at 1% variance: untrained maps start near the background 0.
     out = run(build_model(tiny()), _images(2, 32, 96))

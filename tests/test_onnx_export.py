@@ -63,6 +63,18 @@ def test_float32_graph_computes_the_jax_maps(changes):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
 
 
+@pytest.mark.parametrize("loss", ["mse", "focal"])
+def test_model_of_several_networks_exports_their_mean(loss):
+    cfg = tiny().replace(members=3, loss=loss)
+    model = numpy_model(cfg, seed=4)
+    x = images(cfg)
+    want = jax_maps(model, cfg, x)
+    proto = to_onnx(model, cfg, 0.4)
+    np.testing.assert_allclose(onnx_maps(proto, x), want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    assert sum(n.op_type == "Conv" for n in proto.graph.node) == 3 * sum(n.op_type == "Conv" for n in
+                                                                         to_onnx(numpy_model(tiny(), 4), tiny(), 0.4).graph.node)
+
+
 def test_bfloat16_model_exports_in_float32():
     """bfloat16 convolutions in JAX, float32 in ONNX: the maps agree to bfloat16's rounding."""
     cfg = tiny().replace(compute_dtype="bfloat16")

@@ -180,3 +180,16 @@ def test_teacher_maps_become_the_targets(small_data, tmp_path):
         Trainer(CFG.replace(alphabet="ABC", teacher=str(tmp_path / "t")))
     with pytest.raises(ValueError, match="needs loss 'mse'"):
         CFG.replace(teacher=str(tmp_path / "t"), loss="focal")
+
+
+def test_one_network_at_a_time(tmp_path):
+    """A model of several networks is assembled, not trained; nor does one start a run of one."""
+    from fcn_captcha.card import CheckpointError
+    from fcn_captcha.checkpoint import save_model
+    from fcn_captcha.model import build_model
+
+    with pytest.raises(ValueError, match="one network at a time"):
+        Trainer(tiny().replace(members=2))
+    save_model(tmp_path / "two", build_model(tiny().replace(members=2)), tiny().replace(members=2), 0.4)
+    with pytest.raises(CheckpointError, match="2 network"):
+        steps_mod.initial_params(tiny().replace(init_from=str(tmp_path / "two")))
