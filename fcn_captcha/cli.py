@@ -332,9 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--second-pass", action="store_true",
                    help="train a second network of the same size with the first as its teacher in the time left, "
                         "and keep the one that reads more calibration files right")
-    p.add_argument("--members", type=int, default=1, metavar="K",
+    p.add_argument("--members", type=int, default=None, metavar="K",
                    help="networks in the model, each trained on its own from the EM network and read as the mean "
-                        "of their outputs (reading costs K times one network; default 1)")
+                        "of their outputs (reading costs K times one network; default: 3 on a GPU, 1 on a CPU)")
     p.add_argument("--starts", default=None, metavar="NAMES",
                    help="EM starts whose first rounds are compared, comma-separated of prior, ink, "
                         "ink-on-prior, ctc (default: prior,ink-on-prior; ink-on-prior: the prior's network with "

@@ -253,7 +253,7 @@ def test_cli_parses_and_calls_fit(monkeypatch, tmp_path, capsys):
     assert main(["fit", "D", "--workdir", "W", "--test", "T", "--time-budget", "60", "--limit", "5"]) == 0
     assert seen == {"data": "D", "wd": "W", "test": "T", "time_budget": 60.0, "limit": 5, "holdout": 0.22, "seed": 0,
                     "prior": True, "overrides": {}, "cpu_model": False, "starts": None, "second_pass": False,
-                    "members": 1}
+                    "members": None}
     assert main(["fit", "D", "--workdir", "W", "--weak-epochs", "12", "--final-epochs", "40"]) == 0
     assert (seen["weak_epochs"], seen["final_epochs"]) == (12.0, 40.0)
     assert main(["fit", "D", "--workdir", "W", "--no-prior", "--set", "warp=0", "--set", "min_distance=2,6",
@@ -355,6 +355,17 @@ def test_members_train_from_the_em_network_and_read_as_their_mean(run, tmp_path)
     lines = "\n".join(fitting._members_lines(rec | {"each": [e | {"test": 0.5} for e in rec["each"]]},
                                               {"sequence_accuracy": 0.75}, None))
     assert "mean of 2 networks" in lines and "| the mean |" in lines and "50.00%" in lines
+
+
+def test_default_members_by_device_and_for_old_work(tmp_path):
+    from fcn_captcha.fitting import DEVICE_SETTINGS, default_members
+
+    assert default_members(tmp_path, "gpu") == DEVICE_SETTINGS["gpu"]["members"] == 3
+    assert default_members(tmp_path, "cpu") == 1 and default_members(tmp_path, "gpu", second_pass=True) == 1
+    (tmp_path / "job.json").write_text(json.dumps({"device": "gpu"}))  # begun by a version of one network
+    assert default_members(tmp_path, "gpu") == 1
+    (tmp_path / "job.json").write_text(json.dumps({"device": "gpu", "members": 3}))
+    assert default_members(tmp_path, "gpu") == 3
 
 
 def test_members_are_checked_and_part_of_the_job(run):
