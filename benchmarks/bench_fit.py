@@ -29,7 +29,13 @@ compilation and reading: ~4 minutes for two sizes at ``--time-budget 45``)::
     python3 benchmarks/bench_fit.py /work/shared/data/captcha_images_v2 --holdout 0.22 --suite kaggle_v2 \\
         --sizes 200 1000 --time-budget 45 --workdir /tmp/bench_fit_kaggle --json bench_fit_kaggle.json
 
-``benchmarks/gpu_fit_curve.sh`` runs both on the GPU machine. ``--baseline-only``
+``benchmarks/gpu_fit_curve.sh`` runs both on the GPU machine, one process per suite and
+size at once; ``--merge A.json B.json ...`` then joins the JSONs of one suite (rows by N)
+into one JSON, table, plot and rows::
+
+    python3 benchmarks/bench_fit.py --merge out/bench_fit_wheezy_n*.json --json bench_fit_wheezy.json \
+        --plot bench_fit_wheezy.png --out bench_fit_wheezy.md
+ ``--baseline-only``
 trains only the baseline, for ``--time-budget`` seconds (no ``fit`` needed); the CPU
 sanity run of the baseline (about 4 minutes on 2 cores)::
 
@@ -323,9 +329,23 @@ def check(result: dict, row: dict) -> None:
               "(its compiling first step alone is longer than fit's wall time?)", file=sys.stderr)
 
 
+def merge(paths: list[str]) -> dict:
+    """One result of several JSONs of the same suite and test set: their rows sorted by N
+    (a size run twice keeps its last); the fields of the first, commands joined."""
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    suites = {(r["suite"], r["test_count"]) for r in parts}
+    if len(suites) != 1:
+        raise ValueError(f"--merge: the JSONs are of different suites or test sets: {sorted(suites)}")
+    out = dict(parts[0])
+    rows = {row["n"]: row for r in parts for row in r["rows"]}
+    out["rows"] = [rows[n] for n in sorted(rows)]
+    out["command"] = " ; ".join(dict.fromkeys(r["command"] for r in parts))
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("data", help="a folder with train/ and test/, or a flat labelled folder with --holdout")
+    ap.add_argument("data", nargs="?", help="a folder with train/ and test/, or a flat labelled folder with --holdout")
     ap.add_argument("--sizes", type=int, nargs="+", default=list(DEFAULT_SIZES),
                     help="training-set sizes N (capped at the training files there are)")
     ap.add_argument("--holdout", type=float, default=0.0, help="for a flat folder: the share held out as test set")
@@ -341,7 +361,17 @@ def main(argv=None) -> int:
     ap.add_argument("--plot", default=None, help="learning-curve PNG")
     ap.add_argument("--out", default=None, help="markdown rows for benchmarks/RESULTS.md")
     ap.add_argument("--command", default=None, help="the command named in the rows (default: this one)")
+    ap.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                    help="join these JSONs of one suite (then data is not given) and write --json/--plot/--out")
     args = ap.parse_args(argv)
+    if args.merge:
+        result = merge(args.merge)
+        write_outputs(result, args)
+        print(table(result))
+        print(markdown_rows(result))
+        return 0
+    if args.data is None:
+        ap.error("give the data folder (or --merge)")
 
     fit = None if args.baseline_only else get_fit()
     data, workdir = Path(args.data), Path(args.workdir)
