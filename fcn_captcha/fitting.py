@@ -76,6 +76,10 @@ PROBE_SHARE = 0.08  #: share of the working time the clean-up probes may take (w
 CPU_ARCH = "slim"  #: the network of ``--cpu-model``: 5x ddddocr's speed on 2 cores (``benchmarks/bench_cpu_archs.py``)
 CPU_SHARE = 0.25  #: share of the budget the ``--cpu-model`` student is given (the rest goes to the full model)
 MIN_SECOND_PASS_S = 20.0  #: least time left for the second pass (``second_pass``); with less it is skipped
+#: Least training time of one more network (``members``); with less, no more networks are trained
+#: (six fits sharing one H200 with 220 s budgets gave the networks after the first 1 s each and
+#: ended 12-40% over their budgets, benchmarks/RESULTS.md, session 13).
+MIN_MEMBER_S = 20.0
 #: Most passes over the training images that the last stage makes (the time budget may end it
 #: sooner). Long last stages on a fixed set overfit (one H200, benchmarks/RESULTS.md): wheezy from
 #: 200 labels read 93.0% with a 101-step last stage and 82.6% after 5,905 steps (1,900 passes;
@@ -422,15 +426,23 @@ def _members_stage(wd: Path, tcfg: Config, members: int, seconds_left, prepared:
     from fcn_captcha.model import MeanNet
     from fcn_captcha.training import train
 
-    dirs = [wd / "train"]
+    rec_path = wd / "members.json"
+    dirs, skipped = [wd / "train"], None
     for k in range(1, members):
         mdir = wd / f"train-m{k}"
-        dirs.append(mdir)
         if (mdir / "summary.json").exists():
+            dirs.append(mdir)
             continue
+        secs = seconds_left() / (members - k)
+        if secs < MIN_MEMBER_S and not (mdir / "config.json").exists() and not rec_path.exists():
+            skipped = (f"networks {k + 1}-{members} not trained: {secs:.0f} s each were left, under "
+                       f"{MIN_MEMBER_S:.0f} s")
+            log(f"members: {skipped}")
+            break
+        dirs.append(mdir)
         mcfg = tcfg.replace(seed=tcfg.seed + k)
         mcfg = _val_and_train_sets(wd, mcfg, prepared, train_names, calib_names, tdir=mdir)[0]
-        secs = max(seconds_left() / (members - k), 1.0)
+        secs = max(secs, 1.0)
         mcfg = mcfg.replace(real_data=tcfg.real_data, real_centers=tcfg.real_centers, real_limit=tcfg.real_limit,
                             holdout=tcfg.holdout, split_salt=tcfg.split_salt, init_from=str(wd / "weak" / "model"),
                             stage_runs=(1,), stage_epochs=(tcfg.stage_epochs[-1],), time_budget=float(secs + 30.0))
@@ -441,9 +453,17 @@ def _members_stage(wd: Path, tcfg: Config, members: int, seconds_left, prepared:
             f"{mcfg.time_budget:.0f} s")
         train(mcfg, mdir, log=log, progress=False, post_test=False)
     loaded = [load_model(d / "model") for d in dirs]
-    cfg = loaded[0][1].replace(members=members)
+    if rec_path.exists():  # (a record of fewer networks than asked for lists the ones it has)
+        loaded = loaded[:len(json.loads(rec_path.read_text())["dirs"])]
+    cfg = loaded[0][1].replace(members=len(loaded))
+    if len(loaded) == 1:  # no time for another network: the schedule's network alone
+        rec = {"members": 1, "dirs": [str(dirs[0])], "threshold": loaded[0][2], "skipped": skipped,
+               "each": [{"dir": str(dirs[0]), "threshold": loaded[0][2]}]}
+        if not rec_path.exists():
+            _write_json(rec_path, rec)
+        rec = json.loads(rec_path.read_text())
+        return loaded[0][0], cfg, float(rec["threshold"]), rec
     model = MeanNet([m[0] for m in loaded])
-    rec_path = wd / "members.json"
     if rec_path.exists():
         rec = json.loads(rec_path.read_text())
         return model, cfg, float(rec["threshold"]), rec
@@ -451,13 +471,14 @@ def _members_stage(wd: Path, tcfg: Config, members: int, seconds_left, prepared:
     ds = load_folder(prepared, cfg, files=calib_names, on_error="skip")
     what = f"the {len(ds)} calibration files of {prepared} (fit's split)"
     cal = calibrate_detector(Detector(model, cfg, loaded[0][2]), ds, fitted_on=what)
-    rec = {"members": members, "dirs": [str(d) for d in dirs], "threshold": float(cal["threshold"]),
+    rec = {"members": len(loaded), "dirs": [str(d) for d in dirs], "threshold": float(cal["threshold"]),
+           "skipped": skipped,
            "calibration": {"sequence_accuracy": cal["sequence_accuracy"], "count": cal["count"]},
            "each": [{"dir": str(d), "threshold": m[2],
                      "calibration": (m[3].get("summary", {}).get("calibration") or {}).get("sequence_accuracy")}
                     for d, m in zip(dirs, loaded)],
            "confidence": cal["confidence"], "seconds": round(time.time() - t0, 1)}
-    log(f"members: the mean of {members} networks reads {100 * cal['sequence_accuracy']:.2f}% of the calibration "
+    log(f"members: the mean of {len(loaded)} networks reads {100 * cal['sequence_accuracy']:.2f}% of the calibration "
         f"images (threshold {cal['threshold']:.2f}; each alone: "
         + ", ".join(f"{100 * e['calibration']:.2f}%" for e in rec["each"] if e["calibration"] is not None) + ")")
     _write_json(rec_path, rec)
@@ -741,8 +762,9 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
         model, mcfg, thr, members_rec = _members_stage(
             wd, tcfg, members, lambda: main_budget - reserve - elapsed() - members * per_read, prepared,
             train_names, calib_names, log)
-        info |= {"members": {k: members_rec[k] for k in ("members", "calibration", "each")},
-                 "confidence": members_rec["confidence"]}
+        if members_rec["members"] > 1:  # (else the schedule's network and card stand)
+            info |= {"members": {k: members_rec[k] for k in ("members", "calibration", "each")},
+                     "confidence": members_rec["confidence"]}
         _write_json(job_path, job | {"spent": elapsed()})
     save_model(wd / "model", model, mcfg, thr, info)
     from fcn_captcha.detector import Detector
@@ -780,8 +802,11 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
         test = Path(test).absolute()
         test_m, t_names, t_truth, t_reads = second_reads.get("test") or _evaluate_files(det, test)
     if members_rec is not None:
-        summary["members"] = {k: members_rec[k] for k in ("members", "threshold", "calibration", "each")}
-        if test is not None:  # each network alone on the test files: what the mean gained (the record only)
+        summary["members"] = {k: members_rec.get(k) for k in ("members", "threshold", "calibration", "each",
+                                                               "skipped")}
+        # each network alone on the test files: what the mean gained (the record only, in the time left)
+        per_read = 1.5 * prep["seconds_per_file"] * n_test
+        if test is not None and members_rec["members"] > 1 and budget - elapsed() > members_rec["members"] * per_read:
             for e in summary["members"]["each"]:
                 net, ncfg, nthr, _ = load_model(Path(e["dir"]) / "model")  # the trainer's card has no scheme
                 e["test"] = _evaluate_files(Detector(net, ncfg, nthr, {"scheme": info["scheme"]}), test)[0][
@@ -904,6 +929,8 @@ def _second_pass_lines(sp: dict) -> list[str]:
 
 def _members_lines(mr: dict, cal_m: dict, test_m: dict | None) -> list[str]:
     """The report's section on the model's networks (:func:`_members_stage`)."""
+    if mr["members"] == 1:
+        return ["## Networks (`--members`)", "", f"One network, the restart schedule's: {mr.get('skipped')}.", ""]
     lines = ["## Networks (`--members`)", "",
              f"The model reads with the mean of {mr['members']} networks' outputs (threshold "
              f"{mr['threshold']:.2f}, calibrated for the mean). Each network alone, at its own threshold:", "",
@@ -917,7 +944,7 @@ def _members_lines(mr: dict, cal_m: dict, test_m: dict | None) -> list[str]:
                      f"{pct(e.get('test'))} |")
     lines.append(f"| the mean | | {mr['threshold']:.2f} | {pct(cal_m['sequence_accuracy'])} | "
                  f"{pct(test_m['sequence_accuracy'] if test_m else None)} |")
-    return lines + [""]
+    return lines + ([f"", f"{mr['skipped']}."] if mr.get("skipped") else []) + [""]
 
 
 def write_report(wd: Path, summary: dict, det, data: Path, cal_names, cal_truth, cal_m: dict,

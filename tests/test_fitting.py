@@ -316,7 +316,7 @@ def test_second_pass_trains_from_the_em_network_with_the_first_as_teacher_and_re
     assert "## Second pass" in (wd / "report.md").read_text()
 
 
-def test_members_train_from_the_em_network_and_read_as_their_mean(run, tmp_path):
+def test_members_train_from_the_em_network_and_read_as_their_mean(run, tmp_path, monkeypatch):
     """``_members_stage`` on a copy of the shared run's work: a second network trained on its
     own (another seed, from the EM network, one candidate), the two read as their mean,
     calibrated, recorded, and read back when done; the model saves, loads and reads files."""
@@ -335,7 +335,9 @@ def test_members_train_from_the_em_network_and_read_as_their_mean(run, tmp_path)
     tcfg = Config.from_dict(json.loads((src / "train" / "config.json").read_text()))
     split = json.loads((src / "split.json").read_text())
     args = (wd, tcfg, 2, lambda: 1.0, wd / "prepared", split["train"], split["calibration"], lambda *_: None)
-    model, cfg, thr, rec = fitting._members_stage(*args)
+    with monkeypatch.context() as m:  # the tiny run's second network: 1 s (its trainer's least steps)
+        m.setattr(fitting, "MIN_MEMBER_S", 0.5)
+        model, cfg, thr, rec = fitting._members_stage(*args)
     assert isinstance(model, MeanNet) and cfg.members == 2 and 0 < thr <= 1
     _, mcfg, _, _ = load_model(wd / "train-m1" / "model")
     assert mcfg.seed == tcfg.seed + 1 and mcfg.init_from == str(wd / "weak" / "model") and mcfg.stage_runs == (1,)
@@ -352,6 +354,16 @@ def test_members_train_from_the_em_network_and_read_as_their_mean(run, tmp_path)
     save_model(wd / "model", model, cfg, thr, {"scheme": s["scheme"]})
     det = Detector.load(wd / "model")
     assert isinstance(det.model, MeanNet) and det.read(str(data / "000.png")).text is not None
+    # with less than MIN_MEMBER_S a network each, no more are trained: the schedule's network is the model
+    short = (tmp_path / "short", tcfg, 3, lambda: 2 * fitting.MIN_MEMBER_S - 1, wd / "prepared", split["train"],
+             split["calibration"], lambda *_: None)
+    for part in ("train", "weak"):
+        shutil.copytree(wd / part, tmp_path / "short" / part, ignore=shutil.ignore_patterns("checkpoints"))
+    one, ocfg, othr, orec = fitting._members_stage(*short)
+    assert not isinstance(one, MeanNet) and ocfg.members == 1 and orec["members"] == 1
+    assert othr == load_model(wd / "train" / "model")[2] and not (tmp_path / "short" / "train-m1").exists()
+    assert "networks 2-3 not trained" in orec["skipped"] and fitting._members_stage(*short)[3] == orec
+    assert "One network" in "\n".join(fitting._members_lines(orec, {"sequence_accuracy": 0.5}, None))
     lines = "\n".join(fitting._members_lines(rec | {"each": [e | {"test": 0.5} for e in rec["each"]]},
                                               {"sequence_accuracy": 0.75}, None))
     assert "mean of 2 networks" in lines and "| the mean |" in lines and "50.00%" in lines
