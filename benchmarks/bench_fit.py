@@ -307,7 +307,12 @@ def plot(result: dict, path: str) -> bool:
     ax.set_xlabel("string-labelled training images (first N)")
     ax.set_ylabel(f"test accuracy, % ({result['test_count']} images)")
     what = "fit vs CRNN+CTC" if with_fit else "CRNN+CTC baseline"
-    ax.set_title(f"{result['suite']}: {what} ({result['device']})", fontsize=9)
+    # runs before session 13 gave fit limit=N: its calibration files were labels beyond the N
+    extra = {r["fit"]["train_files"] + r["fit"]["calibration_files"] - r["n"] for r in rows
+             if r.get("fit") and "calibration_files" in r["fit"]}
+    note = f"\nfit also calibrated on {'/'.join(map(str, sorted(extra)))} more labelled files" if max(extra,
+                                                                                                     default=0) > 0 else ""
+    ax.set_title(f"{result['suite']}: {what} ({result['device']}){note}", fontsize=9)
     ax.legend(loc="lower right", fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
