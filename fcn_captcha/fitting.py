@@ -58,11 +58,10 @@ from fcn_captcha.config import Config
 from fcn_captcha.scheme import SchemeInfo, infer_scheme
 
 #: Per device kind: architecture, batch, step size, bfloat16, default time budget (s), networks
-#: in the model (``members``). Three networks on the GPU: in four 300 s fits sharing one H100
-#: (benchmarks/RESULTS.md, session 13) their mean read the test files 0.1-1.1 points better than
-#: the networks alone did on average (claptcha 95.2% against 93.6-94.8%; wheezy 96.6% and 96.8%
-#: against 96.2-96.8% and 96.0-97.0%; kaggle_v2 98.76% against 98.14-98.76%), inside the same
-#: budget. One on the CPU, whose budget trains one network.
+#: in the model (``members``). Three networks on the GPU: over 16 fits (one H100 and one H200,
+#: shared, benchmarks/RESULTS.md, session 13) their mean read the test files 0.55 points better
+#: than the networks alone did on average (better in 13, worse in 1; claptcha 95.2% against
+#: 93.6-94.8%), inside the same budget. One on the CPU, whose budget trains one network.
 DEVICE_SETTINGS = {
     "gpu": {"arch": "wide", "batch_size": 64, "learning_rate": 5e-4, "compute_dtype": "bfloat16", "budget": 300.0,
             "members": 3},
