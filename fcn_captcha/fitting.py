@@ -426,14 +426,15 @@ def _members_stage(wd: Path, tcfg: Config, members: int, seconds_left, prepared:
     from fcn_captcha.training import train
 
     rec_path = wd / "members.json"
+    done = json.loads(rec_path.read_text()) if rec_path.exists() else None  # finished: its networks, nothing trained
     dirs, skipped = [wd / "train"], None
-    for k in range(1, members):
+    for k in range(1, members if done is None else len(done["dirs"])):
         mdir = wd / f"train-m{k}"
-        if (mdir / "summary.json").exists():
+        if done is not None or (mdir / "summary.json").exists():
             dirs.append(mdir)
             continue
         secs = seconds_left() / (members - k)
-        if secs < MIN_MEMBER_S and not (mdir / "config.json").exists() and not rec_path.exists():
+        if secs < MIN_MEMBER_S and not (mdir / "config.json").exists():  # (a network begun is finished)
             skipped = (f"networks {k + 1}-{members} not trained: {secs:.0f} s each were left, under "
                        f"{MIN_MEMBER_S:.0f} s")
             log(f"members: {skipped}")
@@ -452,8 +453,6 @@ def _members_stage(wd: Path, tcfg: Config, members: int, seconds_left, prepared:
             f"{mcfg.time_budget:.0f} s")
         train(mcfg, mdir, log=log, progress=False, post_test=False)
     loaded = [load_model(d / "model") for d in dirs]
-    if rec_path.exists():  # (a record of fewer networks than asked for lists the ones it has)
-        loaded = loaded[:len(json.loads(rec_path.read_text())["dirs"])]
     cfg = loaded[0][1].replace(members=len(loaded))
     if len(loaded) == 1:  # no time for another network: the schedule's network alone
         rec = {"members": 1, "dirs": [str(dirs[0])], "threshold": loaded[0][2], "skipped": skipped,

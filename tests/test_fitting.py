@@ -363,6 +363,7 @@ def test_members_train_from_the_em_network_and_read_as_their_mean(run, tmp_path,
     assert not isinstance(one, MeanNet) and ocfg.members == 1 and orec["members"] == 1
     assert othr == load_model(wd / "train" / "model")[2] and not (tmp_path / "short" / "train-m1").exists()
     assert "networks 2-3 not trained" in orec["skipped"] and fitting._members_stage(*short)[3] == orec
+    assert not (tmp_path / "short" / "train-m1").exists()  # read back: nothing trained on the second call
     assert "One network" in "\n".join(fitting._members_lines(orec, {"sequence_accuracy": 0.5}, None))
     lines = "\n".join(fitting._members_lines(rec | {"each": [e | {"test": 0.5} for e in rec["each"]]},
                                               {"sequence_accuracy": 0.75}, None))
