@@ -360,6 +360,8 @@ def introspect_image(model: str, image, out_dir, max_chars: int = 2, steps: int 
         plot_minimized(x, res.optimized, res.center_px, scope, path=path,
                        title=f"'{ch.symbol}' of {reading.text!r}: what the network uses (c = 0.1)")
         files.append(str(path))
-    acts = layer_activations(det.model, x)
+    from fcn_captcha.model import networks
+
+    acts = layer_activations(networks(det.model)[0], x)  # a model of several networks: its first one's
     files.append(str(plot_activations(acts, out / "activations.png")))
     return {"text": reading.text, "files": files}

@@ -125,3 +125,20 @@ def test_plots_are_written(model, image, tmp_path):
     assert Path(plot_minimized(image, res.optimized, res.center_px, None, tmp_path / "n.png")).stat().st_size > 1000
     with pytest.raises(ValueError):
         plot_activations([], tmp_path / "x.png")
+
+
+def test_introspect_image_of_a_model_of_several_networks(tmp_path):
+    """``fcn-captcha introspect`` on a model of two networks: the readings are the mean's,
+    the activations its first network's."""
+    from fcn_captcha.checkpoint import save_model
+    from fcn_captcha.config import tiny
+    from fcn_captcha.introspect import introspect_image
+    from fcn_captcha.model import build_model
+
+    cfg = tiny().replace(members=2, force_length=True)
+    save_model(tmp_path / "m", build_model(cfg, seed=1), cfg, 0.4)
+    img = np.random.default_rng(0).integers(0, 256, (cfg.height, cfg.width), dtype=np.uint8)
+    rep = introspect_image(str(tmp_path / "m"), img, tmp_path / "out", max_chars=1, steps=2)
+    assert len(rep["text"]) >= cfg.min_length  # the forced length: one minimised symbol at least
+    assert Path(rep["files"][-1]).name == "activations.png" and all(Path(f).exists() for f in rep["files"])
+    assert len(rep["files"]) == 2
