@@ -106,10 +106,11 @@ def _candidates_by_cell(cand, m: int):
     if cells <= m:
         return _candidates_direct(cand, m)
     cmax = jnp.max(cand, axis=2)  # [b, cells]
-    kbest = jnp.argmax(cand, axis=2).astype(jnp.int32)  # first maximum in map order
     cval, cidx = jax.lax.top_k(cmax, m)  # [b, m]
     sub = jnp.take_along_axis(cand, cidx[:, :, None], axis=1)  # [b, m, K]
-    kb = jnp.take_along_axis(kbest, cidx, axis=1)  # [b, m]
+    # the first maximum in map order of the m chosen cells only: an argmax over [b, m, K]
+    # instead of a pass over all [b, cells, K] values (the same index: sub holds those cells' values)
+    kb = jnp.argmax(sub, axis=2).astype(jnp.int32)  # [b, m]
     kk = jnp.arange(k_maps, dtype=jnp.int32)
     other = (sub > -jnp.inf) & (kk[None, None, :] != kb[:, :, None])  # non-maximum candidates
     zv = jnp.where(other, sub, -jnp.inf).reshape(b, 1, m * k_maps)
