@@ -281,7 +281,8 @@ def _run_stage(run: _Run, log: Callable[[str], Any], progress: bool,
     pending = []
     t_stage = time.time()
     steps_timed = 0
-    steady = None  # (time, steps) at the first log point: compilation excluded from rates
+    steady = None  # (time, steps, save seconds) at the first log point: compilation excluded from rates
+    saves = [0.0, 0.0]  # this stage's checkpoint saves: seconds in all, the last one's
     while run.step < end:
         lr = lr_factor(config.lr_decay, run.step, start, end) if last else 1.0
         cands, metrics = trainer.step_all(cands, run.uids, run.step, run.train_dev, placement, lr)
@@ -301,17 +302,22 @@ def _run_stage(run: _Run, log: Callable[[str], Any], progress: bool,
             if at_log:
                 jax.block_until_ready(cands)
                 if steady is None:
-                    steady = (time.time(), steps_timed)
+                    steady = (time.time(), steps_timed, saves[0])
                 elif last and config.time_budget > 0 and not history.get("budget_replanned"):
-                    end = _replan_last_stage(run, (time.time() - steady[0]) / (steps_timed - steady[1]), log)
+                    end = _replan_last_stage(run, step_seconds(time.time() - steady[0], steps_timed - steady[1],
+                                                               saves[0] - steady[2], saves[1],
+                                                               config.checkpoint_every), log)
                 rate = steps_timed * len(run.uids) * config.batch_size / max(time.time() - t_stage, 1e-9)
                 mfu = f", MFU {100 * rate / config.batch_size * flops_step / peak:.1f}%" if peak else ""
                 row = history["log"][-1]
                 log(f"stage {run.stage + 1} step {run.step}/{end} loss {row['loss_min']:.4f}..{row['loss_max']:.4f} "
                     f"({rate:.0f} img/s{mfu})")
         if at_ckpt and run.step < end:
+            t_save = time.time()
             run.params, run.opt_state = pack(cands)
             run.save()
+            saves[1] = time.time() - t_save
+            saves[0] += saves[1]
         if budget["left"] is not None:
             budget["left"] -= 1
             if budget["left"] <= 0:
@@ -511,6 +517,19 @@ def _watch_best(run: _Run, params) -> None:
     if best["loss"] is None or loss < best["loss"]:
         best.update(step=int(run.step), loss=loss)
         run.best = jax.tree.map(jnp.copy, params)
+
+
+def step_seconds(window_s: float, steps: int, saves_s: float, last_save_s: float, checkpoint_every: int) -> float:
+    """Seconds per training step from a timed window, for planning what the budget leaves.
+
+    The checkpoint saves inside the window are taken out (one save in a window of a few
+    steps made the main job's last stage 1.3x slower than it was, and cut it short) and
+    the last save's cost is spread over the ``checkpoint_every`` steps it serves.
+
+    >>> round(step_seconds(6.0, 25, 2.0, 2.0, 250), 3)  # 4 s of steps, then 2 s a save per 250 steps
+    0.168
+    """
+    return max(window_s - saves_s, 0.0) / max(steps, 1) + last_save_s / max(checkpoint_every, 1)
 
 
 def _replan_last_stage(run: _Run, seconds_per_step: float, log: Callable[[str], Any],
