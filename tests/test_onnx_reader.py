@@ -102,6 +102,19 @@ def test_onnx_backend_reads_as_the_jax_backend(model_dir, image_files):
     assert od.read(str(image_files[0])).text == jd.read(str(image_files[0])).text  # one image, not a list
 
 
+def test_a_model_of_several_networks_reads_alike_on_both_backends(tmp_path, image_files):
+    """A model of three networks (fit --members): exported as one graph, read by onnxruntime
+    as the JAX backend reads the mean of its networks."""
+    cfg = CFG.replace(members=3)
+    save_model(tmp_path / "m", numpy_model(cfg, seed=6), cfg, 0.5, {"trained_by": "test"})
+    export_onnx(tmp_path / "m")
+    jd, od = Detector.load(tmp_path / "m"), Detector.load(tmp_path / "m", backend="onnx")
+    assert od.config.members == 3 and od.backend == "onnx"
+    want, got = jd.read(image_files, length=3), od.read(image_files, length=3)
+    assert any(r.text for r in want)
+    assert_same_readings(want, got, POS_TOL_F32)
+
+
 def test_both_backends_give_the_same_confidence(model_dir, tmp_path, image_files):
     import shutil
 
