@@ -440,12 +440,10 @@ def _members_stage(wd: Path, tcfg: Config, members: int, seconds_left, prepared:
             log(f"members: {skipped}")
             break
         dirs.append(mdir)
-        mcfg = tcfg.replace(seed=tcfg.seed + k)
-        mcfg = _val_and_train_sets(wd, mcfg, prepared, train_names, calib_names, tdir=mdir)[0]
-        secs = max(secs, 1.0)
-        mcfg = mcfg.replace(real_data=tcfg.real_data, real_centers=tcfg.real_centers, real_limit=tcfg.real_limit,
-                            holdout=tcfg.holdout, split_salt=tcfg.split_salt, init_from=str(wd / "weak" / "model"),
-                            stage_runs=(1,), stage_epochs=(tcfg.stage_epochs[-1],), time_budget=float(secs + 30.0))
+        mcfg = _val_and_train_sets(wd, tcfg.replace(seed=tcfg.seed + k), prepared, train_names, calib_names,
+                                   tdir=mdir)[0]
+        mcfg = mcfg.replace(init_from=str(wd / "weak" / "model"), stage_runs=(1,),
+                            stage_epochs=(tcfg.stage_epochs[-1],), time_budget=float(max(secs, 1.0) + 30.0))
         if (mdir / "config.json").exists():  # resumed: the budget it was given
             mcfg = mcfg.replace(time_budget=json.loads((mdir / "config.json").read_text()).get("time_budget",
                                                                                               mcfg.time_budget))
@@ -454,17 +452,15 @@ def _members_stage(wd: Path, tcfg: Config, members: int, seconds_left, prepared:
         train(mcfg, mdir, log=log, progress=False, post_test=False)
     loaded = [load_model(d / "model") for d in dirs]
     cfg = loaded[0][1].replace(members=len(loaded))
-    if len(loaded) == 1:  # no time for another network: the schedule's network alone
+    # (one network when there was no time for another: the schedule's network alone)
+    model = loaded[0][0] if len(loaded) == 1 else MeanNet([m[0] for m in loaded])
+    if done is not None:
+        return model, cfg, float(done["threshold"]), done
+    if len(loaded) == 1:
         rec = {"members": 1, "dirs": [str(dirs[0])], "threshold": loaded[0][2], "skipped": skipped,
                "each": [{"dir": str(dirs[0]), "threshold": loaded[0][2]}]}
-        if not rec_path.exists():
-            _write_json(rec_path, rec)
-        rec = json.loads(rec_path.read_text())
-        return loaded[0][0], cfg, float(rec["threshold"]), rec
-    model = MeanNet([m[0] for m in loaded])
-    if rec_path.exists():
-        rec = json.loads(rec_path.read_text())
-        return model, cfg, float(rec["threshold"]), rec
+        _write_json(rec_path, rec)
+        return model, cfg, rec["threshold"], rec
     t0 = time.time()
     ds = load_folder(prepared, cfg, files=calib_names, on_error="skip")
     what = f"the {len(ds)} calibration files of {prepared} (fit's split)"
@@ -755,8 +751,8 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
             "weak": {k: v for k, v in weak.items() if k != "flagged"}, "flagged": weak["flagged"],
             "training": minfo.get("summary", {}), "confidence": minfo.get("confidence")}  # fitted with the threshold
     members_rec = None
+    per_read = 1.5 * prep["seconds_per_file"] * n_test  # what reading the test files once costs
     if members > 1:  # the test files are read once by each network alone, for the record
-        per_read = 1.5 * prep["seconds_per_file"] * n_test
         model, mcfg, thr, members_rec = _members_stage(
             wd, tcfg, members, lambda: main_budget - reserve - elapsed() - members * per_read, prepared,
             train_names, calib_names, log)
@@ -803,12 +799,12 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
         summary["members"] = {k: members_rec.get(k) for k in ("members", "threshold", "calibration", "each",
                                                                "skipped")}
         # each network alone on the test files: what the mean gained (the record only, in the time left)
-        per_read = 1.5 * prep["seconds_per_file"] * n_test
         if test is not None and members_rec["members"] > 1 and budget - elapsed() > members_rec["members"] * per_read:
-            for e in summary["members"]["each"]:
-                net, ncfg, nthr, _ = load_model(Path(e["dir"]) / "model")  # the trainer's card has no scheme
-                e["test"] = _evaluate_files(Detector(net, ncfg, nthr, {"scheme": info["scheme"]}), test)[0][
-                    "sequence_accuracy"]
+            from fcn_captcha.model import networks
+
+            for e, net in zip(summary["members"]["each"], networks(model)):  # at its own threshold, with the scheme
+                det_one = Detector(net, mcfg.replace(members=1), e["threshold"], {"scheme": info["scheme"]})
+                e["test"] = _evaluate_files(det_one, test)[0]["sequence_accuracy"]
     if test is not None:
         summary["test_dir"] = str(test)
         summary["test"] = {k: test_m[k] for k in ("count", "sequence_accuracy", "character_accuracy",
