@@ -11,6 +11,8 @@ its Orbax checkpoints):
 3. the split: :func:`fcn_captcha.dataset.real_split` of the names (a hash of each file
    name, ``holdout`` of them, default 22%, for calibration; the rest for training,
    the first ``limit`` of them when ``limit`` is set);
+   ``color.json``: the colour mode, by short probe trainings of each mode when colour
+   carries ink (:func:`fcn_captcha.probe.choose_color`);
    ``cleanup.json``: which of the seeds' clean-ups (deskew, text-height scaling, Otsu
    binarisation, denoising) the data choose, by short probe trainings on the split
    (:func:`fcn_captcha.probe.choose_cleanup`); ``prepared/`` is made again with them;
@@ -44,6 +46,7 @@ Every setting comes from the data (alphabet, lengths, sizes, colour), the device
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import shutil
@@ -71,7 +74,7 @@ DEVICE_SETTINGS = {
 WEAK_SHARE = 0.4  #: share of the training time spent on the EM rounds
 FIT_SALT = "fcn_captcha.fit"  #: salt of fit's training/calibration split (see dataset.real_split)
 RESERVE = 0.08  #: least share of the budget kept for calibration, tests and the report
-PROBE_SHARE = 0.08  #: share of the working time the clean-up probes may take (when any clean-up is a candidate)
+PROBE_SHARE = 0.08  #: share of the working time the colour probes, then the clean-up probes, may take (when probed)
 CPU_ARCH = "slim"  #: the network of ``--cpu-model``: 5x ddddocr's speed on 2 cores (``benchmarks/bench_cpu_archs.py``)
 CPU_SHARE = 0.25  #: share of the budget the ``--cpu-model`` student is given (the rest goes to the full model)
 MIN_SECOND_PASS_S = 20.0  #: least time left for the second pass (``second_pass``); with less it is skipped
@@ -155,9 +158,9 @@ def prepare_folder(data: Path, out: Path, scheme: SchemeInfo, log=print) -> dict
     done = out / "done.json"
     if done.exists():
         old = json.loads(done.read_text())
-        if (old.get("cleanup") or Cleanup().to_dict()) == scheme.cleanup:
+        if (old.get("cleanup") or Cleanup().to_dict()) == scheme.cleanup and old.get("color", scheme.color) == scheme.color:
             return old
-        shutil.rmtree(out)  # made with other clean-ups (a probe chose them after): made again
+        shutil.rmtree(out)  # made with other clean-ups or colour mode (a probe chose them after): made again
     out.mkdir(parents=True, exist_ok=True)
     sizes, skipped, rows, originals = {}, [], [], {}
     for name, text in folder_entries(data):
@@ -184,7 +187,7 @@ def prepare_folder(data: Path, out: Path, scheme: SchemeInfo, log=print) -> dict
         w.writerow(["file", "text"])
         w.writerows(rows)
     res = {"sizes": sizes, "skipped": skipped, "count": len(rows), "originals": originals,
-           "cleanup": scheme.cleanup}
+           "cleanup": scheme.cleanup, "color": scheme.color}
     _write_json(done, res)
     log(f"prepared {len(rows)} files of {data} as {scheme.width}x{scheme.height} canvases ({len(skipped)} skipped)")
     return res
@@ -686,25 +689,40 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
     # out of the training time
     n_test = sum(1 for _ in Path(test).iterdir()) if test is not None else 0
     reserve = max(RESERVE * budget, 10.0 + 1.5 * prep["seconds_per_file"] * (2 * len(calib_names) + n_test))
-    # 3b. clean-ups chosen by probes (fcn_captcha.probe); the folder is prepared again with them
+    from fcn_captcha.dataset import folder_entries
+
+    texts, orig = dict(folder_entries(prepared)), prep["originals"]
+    train_pairs = [(orig[n], texts[n]) for n in train_names]  # the labelled files the probes read
+    calib_pairs = [(orig[n], texts[n]) for n in calib_names]
+    # 3a. the colour mode, by probes when colour carries ink (fcn_captcha.probe.choose_color)
+    colp = wd / "color.json"
+    if colp.exists():
+        color_record = json.loads(colp.read_text())
+    else:
+        from fcn_captcha.probe import choose_color
+
+        mode, color_record = choose_color(scheme, cfg, data, train_pairs, calib_pairs,
+                                          PROBE_SHARE * (main_budget - reserve - elapsed()), use_prior=prior, log=log)
+        if mode != scheme.color:
+            scheme = dataclasses.replace(scheme, color=mode)
+            sp.write_text(scheme.to_json())
+        _write_json(colp, color_record)
+    # 3b. clean-ups chosen by probes (fcn_captcha.probe)
     cp = wd / "cleanup.json"
     if cp.exists():
         cleanup_record = json.loads(cp.read_text())
     else:
-        from fcn_captcha.dataset import folder_entries
         from fcn_captcha.probe import choose_cleanup, with_cleanup
 
-        texts = dict(folder_entries(prepared))
-        orig = prep["originals"]
-        chosen, cleanup_record = choose_cleanup(
-            scheme, cfg, data, [(orig[n], texts[n]) for n in train_names], [(orig[n], texts[n]) for n in calib_names],
-            PROBE_SHARE * (main_budget - reserve - elapsed()), use_prior=prior, log=log)
+        chosen, cleanup_record = choose_cleanup(scheme, cfg, data, train_pairs, calib_pairs,
+                                                PROBE_SHARE * (main_budget - reserve - elapsed()), use_prior=prior,
+                                                log=log)
         if not chosen.off:
             scheme = with_cleanup(scheme, chosen)
             sp.write_text(scheme.to_json())
         _write_json(cp, cleanup_record)
-    if not scheme.cleanups.off:
-        prep = prepare_folder(data, prepared, scheme, log) | {"seconds_per_file": prep["seconds_per_file"]}
+    # the folder is prepared again when a probe changed the colour mode or the clean-ups
+    prep = prepare_folder(data, prepared, scheme, log) | {"seconds_per_file": prep["seconds_per_file"]}
     # 4. weak centers
     work_s = main_budget - reserve - elapsed()
     weak = _weak_stage(wd, cfg, prepared, train_names, calib_names, WEAK_SHARE * work_s, log, use_prior=prior,
@@ -786,7 +804,7 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
         "train_files": len(train_names), "calibration_files": len(calib_names),
         "calibration": {"threshold": thr, **{k: cal_m[k] for k in ("count", "sequence_accuracy",
                                                                       "character_accuracy", "length_error_rate")}},
-        "flagged": weak["flagged"], "cleanup": cleanup_record, "weak_start": weak.get("start", {}), "weak_history": weak["history"],
+        "flagged": weak["flagged"], "color": color_record, "cleanup": cleanup_record, "weak_start": weak.get("start", {}), "weak_history": weak["history"],
         "training": tsum.get("stages", []),
     }
     if second is not None:
@@ -886,6 +904,12 @@ def _cleanup_line(rec: dict) -> str:
     probes = "; ".join(f"{', '.join(k for k, v in p['cleanup'].items() if v) or 'none'}: "
                        f"{100 * p['free_read_accuracy']:.1f}%" for p in rec.get("probes", []))
     return (", ".join(on) or "none") + f" ({rec.get('why', 'not measured')}" + (f"; probes {probes}" if probes else "") + ")"
+
+
+def _color_line(rec: dict) -> str:
+    """The colour probes in one table cell: why, and each probe's score."""
+    probes = "; ".join(f"{p['color']}: {100 * p['free_read_accuracy']:.1f}%" for p in rec.get("probes", []))
+    return rec.get("why", "not measured") + (f"; probes {probes}" if probes else "")
 
 
 def _start_sentence(st: dict) -> str:
@@ -991,7 +1015,8 @@ def write_report(wd: Path, summary: dict, det, data: Path, cal_names, cal_truth,
              f"{sch['file_sizes'][2]}-{sch['file_sizes'][3]} |",
              f"| model input | {sch['width']} x {sch['height']} (one scale per file, padded right) |",
              f"| colour mode | {sch['color']} (Otsu separability: luma {sch['measurements'].get('separability_luma')}"
-             f", background distance {sch['measurements'].get('separability_bgdist')}) |",
+             f", background distance {sch['measurements'].get('separability_bgdist')}; "
+             f"{_color_line(s.get('color') or {})}) |",
              f"| inverted (dark ink on light) | {sch['invert']} (bright background in "
              f"{100 * sch['measurements'].get('bright_background_share', 0):.0f}% of sampled files) |",
              f"| clean-ups (seeds 000, 001) | {_cleanup_line(s.get('cleanup') or {})} |", "",

@@ -33,15 +33,16 @@ import numpy as np
 
 from fcn_captcha.cleanup import Cleanup, candidates, measure
 from fcn_captcha.config import Config
-from fcn_captcha.scheme import SchemeInfo
+from fcn_captcha.scheme import COLOR_MODES, SchemeInfo
 
-__all__ = ["choose_cleanup", "MARGIN"]
+__all__ = ["choose_cleanup", "choose_color", "MARGIN", "COLOR_BAR"]
 
 PROBE_TRAIN = 256  #: training files a probe trains on
 PROBE_CALIB = 128  #: calibration files a probe is scored on
 MEASURE_SAMPLE = 96  #: training files the measurements are taken on
 MARGIN = 0.03  #: least gain in free-reading accuracy for a clean-up to be chosen
 STEP_RANGE = (20, 400)  #: fewest and most steps of one probe
+COLOR_BAR = 0.05  #: least share of the ink that luminance loses for the colour modes to be probed
 
 
 def with_cleanup(scheme: SchemeInfo, c: Cleanup) -> SchemeInfo:
@@ -79,6 +80,51 @@ def _probe(sets, cfg: Config, steps: int) -> tuple[float, float]:
     return _free_threshold(maps, ca.texts, cfg)[1], took
 
 
+def _samples(train, calib):
+    """The probes' training and calibration samples, evenly spaced over the split's files."""
+    return (train[:: max(1, len(train) // PROBE_TRAIN)][:PROBE_TRAIN],
+            calib[:: max(1, len(calib) // PROBE_CALIB)][:PROBE_CALIB])
+
+
+def _run_probes(schemes: list[SchemeInfo], labels: list, key: str, cfg: Config, data: Path, train, calib,
+                seconds: float, use_prior: bool, record: dict, log) -> list[float]:
+    """One probe per candidate scheme on the same samples, the first the base; the scores.
+
+    Two short probes of the base come first: one compiles, one times a step; the steps of
+    every probe then share ``seconds`` (within ``STEP_RANGE``). Each probe's figures go to
+    ``record["probes"]`` under ``key`` (its label from ``labels``).
+    """
+    t0 = time.time()
+    tr, ca = _samples(train, calib)
+    lo = STEP_RANGE[0]
+    t = time.time()
+    base_sets = _sets(schemes[0], cfg, data, tr, ca, use_prior)
+    prepare_s = time.time() - t
+    _probe(base_sets, cfg, lo)
+    t = time.time()
+    score, in_steps = _probe(base_sets, cfg, lo)
+    per_step, overhead = in_steps / lo, prepare_s + time.time() - t - in_steps
+    left = max(0.0, seconds - (time.time() - t0))
+    steps = int(np.clip((left / len(schemes) - overhead) / max(per_step, 1e-6), *STEP_RANGE))
+    scores = []
+    for k, (sc, label) in enumerate(zip(schemes, labels)):
+        t = time.time()
+        if k > 0 or steps != lo:  # else the timing probe was this one
+            score, _ = _probe(base_sets if k == 0 else _sets(sc, cfg, data, tr, ca, use_prior), cfg, steps)
+        took = time.time() - t
+        scores.append(score)
+        record["probes"].append({key: label, "steps": steps, "free_read_accuracy": round(score, 4),
+                                 "seconds": round(took, 1)})
+        log(f"{key} probe {k + 1}/{len(schemes)} {label}: {100 * score:.1f}% of {len(ca)} calibration "
+            f"images read right after {steps} steps ({took:.0f} s)")
+    return scores
+
+
+def _bar(calib) -> float:
+    """The least gain for a candidate to replace the base: ``MARGIN`` or three images."""
+    return max(MARGIN, 3.0 / len(_samples([], calib)[1]))
+
+
 def choose_cleanup(scheme: SchemeInfo, cfg: Config, data: Path, train: list[tuple[str, str]],
                    calib: list[tuple[str, str]], seconds: float, use_prior: bool = True,
                    log: Callable[[str], Any] = print) -> tuple[Cleanup, dict[str, Any]]:
@@ -110,36 +156,56 @@ def choose_cleanup(scheme: SchemeInfo, cfg: Config, data: Path, train: list[tupl
                       seconds=time.time() - t0)
         log(f"clean-ups: none ({record['why']})")
         return Cleanup(), record
-    tr = train[:: max(1, len(train) // PROBE_TRAIN)][:PROBE_TRAIN]
-    ca = calib[:: max(1, len(calib) // PROBE_CALIB)][:PROBE_CALIB]
-    # two short probes of the base: the first compiles, the second times a step and the rest
-    lo = STEP_RANGE[0]
-    t = time.time()
-    base_sets = _sets(base, cfg, data, tr, ca, use_prior)
-    prepare_s = time.time() - t
-    _probe(base_sets, cfg, lo)
-    t = time.time()
-    score, in_steps = _probe(base_sets, cfg, lo)
-    per_step, overhead = in_steps / lo, prepare_s + time.time() - t - in_steps
-    left = max(0.0, seconds - (time.time() - t0))
-    steps = int(np.clip((left / len(cands) - overhead) / max(per_step, 1e-6), *STEP_RANGE))
-    scores = []
-    for k, c in enumerate(cands):
-        t = time.time()
-        if k > 0 or steps != lo:  # else the timing probe was this one
-            score, _ = _probe(base_sets if k == 0 else _sets(with_cleanup(scheme, c), cfg, data, tr, ca, use_prior),
-                              cfg, steps)
-        took = time.time() - t
-        scores.append(score)
-        record["probes"].append({"cleanup": c.to_dict(), "steps": steps, "free_read_accuracy": round(score, 4),
-                                 "seconds": round(took, 1)})
-        log(f"clean-up probe {k + 1}/{len(cands)} {c.to_dict()}: {100 * score:.1f}% of {len(ca)} calibration "
-            f"images read right after {steps} steps ({took:.0f} s)")
-    bar = max(MARGIN, 3.0 / len(ca))
+    scores = _run_probes([with_cleanup(scheme, c) for c in cands], [c.to_dict() for c in cands], "cleanup", cfg,
+                         data, train, calib, seconds - (time.time() - t0), use_prior, record, log)
+    bar = _bar(calib)
     best = int(np.argmax(scores))
     chosen = cands[best] if best > 0 and scores[best] >= scores[0] + bar else cands[0]
     record.update(chosen=chosen.to_dict(), margin=bar, seconds=round(time.time() - t0, 1),
                   why=f"best probe {100 * scores[best]:.1f}% against {100 * scores[0]:.1f}% with none "
                       f"(a clean-up needs {100 * bar:.1f} points more)")
     log(f"clean-ups chosen: {chosen.to_dict()} ({record['why']})")
+    return chosen, record
+
+
+def choose_color(scheme: SchemeInfo, cfg: Config, data: Path, train: list[tuple[str, str]],
+                 calib: list[tuple[str, str]], seconds: float, use_prior: bool = True,
+                 log: Callable[[str], Any] = print) -> tuple[str, dict[str, Any]]:
+    """The colour mode a scheme's data choose, by probes when colour carries ink.
+
+    :func:`~fcn_captcha.scheme.infer_scheme` chose between ``luma`` and ``bgdist`` by
+    separability and measured ``hue_share``, the share of the ink that luminance loses.
+    Below ``COLOR_BAR`` that choice stands (no probe: gray schemes pay nothing). Above it,
+    each of :data:`~fcn_captcha.scheme.COLOR_MODES` is probed as the clean-ups are
+    (same samples, start and steps), the inferred mode first; another replaces it only by
+    the clean-ups' margin.
+
+    Args:
+      scheme: the measured scheme.
+      cfg, data, train, calib, seconds, use_prior, log: as :func:`choose_cleanup`'s.
+
+    Returns:
+      ``(mode, record)``: the chosen mode and a JSON-able record (the measurement, each
+      probe's score and seconds, the choice and why).
+    """
+    t0 = time.time()
+    share = float(scheme.measurements.get("hue_share", 0.0))
+    record: dict[str, Any] = {"hue_share": share, "bar": COLOR_BAR, "inferred": scheme.color, "probes": []}
+    if share < COLOR_BAR or not calib:
+        record.update(chosen=scheme.color, seconds=round(time.time() - t0, 1),
+                      why=(f"luminance loses {100 * share:.1f}% of the ink (a probe needs {100 * COLOR_BAR:.0f}%)"
+                           if calib else "no calibration files to score probes on"))
+        log(f"colour: {scheme.color} ({record['why']})")
+        return scheme.color, record
+    modes = [scheme.color] + [m for m in COLOR_MODES if m != scheme.color]
+    scores = _run_probes([dataclasses.replace(scheme, color=m) for m in modes], modes, "color", cfg, data, train,
+                         calib, seconds - (time.time() - t0), use_prior, record, log)
+    bar = _bar(calib)
+    best = int(np.argmax(scores))
+    chosen = modes[best] if best > 0 and scores[best] >= scores[0] + bar else modes[0]
+    record.update(chosen=chosen, margin=bar, seconds=round(time.time() - t0, 1),
+                  why=f"luminance loses {100 * share:.1f}% of the ink; best probe {modes[best]} "
+                      f"{100 * scores[best]:.1f}% against {100 * scores[0]:.1f}% with {modes[0]} "
+                      f"(another mode needs {100 * bar:.1f} points more)")
+    log(f"colour chosen: {chosen} ({record['why']})")
     return chosen, record

@@ -10,11 +10,15 @@ and measures:
   height, a multiple of the stride, kept between 32 and 80 pixels) keeping their
   aspect ratio, and padded on the right to the widest scaled file; each file keeps its
   own scale, so positions map back to its pixels (:meth:`SchemeInfo.to_file`);
-* the **colour mode**: ``"luma"`` (gray by luminance) or ``"bgdist"`` (each pixel's
+* the **colour mode**: ``"luma"`` (gray by luminance), ``"bgdist"`` (each pixel's
   distance in RGB from the background colour, which keeps a hue-only contrast that
-  luminance loses). Chosen by data: Otsu's separability (between-class over total
-  variance) of both conversions on sample images; ``bgdist`` only when it separates
-  ink from background clearly better (by ``COLOR_MARGIN``);
+  luminance loses) or ``"localdist"`` (the distance from the background around each
+  pixel, for schemes with more than one background colour, such as one per character).
+  Chosen by data: Otsu's separability (between-class over total variance) of luma and
+  bgdist on sample images, ``bgdist`` only when it separates ink from background clearly
+  better (by ``COLOR_MARGIN``); and :func:`hue_share`, the share of the ink whose contrast
+  luminance loses, after which :func:`fcn_captcha.probe.choose_color` measures the
+  modes against each other by short trainings when colour carries ink;
 * the **polarity**: the share of files whose border (the background) is brighter than
   their median; ``luma`` images of a dark-on-light scheme are inverted so that ink is
   bright on a zero background, as the network expects
@@ -46,7 +50,10 @@ from fcn_captcha.cleanup import Cleanup, apply_affine, compose, invert_affine, s
 from fcn_captcha.cleanup import otsu_threshold  # noqa: F401 (re-exported: it was defined here)
 from fcn_captcha.preprocess import ImageError, load_image, to_model_input
 
+COLOR_MODES = ("luma", "bgdist", "localdist")  #: the gray conversions, simplest first
 COLOR_MARGIN = 0.08  #: bgdist must beat luma's separability by this much to be chosen
+LOCAL_BLOCKS = 4  #: blocks over the height for "localdist"'s local background
+INK_LEVEL, HUE_RATIO = 24.0, 0.4  #: :func:`hue_share`'s least ink contrast, and its luminance share
 SAMPLE = 64  #: files measured for colour and polarity
 MIN_HEIGHT, MAX_HEIGHT = 32, 80
 STRIDE = 4
@@ -216,21 +223,95 @@ def border_color(rgb: np.ndarray) -> np.ndarray:
     return np.median(b, axis=0)
 
 
+def local_background(rgb: np.ndarray, blocks: int = LOCAL_BLOCKS) -> tuple[np.ndarray, int]:
+    """The background colour of each block of an image, robust to the ink in it.
+
+    The image is cut into square blocks (``blocks`` of them over its height); each block's
+    per-channel median is taken, then the per-channel median of its 3x3 neighbourhood of
+    blocks (a window about 3/``blocks`` of the height wide), so that a block filled with a
+    character's strokes still gets the colour around them.
+
+    Args:
+      rgb: float ``[h, w, 3]``.
+      blocks: blocks over the height.
+
+    Returns:
+      ``(bg, b)``: float ``[gh, gw, 3]`` block backgrounds and the block side ``b`` in pixels.
+    """
+    h, w, _ = rgb.shape
+    b = max(2, round(h / blocks))
+    gh, gw = -(-h // b), -(-w // b)
+    x = np.pad(rgb, ((0, gh * b - h), (0, gw * b - w), (0, 0)), mode="edge")
+    med = np.median(x.reshape(gh, b, gw, b, 3).transpose(0, 2, 1, 3, 4).reshape(gh, gw, b * b, 3), axis=2)
+    p = np.pad(med, ((1, 1), (1, 1), (0, 0)), mode="edge")
+    near = np.stack([p[i:i + gh, j:j + gw] for i in range(3) for j in range(3)])
+    return np.median(near, axis=0), b
+
+
+def local_distance(rgb: np.ndarray, blocks: int = LOCAL_BLOCKS) -> np.ndarray:
+    """Each pixel's RGB distance from the nearest of the backgrounds around it ``[h, w]``.
+
+    :func:`local_background` of the block holding the pixel and of its 8 neighbours are
+    the candidates; the least distance counts, so that the edge between two background
+    colours (a scheme that gives each character its own) stays dark while ink that
+    differs from its own background in any channel (hue included) is bright.
+    """
+    h, w, _ = rgb.shape
+    bg, b = local_background(rgb, blocks)
+    gh, gw, _ = bg.shape
+    p = np.pad(bg, ((1, 1), (1, 1), (0, 0)), mode="edge")
+    best = np.full((h, w), np.inf)
+    for i in range(3):
+        for j in range(3):
+            full = np.repeat(np.repeat(p[i:i + gh, j:j + gw], b, 0), b, 1)[:h, :w]
+            best = np.minimum(best, np.linalg.norm(rgb - full, axis=-1))
+    return best
+
+
+def hue_share(rgb: np.ndarray) -> float:
+    """The share of an image's ink that luminance loses: colour carries it, not brightness.
+
+    Ink is where :func:`local_distance` (RGB) is above Otsu's threshold of it (at least
+    ``INK_LEVEL``); a pixel of it counts when its luminance differs from its local
+    background by less than ``HUE_RATIO`` of its RGB distance (a gray contrast of any
+    strength has the ratio 1; red ink on a green background of the same luminance, 0).
+
+    Args:
+      rgb: float ``[h, w, 3]`` in 0..255.
+
+    Returns:
+      The share in 0..1 (0 when the image has next to no ink).
+    """
+    from fcn_captcha.cleanup import otsu_threshold
+
+    d = local_distance(rgb) / math.sqrt(3.0)
+    luma = rgb @ np.array([0.299, 0.587, 0.114])
+    dl = local_distance(np.repeat(luma[..., None], 3, -1)) / math.sqrt(3.0)
+    ink = d > max(INK_LEVEL, float(otsu_threshold(np.clip(d, 0, 255).astype(np.uint8))))
+    if ink.sum() < 20:
+        return 0.0
+    return float(np.mean(dl[ink] < HUE_RATIO * d[ink]))
+
+
 def to_gray(image, color: str = "luma", invert: bool = True) -> np.ndarray:
     """Float ``[h, w]`` gray in 0..255, ink bright.
 
     Args:
       image: path, PIL image or array.
-      color: "luma" (luminance, inverted when ``invert``) or "bgdist" (RGB distance from
-        the border's median colour, scaled to 0..255; polarity-free).
+      color: "luma" (luminance, inverted when ``invert``), "bgdist" (RGB distance from
+        the border's median colour, scaled to 0..255; polarity-free) or "localdist" (RGB
+        distance from the local background, :func:`local_distance`; polarity-free, and
+        free of one background colour per image).
       invert: for luma: dark ink on a light background.
     """
     rgb = _rgb(image)
     if color == "bgdist":
         d = np.linalg.norm(rgb - border_color(rgb), axis=-1) / math.sqrt(3.0)
         return np.clip(d, 0, 255)
+    if color == "localdist":
+        return np.clip(local_distance(rgb) / math.sqrt(3.0), 0, 255)
     if color != "luma":
-        raise ValueError(f"color mode {color!r} must be 'luma' or 'bgdist'")
+        raise ValueError(f"color mode {color!r} must be one of {COLOR_MODES}")
     g = rgb @ np.array([0.299, 0.587, 0.114])
     return 255.0 - g if invert else g
 
@@ -282,9 +363,10 @@ def infer_scheme(folder, files: list[str] | None = None, sample: int = SAMPLE) -
             sizes.append(im.size)
     width, height = canonical_size(sizes)
     idx = np.unique(np.linspace(0, len(entries) - 1, min(sample, len(entries))).round().astype(int))
-    eta_l, eta_c, bright_bg = [], [], []
+    eta_l, eta_c, bright_bg, hue = [], [], [], []
     for i in idx:
         rgb = _rgb(load_image(folder / entries[i][0]))
+        hue.append(hue_share(rgb))
         luma = rgb @ np.array([0.299, 0.587, 0.114])
         bright_bg.append(float(np.median(luma[[0, 1, -2, -1]].ravel()) > np.median(luma)
                                or np.median(luma) > 127.5))
@@ -300,5 +382,6 @@ def infer_scheme(folder, files: list[str] | None = None, sample: int = SAMPLE) -
         width=width, height=height, color=color, invert=invert,
         file_sizes=(min(ws), max(ws), min(hs), max(hs)), count=len(entries),
         measurements={"separability_luma": round(el, 4), "separability_bgdist": round(ec, 4),
-                      "color_margin": COLOR_MARGIN, "bright_background_share": round(float(np.mean(bright_bg)), 4),
+                      "color_margin": COLOR_MARGIN, "hue_share": round(float(np.median(hue)), 4),
+                      "bright_background_share": round(float(np.mean(bright_bg)), 4),
                       "sampled": int(len(idx)), "lengths": {str(k): lengths.count(k) for k in sorted(set(lengths))}})

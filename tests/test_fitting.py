@@ -12,6 +12,7 @@ import shutil
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from fcn_captcha.cleanup import Cleanup
 from fcn_captcha.confidence import MIN_READINGS
@@ -24,6 +25,7 @@ OVERRIDES = {"arch": "cpu", "batch_size": 8}
 BAD = "bad_label.png"
 BUDGET = 26  #: seconds of the shared run (and of the runs that must be the same job)
 CHOSEN = Cleanup(deskew=True)  #: the clean-up the shared run's probes are made to choose
+COLOR = "localdist"  #: and the colour mode
 
 
 def _write_folder(path, count, seed):
@@ -60,16 +62,22 @@ def run(tmp_path_factory):
         inspect.signature(real_choose).bind(*a, **k)
         return CHOSEN, {"chosen": CHOSEN.to_dict(), "probes": [], "why": "given by the test"}
 
-    saved = fitting.MIN_SECOND_PASS_S, fitting._reads_better, probe.choose_cleanup
-    real_choose = probe.choose_cleanup
-    # the probes choose a clean-up (see its test); the second pass runs in whatever the tiny
-    # budget leaves, and is kept (see its test)
-    fitting.MIN_SECOND_PASS_S, fitting._reads_better, probe.choose_cleanup = -1e9, lambda a, b: True, chosen_cleanup
+    def chosen_color(*a, **k):  # likewise (tests/test_probe.py): a mode other than the inferred one
+        inspect.signature(real_color).bind(*a, **k)
+        return COLOR, {"chosen": COLOR, "probes": [{"color": COLOR, "free_read_accuracy": 0.5}],
+                       "why": "given by the test"}
+
+    saved = fitting.MIN_SECOND_PASS_S, fitting._reads_better, probe.choose_cleanup, probe.choose_color
+    real_choose, real_color = probe.choose_cleanup, probe.choose_color
+    # the probes choose a colour mode and a clean-up (see their tests); the second pass runs in
+    # whatever the tiny budget leaves, and is kept (see its test)
+    fitting.MIN_SECOND_PASS_S, fitting._reads_better, probe.choose_cleanup, probe.choose_color = (
+        -1e9, lambda a, b: True, chosen_cleanup, chosen_color)
     try:
         s = fit(data, wd, test=test, time_budget=BUDGET, device="cpu", overrides=OVERRIDES, cpu_model=True,
                 cpu_arch="tiny", second_pass=True, log=lambda *_: None)
     finally:
-        fitting.MIN_SECOND_PASS_S, fitting._reads_better, probe.choose_cleanup = saved
+        fitting.MIN_SECOND_PASS_S, fitting._reads_better, probe.choose_cleanup, probe.choose_color = saved
     return data, test, wd, s
 
 
@@ -285,6 +293,23 @@ def test_a_chosen_cleanup_prepares_again_and_travels_in_the_card(run):
     r = det.read(str(data / "000.png"))
     assert all(0 <= c.x < 96 and 0 <= c.y < 40 for c in r.chars)
     assert "deskew" in (wd / "report.md").read_text()
+
+
+def test_a_chosen_colour_mode_prepares_again_and_travels_in_the_card(run):
+    """When the colour probes choose a mode other than the inferred one (given here), the
+    folder is prepared in it, the scheme and the card carry it, and the report says why."""
+    from fcn_captcha.detector import Detector
+    from fcn_captcha.scheme import SchemeInfo
+
+    data, _, wd, s = run
+    assert json.loads((wd / "prepared" / "done.json").read_text())["color"] == COLOR
+    scheme = SchemeInfo.from_dict(json.loads((wd / "scheme.json").read_text()))
+    assert scheme.color == COLOR and s["color"]["chosen"] == COLOR
+    det = Detector.load(wd / "model")
+    assert det.scheme.color == COLOR
+    np.testing.assert_array_equal(det.scheme.prepare(str(data / "001.png")),
+                                  np.asarray(Image.open(wd / "prepared" / "001.png")))
+    assert f"{COLOR}: 50.0%" in (wd / "report.md").read_text()
 
 
 def test_second_pass_trains_from_the_em_network_with_the_first_as_teacher_and_replaces_it(run):

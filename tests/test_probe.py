@@ -1,6 +1,8 @@
-"""Tests of fcn_captcha.probe: clean-ups chosen by short probe trainings."""
+"""Tests of fcn_captcha.probe: the colour mode and the clean-ups chosen by short probe trainings."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -8,7 +10,7 @@ from PIL import Image, ImageDraw, ImageFont
 from fcn_captcha import probe
 from fcn_captcha.cleanup import Cleanup
 from fcn_captcha.config import Config
-from fcn_captcha.scheme import infer_scheme
+from fcn_captcha.scheme import COLOR_MODES, infer_scheme
 
 CFG = dict(arch="tiny", batch_size=8)
 
@@ -65,3 +67,30 @@ def test_sheared_text_is_probed_and_the_margin_decides(tmp_path, monkeypatch):
                                            log=lambda *_: None)
         assert chosen.off != wins
         assert (Cleanup.from_dict(rec["chosen"]) == chosen)
+
+
+def test_gray_text_keeps_its_colour_mode_without_a_probe(tmp_path):
+    entries = _folder(tmp_path / "d", 24)
+    scheme = infer_scheme(tmp_path / "d")
+    mode, rec = probe.choose_color(scheme, _config(scheme), tmp_path / "d", entries[:16], entries[16:], 5.0,
+                                   log=lambda *_: None)
+    assert mode == scheme.color == "luma" and rec["probes"] == [] and rec["hue_share"] == 0.0
+
+
+def test_colour_carrying_ink_probes_every_mode_and_the_margin_decides(tmp_path, monkeypatch):
+    entries = _folder(tmp_path / "d", 40)
+    scheme = dataclasses.replace(infer_scheme(tmp_path / "d"),
+                                 measurements={"hue_share": 2 * probe.COLOR_BAR})  # as a colour scheme measures
+    cfg = _config(scheme)
+    # real probes: each mode once, the inferred one first, scores in range
+    mode, rec = probe.choose_color(scheme, cfg, tmp_path / "d", entries[:28], entries[28:], 10.0, log=lambda *_: None)
+    assert [p["color"] for p in rec["probes"]] == ["luma", "bgdist", "localdist"]
+    assert all(0.0 <= p["free_read_accuracy"] <= 1.0 for p in rec["probes"]) and mode in COLOR_MODES
+    # the choice, with scores given: a gain under the margin keeps the inferred mode, one above it wins
+    for gain, wins in ((0.2, False), (0.4, True)):  # 12 calibration images: the bar is 3 of them (0.25)
+        monkeypatch.setattr(probe, "_sets", lambda sch, *a, **k: sch)
+        monkeypatch.setattr(probe, "_probe", lambda sch, *a, gain=gain, **k: (
+            0.5 + (gain if sch.color == "localdist" else 0.0), 0.01))
+        mode, rec = probe.choose_color(scheme, cfg, tmp_path / "d", entries[:28], entries[28:], 1.0,
+                                       log=lambda *_: None)
+        assert mode == ("localdist" if wins else "luma") == rec["chosen"]

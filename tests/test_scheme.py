@@ -17,8 +17,8 @@ from PIL import Image, ImageDraw
 from fcn_captcha import cleanup as C
 from fcn_captcha.cleanup import Cleanup
 from fcn_captcha.preprocess import to_model_input
-from fcn_captcha.scheme import (SchemeInfo, canonical_size, infer_scheme, otsu_threshold, separability,
-                                symbol_order, to_gray)
+from fcn_captcha.scheme import (SchemeInfo, canonical_size, hue_share, infer_scheme, otsu_threshold,
+                                separability, symbol_order, to_gray)
 
 
 def _draw(size, n, bg, ink, seed=0):
@@ -98,6 +98,54 @@ def test_colour_only_contrast_chooses_background_distance(tmp_path):
     assert s.measurements["separability_bgdist"] > s.measurements["separability_luma"] + 0.08
     x = s.model_input(folder / "345.png")
     assert x[x.shape[0] // 2].max() == 255 and x[0].max() == 0
+
+
+def _tiles(text_luma_equal=True, seed=0):
+    """Four characters-as-blocks, each on a background colour of its own; the ink differs
+    from its tile in hue only (equal luminance) or in brightness too."""
+    rng = np.random.default_rng(seed)
+    tiles = [(160, 60, 60), (60, 130, 60), (70, 70, 200), (150, 120, 40)]  # red, green, blue, ochre (no clipping)
+    im = np.zeros((64, 160, 3), np.float64)
+    ink = np.zeros((64, 160), bool)
+    for i, bg in enumerate(tiles):
+        im[:, 40 * i:40 * (i + 1)] = bg
+        x0 = 40 * i + 14 + int(rng.integers(-3, 4))
+        ink[16:48, x0:x0 + 4] = True  # a vertical stroke
+        ink[16:20, x0:x0 + 14] = True  # and a bar
+        lum = 0.299 * bg[0] + 0.587 * bg[1] + 0.114 * bg[2]
+        # an ink colour of the tile's luminance (rotated channels, scaled to the same luma)
+        c = np.array(bg[1:] + bg[:1], np.float64)
+        c *= lum / (c @ [0.299, 0.587, 0.114]) if text_luma_equal else 0.2
+        im[:, 40 * i:40 * (i + 1)][ink[:, 40 * i:40 * (i + 1)]] = np.clip(c, 0, 255)
+    return im, ink
+
+
+def test_local_distance_keeps_hue_only_ink_on_a_background_per_character():
+    im, ink = _tiles()
+    luma = to_gray(im, "luma", True)
+    local = to_gray(im, "localdist")
+    bg = to_gray(im, "bgdist")
+    # on each tile, ink against its own background: localdist shows it, luma does not
+    def contrasts(g):
+        return [abs(g[:, 40 * i:40 * (i + 1)][ink[:, 40 * i:40 * (i + 1)]].mean()
+                    - g[:, 40 * i:40 * (i + 1)][~ink[:, 40 * i:40 * (i + 1)]].mean()) for i in range(4)]
+
+    assert min(contrasts(local)) > 25 and max(contrasts(luma)) < 1
+    assert local[~ink].max() < 1  # tile edges stay dark
+    assert bg[~ink].max() > 80  # one border colour: other tiles light up as if they were ink
+    assert hue_share(im) > 0.8
+    assert hue_share(_tiles(text_luma_equal=False)[0]) < 0.05  # dark ink: luminance keeps it
+
+
+def test_gray_text_has_no_hue_share_and_the_scheme_records_it(tmp_path):
+    folder = _folder(tmp_path / "d", ["12", "345", "67"])
+    assert hue_share(np.asarray(Image.open(folder / "345.png").convert("RGB"), np.float64)) == 0.0
+    assert infer_scheme(folder).measurements["hue_share"] == 0.0
+
+
+def test_unknown_colour_mode_is_refused():
+    with pytest.raises(ValueError, match="'hsv'.*localdist"):
+        to_gray(np.zeros((8, 8, 3)), "hsv")
 
 
 def test_separability_and_otsu():
