@@ -193,6 +193,17 @@ def prepare_folder(data: Path, out: Path, scheme: SchemeInfo, log=print) -> dict
     return res
 
 
+def _prepared(data: Path, out: Path, scheme: SchemeInfo, log) -> dict:
+    """:func:`prepare_folder`, with ``seconds_per_file`` (what preparing one file cost) measured
+    when the folder is made, and kept in ``done.json`` for a resumed run."""
+    t = time.time()
+    prep = prepare_folder(data, out, scheme, log)
+    if "seconds_per_file" not in prep:  # just made
+        prep["seconds_per_file"] = (time.time() - t) / max(prep["count"], 1)
+        _write_json(out / "done.json", prep)
+    return prep
+
+
 #: The starts of the EM rounds that ``fit(starts=...)`` may name, each (but "ctc", built by
 #: :func:`fcn_captcha.ctc.ctc_start`) as :func:`fcn_captcha.prior.start_for`'s ``(use_prior, centers)``.
 _START_FOR = {"prior": (True, "prior"), "ink": (False, "prior"), "ink-on-prior": (True, "ink")}
@@ -670,11 +681,7 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
     cfg = scheme_config(scheme, device, seed, **(overrides or {}))
     # 2. prepared canvases, 3. split
     prepared = wd / "prepared"
-    t_prep = time.time()
-    prep = prepare_folder(data, prepared, scheme, log)
-    if "seconds_per_file" not in prep:  # measured once, kept for a resumed run
-        prep["seconds_per_file"] = (time.time() - t_prep) / max(prep["count"], 1)
-        _write_json(prepared / "done.json", prep)
+    prep = _prepared(data, prepared, scheme, log)
     # fit's own salt: DATA is often itself the training side of a split by the default salt
     # (bench_fit, kaggle), which would put every file on the training side again
     train_names, calib_names = real_split(prepared, holdout, limit, salt=FIT_SALT)
@@ -688,7 +695,11 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
     # the test files once; calibration; the report), from the measured cost of preparing a file: kept
     # out of the training time
     n_test = sum(1 for _ in Path(test).iterdir()) if test is not None else 0
-    reserve = max(RESERVE * budget, 10.0 + 1.5 * prep["seconds_per_file"] * (2 * len(calib_names) + n_test))
+
+    def end_reserve():
+        return max(RESERVE * budget, 10.0 + 1.5 * prep["seconds_per_file"] * (2 * len(calib_names) + n_test))
+
+    reserve = end_reserve()
     from fcn_captcha.dataset import folder_entries
 
     texts, orig = dict(folder_entries(prepared)), prep["originals"]
@@ -721,8 +732,10 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
             scheme = with_cleanup(scheme, chosen)
             sp.write_text(scheme.to_json())
         _write_json(cp, cleanup_record)
-    # the folder is prepared again when a probe changed the colour mode or the clean-ups
-    prep = prepare_folder(data, prepared, scheme, log) | {"seconds_per_file": prep["seconds_per_file"]}
+    # the folder is prepared again when a probe changed the colour mode or the clean-ups, and what
+    # preparing (so reading) a file costs is measured again: localdist costs more than luma
+    prep = _prepared(data, prepared, scheme, log)
+    reserve = end_reserve()
     # 4. weak centers
     work_s = main_budget - reserve - elapsed()
     weak = _weak_stage(wd, cfg, prepared, train_names, calib_names, WEAK_SHARE * work_s, log, use_prior=prior,
