@@ -42,7 +42,7 @@ PROBE_CALIB = 128  #: calibration files a probe is scored on
 MEASURE_SAMPLE = 96  #: training files the measurements are taken on
 MARGIN = 0.03  #: least gain in free-reading accuracy for a clean-up to be chosen
 STEP_RANGE = (20, 400)  #: fewest and most steps of one probe
-COLOR_BAR = 0.05  #: least share of the ink that luminance loses for the colour modes to be probed
+COLOR_BAR = 0.05  #: least share of the ink that luma loses (``luma_loss``) for the colour modes to be probed
 
 
 def with_cleanup(scheme: SchemeInfo, c: Cleanup) -> SchemeInfo:
@@ -174,7 +174,8 @@ def choose_color(scheme: SchemeInfo, cfg: Config, data: Path, train: list[tuple[
     """The colour mode a scheme's data choose, by probes when colour carries ink.
 
     :func:`~fcn_captcha.scheme.infer_scheme` chose between ``luma`` and ``bgdist`` by
-    separability and measured ``hue_share``, the share of the ink that luminance loses.
+    separability and measured ``luma_loss``, the share of the ink that one gray in one
+    polarity loses (:func:`~fcn_captcha.scheme.luma_loss`).
     Below ``COLOR_BAR`` that choice stands (no probe: gray schemes pay nothing). Above it,
     each of :data:`~fcn_captcha.scheme.COLOR_MODES` is probed as the clean-ups are
     (same samples, start and steps), the inferred mode first; another replaces it only by
@@ -189,8 +190,8 @@ def choose_color(scheme: SchemeInfo, cfg: Config, data: Path, train: list[tuple[
       probe's score and seconds, the choice and why).
     """
     t0 = time.time()
-    share = float(scheme.measurements.get("hue_share", 0.0))
-    record: dict[str, Any] = {"hue_share": share, "bar": COLOR_BAR, "inferred": scheme.color, "probes": []}
+    share = float(scheme.measurements.get("luma_loss", 0.0))
+    record: dict[str, Any] = {"luma_loss": share, "bar": COLOR_BAR, "inferred": scheme.color, "probes": []}
     if share < COLOR_BAR or not calib:
         record.update(chosen=scheme.color, seconds=round(time.time() - t0, 1),
                       why=(f"luminance loses {100 * share:.1f}% of the ink (a probe needs {100 * COLOR_BAR:.0f}%)"

@@ -16,9 +16,10 @@ and measures:
   pixel, for schemes with more than one background colour, such as one per character).
   Chosen by data: Otsu's separability (between-class over total variance) of luma and
   bgdist on sample images, ``bgdist`` only when it separates ink from background clearly
-  better (by ``COLOR_MARGIN``); and :func:`hue_share`, the share of the ink whose contrast
-  luminance loses, after which :func:`fcn_captcha.probe.choose_color` measures the
-  modes against each other by short trainings when colour carries ink;
+  better (by ``COLOR_MARGIN``); and :func:`luma_loss`, the share of the ink that one gray
+  in one polarity loses (hue-only contrast, or ink darker than its background beside ink
+  lighter than its own), after which :func:`fcn_captcha.probe.choose_color` measures the
+  modes against each other by short trainings;
 * the **polarity**: the share of files whose border (the background) is brighter than
   their median; ``luma`` images of a dark-on-light scheme are inverted so that ink is
   bright on a zero background, as the network expects
@@ -53,7 +54,7 @@ from fcn_captcha.preprocess import ImageError, load_image, to_model_input
 COLOR_MODES = ("luma", "bgdist", "localdist")  #: the gray conversions, simplest first
 COLOR_MARGIN = 0.08  #: bgdist must beat luma's separability by this much to be chosen
 LOCAL_BLOCKS = 4  #: blocks over the height for "localdist"'s local background
-INK_LEVEL, HUE_RATIO = 24.0, 0.4  #: :func:`hue_share`'s least ink contrast, and its luminance share
+INK_LEVEL, HUE_RATIO = 24.0, 0.4  #: :func:`luma_loss`'s least ink contrast, and its luminance share
 SAMPLE = 64  #: files measured for colour and polarity
 MIN_HEIGHT, MAX_HEIGHT = 32, 80
 STRIDE = 4
@@ -248,33 +249,48 @@ def local_background(rgb: np.ndarray, blocks: int = LOCAL_BLOCKS) -> tuple[np.nd
     return np.median(near, axis=0), b
 
 
-def local_distance(rgb: np.ndarray, blocks: int = LOCAL_BLOCKS) -> np.ndarray:
+def local_distance(rgb: np.ndarray, blocks: int = LOCAL_BLOCKS, with_background: bool = False):
     """Each pixel's RGB distance from the nearest of the backgrounds around it ``[h, w]``.
 
     :func:`local_background` of the block holding the pixel and of its 8 neighbours are
     the candidates; the least distance counts, so that the edge between two background
     colours (a scheme that gives each character its own) stays dark while ink that
     differs from its own background in any channel (hue included) is bright.
+
+    Args:
+      rgb: float ``[h, w, 3]``.
+      blocks: blocks over the height (:func:`local_background`).
+      with_background: also return the nearest background colour of each pixel.
+
+    Returns:
+      ``[h, w]`` distances, or ``(distances, background [h, w, 3])``.
     """
     h, w, _ = rgb.shape
     bg, b = local_background(rgb, blocks)
     gh, gw, _ = bg.shape
     p = np.pad(bg, ((1, 1), (1, 1), (0, 0)), mode="edge")
     best = np.full((h, w), np.inf)
+    nearest = np.zeros_like(rgb) if with_background else None
     for i in range(3):
         for j in range(3):
             full = np.repeat(np.repeat(p[i:i + gh, j:j + gw], b, 0), b, 1)[:h, :w]
-            best = np.minimum(best, np.linalg.norm(rgb - full, axis=-1))
-    return best
+            d = np.linalg.norm(rgb - full, axis=-1)
+            if with_background:
+                nearest = np.where((d < best)[..., None], full, nearest)
+            best = np.minimum(best, d)
+    return (best, nearest) if with_background else best
 
 
-def hue_share(rgb: np.ndarray) -> float:
-    """The share of an image's ink that luminance loses: colour carries it, not brightness.
+def luma_loss(rgb: np.ndarray) -> float:
+    """The share of an image's ink that one gray in one polarity loses.
 
     Ink is where :func:`local_distance` (RGB) is above Otsu's threshold of it (at least
-    ``INK_LEVEL``); a pixel of it counts when its luminance differs from its local
-    background by less than ``HUE_RATIO`` of its RGB distance (a gray contrast of any
-    strength has the ratio 1; red ink on a green background of the same luminance, 0).
+    ``INK_LEVEL``). A pixel of it is kept by luminance when its luminance differs from
+    that of its nearest local background by at least ``HUE_RATIO`` of its RGB distance
+    (a gray contrast of any strength has the ratio 1; red ink on a green background of
+    the same luminance, 0) *and* in the image's main direction (darker or lighter than
+    the background: one gray shows ink of one polarity only, so characters darker than
+    their tile beside characters lighter than theirs lose the minority). The rest is lost.
 
     Args:
       rgb: float ``[h, w, 3]`` in 0..255.
@@ -284,13 +300,17 @@ def hue_share(rgb: np.ndarray) -> float:
     """
     from fcn_captcha.cleanup import otsu_threshold
 
-    d = local_distance(rgb) / math.sqrt(3.0)
-    luma = rgb @ np.array([0.299, 0.587, 0.114])
-    dl = local_distance(np.repeat(luma[..., None], 3, -1)) / math.sqrt(3.0)
+    d, bg = local_distance(rgb, with_background=True)
+    d = d / math.sqrt(3.0)
+    coef = np.array([0.299, 0.587, 0.114])
+    signed = rgb @ coef - bg @ coef  # luminance against the pixel's own background
     ink = d > max(INK_LEVEL, float(otsu_threshold(np.clip(d, 0, 255).astype(np.uint8))))
     if ink.sum() < 20:
         return 0.0
-    return float(np.mean(dl[ink] < HUE_RATIO * d[ink]))
+    s, di = signed[ink], d[ink]
+    main = 1.0 if np.median(s) >= 0 else -1.0
+    kept = (np.abs(s) >= HUE_RATIO * di) & (s * main > 0)
+    return float(1.0 - kept.mean())
 
 
 def to_gray(image, color: str = "luma", invert: bool = True) -> np.ndarray:
@@ -363,10 +383,10 @@ def infer_scheme(folder, files: list[str] | None = None, sample: int = SAMPLE) -
             sizes.append(im.size)
     width, height = canonical_size(sizes)
     idx = np.unique(np.linspace(0, len(entries) - 1, min(sample, len(entries))).round().astype(int))
-    eta_l, eta_c, bright_bg, hue = [], [], [], []
+    eta_l, eta_c, bright_bg, lost = [], [], [], []
     for i in idx:
         rgb = _rgb(load_image(folder / entries[i][0]))
-        hue.append(hue_share(rgb))
+        lost.append(luma_loss(rgb))
         luma = rgb @ np.array([0.299, 0.587, 0.114])
         bright_bg.append(float(np.median(luma[[0, 1, -2, -1]].ravel()) > np.median(luma)
                                or np.median(luma) > 127.5))
@@ -382,6 +402,6 @@ def infer_scheme(folder, files: list[str] | None = None, sample: int = SAMPLE) -
         width=width, height=height, color=color, invert=invert,
         file_sizes=(min(ws), max(ws), min(hs), max(hs)), count=len(entries),
         measurements={"separability_luma": round(el, 4), "separability_bgdist": round(ec, 4),
-                      "color_margin": COLOR_MARGIN, "hue_share": round(float(np.median(hue)), 4),
+                      "color_margin": COLOR_MARGIN, "luma_loss": round(float(np.median(lost)), 4),
                       "bright_background_share": round(float(np.mean(bright_bg)), 4),
                       "sampled": int(len(idx)), "lengths": {str(k): lengths.count(k) for k in sorted(set(lengths))}})

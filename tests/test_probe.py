@@ -74,13 +74,13 @@ def test_gray_text_keeps_its_colour_mode_without_a_probe(tmp_path):
     scheme = infer_scheme(tmp_path / "d")
     mode, rec = probe.choose_color(scheme, _config(scheme), tmp_path / "d", entries[:16], entries[16:], 5.0,
                                    log=lambda *_: None)
-    assert mode == scheme.color == "luma" and rec["probes"] == [] and rec["hue_share"] == 0.0
+    assert mode == scheme.color == "luma" and rec["probes"] == [] and rec["luma_loss"] == 0.0
 
 
 def test_colour_carrying_ink_probes_every_mode_and_the_margin_decides(tmp_path, monkeypatch):
     entries = _folder(tmp_path / "d", 40)
     scheme = dataclasses.replace(infer_scheme(tmp_path / "d"),
-                                 measurements={"hue_share": 2 * probe.COLOR_BAR})  # as a colour scheme measures
+                                 measurements={"luma_loss": 2 * probe.COLOR_BAR})  # as a colour scheme measures
     cfg = _config(scheme)
     # real probes: each mode once, the inferred one first, scores in range
     mode, rec = probe.choose_color(scheme, cfg, tmp_path / "d", entries[:28], entries[28:], 10.0, log=lambda *_: None)

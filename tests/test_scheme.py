@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw
 from fcn_captcha import cleanup as C
 from fcn_captcha.cleanup import Cleanup
 from fcn_captcha.preprocess import to_model_input
-from fcn_captcha.scheme import (SchemeInfo, canonical_size, hue_share, infer_scheme, otsu_threshold,
+from fcn_captcha.scheme import (SchemeInfo, canonical_size, luma_loss, infer_scheme, otsu_threshold,
                                 separability, symbol_order, to_gray)
 
 
@@ -100,9 +100,10 @@ def test_colour_only_contrast_chooses_background_distance(tmp_path):
     assert x[x.shape[0] // 2].max() == 255 and x[0].max() == 0
 
 
-def _tiles(text_luma_equal=True, seed=0):
+def _tiles(ink_kind="hue", seed=0):
     """Four characters-as-blocks, each on a background colour of its own; the ink differs
-    from its tile in hue only (equal luminance) or in brightness too."""
+    from its tile in hue only ("hue": equal luminance), is darker than every tile ("dark"),
+    or darker on two tiles and lighter on the other two ("mixed")."""
     rng = np.random.default_rng(seed)
     tiles = [(160, 60, 60), (60, 130, 60), (70, 70, 200), (150, 120, 40)]  # red, green, blue, ochre (no clipping)
     im = np.zeros((64, 160, 3), np.float64)
@@ -115,7 +116,9 @@ def _tiles(text_luma_equal=True, seed=0):
         lum = 0.299 * bg[0] + 0.587 * bg[1] + 0.114 * bg[2]
         # an ink colour of the tile's luminance (rotated channels, scaled to the same luma)
         c = np.array(bg[1:] + bg[:1], np.float64)
-        c *= lum / (c @ [0.299, 0.587, 0.114]) if text_luma_equal else 0.2
+        c *= {"hue": lum / (c @ [0.299, 0.587, 0.114]), "dark": 0.2, "mixed": 0.2 if i % 2 else 0.0}[ink_kind]
+        if ink_kind == "mixed" and i % 2 == 0:
+            c += 250.0  # near white: lighter than its tile
         im[:, 40 * i:40 * (i + 1)][ink[:, 40 * i:40 * (i + 1)]] = np.clip(c, 0, 255)
     return im, ink
 
@@ -133,14 +136,15 @@ def test_local_distance_keeps_hue_only_ink_on_a_background_per_character():
     assert min(contrasts(local)) > 25 and max(contrasts(luma)) < 1
     assert local[~ink].max() < 1  # tile edges stay dark
     assert bg[~ink].max() > 80  # one border colour: other tiles light up as if they were ink
-    assert hue_share(im) > 0.8
-    assert hue_share(_tiles(text_luma_equal=False)[0]) < 0.05  # dark ink: luminance keeps it
+    assert luma_loss(im) > 0.8
+    assert luma_loss(_tiles("dark")[0]) < 0.05  # dark ink on every tile: one gray keeps it
+    assert 0.3 < luma_loss(_tiles("mixed")[0]) < 0.7  # one polarity: the minority is lost
 
 
-def test_gray_text_has_no_hue_share_and_the_scheme_records_it(tmp_path):
+def test_gray_text_has_no_luma_loss_and_the_scheme_records_it(tmp_path):
     folder = _folder(tmp_path / "d", ["12", "345", "67"])
-    assert hue_share(np.asarray(Image.open(folder / "345.png").convert("RGB"), np.float64)) == 0.0
-    assert infer_scheme(folder).measurements["hue_share"] == 0.0
+    assert luma_loss(np.asarray(Image.open(folder / "345.png").convert("RGB"), np.float64)) == 0.0
+    assert infer_scheme(folder).measurements["luma_loss"] == 0.0
 
 
 def test_unknown_colour_mode_is_refused():
