@@ -6,7 +6,10 @@
 # five files are checked against the hashes of the set made here.
 #   bash benchmarks/schemes_on_device.sh CARRIED OUT_DIR
 # CARRIED holds any of: NAME.xz (pack_images.py pack of ../schemes/NAME), gen/ (gen.py,
-# wheezy/, fonts/, wheezy_sha.json). Writes OUT_DIR/NAME/{train,test}.
+# wheezy/, fonts/, wheezy_sha.json), fonts/dejavu.tar.xz (the DejaVu fonts, from which
+# benchmarks/make_standins.py draws its three stand-ins there, seed 7, 1,000 + 500 each:
+#   tar -cJf .schemes/fonts/dejavu.tar.xz -C /usr/share/fonts/truetype dejavu).
+# Writes OUT_DIR/NAME/{train,test}.
 set -euo pipefail
 carried=$1; out=$2
 mkdir -p "$out"
@@ -29,4 +32,12 @@ bad = [f for f in want if got[f] != want[f]]
 print(f"wheezy drawn with Pillow {PIL.__version__}: pixels "
       + ("match the set made here" if not bad else f"differ from the set made here (Pillow 13.0.0) in {bad}"))
 PY
+fi
+if [ -f "$carried/fonts/dejavu.tar.xz" ]; then
+  mkdir -p /tmp/standin-fonts && tar -xJf "$carried/fonts/dejavu.tar.xz" -C /tmp/standin-fonts
+  pids=()
+  for s in casecolor smallarcs tiles; do  # one process each: drawing is single-threaded
+    python3 benchmarks/make_standins.py "$out" --fonts /tmp/standin-fonts/dejavu --schemes "$s" & pids+=($!)
+  done
+  for p in "${pids[@]}"; do wait "$p"; done
 fi
