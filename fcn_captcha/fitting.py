@@ -149,8 +149,9 @@ def prepare_folder(data: Path, out: Path, scheme: SchemeInfo, log=print) -> dict
     """Write every labelled file of ``data`` as the scheme's model canvas under ``out``.
 
     Returns:
-      ``{"sizes": {name: [w, h]}, "skipped": [[name, reason]]}`` (also ``out/done.json``,
-      written last: a complete folder is not written again).
+      ``{"sizes": {name: [w, h]}, "skipped": [[name, reason]], "originals", "count",
+      "cleanup", "color", "seconds_per_file"}`` (also ``out/done.json``, written last: a
+      complete folder made with the scheme's clean-ups and colour mode is not written again).
     """
     from fcn_captcha.dataset import folder_entries
     from fcn_captcha.preprocess import ImageError, load_image
@@ -162,6 +163,7 @@ def prepare_folder(data: Path, out: Path, scheme: SchemeInfo, log=print) -> dict
             return old
         shutil.rmtree(out)  # made with other clean-ups or colour mode (a probe chose them after): made again
     out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
     sizes, skipped, rows, originals = {}, [], [], {}
     for name, text in folder_entries(data):
         try:
@@ -187,19 +189,26 @@ def prepare_folder(data: Path, out: Path, scheme: SchemeInfo, log=print) -> dict
         w.writerow(["file", "text"])
         w.writerows(rows)
     res = {"sizes": sizes, "skipped": skipped, "count": len(rows), "originals": originals,
-           "cleanup": scheme.cleanup, "color": scheme.color}
+           "cleanup": scheme.cleanup, "color": scheme.color,
+           "seconds_per_file": (time.time() - t0) / max(len(rows), 1)}  # what reading one costs, about
     _write_json(done, res)
     log(f"prepared {len(rows)} files of {data} as {scheme.width}x{scheme.height} canvases ({len(skipped)} skipped)")
     return res
 
 
 def _prepared(data: Path, out: Path, scheme: SchemeInfo, log) -> dict:
-    """:func:`prepare_folder`, with ``seconds_per_file`` (what preparing one file cost) measured
-    when the folder is made, and kept in ``done.json`` for a resumed run."""
-    t = time.time()
+    """:func:`prepare_folder`, with ``seconds_per_file``: what preparing one file cost (the end's
+    reserve is priced by it). ``prepare_folder`` records it when it makes the folder; a folder
+    made by an earlier version without it is timed again on up to 20 of its files."""
     prep = prepare_folder(data, out, scheme, log)
-    if "seconds_per_file" not in prep:  # just made
-        prep["seconds_per_file"] = (time.time() - t) / max(prep["count"], 1)
+    if "seconds_per_file" not in prep:
+        from fcn_captcha.preprocess import load_image
+
+        names = list(prep["originals"].values())[:20]
+        t = time.time()
+        for n in names:
+            scheme.prepare(load_image(data / n))
+        prep["seconds_per_file"] = (time.time() - t) / max(len(names), 1)
         _write_json(out / "done.json", prep)
     return prep
 
@@ -674,7 +683,7 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
         scheme = SchemeInfo.from_dict(json.loads(sp.read_text()))
     else:
         scheme = infer_scheme(data)
-        sp.write_text(scheme.to_json())
+        _write_json(sp, scheme.to_dict())
     log(f"scheme: {len(scheme.alphabet)} symbols {scheme.alphabet!r}, length {scheme.min_length}-"
         f"{scheme.max_length}, input {scheme.width}x{scheme.height}, colour {scheme.color}, "
         f"{'inverted' if scheme.invert else 'not inverted'}")
@@ -705,33 +714,31 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
     texts, orig = dict(folder_entries(prepared)), prep["originals"]
     train_pairs = [(orig[n], texts[n]) for n in train_names]  # the labelled files the probes read
     calib_pairs = [(orig[n], texts[n]) for n in calib_names]
-    # 3a. the colour mode, by probes when colour carries ink (fcn_captcha.probe.choose_color)
-    colp = wd / "color.json"
+    # 3a. the colour mode, by probes when one gray loses ink (fcn_captcha.probe.choose_color), and
+    # 3b. the clean-ups (choose_cleanup): each record is written before the scheme takes its choice,
+    # and a resumed run applies a written record again, so a kill between the two changes nothing
+    from fcn_captcha.probe import choose_cleanup, choose_color, with_cleanup
+
+    colp, cp = wd / "color.json", wd / "cleanup.json"
     if colp.exists():
         color_record = json.loads(colp.read_text())
     else:
-        from fcn_captcha.probe import choose_color
-
-        mode, color_record = choose_color(scheme, cfg, data, train_pairs, calib_pairs,
-                                          PROBE_SHARE * (main_budget - reserve - elapsed()), use_prior=prior, log=log)
-        if mode != scheme.color:
-            scheme = dataclasses.replace(scheme, color=mode)
-            sp.write_text(scheme.to_json())
+        color_record = choose_color(scheme, cfg, data, train_pairs, calib_pairs,
+                                    PROBE_SHARE * (main_budget - reserve - elapsed()), use_prior=prior, log=log)[1]
         _write_json(colp, color_record)
-    # 3b. clean-ups chosen by probes (fcn_captcha.probe)
-    cp = wd / "cleanup.json"
+    if color_record["chosen"] != scheme.color:
+        scheme = dataclasses.replace(scheme, color=color_record["chosen"])
+        _write_json(sp, scheme.to_dict())
     if cp.exists():
         cleanup_record = json.loads(cp.read_text())
     else:
-        from fcn_captcha.probe import choose_cleanup, with_cleanup
-
-        chosen, cleanup_record = choose_cleanup(scheme, cfg, data, train_pairs, calib_pairs,
-                                                PROBE_SHARE * (main_budget - reserve - elapsed()), use_prior=prior,
-                                                log=log)
-        if not chosen.off:
-            scheme = with_cleanup(scheme, chosen)
-            sp.write_text(scheme.to_json())
+        cleanup_record = choose_cleanup(scheme, cfg, data, train_pairs, calib_pairs,
+                                        PROBE_SHARE * (main_budget - reserve - elapsed()), use_prior=prior,
+                                        log=log)[1]
         _write_json(cp, cleanup_record)
+    if Cleanup.from_dict(cleanup_record["chosen"]) != scheme.cleanups:
+        scheme = with_cleanup(scheme, Cleanup.from_dict(cleanup_record["chosen"]))
+        _write_json(sp, scheme.to_dict())
     # the folder is prepared again when a probe changed the colour mode or the clean-ups, and what
     # preparing (so reading) a file costs is measured again: localdist costs more than luma
     prep = _prepared(data, prepared, scheme, log)

@@ -1,25 +1,34 @@
-"""Choosing a scheme's clean-ups by data: short probe trainings, one per candidate.
+"""Choosing a scheme's colour mode and clean-ups by data: short probe trainings, one per candidate.
 
-:func:`fcn_captcha.cleanup.measure` says, from a sample of a scheme's canvases, which of
-the seeds' clean-ups (deskew, text-height scaling, Otsu binarisation, denoising) could
-matter, and :func:`fcn_captcha.cleanup.candidates` turns that into at most four option
-sets, the all-off one first. Whether one actually helps is then measured, not assumed
-(:func:`choose_cleanup`): for each candidate the same probe is run on the same files,
+The colour mode (:func:`choose_color`): :func:`fcn_captcha.scheme.infer_scheme` measures
+``luma_loss``, the share of the ink that one gray in one polarity loses (hue-only
+contrast; ink darker than its background beside ink lighter than its own, as with a
+background colour per character). From ``COLOR_BAR`` on, the three
+:data:`~fcn_captcha.scheme.COLOR_MODES` are probed, the inferred one first; below it
+nothing is probed (gray schemes measure 0). Figures go to ``W/color.json``.
+
+The clean-ups (:func:`choose_cleanup`): :func:`fcn_captcha.cleanup.measure` says, from a
+sample of a scheme's canvases, which of the seeds' clean-ups (deskew, text-height scaling,
+Otsu binarisation, denoising) could matter, and :func:`fcn_captcha.cleanup.candidates`
+turns that into at most four option sets, the all-off one first. Figures go to
+``W/cleanup.json``.
+
+Whether a candidate actually helps is measured, not assumed: for each the same probe is
+run on the same files (:func:`_run_probes`),
 
 1. the training sample (up to ``PROBE_TRAIN`` files) and the calibration sample (up to
    ``PROBE_CALIB``) are prepared with that candidate;
 2. initial centers come from the generic prior's alignment on those canvases (or from
    the ink profile where no prior ships for the network, :mod:`fcn_captcha.prior`);
 3. the same network start is fine-tuned for the same number of steps (same batches),
-   as many as the time given allows (two short probes of all-off first: one compiles,
-   one times a step);
+   as many as the time given allows (two short probes of the first candidate: one
+   compiles, one times a step);
 4. the score is the share of calibration images whose free reading, at the best
    threshold, is the label (:func:`fcn_captcha.weak._free_threshold`).
 
-A candidate replaces all-off only when it beats it by ``MARGIN`` or three images,
-whichever is more: a clean-up changes what every later reading sees, so a tie keeps
-the images as they are. When the measurements leave only the all-off set, no probe
-runs. Every figure goes to ``W/cleanup.json`` and the report.
+A candidate replaces the first only when it beats it by ``MARGIN`` or three images,
+whichever is more: it changes what every later reading sees, so a tie keeps the first.
+Every figure also goes to the report.
 """
 
 from __future__ import annotations
@@ -42,6 +51,7 @@ PROBE_CALIB = 128  #: calibration files a probe is scored on
 MEASURE_SAMPLE = 96  #: training files the measurements are taken on
 MARGIN = 0.03  #: least gain in free-reading accuracy for a clean-up to be chosen
 STEP_RANGE = (20, 400)  #: fewest and most steps of one probe
+_WHAT = {"cleanup": "clean-up", "color": "colour"}  #: the probes' names in log lines
 COLOR_BAR = 0.05  #: least share of the ink that luma loses (``luma_loss``) for the colour modes to be probed
 
 
@@ -115,7 +125,7 @@ def _run_probes(schemes: list[SchemeInfo], labels: list, key: str, cfg: Config, 
         scores.append(score)
         record["probes"].append({key: label, "steps": steps, "free_read_accuracy": round(score, 4),
                                  "seconds": round(took, 1)})
-        log(f"{key} probe {k + 1}/{len(schemes)} {label}: {100 * score:.1f}% of {len(ca)} calibration "
+        log(f"{_WHAT.get(key, key)} probe {k + 1}/{len(schemes)} {label}: {100 * score:.1f}% of {len(ca)} calibration "
             f"images read right after {steps} steps ({took:.0f} s)")
     return scores
 
@@ -190,12 +200,15 @@ def choose_color(scheme: SchemeInfo, cfg: Config, data: Path, train: list[tuple[
       probe's score and seconds, the choice and why).
     """
     t0 = time.time()
+    measured = "luma_loss" in scheme.measurements  # (absent from schemes measured by earlier versions)
     share = float(scheme.measurements.get("luma_loss", 0.0))
-    record: dict[str, Any] = {"luma_loss": share, "bar": COLOR_BAR, "inferred": scheme.color, "probes": []}
+    record: dict[str, Any] = {"luma_loss": share if measured else None, "bar": COLOR_BAR, "inferred": scheme.color,
+                              "probes": []}
     if share < COLOR_BAR or not calib:
+        why = (f"luminance loses {100 * share:.1f}% of the ink (a probe needs {100 * COLOR_BAR:.0f}%)" if measured
+               else "what luminance loses was not measured (a scheme of an earlier version): no probe")
         record.update(chosen=scheme.color, seconds=round(time.time() - t0, 1),
-                      why=(f"luminance loses {100 * share:.1f}% of the ink (a probe needs {100 * COLOR_BAR:.0f}%)"
-                           if calib else "no calibration files to score probes on"))
+                      why=why if calib else "no calibration files to score probes on")
         log(f"colour: {scheme.color} ({record['why']})")
         return scheme.color, record
     modes = [scheme.color] + [m for m in COLOR_MODES if m != scheme.color]

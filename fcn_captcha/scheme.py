@@ -68,7 +68,7 @@ class SchemeInfo:
       alphabet: the symbols, one center map each.
       min_length, max_length: label length range.
       width, height: model input size (pixels), multiples of 4.
-      color: "luma" or "bgdist" (see module doc).
+      color: "luma", "bgdist" or "localdist" (see module doc).
       invert: luma images are inverted (dark ink on a light background).
       binarize: Otsu binarisation after the gray conversion (seed 000). Kept for the
         cards written before ``cleanup``: the same switch as ``cleanup["binarize"]``
@@ -227,10 +227,13 @@ def border_color(rgb: np.ndarray) -> np.ndarray:
 def local_background(rgb: np.ndarray, blocks: int = LOCAL_BLOCKS) -> tuple[np.ndarray, int]:
     """The background colour of each block of an image, robust to the ink in it.
 
-    The image is cut into square blocks (``blocks`` of them over its height); each block's
-    per-channel median is taken, then the per-channel median of its 3x3 neighbourhood of
-    blocks (a window about 3/``blocks`` of the height wide), so that a block filled with a
-    character's strokes still gets the colour around them.
+    The image is cut into square blocks of side ``b = max(2, round(h / blocks))`` (about
+    ``blocks`` of them over its height; the last row and column may be partial); each
+    block's background is the per-channel median of the pixels (every other one in each
+    direction, for blocks of 6 pixels or more) of its 3x3 neighbourhood of blocks (a window about 3/``blocks`` of the height wide), so that a block filled
+    with a character's strokes still gets the colour around them. Only pixels inside the
+    image count (no padding is weighed): a stroke along the image's edge is not taken for
+    the background there.
 
     Args:
       rgb: float ``[h, w, 3]``.
@@ -242,11 +245,12 @@ def local_background(rgb: np.ndarray, blocks: int = LOCAL_BLOCKS) -> tuple[np.nd
     h, w, _ = rgb.shape
     b = max(2, round(h / blocks))
     gh, gw = -(-h // b), -(-w // b)
-    x = np.pad(rgb, ((0, gh * b - h), (0, gw * b - w), (0, 0)), mode="edge")
-    med = np.median(x.reshape(gh, b, gw, b, 3).transpose(0, 2, 1, 3, 4).reshape(gh, gw, b * b, 3), axis=2)
-    p = np.pad(med, ((1, 1), (1, 1), (0, 0)), mode="edge")
-    near = np.stack([p[i:i + gh, j:j + gw] for i in range(3) for j in range(3)])
-    return np.median(near, axis=0), b
+    x = np.pad(rgb, ((b, (gh + 1) * b - h), (b, (gw + 1) * b - w), (0, 0)), constant_values=np.nan)
+    step = 2 if b >= 6 else 1  # every other pixel of a cell is sample enough for a median
+    cells = x.reshape(gh + 2, b, gw + 2, b, 3)[:, ::step, :, ::step]
+    cells = cells.transpose(0, 2, 1, 3, 4).reshape(gh + 2, gw + 2, -1, 3)
+    near = np.concatenate([cells[i:i + gh, j:j + gw] for i in range(3) for j in range(3)], axis=2)
+    return np.nanmedian(near, axis=2), b
 
 
 def local_distance(rgb: np.ndarray, blocks: int = LOCAL_BLOCKS, with_background: bool = False):
@@ -255,7 +259,9 @@ def local_distance(rgb: np.ndarray, blocks: int = LOCAL_BLOCKS, with_background:
     :func:`local_background` of the block holding the pixel and of its 8 neighbours are
     the candidates; the least distance counts, so that the edge between two background
     colours (a scheme that gives each character its own) stays dark while ink that
-    differs from its own background in any channel (hue included) is bright.
+    differs from its own background in any channel (hue included) is bright. Ink of the
+    colour of a background next to its own (within the window) is as faint as its
+    distance from that colour.
 
     Args:
       rgb: float ``[h, w, 3]``.
@@ -268,25 +274,28 @@ def local_distance(rgb: np.ndarray, blocks: int = LOCAL_BLOCKS, with_background:
     h, w, _ = rgb.shape
     bg, b = local_background(rgb, blocks)
     gh, gw, _ = bg.shape
-    p = np.pad(bg, ((1, 1), (1, 1), (0, 0)), mode="edge")
+    p = np.pad(bg, ((1, 1), (1, 1), (0, 0)), constant_values=np.nan)  # no neighbour outside the image
     best = np.full((h, w), np.inf)
     nearest = np.zeros_like(rgb) if with_background else None
     for i in range(3):
         for j in range(3):
             full = np.repeat(np.repeat(p[i:i + gh, j:j + gw], b, 0), b, 1)[:h, :w]
-            d = np.linalg.norm(rgb - full, axis=-1)
+            diff = rgb - full
+            d2 = np.einsum("hwc,hwc->hw", diff, diff)  # squared distance, NaN outside the image
             if with_background:
-                nearest = np.where((d < best)[..., None], full, nearest)
-            best = np.minimum(best, d)
+                nearest = np.where((d2 < best)[..., None], full, nearest)
+            best = np.fmin(best, d2)
+    best = np.sqrt(best)
     return (best, nearest) if with_background else best
 
 
 def luma_loss(rgb: np.ndarray) -> float:
     """The share of an image's ink that one gray in one polarity loses.
 
-    Ink is where :func:`local_distance` (RGB) is above Otsu's threshold of it (at least
-    ``INK_LEVEL``). A pixel of it is kept by luminance when its luminance differs from
-    that of its nearest local background by at least ``HUE_RATIO`` of its RGB distance
+    Ink is where :func:`local_distance` (RGB) over sqrt(3) (a gray contrast of ``d`` levels
+    gives ``d``) is above Otsu's threshold of it (at least ``INK_LEVEL``). A pixel of it is
+    kept by luminance when its luminance differs from that of its nearest local background
+    by at least ``HUE_RATIO`` of that distance
     (a gray contrast of any strength has the ratio 1; red ink on a green background of
     the same luminance, 0) *and* in the image's main direction (darker or lighter than
     the background: one gray shows ink of one polarity only, so characters darker than

@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw, ImageFont
 from fcn_captcha import probe
 from fcn_captcha.cleanup import Cleanup
 from fcn_captcha.config import Config
-from fcn_captcha.scheme import COLOR_MODES, infer_scheme
+from fcn_captcha.scheme import infer_scheme
 
 CFG = dict(arch="tiny", batch_size=8)
 
@@ -77,6 +77,14 @@ def test_gray_text_keeps_its_colour_mode_without_a_probe(tmp_path):
     assert mode == scheme.color == "luma" and rec["probes"] == [] and rec["luma_loss"] == 0.0
 
 
+def test_a_scheme_of_an_earlier_version_is_not_probed_and_says_so(tmp_path):
+    entries = _folder(tmp_path / "d", 24)
+    scheme = dataclasses.replace(infer_scheme(tmp_path / "d"), measurements={})  # no luma_loss
+    mode, rec = probe.choose_color(scheme, _config(scheme), tmp_path / "d", entries[:16], entries[16:], 5.0,
+                                   log=lambda *_: None)
+    assert mode == "luma" and rec["probes"] == [] and rec["luma_loss"] is None and "not measured" in rec["why"]
+
+
 def test_colour_carrying_ink_probes_every_mode_and_the_margin_decides(tmp_path, monkeypatch):
     entries = _folder(tmp_path / "d", 40)
     scheme = dataclasses.replace(infer_scheme(tmp_path / "d"),
@@ -85,7 +93,7 @@ def test_colour_carrying_ink_probes_every_mode_and_the_margin_decides(tmp_path, 
     # real probes: each mode once, the inferred one first, scores in range
     mode, rec = probe.choose_color(scheme, cfg, tmp_path / "d", entries[:28], entries[28:], 10.0, log=lambda *_: None)
     assert [p["color"] for p in rec["probes"]] == ["luma", "bgdist", "localdist"]
-    assert all(0.0 <= p["free_read_accuracy"] <= 1.0 for p in rec["probes"]) and mode in COLOR_MODES
+    assert all(0.0 <= p["free_read_accuracy"] <= 1.0 for p in rec["probes"]) and rec["luma_loss"] == 0.1
     # the choice, with scores given: a gain under the margin keeps the inferred mode, one above it wins
     for gain, wins in ((0.2, False), (0.4, True)):  # 12 calibration images: the bar is 3 of them (0.25)
         monkeypatch.setattr(probe, "_sets", lambda sch, *a, **k: sch)

@@ -100,17 +100,20 @@ def test_colour_only_contrast_chooses_background_distance(tmp_path):
     assert x[x.shape[0] // 2].max() == 255 and x[0].max() == 0
 
 
+T = 64  #: tile width of :func:`_tiles`: wider than localdist's window (3 blocks of 16 pixels)
+
+
 def _tiles(ink_kind="hue", seed=0):
     """Four characters-as-blocks, each on a background colour of its own; the ink differs
     from its tile in hue only ("hue": equal luminance), is darker than every tile ("dark"),
     or darker on two tiles and lighter on the other two ("mixed")."""
     rng = np.random.default_rng(seed)
     tiles = [(160, 60, 60), (60, 130, 60), (70, 70, 200), (150, 120, 40)]  # red, green, blue, ochre (no clipping)
-    im = np.zeros((64, 160, 3), np.float64)
-    ink = np.zeros((64, 160), bool)
+    im = np.zeros((64, 4 * T, 3), np.float64)
+    ink = np.zeros((64, 4 * T), bool)
     for i, bg in enumerate(tiles):
-        im[:, 40 * i:40 * (i + 1)] = bg
-        x0 = 40 * i + 14 + int(rng.integers(-3, 4))
+        im[:, T * i:T * (i + 1)] = bg
+        x0 = T * i + 24 + int(rng.integers(-3, 4))
         ink[16:48, x0:x0 + 4] = True  # a vertical stroke
         ink[16:20, x0:x0 + 14] = True  # and a bar
         lum = 0.299 * bg[0] + 0.587 * bg[1] + 0.114 * bg[2]
@@ -119,7 +122,7 @@ def _tiles(ink_kind="hue", seed=0):
         c *= {"hue": lum / (c @ [0.299, 0.587, 0.114]), "dark": 0.2, "mixed": 0.2 if i % 2 else 0.0}[ink_kind]
         if ink_kind == "mixed" and i % 2 == 0:
             c += 250.0  # near white: lighter than its tile
-        im[:, 40 * i:40 * (i + 1)][ink[:, 40 * i:40 * (i + 1)]] = np.clip(c, 0, 255)
+        im[:, T * i:T * (i + 1)][ink[:, T * i:T * (i + 1)]] = np.clip(c, 0, 255)
     return im, ink
 
 
@@ -128,17 +131,31 @@ def test_local_distance_keeps_hue_only_ink_on_a_background_per_character():
     luma = to_gray(im, "luma", True)
     local = to_gray(im, "localdist")
     bg = to_gray(im, "bgdist")
-    # on each tile, ink against its own background: localdist shows it, luma does not
-    def contrasts(g):
-        return [abs(g[:, 40 * i:40 * (i + 1)][ink[:, 40 * i:40 * (i + 1)]].mean()
-                    - g[:, 40 * i:40 * (i + 1)][~ink[:, 40 * i:40 * (i + 1)]].mean()) for i in range(4)]
 
-    assert min(contrasts(local)) > 25 and max(contrasts(luma)) < 1
+    def contrasts(g):  # on each tile, ink against its own background
+        return [abs(g[:, T * i:T * (i + 1)][ink[:, T * i:T * (i + 1)]].mean()
+                    - g[:, T * i:T * (i + 1)][~ink[:, T * i:T * (i + 1)]].mean()) for i in range(4)]
+
+    assert min(contrasts(local)) > 25 and max(contrasts(luma)) < 1  # localdist shows it, luma does not
     assert local[~ink].max() < 1  # tile edges stay dark
     assert bg[~ink].max() > 80  # one border colour: other tiles light up as if they were ink
     assert luma_loss(im) > 0.8
     assert luma_loss(_tiles("dark")[0]) < 0.05  # dark ink on every tile: one gray keeps it
     assert 0.3 < luma_loss(_tiles("mixed")[0]) < 0.7  # one polarity: the minority is lost
+
+
+@pytest.mark.parametrize("x0", [0, 70, 150])
+def test_local_distance_keeps_a_stroke_along_the_edge(x0):
+    im = np.full((64, 160, 3), 255.0)
+    im[:, x0:x0 + 10] = 0.0  # a full-height bar, at the left edge, inside, at the right edge
+    g = to_gray(im, "localdist")
+    assert g[:, x0:x0 + 10].min() > 200 and np.delete(g, np.s_[x0:x0 + 10], axis=1).max() < 1
+
+
+@pytest.mark.parametrize("shape", [(2, 50), (1, 5), (3, 1), (13, 7), (50, 123)])
+def test_local_distance_of_any_size_is_finite(shape):
+    g = to_gray(np.random.default_rng(1).uniform(0, 255, shape + (3,)), "localdist")
+    assert g.shape == shape and np.isfinite(g).all()
 
 
 def test_gray_text_has_no_luma_loss_and_the_scheme_records_it(tmp_path):
