@@ -82,6 +82,10 @@ MIN_SECOND_PASS_S = 20.0  #: least time left for the second pass (``second_pass`
 #: (six fits sharing one H200 with 220 s budgets gave the networks after the first 1 s each and
 #: ended 12-40% over their budgets, benchmarks/RESULTS.md, session 13).
 MIN_MEMBER_S = 20.0
+#: The restart schedule's candidates per stage; ``overrides["stage_runs"]`` (``--set
+#: stage_runs=1 --set stage_epochs=300``) replaces it, e.g. to measure one stage against it
+#: (its stage_epochs are fit's own, :func:`schedule_epochs`)
+FIT_RUNS = (3, 2, 1)
 #: Most passes over the training images that the last stage makes (the time budget may end it
 #: sooner). Long last stages on a fixed set overfit (one H200, benchmarks/RESULTS.md): wheezy from
 #: 200 labels read 93.0% with a 101-step last stage and 82.6% after 5,905 steps (1,900 passes;
@@ -194,6 +198,31 @@ def prepare_folder(data: Path, out: Path, scheme: SchemeInfo, log=print) -> dict
     _write_json(done, res)
     log(f"prepared {len(rows)} files of {data} as {scheme.width}x{scheme.height} canvases ({len(skipped)} skipped)")
     return res
+
+
+def schedule_epochs(runs: tuple[int, ...], seconds: float, seconds_per_step: float, steps_per_epoch: int,
+                    final_epochs: float) -> tuple[float, ...]:
+    """Passes over the images of each stage of ``fit``'s restart schedule.
+
+    Each stage before the last gets about a tenth of ``seconds``, shared by its ``runs``
+    candidates at the EM rounds' measured step time (same network and batch), at least one
+    step and at most ``k + 1`` passes (stage ``k`` from 0); the last stage gets
+    ``final_epochs`` (the time budget may end it sooner).
+
+    Args:
+      runs: candidates alive in each stage, e.g. ``FIT_RUNS`` or ``(1,)``.
+      seconds: the schedule's time.
+      seconds_per_step: one step's measured time.
+      steps_per_epoch: steps in one pass over the training images.
+      final_epochs: the last stage's passes.
+
+    Returns:
+      One value per stage (rounded to 4 places but the last).
+    """
+    per, spe = max(float(seconds_per_step), 1e-4), max(1, int(steps_per_epoch))
+    firsts = [round(float(np.clip(0.1 * seconds / (r * per) / spe, 1.0 / spe, k + 1.0)), 4)
+              for k, r in enumerate(runs[:-1])]
+    return (*firsts, float(final_epochs))
 
 
 def _prepared(data: Path, out: Path, scheme: SchemeInfo, log) -> dict:
@@ -590,7 +619,8 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
       holdout: share of ``data`` held out for calibration (by a hash of each name).
       seed: root seed.
       device: "gpu" or "cpu" settings (default: JAX's backend).
-      overrides: config fields to change (tests: a tiny network).
+      overrides: config fields to change (tests: a tiny network; ``stage_runs``: the restart
+        schedule's candidates per stage instead of ``FIT_RUNS``, whose passes fit plans).
       prior: start from the shipped generic prior of the network when there is one
         (:mod:`fcn_captcha.prior`); False: from a fresh network and the ink profile.
       cpu_model: also train a CPU-sized network (``cpu_arch``) distilled from the full
@@ -755,16 +785,12 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
     tcfg, n_tr, n_va = _val_and_train_sets(wd, cfg, prepared, train_names, calib_names)
     # with members, the schedule gets its share of the time left (the other networks share the rest)
     left = (main_budget - reserve - elapsed()) / members
-    # the first two stages of the restart schedule: about a tenth of the time left each, from the
-    # EM stage's measured step time (same network and batch); the last stage takes the rest
-    spe = max(1, n_tr // tcfg.batch_size)
-    per = max(float(weak.get("seconds_per_step", 0.1)), 1e-4)
-    e1 = float(np.clip(0.1 * left / (3 * per) / spe, 1.0 / spe, 1.0))
-    e2 = float(np.clip(0.1 * left / (2 * per) / spe, 1.0 / spe, 2.0))
+    runs = tuple(int(r) for r in (overrides or {}).get("stage_runs", FIT_RUNS))
+    stage_epochs = schedule_epochs(runs, left, float(weak.get("seconds_per_step", 0.1)),
+                                   max(1, n_tr // tcfg.batch_size), final_epochs)
     tcfg = tcfg.replace(real_data=str(prepared), real_centers=str(wd / "weak" / "centers.json"), real_limit=limit,
                         holdout=holdout, split_salt=FIT_SALT, init_from=str(wd / "weak" / "model"),
-                        stage_runs=(3, 2, 1),
-                        stage_epochs=(round(e1, 4), round(e2, 4), float(final_epochs)),  # or the time budget, sooner
+                        stage_runs=runs, stage_epochs=stage_epochs,  # the last stage: or the time budget, sooner
                         # the trainer keeps 45 s of its budget for compiling, selection and calibration;
                         # fit keeps its own RESERVE for those, so most of the trainer's is given back
                         time_budget=float(max(left, 1.0) + 30.0))

@@ -215,6 +215,19 @@ def test_a_loss_the_prior_cannot_start_from_is_refused_before_anything_is_writte
     assert not wd.exists()
 
 
+def test_schedule_epochs_plan_the_first_stages_by_time_and_the_last_by_passes():
+    from fcn_captcha.fitting import FIT_RUNS, schedule_epochs
+
+    # 100 s, 10 ms a step, 12 steps a pass: a tenth of the time is 1,000 steps, shared by the candidates
+    e = schedule_epochs(FIT_RUNS, 100.0, 0.01, 12, 300.0)
+    assert e == (1.0, 2.0, 300.0)  # 333 and 500 steps a candidate, bounded at 1 and 2 passes
+    e = schedule_epochs(FIT_RUNS, 10.0, 0.1, 120, 300.0)
+    assert e == (round(10 / 3 / 120, 4), round(5 / 120, 4), 300.0)  # 3.3 and 5 steps a candidate
+    assert schedule_epochs(FIT_RUNS, 0.0, 0.1, 120, 300.0)[:2] == (round(1 / 120, 4),) * 2  # at least a step
+    assert schedule_epochs((1,), 100.0, 0.01, 12, 250.0) == (250.0,)  # one stage: no restarts
+    assert schedule_epochs((4, 1), 100.0, 0.01, 12, 300.0) == (1.0, 300.0)
+
+
 def test_parse_starts():
     from fcn_captcha.fitting import parse_starts
 
