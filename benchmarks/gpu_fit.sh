@@ -58,7 +58,7 @@ run() {  # scheme label extra-args
       ${test:+--test "$test"} ${FIT_ARGS:-} $extra 2>&1 | filter | sed -u "s/^/[$tag] /" | tee -a "$out/fit.log" || true
   echo "[$tag] wall seconds (process): $(( $(date +%s) - start ))" | tee -a "$out/fit.log"
   mkdir -p "/tmp/stage/$tag"
-  for f in report.md summary.json scheme.json split.json cleanup.json figures ${MODELS:+model}; do
+  for f in report.md summary.json scheme.json split.json color.json cleanup.json figures ${MODELS:+model}; do
     cp -r "/tmp/fit_$tag/$f" "/tmp/stage/$tag/" 2>/dev/null || true
   done
 }
@@ -77,7 +77,7 @@ for d in sorted(pathlib.Path("/tmp/stage").iterdir()):
     if p.exists():
         s = json.loads(p.read_text())
         rows[d.name] = {"wall_s": s["wall_s"], "calibration": s["calibration"], "test": s.get("test"),
-                        "flagged": len(s["flagged"]), "cleanup": s.get("cleanup"),
+                        "flagged": len(s["flagged"]), "color": s.get("color"), "cleanup": s.get("cleanup"),
                         "scheme": {k: s["scheme"][k] for k in
                                    ("alphabet", "min_length", "max_length", "width", "height", "color", "invert")},
                         "weak": s["weak_history"], "training": s.get("training")}
