@@ -185,11 +185,11 @@ def choose_color(scheme: SchemeInfo, cfg: Config, data: Path, train: list[tuple[
 
     :func:`~fcn_captcha.scheme.infer_scheme` chose between ``luma`` and ``bgdist`` by
     separability and measured ``luma_loss``, the share of the ink that one gray in one
-    polarity loses (:func:`~fcn_captcha.scheme.luma_loss`).
-    Below ``COLOR_BAR`` that choice stands (no probe: a gray scheme pays only the measurement, about 10 ms a sampled file). Above it,
-    each of :data:`~fcn_captcha.scheme.COLOR_MODES` is probed as the clean-ups are
-    (same samples, start and steps), the inferred mode first; another replaces it only by
-    the clean-ups' margin.
+    polarity loses (:func:`~fcn_captcha.scheme.luma_loss`). Below ``COLOR_BAR`` that
+    choice stands (no probe: a gray scheme pays only the measurement, about 10 ms a
+    sampled file). Above it, each of :data:`~fcn_captcha.scheme.COLOR_MODES` is probed as
+    the clean-ups are (same samples, start and steps), the inferred mode first; another
+    replaces it only by the clean-ups' margin.
 
     Args:
       scheme: the measured scheme.
