@@ -90,22 +90,21 @@ def _probe(sets, cfg: Config, steps: int) -> tuple[float, float]:
     return _free_threshold(maps, ca.texts, cfg)[1], took
 
 
-def _samples(train, calib):
-    """The probes' training and calibration samples, evenly spaced over the split's files."""
-    return (train[:: max(1, len(train) // PROBE_TRAIN)][:PROBE_TRAIN],
-            calib[:: max(1, len(calib) // PROBE_CALIB)][:PROBE_CALIB])
-
-
 def _run_probes(schemes: list[SchemeInfo], labels: list, key: str, cfg: Config, data: Path, train, calib,
-                seconds: float, use_prior: bool, record: dict, log) -> list[float]:
-    """One probe per candidate scheme on the same samples, the first the base; the scores.
+                seconds: float, use_prior: bool, record: dict, log) -> tuple[int, float, list[float]]:
+    """One probe per candidate scheme on the same samples, the first the base; the choice.
 
     Two short probes of the base come first: one compiles, one times a step; the steps of
     every probe then share ``seconds`` (within ``STEP_RANGE``). Each probe's figures go to
-    ``record["probes"]`` under ``key`` (its label from ``labels``).
+    ``record["probes"]`` under ``key`` (its label from ``labels``). A candidate replaces the
+    base only when it beats it by ``MARGIN`` or three of the scored images, whichever is more.
+
+    Returns:
+      ``(chosen, bar, scores)``: the chosen candidate's index, that least gain, each score.
     """
     t0 = time.time()
-    tr, ca = _samples(train, calib)
+    tr = train[:: max(1, len(train) // PROBE_TRAIN)][:PROBE_TRAIN]  # evenly spaced over the split's files
+    ca = calib[:: max(1, len(calib) // PROBE_CALIB)][:PROBE_CALIB]
     lo = STEP_RANGE[0]
     t = time.time()
     base_sets = _sets(schemes[0], cfg, data, tr, ca, use_prior)
@@ -127,12 +126,9 @@ def _run_probes(schemes: list[SchemeInfo], labels: list, key: str, cfg: Config, 
                                  "seconds": round(took, 1)})
         log(f"{_WHAT.get(key, key)} probe {k + 1}/{len(schemes)} {label}: {100 * score:.1f}% of {len(ca)} calibration "
             f"images read right after {steps} steps ({took:.0f} s)")
-    return scores
-
-
-def _bar(calib) -> float:
-    """The least gain for a candidate to replace the base: ``MARGIN`` or three images."""
-    return max(MARGIN, 3.0 / len(_samples([], calib)[1]))
+    bar = max(MARGIN, 3.0 / len(ca))
+    best = int(np.argmax(scores))
+    return (best if best > 0 and scores[best] >= scores[0] + bar else 0), bar, scores
 
 
 def choose_cleanup(scheme: SchemeInfo, cfg: Config, data: Path, train: list[tuple[str, str]],
@@ -166,11 +162,9 @@ def choose_cleanup(scheme: SchemeInfo, cfg: Config, data: Path, train: list[tupl
                       seconds=time.time() - t0)
         log(f"clean-ups: none ({record['why']})")
         return Cleanup(), record
-    scores = _run_probes([with_cleanup(scheme, c) for c in cands], [c.to_dict() for c in cands], "cleanup", cfg,
-                         data, train, calib, seconds - (time.time() - t0), use_prior, record, log)
-    bar = _bar(calib)
-    best = int(np.argmax(scores))
-    chosen = cands[best] if best > 0 and scores[best] >= scores[0] + bar else cands[0]
+    k, bar, scores = _run_probes([with_cleanup(scheme, c) for c in cands], [c.to_dict() for c in cands], "cleanup",
+                                 cfg, data, train, calib, seconds - (time.time() - t0), use_prior, record, log)
+    chosen, best = cands[k], int(np.argmax(scores))
     record.update(chosen=chosen.to_dict(), margin=bar, seconds=round(time.time() - t0, 1),
                   why=f"best probe {100 * scores[best]:.1f}% against {100 * scores[0]:.1f}% with none "
                       f"(a clean-up needs {100 * bar:.1f} points more)")
@@ -212,11 +206,9 @@ def choose_color(scheme: SchemeInfo, cfg: Config, data: Path, train: list[tuple[
         log(f"colour: {scheme.color} ({record['why']})")
         return scheme.color, record
     modes = [scheme.color] + [m for m in COLOR_MODES if m != scheme.color]
-    scores = _run_probes([dataclasses.replace(scheme, color=m) for m in modes], modes, "color", cfg, data, train,
-                         calib, seconds - (time.time() - t0), use_prior, record, log)
-    bar = _bar(calib)
-    best = int(np.argmax(scores))
-    chosen = modes[best] if best > 0 and scores[best] >= scores[0] + bar else modes[0]
+    k, bar, scores = _run_probes([dataclasses.replace(scheme, color=m) for m in modes], modes, "color", cfg, data,
+                                 train, calib, seconds - (time.time() - t0), use_prior, record, log)
+    chosen, best = modes[k], int(np.argmax(scores))
     record.update(chosen=chosen, margin=bar, seconds=round(time.time() - t0, 1),
                   why=f"luminance loses {100 * share:.1f}% of the ink; best probe {modes[best]} "
                       f"{100 * scores[best]:.1f}% against {100 * scores[0]:.1f}% with {modes[0]} "

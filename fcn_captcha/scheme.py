@@ -52,6 +52,7 @@ from fcn_captcha.cleanup import otsu_threshold  # noqa: F401 (re-exported: it wa
 from fcn_captcha.preprocess import ImageError, load_image, to_model_input
 
 COLOR_MODES = ("luma", "bgdist", "localdist")  #: the gray conversions, simplest first
+LUMA = np.array([0.299, 0.587, 0.114])  #: luminance of an RGB pixel
 COLOR_MARGIN = 0.08  #: bgdist must beat luma's separability by this much to be chosen
 LOCAL_BLOCKS = 4  #: blocks over the height for "localdist"'s local background
 INK_LEVEL, HUE_RATIO = 24.0, 0.4  #: :func:`luma_loss`'s least ink contrast, and its luminance share
@@ -230,10 +231,11 @@ def local_background(rgb: np.ndarray, blocks: int = LOCAL_BLOCKS) -> tuple[np.nd
     The image is cut into square blocks of side ``b = max(2, round(h / blocks))`` (about
     ``blocks`` of them over its height; the last row and column may be partial); each
     block's background is the per-channel median of the pixels (every other one in each
-    direction, for blocks of 6 pixels or more) of its 3x3 neighbourhood of blocks (a window about 3/``blocks`` of the height wide), so that a block filled
-    with a character's strokes still gets the colour around them. Only pixels inside the
-    image count (no padding is weighed): a stroke along the image's edge is not taken for
-    the background there.
+    direction, for blocks of 6 pixels or more) of its 3x3 neighbourhood of blocks (a
+    window about 3/``blocks`` of the height wide), so that a block filled with a
+    character's strokes still gets the colour around them. Only pixels inside the image
+    count (no padding is weighed): a stroke along the image's edge is not taken for the
+    background there.
 
     Args:
       rgb: float ``[h, w, 3]``.
@@ -311,8 +313,7 @@ def luma_loss(rgb: np.ndarray) -> float:
 
     d, bg = local_distance(rgb, with_background=True)
     d = d / math.sqrt(3.0)
-    coef = np.array([0.299, 0.587, 0.114])
-    signed = rgb @ coef - bg @ coef  # luminance against the pixel's own background
+    signed = (rgb - bg) @ LUMA  # luminance against the pixel's own background
     ink = d > max(INK_LEVEL, float(otsu_threshold(np.clip(d, 0, 255).astype(np.uint8))))
     if ink.sum() < 20:
         return 0.0
@@ -341,7 +342,7 @@ def to_gray(image, color: str = "luma", invert: bool = True) -> np.ndarray:
         return np.clip(local_distance(rgb) / math.sqrt(3.0), 0, 255)
     if color != "luma":
         raise ValueError(f"color mode {color!r} must be one of {COLOR_MODES}")
-    g = rgb @ np.array([0.299, 0.587, 0.114])
+    g = rgb @ LUMA
     return 255.0 - g if invert else g
 
 
@@ -396,7 +397,7 @@ def infer_scheme(folder, files: list[str] | None = None, sample: int = SAMPLE) -
     for i in idx:
         rgb = _rgb(load_image(folder / entries[i][0]))
         lost.append(luma_loss(rgb))
-        luma = rgb @ np.array([0.299, 0.587, 0.114])
+        luma = rgb @ LUMA
         bright_bg.append(float(np.median(luma[[0, 1, -2, -1]].ravel()) > np.median(luma)
                                or np.median(luma) > 127.5))
         eta_l.append(separability(luma))
