@@ -65,17 +65,21 @@ from fcn_captcha.scheme import SchemeInfo, infer_scheme
 #: shared, benchmarks/RESULTS.md, session 13) their mean read the test files 0.55 points better
 #: than the networks alone did on average (better in 13, worse in 1; claptcha 95.2% against
 #: 93.6-94.8%), inside the same budget. One on the CPU, whose budget trains one network: the
-#: `cpu` network. The GPU's `wide` network (`--set arch=wide`, 38x the FLOPs) read a small-image
-#: stand-in at 93.4% in 900 s on 2 cores where `cpu` read 49.2%, and kaggle_v2 at 98.76% as
-#: `cpu` did; but on claptcha (180x60) its clean-up probes alone took 358 s (20 steps each at
-#: about 3 s) and the fit ran far over its budget (session 14): not the default until the
-#: probes and the network are chosen by measured step cost.
+#: first of ``archs`` that affords ``MIN_NET_STEPS`` at its measured step (the GPU's `wide`,
+#: 38x the FLOPs of `cpu`, else `cpu`); probes too slow with it are run by `cpu`
+#: (:func:`fcn_captcha.probe.choose_network`, :func:`fcn_captcha.probe.choose_cleanup`).
 DEVICE_SETTINGS = {
     "gpu": {"arch": "wide", "batch_size": 64, "learning_rate": 5e-4, "compute_dtype": "bfloat16", "budget": 300.0,
             "members": 3},
     "cpu": {"arch": "cpu", "batch_size": 16, "learning_rate": 1e-3, "compute_dtype": "float32", "budget": 900.0,
-            "members": 1},
+            "members": 1, "archs": ("wide", "cpu")},
 }
+#: Fewest training steps that the larger of a device's networks (``DEVICE_SETTINGS[...]["archs"]``)
+#: must afford in the working time, at its measured step, to be chosen (:func:`fcn_captcha.probe.choose_network`).
+#: On 2 CPU cores (session 14) `wide` from its prior read better than `cpu` on every scheme tried
+#: even when short of steps: claptcha 88.2% after about 190 steps against 51.6%, a small-image
+#: stand-in 93.4% after about 520 against 49.2%, kaggle_v2 98.76% after about 230 as `cpu` did.
+MIN_NET_STEPS = 300
 WEAK_SHARE = 0.4  #: share of the training time spent on the EM rounds
 FIT_SALT = "fcn_captcha.fit"  #: salt of fit's training/calibration split (see dataset.real_split)
 RESERVE = 0.08  #: least share of the budget kept for calibration, tests and the report
@@ -89,7 +93,8 @@ MIN_SECOND_PASS_S = 20.0  #: least time left for the second pass (``second_pass`
 MIN_MEMBER_S = 20.0
 #: The restart schedule's candidates per stage; ``overrides["stage_runs"]`` (``--set
 #: stage_runs=1 --set stage_epochs=300``) replaces it, e.g. to measure one stage against it
-#: (its stage_epochs are fit's own, :func:`schedule_epochs`)
+#: (its stage_epochs are fit's own, :func:`schedule_epochs`, which also makes it one stage when
+#: the time cannot give the first candidates a pass each)
 FIT_RUNS = (3, 2, 1)
 #: Most passes over the training images that the last stage makes (the time budget may end it
 #: sooner). Long last stages on a fixed set overfit (one H200, benchmarks/RESULTS.md): wheezy from
@@ -206,13 +211,17 @@ def prepare_folder(data: Path, out: Path, scheme: SchemeInfo, log=print) -> dict
 
 
 def schedule_epochs(runs: tuple[int, ...], seconds: float, seconds_per_step: float, steps_per_epoch: int,
-                    final_epochs: float) -> tuple[float, ...]:
-    """Passes over the images of each stage of ``fit``'s restart schedule.
+                    final_epochs: float) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """The candidates and passes over the images of each stage of ``fit``'s restart schedule.
 
     Each stage before the last gets about a tenth of ``seconds``, shared by its ``runs``
-    candidates at the EM rounds' measured step time (same network and batch), at least one
-    step and at most ``k + 1`` passes (stage ``k`` from 0); the last stage gets
-    ``final_epochs`` (the time budget may end it sooner).
+    candidates at the EM rounds' measured step time (same network and batch), at most
+    ``k + 1`` passes (stage ``k`` from 0); the last stage gets ``final_epochs`` (the time
+    budget may end it sooner). When that tenth does not give each first candidate one
+    pass over the images, the schedule is one stage of one candidate: a choice among
+    candidates of a few steps each is noise, and each stage's end costs a held-out reading
+    of every candidate (on 2 CPU cores with the `wide` network, claptcha's first two
+    stages of 1 and 2 steps took 148 s of a 900 s budget, session 14).
 
     Args:
       runs: candidates alive in each stage, e.g. ``FIT_RUNS`` or ``(1,)``.
@@ -222,12 +231,14 @@ def schedule_epochs(runs: tuple[int, ...], seconds: float, seconds_per_step: flo
       final_epochs: the last stage's passes.
 
     Returns:
-      One value per stage (rounded to 4 places but the last).
+      ``(runs, epochs)``: the candidates per stage (``runs`` or ``(1,)``) and one value per
+      stage (rounded to 4 places but the last).
     """
     per, spe = max(float(seconds_per_step), 1e-4), max(1, int(steps_per_epoch))
-    firsts = [round(float(np.clip(0.1 * seconds / (r * per) / spe, 1.0 / spe, k + 1.0)), 4)
-              for k, r in enumerate(runs[:-1])]
-    return (*firsts, float(final_epochs))
+    firsts = [round(float(min(0.1 * seconds / (r * per) / spe, k + 1.0)), 4) for k, r in enumerate(runs[:-1])]
+    if firsts and firsts[0] < 1.0:
+        return (1,), (float(final_epochs),)
+    return tuple(runs), (*firsts, float(final_epochs))
 
 
 def _prepared(data: Path, out: Path, scheme: SchemeInfo, log) -> dict:
@@ -607,6 +618,29 @@ def _evaluate_files(det, folder: Path, names: list[str] | None = None) -> tuple[
     return m, [n for n, _ in entries], [t for _, t in entries], reads
 
 
+def _network_stage(wd: Path, scheme: SchemeInfo, cfg: Config, data: Path, train_pairs, overrides: dict, device: str,
+                   seconds: float, prior: bool, log) -> tuple[Config, dict]:
+    """``cfg`` with the network of ``W/network.json``: chosen by
+    :func:`fcn_captcha.probe.choose_network` among the device's ``archs`` (those that
+    afford ``MIN_NET_STEPS`` in ``seconds``) and recorded, or the device's one network,
+    or ``overrides["arch"]`` (a record without timing). A resumed run reads the record."""
+    path = wd / "network.json"
+    if path.exists():
+        record = json.loads(path.read_text())
+    else:
+        archs = DEVICE_SETTINGS[device].get("archs", (cfg.arch,))
+        if "arch" in overrides or len(archs) == 1:
+            record = {"chosen": cfg.arch, "why": "given (--set arch)" if "arch" in overrides else
+                      f"the {device}'s network"}
+        else:
+            from fcn_captcha.probe import choose_network
+
+            record = choose_network(scheme, cfg, data, train_pairs, archs, seconds, MIN_NET_STEPS, use_prior=prior,
+                                    log=log)[1]
+        _write_json(path, record)
+    return cfg.replace(arch=record["chosen"]), record
+
+
 def fit(data, workdir, test=None, time_budget: float | None = None, limit: int = 0, holdout: float = 0.22,
         seed: int = 0, device: str | None = None, overrides: dict | None = None, prior: bool = True,
         cpu_model: bool = False, cpu_arch: str = CPU_ARCH, starts=None, weak_epochs: float = WEAK_EPOCHS,
@@ -662,7 +696,8 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
         from fcn_captcha.prior import check_prior_loss
 
         over = overrides or {}
-        check_prior_loss(over.get("arch", DEVICE_SETTINGS[device]["arch"]), over.get("loss", Config().loss))
+        for arch in [over["arch"]] if "arch" in over else DEVICE_SETTINGS[device].get("archs", [DEVICE_SETTINGS[device]["arch"]]):
+            check_prior_loss(arch, over.get("loss", Config().loss))
     wd.mkdir(parents=True, exist_ok=True)
     budget = float(time_budget or DEVICE_SETTINGS[device]["budget"])
     if members is None:
@@ -749,8 +784,12 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
     texts, orig = dict(folder_entries(prepared)), prep["originals"]
     train_pairs = [(orig[n], texts[n]) for n in train_names]  # the labelled files the probes read
     calib_pairs = [(orig[n], texts[n]) for n in calib_names]
-    # 3a. the colour mode, by probes when one gray loses ink (fcn_captcha.probe.choose_color), and
-    # 3b. the clean-ups (choose_cleanup): each record is written before the scheme takes its choice,
+    # 3a. the network, by its measured step where the device has more than one (fcn_captcha.probe.choose_network)
+    cfg, network_record = _network_stage(wd, scheme, cfg, data, train_pairs, overrides or {}, device,
+                                         main_budget - reserve - elapsed(), prior, log)
+    cheap = DEVICE_SETTINGS[device].get("archs", (cfg.arch,))[-1]
+    # 3b. the colour mode, by probes when one gray loses ink (fcn_captcha.probe.choose_color), and
+    # 3c. the clean-ups (choose_cleanup): each record is written before the scheme takes its choice,
     # and a resumed run applies a written record again, so a kill between the two changes nothing
     from fcn_captcha.probe import choose_cleanup, choose_color, with_cleanup
 
@@ -759,7 +798,8 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
         color_record = json.loads(colp.read_text())
     else:
         color_record = choose_color(scheme, cfg, data, train_pairs, calib_pairs,
-                                    PROBE_SHARE * (main_budget - reserve - elapsed()), use_prior=prior, log=log)[1]
+                                    PROBE_SHARE * (main_budget - reserve - elapsed()), use_prior=prior, log=log,
+                                    cheap=cheap)[1]
         _write_json(colp, color_record)
     if color_record["chosen"] != scheme.color:
         scheme = dataclasses.replace(scheme, color=color_record["chosen"])
@@ -769,7 +809,7 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
     else:
         cleanup_record = choose_cleanup(scheme, cfg, data, train_pairs, calib_pairs,
                                         PROBE_SHARE * (main_budget - reserve - elapsed()), use_prior=prior,
-                                        log=log)[1]
+                                        log=log, cheap=cheap)[1]
         _write_json(cp, cleanup_record)
     if Cleanup.from_dict(cleanup_record["chosen"]) != scheme.cleanups:
         scheme = with_cleanup(scheme, Cleanup.from_dict(cleanup_record["chosen"]))
@@ -791,8 +831,8 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
     # with members, the schedule gets its share of the time left (the other networks share the rest)
     left = (main_budget - reserve - elapsed()) / members
     runs = tuple(int(r) for r in (overrides or {}).get("stage_runs", FIT_RUNS))
-    stage_epochs = schedule_epochs(runs, left, float(weak.get("seconds_per_step", 0.1)),
-                                   max(1, n_tr // tcfg.batch_size), final_epochs)
+    runs, stage_epochs = schedule_epochs(runs, left, float(weak.get("seconds_per_step", 0.1)),
+                                         max(1, n_tr // tcfg.batch_size), final_epochs)
     tcfg = tcfg.replace(real_data=str(prepared), real_centers=str(wd / "weak" / "centers.json"), real_limit=limit,
                         holdout=holdout, split_salt=FIT_SALT, init_from=str(wd / "weak" / "model"),
                         stage_runs=runs, stage_epochs=stage_epochs,  # the last stage: or the time budget, sooner
@@ -804,6 +844,7 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
     if cfg_file.exists():  # a resumed run keeps the budget and stages it was given (its checkpoints depend on them)
         old = json.loads(cfg_file.read_text())
         tcfg = tcfg.replace(time_budget=old.get("time_budget", tcfg.time_budget),
+                            stage_runs=tuple(old.get("stage_runs", tcfg.stage_runs)),
                             stage_epochs=tuple(old.get("stage_epochs", tcfg.stage_epochs)))
     tsum_path = tdir / "summary.json"
     if tsum_path.exists():
@@ -855,7 +896,7 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
         "train_files": len(train_names), "calibration_files": len(calib_names),
         "calibration": {"threshold": thr, **{k: cal_m[k] for k in ("count", "sequence_accuracy",
                                                                       "character_accuracy", "length_error_rate")}},
-        "flagged": weak["flagged"], "color": color_record, "cleanup": cleanup_record, "weak_start": weak.get("start", {}), "weak_history": weak["history"],
+        "flagged": weak["flagged"], "network": network_record, "color": color_record, "cleanup": cleanup_record, "weak_start": weak.get("start", {}), "weak_history": weak["history"],
         "training": tsum.get("stages", []),
     }
     if second is not None:
@@ -954,13 +995,22 @@ def _cleanup_line(rec: dict) -> str:
     on = [k for k, v in (rec.get("chosen") or {}).items() if v]
     probes = "; ".join(f"{', '.join(k for k, v in p['cleanup'].items() if v) or 'none'}: "
                        f"{100 * p['free_read_accuracy']:.1f}%" for p in rec.get("probes", []))
-    return (", ".join(on) or "none") + f" ({rec.get('why', 'not measured')}" + (f"; probes {probes}" if probes else "") + ")"
+    by = f" by the `{rec['arch']}` network" if probes and rec.get("arch") else ""
+    return (", ".join(on) or "none") + f" ({rec.get('why', 'not measured')}" + (f"; probes{by} {probes}" if probes else "") + ")"
+
+
+def _network_line(rec: dict) -> str:
+    """The network's choice in one table cell: which, why, each timed candidate's step."""
+    timed = "; ".join(f"{t['arch']}: {1000 * t['seconds_per_step']:.0f} ms a step, {t['affordable_steps']} steps"
+                      for t in rec.get("timed", []))
+    return f"`{rec.get('chosen', '?')}` ({rec.get('why', 'not recorded')}" + (f"; timed {timed}" if timed else "") + ")"
 
 
 def _color_line(rec: dict) -> str:
     """The colour probes in one table cell: why, and each probe's score."""
     probes = "; ".join(f"{p['color']}: {100 * p['free_read_accuracy']:.1f}%" for p in rec.get("probes", []))
-    return rec.get("why", "not measured") + (f"; probes {probes}" if probes else "")
+    by = f" by the `{rec['arch']}` network" if probes and rec.get("arch") else ""
+    return rec.get("why", "not measured") + (f"; probes{by} {probes}" if probes else "")
 
 
 def _start_sentence(st: dict) -> str:
@@ -1070,7 +1120,8 @@ def write_report(wd: Path, summary: dict, det, data: Path, cal_names, cal_truth,
              f"{_color_line(s.get('color') or {})}) |",
              f"| inverted (dark ink on light) | {sch['invert']} (bright background in "
              f"{100 * sch['measurements'].get('bright_background_share', 0):.0f}% of sampled files) |",
-             f"| clean-ups (seeds 000, 001) | {_cleanup_line(s.get('cleanup') or {})} |", "",
+             f"| clean-ups (seeds 000, 001) | {_cleanup_line(s.get('cleanup') or {})} |",
+             f"| network | {_network_line(s.get('network') or {})} |", "",
              "## Split", "",
              f"{s['train_files']} training files, {s['calibration_files']} calibration files (a hash of each "
              "file name; `split.json` lists them).", "",

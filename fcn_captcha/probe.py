@@ -44,7 +44,7 @@ from fcn_captcha.cleanup import Cleanup, candidates, measure
 from fcn_captcha.config import Config
 from fcn_captcha.scheme import COLOR_MODES, SchemeInfo
 
-__all__ = ["choose_cleanup", "choose_color", "MARGIN", "COLOR_BAR"]
+__all__ = ["choose_cleanup", "choose_color", "choose_network", "MARGIN", "COLOR_BAR"]
 
 PROBE_TRAIN = 256  #: training files a probe trains on
 PROBE_CALIB = 128  #: calibration files a probe is scored on
@@ -63,16 +63,88 @@ def with_cleanup(scheme: SchemeInfo, c: Cleanup) -> SchemeInfo:
 def _sets(scheme: SchemeInfo, cfg: Config, data: Path, train, calib, use_prior: bool):
     """A candidate's probe inputs: the training canvases with their start centers, the
     calibration canvases, and the network to start from (:func:`fcn_captcha.prior.start_for`)."""
-    from fcn_captcha.dataset import Dataset
     from fcn_captcha.prior import start_for
 
-    def canvases(entries):
-        images = np.stack([scheme.model_input(str(data / n)) for n, _ in entries])
-        return Dataset(images, [t for _, t in entries], None, [n for n, _ in entries])
-
-    tr, ca = canvases(train), canvases(calib)
+    tr, ca = _canvases(scheme, data, train), _canvases(scheme, data, calib)
     model, tr.centers, _ = start_for(cfg, tr, use_prior)
     return tr, ca, model
+
+
+def _step_seconds(model, cfg: Config, ds, steps: int = 3) -> float:
+    """Seconds of one training step of ``model`` on ``ds`` (batches of ``cfg``), compilation
+    excluded: two steps compile (and warm up), then ``steps`` are timed."""
+    from fcn_captcha.steps import fine_tune
+
+    fine_tune(model, cfg, ds, 2, seed=7, log=lambda *_: None, pad_to=len(ds))
+    t = time.time()
+    fine_tune(model, cfg, ds, steps, seed=7, log=lambda *_: None, pad_to=len(ds))
+    return (time.time() - t) / steps
+
+
+def choose_network(scheme: SchemeInfo, cfg: Config, data: Path, train: list[tuple[str, str]], archs: tuple[str, ...],
+                   seconds: float, min_steps: int, use_prior: bool = True,
+                   log: Callable[[str], Any] = print) -> tuple[str, dict[str, Any]]:
+    """The first network of ``archs`` whose measured step affords ``min_steps`` steps in ``seconds``.
+
+    Each candidate (the largest first) is started as `fit` starts it (its generic prior
+    where one ships) and trained for a few steps on the probes' training sample at the
+    scheme's input size and ``cfg``'s batch; the first whose step time fits ``min_steps``
+    steps into ``seconds`` is chosen, else the last (the cheapest). The probes then train
+    the chosen network with the same compiled step.
+
+    Args:
+      scheme: the measured scheme (its canvases are what is timed).
+      cfg: the run's config (batch, step size; its ``arch`` is replaced by each candidate).
+      data: the labelled folder.
+      train: ``(file, text)`` of training files, in split order.
+      archs: candidate networks, preferred first.
+      seconds: the training time the network must fit into.
+      min_steps: fewest steps a candidate must afford in ``seconds``.
+      use_prior: start from the generic prior (as `fit` does).
+      log: progress lines.
+
+    Returns:
+      ``(arch, record)``: the chosen network and a JSON-able record (each timed candidate's
+      seconds per step and affordable steps, the choice and why).
+    """
+    from fcn_captcha.prior import start_for
+
+    t0 = time.time()
+    record: dict[str, Any] = {"candidates": list(archs), "seconds": round(float(seconds), 1),
+                              "min_steps": int(min_steps), "timed": []}
+    tr = _sample(train, PROBE_TRAIN)
+    ds = _canvases(scheme, data, tr)
+    chosen = archs[-1]
+    for arch in archs[:-1]:
+        c = cfg.replace(arch=arch)
+        model, ds.centers, _ = start_for(c, ds, use_prior, centers="ink")
+        per = _step_seconds(model, c, ds)
+        steps = int(seconds / per)
+        record["timed"].append({"arch": arch, "seconds_per_step": round(per, 4), "affordable_steps": steps})
+        log(f"network {arch!r}: {1000 * per:.0f} ms a step at batch {cfg.batch_size}, {steps} steps in "
+            f"{seconds:.0f} s (needs {min_steps})")
+        if steps >= min_steps:
+            chosen = arch
+            break
+    record.update(chosen=chosen, took=round(time.time() - t0, 1),
+                  why=(f"{chosen!r} affords {record['timed'][-1]['affordable_steps']} steps (at least {min_steps})"
+                       if chosen != archs[-1] or not record["timed"] else
+                       f"no larger network affords {min_steps} steps in {seconds:.0f} s: the cheapest, {chosen!r}"))
+    log(f"network chosen: {chosen} ({record['why']})")
+    return chosen, record
+
+
+def _sample(pairs: list, most: int) -> list:
+    """Up to ``most`` of ``pairs``, evenly spaced over them."""
+    return pairs[:: max(1, len(pairs) // most)][:most]
+
+
+def _canvases(scheme: SchemeInfo, data: Path, entries):
+    """The scheme's model canvases of ``(file, text)`` entries, as a :class:`Dataset` without centers."""
+    from fcn_captcha.dataset import Dataset
+
+    images = np.stack([scheme.model_input(str(data / n)) for n, _ in entries])
+    return Dataset(images, [t for _, t in entries], None, [n for n, _ in entries])
 
 
 def _probe(sets, cfg: Config, steps: int) -> tuple[float, float]:
@@ -91,49 +163,75 @@ def _probe(sets, cfg: Config, steps: int) -> tuple[float, float]:
 
 
 def _run_probes(schemes: list[SchemeInfo], labels: list, key: str, cfg: Config, data: Path, train, calib,
-                seconds: float, use_prior: bool, record: dict, log) -> tuple[int, float, list[float]]:
+                seconds: float, use_prior: bool, record: dict, log, cheap: str | None = None
+                ) -> tuple[int, float, list[float]]:
     """One probe per candidate scheme on the same samples, the first the base; the choice.
 
-    Two short probes of the base come first: one compiles, one times a step; the steps of
-    every probe then share ``seconds`` (within ``STEP_RANGE``). Each probe's figures go to
+    Two short runs of the base come first: one compiles, one times a step and a probe's
+    other costs (preparing a candidate's canvases, reading the calibration sample). When
+    every candidate's probe at ``STEP_RANGE[0]`` steps of ``cfg``'s network would not fit
+    into ``seconds``, the ``cheap`` network is timed the same way and probes instead (which
+    data are easier to learn is asked of a smaller network, ``record["arch"]``); when
+    neither fits, none is run (``record["skipped"]`` says why) and the base stands.
+    Otherwise the steps of every probe share ``seconds`` (within ``STEP_RANGE``). Each probe's figures go to
     ``record["probes"]`` under ``key`` (its label from ``labels``). A candidate replaces the
     base only when it beats it by ``MARGIN`` or three of the scored images, whichever is more.
 
     Returns:
-      ``(chosen, bar, scores)``: the chosen candidate's index, that least gain, each score.
+      ``(chosen, bar, scores)``: the chosen candidate's index, that least gain, each score
+      (empty when skipped).
     """
     t0 = time.time()
-    tr = train[:: max(1, len(train) // PROBE_TRAIN)][:PROBE_TRAIN]  # evenly spaced over the split's files
-    ca = calib[:: max(1, len(calib) // PROBE_CALIB)][:PROBE_CALIB]
-    lo = STEP_RANGE[0]
-    t = time.time()
-    base_sets = _sets(schemes[0], cfg, data, tr, ca, use_prior)
-    prepare_s = time.time() - t
-    _probe(base_sets, cfg, lo)
-    t = time.time()
-    score, in_steps = _probe(base_sets, cfg, lo)
-    per_step, overhead = in_steps / lo, prepare_s + time.time() - t - in_steps
-    left = max(0.0, seconds - (time.time() - t0))
+    tr, ca = _sample(train, PROBE_TRAIN), _sample(calib, PROBE_CALIB)  # evenly spaced over the split's files
+    bar = max(MARGIN, 3.0 / len(ca))
+    lo, timed = STEP_RANGE[0], 3
+    for c in [cfg] + ([cfg.replace(arch=cheap)] if cheap and cheap != cfg.arch else []):
+        t = time.time()
+        base_sets = _sets(schemes[0], c, data, tr, ca, use_prior)
+        prepare_s = time.time() - t  # with the first compilations: at most what a candidate's sets cost
+        _probe(base_sets, c, 2)
+        t = time.time()
+        _, in_steps = _probe(base_sets, c, timed)
+        per_step, read_s = in_steps / timed, time.time() - t - in_steps
+
+        def need():
+            return len(schemes) * (lo * per_step + read_s) + (len(schemes) - 1) * prepare_s
+
+        if need() > seconds - (time.time() - t0):  # timed again without the compilations
+            t = time.time()
+            _sets(schemes[0], c, data, tr, ca, use_prior)
+            prepare_s = time.time() - t
+        left = max(0.0, seconds - (time.time() - t0))
+        if need() <= left:
+            break
+        why = (f"{len(schemes)} probes of {lo} steps of the {c.arch!r} network at {1000 * per_step:.0f} ms a step "
+               f"would take {need():.0f} s, more than the {left:.0f} s left for them")
+        record.setdefault("too_slow", []).append(why)
+        log(f"{_WHAT.get(key, key)} probes: {why}")
+    else:
+        record["skipped"] = "not probed: " + "; ".join(record["too_slow"])
+        return 0, bar, []
+    cfg = c
+    record["arch"] = c.arch
+    overhead = read_s + prepare_s * (len(schemes) - 1) / len(schemes)
     steps = int(np.clip((left / len(schemes) - overhead) / max(per_step, 1e-6), *STEP_RANGE))
     scores = []
     for k, (sc, label) in enumerate(zip(schemes, labels)):
         t = time.time()
-        if k > 0 or steps != lo:  # else the timing probe was this one
-            score, _ = _probe(base_sets if k == 0 else _sets(sc, cfg, data, tr, ca, use_prior), cfg, steps)
+        score, _ = _probe(base_sets if k == 0 else _sets(sc, cfg, data, tr, ca, use_prior), cfg, steps)
         took = time.time() - t
         scores.append(score)
         record["probes"].append({key: label, "steps": steps, "free_read_accuracy": round(score, 4),
                                  "seconds": round(took, 1)})
         log(f"{_WHAT.get(key, key)} probe {k + 1}/{len(schemes)} {label}: {100 * score:.1f}% of {len(ca)} calibration "
             f"images read right after {steps} steps ({took:.0f} s)")
-    bar = max(MARGIN, 3.0 / len(ca))
     best = int(np.argmax(scores))
     return (best if best > 0 and scores[best] >= scores[0] + bar else 0), bar, scores
 
 
 def choose_cleanup(scheme: SchemeInfo, cfg: Config, data: Path, train: list[tuple[str, str]],
                    calib: list[tuple[str, str]], seconds: float, use_prior: bool = True,
-                   log: Callable[[str], Any] = print) -> tuple[Cleanup, dict[str, Any]]:
+                   log: Callable[[str], Any] = print, cheap: str | None = None) -> tuple[Cleanup, dict[str, Any]]:
     """The clean-ups a scheme's data choose (see the module doc).
 
     Args:
@@ -145,6 +243,8 @@ def choose_cleanup(scheme: SchemeInfo, cfg: Config, data: Path, train: list[tupl
       seconds: time for all probes together.
       use_prior: start probes from the generic prior (as `fit` does).
       log: progress lines.
+      cheap: a smaller network that probes when ``cfg``'s would not fit into ``seconds``
+        (:func:`_run_probes`); None: none.
 
     Returns:
       ``(chosen, record)``: the :class:`~fcn_captcha.cleanup.Cleanup` and a JSON-able
@@ -163,18 +263,19 @@ def choose_cleanup(scheme: SchemeInfo, cfg: Config, data: Path, train: list[tupl
         log(f"clean-ups: none ({record['why']})")
         return Cleanup(), record
     k, bar, scores = _run_probes([with_cleanup(scheme, c) for c in cands], [c.to_dict() for c in cands], "cleanup",
-                                 cfg, data, train, calib, seconds - (time.time() - t0), use_prior, record, log)
-    chosen, best = cands[k], int(np.argmax(scores))
+                                 cfg, data, train, calib, seconds - (time.time() - t0), use_prior, record, log, cheap)
+    chosen = cands[k]
+    best = int(np.argmax(scores)) if scores else 0
     record.update(chosen=chosen.to_dict(), margin=bar, seconds=round(time.time() - t0, 1),
-                  why=f"best probe {100 * scores[best]:.1f}% against {100 * scores[0]:.1f}% with none "
-                      f"(a clean-up needs {100 * bar:.1f} points more)")
+                  why=record.get("skipped") or f"best probe {100 * scores[best]:.1f}% against {100 * scores[0]:.1f}% "
+                      f"with none (a clean-up needs {100 * bar:.1f} points more)")
     log(f"clean-ups chosen: {chosen.to_dict()} ({record['why']})")
     return chosen, record
 
 
 def choose_color(scheme: SchemeInfo, cfg: Config, data: Path, train: list[tuple[str, str]],
                  calib: list[tuple[str, str]], seconds: float, use_prior: bool = True,
-                 log: Callable[[str], Any] = print) -> tuple[str, dict[str, Any]]:
+                 log: Callable[[str], Any] = print, cheap: str | None = None) -> tuple[str, dict[str, Any]]:
     """The colour mode a scheme's data choose, by probes when colour carries ink.
 
     :func:`~fcn_captcha.scheme.infer_scheme` chose between ``luma`` and ``bgdist`` by
@@ -187,7 +288,7 @@ def choose_color(scheme: SchemeInfo, cfg: Config, data: Path, train: list[tuple[
 
     Args:
       scheme: the measured scheme.
-      cfg, data, train, calib, seconds, use_prior, log: as :func:`choose_cleanup`'s.
+      cfg, data, train, calib, seconds, use_prior, log, cheap: as :func:`choose_cleanup`'s.
 
     Returns:
       ``(mode, record)``: the chosen mode and a JSON-able record (the measurement, each
@@ -207,11 +308,12 @@ def choose_color(scheme: SchemeInfo, cfg: Config, data: Path, train: list[tuple[
         return scheme.color, record
     modes = [scheme.color] + [m for m in COLOR_MODES if m != scheme.color]
     k, bar, scores = _run_probes([dataclasses.replace(scheme, color=m) for m in modes], modes, "color", cfg, data,
-                                 train, calib, seconds - (time.time() - t0), use_prior, record, log)
-    chosen, best = modes[k], int(np.argmax(scores))
+                                 train, calib, seconds - (time.time() - t0), use_prior, record, log, cheap)
+    chosen = modes[k]
+    best = int(np.argmax(scores)) if scores else 0
     record.update(chosen=chosen, margin=bar, seconds=round(time.time() - t0, 1),
-                  why=f"luminance loses {100 * share:.1f}% of the ink; best probe {modes[best]} "
-                      f"{100 * scores[best]:.1f}% against {100 * scores[0]:.1f}% with {modes[0]} "
-                      f"(another mode needs {100 * bar:.1f} points more)")
+                  why=f"luminance loses {100 * share:.1f}% of the ink; " + (
+                      record.get("skipped") or f"best probe {modes[best]} {100 * scores[best]:.1f}% against "
+                      f"{100 * scores[0]:.1f}% with {modes[0]} (another mode needs {100 * bar:.1f} points more)"))
     log(f"colour chosen: {chosen} ({record['why']})")
     return chosen, record

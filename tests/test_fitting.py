@@ -219,13 +219,20 @@ def test_schedule_epochs_plan_the_first_stages_by_time_and_the_last_by_passes():
     from fcn_captcha.fitting import FIT_RUNS, schedule_epochs
 
     # 100 s, 10 ms a step, 12 steps a pass: a tenth of the time is 1,000 steps, shared by the candidates
-    e = schedule_epochs(FIT_RUNS, 100.0, 0.01, 12, 300.0)
-    assert e == (1.0, 2.0, 300.0)  # 333 and 500 steps a candidate, bounded at 1 and 2 passes
-    e = schedule_epochs(FIT_RUNS, 10.0, 0.1, 120, 300.0)
-    assert e == (round(10 / 3 / 120, 4), round(5 / 120, 4), 300.0)  # 3.3 and 5 steps a candidate
-    assert schedule_epochs(FIT_RUNS, 0.0, 0.1, 120, 300.0)[:2] == (round(1 / 120, 4),) * 2  # at least a step
-    assert schedule_epochs((1,), 100.0, 0.01, 12, 250.0) == (250.0,)  # one stage: no restarts
-    assert schedule_epochs((4, 1), 100.0, 0.01, 12, 300.0) == (1.0, 300.0)
+    assert schedule_epochs(FIT_RUNS, 100.0, 0.01, 12, 300.0) == (FIT_RUNS, (1.0, 2.0, 300.0))  # 333 and 500
+    # steps a candidate, bounded at 1 and 2 passes; 36 steps a candidate in the first stage is exactly a pass
+    assert schedule_epochs(FIT_RUNS, 10.8, 0.01, 36, 300.0) == (FIT_RUNS, (1.0, 1.5, 300.0))
+    assert schedule_epochs((1,), 100.0, 0.01, 12, 250.0) == ((1,), (250.0,))  # one stage: no restarts
+    assert schedule_epochs((4, 1), 100.0, 0.01, 12, 300.0) == ((4, 1), (1.0, 300.0))
+
+
+def test_schedule_epochs_make_one_stage_when_the_first_candidates_get_less_than_a_pass():
+    from fcn_captcha.fitting import FIT_RUNS, schedule_epochs
+
+    # 10 s, 100 ms a step, 120 steps a pass: 3.3 steps a candidate is no choice among them
+    assert schedule_epochs(FIT_RUNS, 10.0, 0.1, 120, 300.0) == ((1,), (300.0,))
+    assert schedule_epochs(FIT_RUNS, 0.0, 0.1, 120, 300.0) == ((1,), (300.0,))
+    assert schedule_epochs(FIT_RUNS, 10.7, 0.01, 36, 300.0) == ((1,), (300.0,))  # just under a pass
 
 
 def test_parse_starts():
