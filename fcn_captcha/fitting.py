@@ -788,6 +788,7 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
     cfg, network_record = _network_stage(wd, scheme, cfg, data, train_pairs, overrides or {}, device,
                                          main_budget - reserve - elapsed(), prior, log)
     cheap = DEVICE_SETTINGS[device].get("archs", (cfg.arch,))[-1]
+    step_s = {t["arch"]: t["seconds_per_step"] for t in network_record.get("timed", [])}
     # 3b. the colour mode, by probes when one gray loses ink (fcn_captcha.probe.choose_color), and
     # 3c. the clean-ups (choose_cleanup): each record is written before the scheme takes its choice,
     # and a resumed run applies a written record again, so a kill between the two changes nothing
@@ -799,7 +800,7 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
     else:
         color_record = choose_color(scheme, cfg, data, train_pairs, calib_pairs,
                                     PROBE_SHARE * (main_budget - reserve - elapsed()), use_prior=prior, log=log,
-                                    cheap=cheap)[1]
+                                    cheap=cheap, step_s=step_s)[1]
         _write_json(colp, color_record)
     if color_record["chosen"] != scheme.color:
         scheme = dataclasses.replace(scheme, color=color_record["chosen"])
@@ -809,7 +810,7 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
     else:
         cleanup_record = choose_cleanup(scheme, cfg, data, train_pairs, calib_pairs,
                                         PROBE_SHARE * (main_budget - reserve - elapsed()), use_prior=prior,
-                                        log=log, cheap=cheap)[1]
+                                        log=log, cheap=cheap, step_s=step_s)[1]
         _write_json(cp, cleanup_record)
     if Cleanup.from_dict(cleanup_record["chosen"]) != scheme.cleanups:
         scheme = with_cleanup(scheme, Cleanup.from_dict(cleanup_record["chosen"]))

@@ -163,16 +163,18 @@ def _probe(sets, cfg: Config, steps: int) -> tuple[float, float]:
 
 
 def _run_probes(schemes: list[SchemeInfo], labels: list, key: str, cfg: Config, data: Path, train, calib,
-                seconds: float, use_prior: bool, record: dict, log, cheap: str | None = None
-                ) -> tuple[int, float, list[float]]:
+                seconds: float, use_prior: bool, record: dict, log, cheap: str | None = None,
+                step_s: dict[str, float] | None = None) -> tuple[int, float, list[float]]:
     """One probe per candidate scheme on the same samples, the first the base; the choice.
 
     Two short runs of the base come first: one compiles, one times a step and a probe's
     other costs (preparing a candidate's canvases, reading the calibration sample). When
-    every candidate's probe at ``STEP_RANGE[0]`` steps of ``cfg``'s network would not fit
-    into ``seconds``, the ``cheap`` network is timed the same way and probes instead (which
+    every candidate's probe at ``STEP_RANGE[0]`` steps of ``cfg``'s network would cost more
+    than ``seconds`` (their own cost: the compilations are paid whatever is probed), the ``cheap`` network is timed the same way and probes instead (which
     data are easier to learn is asked of a smaller network, ``record["arch"]``); when
-    neither fits, none is run (``record["skipped"]`` says why) and the base stands.
+    neither fits, none is run (``record["skipped"]`` says why) and the base stands. A network
+    whose step is already known (``step_s``, seconds by network, e.g. from
+    :func:`choose_network`) and too slow for even the probes' steps is passed over untimed.
     Otherwise the steps of every probe share ``seconds`` (within ``STEP_RANGE``). Each probe's figures go to
     ``record["probes"]`` under ``key`` (its label from ``labels``). A candidate replaces the
     base only when it beats it by ``MARGIN`` or three of the scored images, whichever is more.
@@ -186,6 +188,13 @@ def _run_probes(schemes: list[SchemeInfo], labels: list, key: str, cfg: Config, 
     bar = max(MARGIN, 3.0 / len(ca))
     lo, timed = STEP_RANGE[0], 3
     for c in [cfg] + ([cfg.replace(arch=cheap)] if cheap and cheap != cfg.arch else []):
+        known = (step_s or {}).get(c.arch)
+        if known is not None and len(schemes) * lo * known > seconds:  # too slow: passed over untimed
+            why = (f"{len(schemes)} probes of {lo} steps of the {c.arch!r} network at {1000 * known:.0f} ms a step "
+                   f"(its measured step) would take more than the {seconds:.0f} s given to them")
+            record.setdefault("too_slow", []).append(why)
+            log(f"{_WHAT.get(key, key)} probes: {why}")
+            continue
         t = time.time()
         base_sets = _sets(schemes[0], c, data, tr, ca, use_prior)
         prepare_s = time.time() - t  # with the first compilations: at most what a candidate's sets cost
@@ -197,15 +206,15 @@ def _run_probes(schemes: list[SchemeInfo], labels: list, key: str, cfg: Config, 
         def need():
             return len(schemes) * (lo * per_step + read_s) + (len(schemes) - 1) * prepare_s
 
-        if need() > seconds - (time.time() - t0):  # timed again without the compilations
+        # the probes' own cost against the time given (the compilations are paid once, whatever is probed)
+        if need() > seconds:  # timed again without the compilations
             t = time.time()
             _sets(schemes[0], c, data, tr, ca, use_prior)
             prepare_s = time.time() - t
-        left = max(0.0, seconds - (time.time() - t0))
-        if need() <= left:
+        if need() <= seconds:
             break
         why = (f"{len(schemes)} probes of {lo} steps of the {c.arch!r} network at {1000 * per_step:.0f} ms a step "
-               f"would take {need():.0f} s, more than the {left:.0f} s left for them")
+               f"would take {need():.0f} s, more than the {seconds:.0f} s given to them")
         record.setdefault("too_slow", []).append(why)
         log(f"{_WHAT.get(key, key)} probes: {why}")
     else:
@@ -213,6 +222,7 @@ def _run_probes(schemes: list[SchemeInfo], labels: list, key: str, cfg: Config, 
         return 0, bar, []
     cfg = c
     record["arch"] = c.arch
+    left = max(0.0, seconds - (time.time() - t0))
     overhead = read_s + prepare_s * (len(schemes) - 1) / len(schemes)
     steps = int(np.clip((left / len(schemes) - overhead) / max(per_step, 1e-6), *STEP_RANGE))
     scores = []
@@ -231,7 +241,8 @@ def _run_probes(schemes: list[SchemeInfo], labels: list, key: str, cfg: Config, 
 
 def choose_cleanup(scheme: SchemeInfo, cfg: Config, data: Path, train: list[tuple[str, str]],
                    calib: list[tuple[str, str]], seconds: float, use_prior: bool = True,
-                   log: Callable[[str], Any] = print, cheap: str | None = None) -> tuple[Cleanup, dict[str, Any]]:
+                   log: Callable[[str], Any] = print, cheap: str | None = None,
+                   step_s: dict[str, float] | None = None) -> tuple[Cleanup, dict[str, Any]]:
     """The clean-ups a scheme's data choose (see the module doc).
 
     Args:
@@ -245,6 +256,7 @@ def choose_cleanup(scheme: SchemeInfo, cfg: Config, data: Path, train: list[tupl
       log: progress lines.
       cheap: a smaller network that probes when ``cfg``'s would not fit into ``seconds``
         (:func:`_run_probes`); None: none.
+      step_s: seconds a step of networks already timed (:func:`_run_probes`).
 
     Returns:
       ``(chosen, record)``: the :class:`~fcn_captcha.cleanup.Cleanup` and a JSON-able
@@ -263,7 +275,8 @@ def choose_cleanup(scheme: SchemeInfo, cfg: Config, data: Path, train: list[tupl
         log(f"clean-ups: none ({record['why']})")
         return Cleanup(), record
     k, bar, scores = _run_probes([with_cleanup(scheme, c) for c in cands], [c.to_dict() for c in cands], "cleanup",
-                                 cfg, data, train, calib, seconds - (time.time() - t0), use_prior, record, log, cheap)
+                                 cfg, data, train, calib, seconds - (time.time() - t0), use_prior, record, log, cheap,
+                                 step_s)
     chosen = cands[k]
     best = int(np.argmax(scores)) if scores else 0
     record.update(chosen=chosen.to_dict(), margin=bar, seconds=round(time.time() - t0, 1),
@@ -275,7 +288,8 @@ def choose_cleanup(scheme: SchemeInfo, cfg: Config, data: Path, train: list[tupl
 
 def choose_color(scheme: SchemeInfo, cfg: Config, data: Path, train: list[tuple[str, str]],
                  calib: list[tuple[str, str]], seconds: float, use_prior: bool = True,
-                 log: Callable[[str], Any] = print, cheap: str | None = None) -> tuple[str, dict[str, Any]]:
+                 log: Callable[[str], Any] = print, cheap: str | None = None,
+                   step_s: dict[str, float] | None = None) -> tuple[str, dict[str, Any]]:
     """The colour mode a scheme's data choose, by probes when colour carries ink.
 
     :func:`~fcn_captcha.scheme.infer_scheme` chose between ``luma`` and ``bgdist`` by
@@ -288,7 +302,7 @@ def choose_color(scheme: SchemeInfo, cfg: Config, data: Path, train: list[tuple[
 
     Args:
       scheme: the measured scheme.
-      cfg, data, train, calib, seconds, use_prior, log, cheap: as :func:`choose_cleanup`'s.
+      cfg, data, train, calib, seconds, use_prior, log, cheap, step_s: as :func:`choose_cleanup`'s.
 
     Returns:
       ``(mode, record)``: the chosen mode and a JSON-able record (the measurement, each
@@ -308,7 +322,7 @@ def choose_color(scheme: SchemeInfo, cfg: Config, data: Path, train: list[tuple[
         return scheme.color, record
     modes = [scheme.color] + [m for m in COLOR_MODES if m != scheme.color]
     k, bar, scores = _run_probes([dataclasses.replace(scheme, color=m) for m in modes], modes, "color", cfg, data,
-                                 train, calib, seconds - (time.time() - t0), use_prior, record, log, cheap)
+                                 train, calib, seconds - (time.time() - t0), use_prior, record, log, cheap, step_s)
     chosen = modes[k]
     best = int(np.argmax(scores)) if scores else 0
     record.update(chosen=chosen, margin=bar, seconds=round(time.time() - t0, 1),

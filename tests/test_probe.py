@@ -102,3 +102,47 @@ def test_colour_carrying_ink_probes_every_mode_and_the_margin_decides(tmp_path, 
         mode, rec = probe.choose_color(scheme, cfg, tmp_path / "d", entries[:28], entries[28:], 1.0,
                                        log=lambda *_: None)
         assert mode == ("localdist" if wins else "luma") == rec["chosen"]
+
+
+def test_the_network_is_the_first_that_affords_the_steps_else_the_cheapest(tmp_path, monkeypatch):
+    entries = _folder(tmp_path / "d", 24)
+    scheme = infer_scheme(tmp_path / "d")
+    cfg = _config(scheme)
+    arch, rec = probe.choose_network(scheme, cfg, tmp_path / "d", entries, ("slim", "tiny"), 1e6, 10,
+                                     log=lambda *_: None)  # a real timing: a million seconds afford 10 steps
+    assert arch == rec["chosen"] == "slim" and [t["arch"] for t in rec["timed"]] == ["slim"]
+    assert rec["timed"][0]["seconds_per_step"] > 0 and rec["timed"][0]["affordable_steps"] >= 10
+    # measured steps given: 2 s a step affords 50 steps in 100 s, not 60: the cheapest, untimed
+    monkeypatch.setattr(probe, "_step_seconds", lambda *a, **k: 2.0)
+    for need, want in ((50, "slim"), (60, "tiny")):
+        arch, rec = probe.choose_network(scheme, cfg, tmp_path / "d", entries, ("slim", "tiny"), 100.0, need,
+                                         log=lambda *_: None)
+        assert arch == want and rec["timed"] == [{"arch": "slim", "seconds_per_step": 2.0, "affordable_steps": 50}]
+        assert ("cheapest" in rec["why"]) == (want == "tiny")
+
+
+def test_probes_too_slow_for_the_network_run_on_the_cheap_one_or_not_at_all(tmp_path, monkeypatch):
+    entries = _folder(tmp_path / "d", 40, shear_range=0.25)
+    scheme = infer_scheme(tmp_path / "d")
+    cfg = _config(scheme)
+    step_s = {"slim": 1.0, "tiny": 0.001}  # seconds a step, by network; a probe's "sets" are its config here
+    monkeypatch.setattr(probe, "_sets", lambda sch, c, *a, **k: c)
+    monkeypatch.setattr(probe, "_probe", lambda c, _, steps: (0.5, steps * step_s[c.arch]))
+    slim = cfg.replace(arch="slim")
+    chosen, rec = probe.choose_cleanup(scheme, slim, tmp_path / "d", entries[:28], entries[28:], 5.0,
+                                       log=lambda *_: None, cheap="tiny")
+    assert rec["arch"] == "tiny" and len(rec["probes"]) == len(rec["candidates"]) and "'slim'" in rec["too_slow"][0]
+    chosen, rec = probe.choose_cleanup(scheme, slim, tmp_path / "d", entries[:28], entries[28:], 5.0,
+                                       log=lambda *_: None)  # no cheap network: the base stands, unprobed
+    assert chosen.off and rec["probes"] == [] and rec["why"].startswith("not probed")
+
+
+def test_a_network_known_too_slow_is_passed_over_untimed(tmp_path, monkeypatch):
+    entries = _folder(tmp_path / "d", 40, shear_range=0.25)
+    scheme = infer_scheme(tmp_path / "d")
+    timed = []
+    monkeypatch.setattr(probe, "_sets", lambda sch, c, *a, **k: timed.append(c.arch) or c)
+    monkeypatch.setattr(probe, "_probe", lambda c, _, steps: (0.5, steps * 0.001))
+    chosen, rec = probe.choose_cleanup(scheme, _config(scheme).replace(arch="slim"), tmp_path / "d", entries[:28],
+                                       entries[28:], 5.0, log=lambda *_: None, cheap="tiny", step_s={"slim": 1.0})
+    assert set(timed) == {"tiny"} and rec["arch"] == "tiny" and "measured step" in rec["too_slow"][0]
