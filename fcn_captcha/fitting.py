@@ -11,6 +11,8 @@ its Orbax checkpoints):
 3. the split: :func:`fcn_captcha.dataset.real_split` of the names (a hash of each file
    name, ``holdout`` of them, default 22%, for calibration; the rest for training,
    the first ``limit`` of them when ``limit`` is set);
+   ``network.json``: the network, on a device with several (the CPU: `wide` where its
+   measured step affords ``MIN_NET_STEPS``, else `cpu`; :func:`fcn_captcha.probe.choose_network`);
    ``color.json``: the colour mode, by short probe trainings of each mode when colour
    carries ink (:func:`fcn_captcha.probe.choose_color`);
    ``cleanup.json``: which of the seeds' clean-ups (deskew, text-height scaling, Otsu
@@ -75,11 +77,17 @@ DEVICE_SETTINGS = {
             "members": 1, "archs": ("wide", "cpu")},
 }
 #: Fewest training steps that the larger of a device's networks (``DEVICE_SETTINGS[...]["archs"]``)
-#: must afford in the working time, at its measured step, to be chosen (:func:`fcn_captcha.probe.choose_network`).
-#: On 2 CPU cores (session 14) `wide` from its prior read better than `cpu` on every scheme tried
-#: even when short of steps: claptcha 88.2% after about 190 steps against 51.6%, a small-image
-#: stand-in 93.4% after about 520 against 49.2%, kaggle_v2 98.76% after about 230 as `cpu` did.
-MIN_NET_STEPS = 300
+#: must afford, with fit's reading, in the working time the probes leave, at its measured step, to
+#: be chosen (:func:`fcn_captcha.probe.choose_network`): fit's least (four EM rounds of 20 steps,
+#: a last stage of 100). On 2 CPU cores `wide` from its prior read better than `cpu` on every
+#: scheme tried even when short of steps: claptcha 90.6% after about 250 steps against 51.6%, a
+#: small-image stand-in 93.4% against 49.2%, kaggle_v2 98.76% as `cpu` did (sessions 14-15).
+MIN_NET_STEPS = 180
+#: What reading an image costs in ``fit`` against its maps alone (the forward pass that
+#: :func:`fcn_captcha.probe.choose_network` times): an EM round's reading of 774 files with
+#: `wide` on 2 CPU cores took 1.6x (claptcha) and 1.8x (tiles) their maps' time (session 15).
+READ_COST = 1.5
+LOG_SECONDS = 10.0  #: seconds of steps between the trainer's log points in ``fit`` (:func:`log_interval`)
 WEAK_SHARE = 0.4  #: share of the training time spent on the EM rounds
 FIT_SALT = "fcn_captcha.fit"  #: salt of fit's training/calibration split (see dataset.real_split)
 RESERVE = 0.08  #: least share of the budget kept for calibration, tests and the report
@@ -239,6 +247,15 @@ def schedule_epochs(runs: tuple[int, ...], seconds: float, seconds_per_step: flo
     if firsts and firsts[0] < 1.0:
         return (1,), (float(final_epochs),)
     return tuple(runs), (*firsts, float(final_epochs))
+
+
+def log_interval(seconds_per_step: float) -> int:
+    """Steps between the trainer's log points for a measured step: about ``LOG_SECONDS``
+    of steps, from 5 to 50. The last stage fits itself to the time budget at its second
+    log point (:func:`fcn_captcha.training._replan_last_stage`); at 50 steps of 2.6 s
+    (the `wide` network on 2 CPU cores, 224 x 64 images) that came after 260 s, 90 s past
+    the stage's budget (session 15)."""
+    return int(np.clip(round(LOG_SECONDS / max(float(seconds_per_step), 1e-6)), 5, 50))
 
 
 def _prepared(data: Path, out: Path, scheme: SchemeInfo, log) -> dict:
@@ -619,11 +636,12 @@ def _evaluate_files(det, folder: Path, names: list[str] | None = None) -> tuple[
 
 
 def _network_stage(wd: Path, scheme: SchemeInfo, cfg: Config, data: Path, train_pairs, overrides: dict, device: str,
-                   seconds: float, prior: bool, log) -> tuple[Config, dict]:
+                   seconds: float, prior: bool, log, reads: float = 0.0) -> tuple[Config, dict]:
     """``cfg`` with the network of ``W/network.json``: chosen by
-    :func:`fcn_captcha.probe.choose_network` among the device's ``archs`` (those that
-    afford ``MIN_NET_STEPS`` in ``seconds``) and recorded, or the device's one network,
-    or ``overrides["arch"]`` (a record without timing). A resumed run reads the record."""
+    :func:`fcn_captcha.probe.choose_network` among the device's ``archs`` (the first
+    whose ``MIN_NET_STEPS`` steps and ``reads`` images read fit into the part of
+    ``seconds`` the probes leave) and recorded, or the device's one network, or
+    ``overrides["arch"]`` (a record without timing). A resumed run reads the record."""
     path = wd / "network.json"
     if path.exists():
         record = json.loads(path.read_text())
@@ -635,8 +653,8 @@ def _network_stage(wd: Path, scheme: SchemeInfo, cfg: Config, data: Path, train_
         else:
             from fcn_captcha.probe import choose_network
 
-            record = choose_network(scheme, cfg, data, train_pairs, archs, seconds, MIN_NET_STEPS, use_prior=prior,
-                                    log=log)[1]
+            record = choose_network(scheme, cfg, data, train_pairs, archs, (1.0 - 2 * PROBE_SHARE) * seconds,
+                                    MIN_NET_STEPS, reads=reads, use_prior=prior, log=log)[1]
         _write_json(path, record)
     return cfg.replace(arch=record["chosen"]), record
 
@@ -785,8 +803,11 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
     train_pairs = [(orig[n], texts[n]) for n in train_names]  # the labelled files the probes read
     calib_pairs = [(orig[n], texts[n]) for n in calib_names]
     # 3a. the network, by its measured step where the device has more than one (fcn_captcha.probe.choose_network)
+    # what fit reads besides its steps, in images (READ_COST each: alignment and decoding beyond the maps): the
+    # prior's alignment and four EM readings of the training files, the calibration files three times, the test files
+    reads = READ_COST * (5 * len(train_names) + 3 * len(calib_names) + n_test)
     cfg, network_record = _network_stage(wd, scheme, cfg, data, train_pairs, overrides or {}, device,
-                                         main_budget - reserve - elapsed(), prior, log)
+                                         main_budget - reserve - elapsed(), prior, log, reads)
     cheap = DEVICE_SETTINGS[device].get("archs", (cfg.arch,))[-1]
     step_s = {t["arch"]: t["seconds_per_step"] for t in network_record.get("timed", [])}
     # 3b. the colour mode, by probes when one gray loses ink (fcn_captcha.probe.choose_color), and
@@ -832,11 +853,12 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
     # with members, the schedule gets its share of the time left (the other networks share the rest)
     left = (main_budget - reserve - elapsed()) / members
     runs = tuple(int(r) for r in (overrides or {}).get("stage_runs", FIT_RUNS))
-    runs, stage_epochs = schedule_epochs(runs, left, float(weak.get("seconds_per_step", 0.1)),
-                                         max(1, n_tr // tcfg.batch_size), final_epochs)
+    per_step = float(weak.get("seconds_per_step", 0.1))
+    runs, stage_epochs = schedule_epochs(runs, left, per_step, max(1, n_tr // tcfg.batch_size), final_epochs)
     tcfg = tcfg.replace(real_data=str(prepared), real_centers=str(wd / "weak" / "centers.json"), real_limit=limit,
                         holdout=holdout, split_salt=FIT_SALT, init_from=str(wd / "weak" / "model"),
                         stage_runs=runs, stage_epochs=stage_epochs,  # the last stage: or the time budget, sooner
+                        log_every=log_interval(per_step),
                         # the trainer keeps 45 s of its budget for compiling, selection and calibration;
                         # fit keeps its own RESERVE for those, so most of the trainer's is given back
                         time_budget=float(max(left, 1.0) + 30.0))

@@ -81,16 +81,28 @@ def _step_seconds(model, cfg: Config, ds, steps: int = 3) -> float:
     return (time.time() - t) / steps
 
 
+def _forward_seconds(model, cfg: Config, images: np.ndarray) -> float:
+    """Seconds of ``model``'s maps per image on ``images`` (one warm-up call compiles)."""
+    from fcn_captcha.detector import Detector
+
+    det = Detector(model, cfg, cfg.threshold)
+    det.center_maps(images)
+    t = time.time()
+    det.center_maps(images)
+    return (time.time() - t) / len(images)
+
+
 def choose_network(scheme: SchemeInfo, cfg: Config, data: Path, train: list[tuple[str, str]], archs: tuple[str, ...],
-                   seconds: float, min_steps: int, use_prior: bool = True,
+                   seconds: float, min_steps: int, reads: float = 0.0, use_prior: bool = True,
                    log: Callable[[str], Any] = print) -> tuple[str, dict[str, Any]]:
-    """The first network of ``archs`` whose measured step affords ``min_steps`` steps in ``seconds``.
+    """The first network of ``archs`` that affords ``min_steps`` steps and ``reads`` images read in ``seconds``.
 
     Each candidate (the largest first) is started as `fit` starts it (its generic prior
-    where one ships) and trained for a few steps on the probes' training sample at the
-    scheme's input size and ``cfg``'s batch; the first whose step time fits ``min_steps``
-    steps into ``seconds`` is chosen, else the last (the cheapest). The probes then train
-    the chosen network with the same compiled step.
+    where one ships), trained for a few steps on the probes' training sample at the
+    scheme's input size and ``cfg``'s batch, and its maps of that sample are timed; the
+    first whose ``min_steps`` steps and ``reads`` images read fit into ``seconds`` is
+    chosen, else the last (the cheapest). The probes then train the chosen network with
+    the same compiled step.
 
     Args:
       scheme: the measured scheme (its canvases are what is timed).
@@ -100,36 +112,40 @@ def choose_network(scheme: SchemeInfo, cfg: Config, data: Path, train: list[tupl
       archs: candidate networks, preferred first.
       seconds: the training time the network must fit into.
       min_steps: fewest steps a candidate must afford in ``seconds``.
+      reads: images the run reads besides (their maps, at the measured cost per image).
       use_prior: start from the generic prior (as `fit` does).
       log: progress lines.
 
     Returns:
       ``(arch, record)``: the chosen network and a JSON-able record (each timed candidate's
-      seconds per step and affordable steps, the choice and why).
+      seconds per step and per image read, the seconds its steps and reads would take and
+      the steps ``seconds`` affords after the reads, the choice and why).
     """
     from fcn_captcha.prior import start_for
 
     t0 = time.time()
     record: dict[str, Any] = {"candidates": list(archs), "seconds": round(float(seconds), 1),
-                              "min_steps": int(min_steps), "timed": []}
+                              "min_steps": int(min_steps), "reads": round(float(reads)), "timed": []}
     tr = _sample(train, PROBE_TRAIN)
     ds = _canvases(scheme, data, tr)
     chosen = archs[-1]
     for arch in archs[:-1]:
         c = cfg.replace(arch=arch)
         model, ds.centers, _ = start_for(c, ds, use_prior, centers="ink")
-        per = _step_seconds(model, c, ds)
-        steps = int(seconds / per)
-        record["timed"].append({"arch": arch, "seconds_per_step": round(per, 4), "affordable_steps": steps})
-        log(f"network {arch!r}: {1000 * per:.0f} ms a step at batch {cfg.batch_size}, {steps} steps in "
-            f"{seconds:.0f} s (needs {min_steps})")
-        if steps >= min_steps:
+        per, fwd = _step_seconds(model, c, ds), _forward_seconds(model, c, ds.images)
+        need, steps = min_steps * per + reads * fwd, int(max(0.0, seconds - reads * fwd) / per)
+        record["timed"].append({"arch": arch, "seconds_per_step": round(per, 4), "seconds_per_read": round(fwd, 5),
+                                "need_s": round(need, 1), "affordable_steps": steps})
+        log(f"network {arch!r}: {1000 * per:.0f} ms a step at batch {cfg.batch_size}, {1000 * fwd:.1f} ms an image "
+            f"read; {min_steps} steps and {reads:.0f} reads take {need:.0f} s of {seconds:.0f} s")
+        if need <= seconds:
             chosen = arch
             break
     record.update(chosen=chosen, took=round(time.time() - t0, 1),
-                  why=(f"{chosen!r} affords {record['timed'][-1]['affordable_steps']} steps (at least {min_steps})"
-                       if chosen != archs[-1] or not record["timed"] else
-                       f"no larger network affords {min_steps} steps in {seconds:.0f} s: the cheapest, {chosen!r}"))
+                  why=(f"{chosen!r} affords {record['timed'][-1]['affordable_steps']} steps after its reads "
+                       f"(at least {min_steps})" if chosen != archs[-1] or not record["timed"] else
+                       f"no larger network affords {min_steps} steps and its reads in {seconds:.0f} s: the "
+                       f"cheapest, {chosen!r}"))
     log(f"network chosen: {chosen} ({record['why']})")
     return chosen, record
 

@@ -471,3 +471,34 @@ def test_the_report_says_where_the_em_rounds_started():
                                      "ctc_read_agreement": 0.5, "why": "w"})
     assert _start_sentence({"from": "ink profile", "why": "no prior asked for"}) == (
         "Started from a fresh network and the ink profile (no prior asked for).")
+
+
+def test_the_network_is_given_or_chosen_by_its_step_and_a_resumed_run_keeps_it(run, tmp_path, monkeypatch):
+    import fcn_captcha.fitting as fitting
+    import fcn_captcha.probe as probe
+    from fcn_captcha.scheme import infer_scheme
+
+    _, _, wd, s = run
+    assert s["network"]["chosen"] == "cpu" and "given" in s["network"]["why"]  # OVERRIDES name the network
+    assert json.loads((wd / "network.json").read_text()) == s["network"]
+    data = run[0]
+    scheme = infer_scheme(data)
+    cfg = fitting.scheme_config(scheme, "cpu")
+    calls = []
+
+    def choose(sch, c, d, pairs, archs, seconds, min_steps, reads, **k):  # the choice itself: tests/test_probe.py
+        calls.append((archs, seconds, min_steps, reads))
+        return "wide", {"chosen": "wide", "why": "given by the test", "timed": []}
+
+    monkeypatch.setattr(probe, "choose_network", choose)
+    for _ in range(2):  # the second call resumes: the record is read, nothing is timed again
+        c, rec = fitting._network_stage(tmp_path, scheme, cfg, data, [], {}, "cpu", 500.0, True, lambda *_: None,
+                                        reads=300.0)
+        assert c.arch == "wide" == rec["chosen"]
+    # the time the probes leave; the reads passed on
+    assert calls == [(fitting.DEVICE_SETTINGS["cpu"]["archs"], (1 - 2 * fitting.PROBE_SHARE) * 500.0,
+                      fitting.MIN_NET_STEPS, 300.0)]
+    (tmp_path / "gpu").mkdir()
+    c, rec = fitting._network_stage(tmp_path / "gpu", scheme, fitting.scheme_config(scheme, "gpu"), data, [], {},
+                                    "gpu", 500.0, True, lambda *_: None)
+    assert c.arch == "wide" and rec == {"chosen": "wide", "why": "the gpu's network"} and len(calls) == 1

@@ -104,20 +104,23 @@ def test_colour_carrying_ink_probes_every_mode_and_the_margin_decides(tmp_path, 
         assert mode == ("localdist" if wins else "luma") == rec["chosen"]
 
 
-def test_the_network_is_the_first_that_affords_the_steps_else_the_cheapest(tmp_path, monkeypatch):
+def test_the_network_is_the_first_that_affords_the_steps_and_reads_else_the_cheapest(tmp_path, monkeypatch):
     entries = _folder(tmp_path / "d", 24)
     scheme = infer_scheme(tmp_path / "d")
     cfg = _config(scheme)
-    arch, rec = probe.choose_network(scheme, cfg, tmp_path / "d", entries, ("slim", "tiny"), 1e6, 10,
-                                     log=lambda *_: None)  # a real timing: a million seconds afford 10 steps
+    arch, rec = probe.choose_network(scheme, cfg, tmp_path / "d", entries, ("slim", "tiny"), 1e6, 10, reads=100,
+                                     log=lambda *_: None)  # real timings: a million seconds afford them
     assert arch == rec["chosen"] == "slim" and [t["arch"] for t in rec["timed"]] == ["slim"]
-    assert rec["timed"][0]["seconds_per_step"] > 0 and rec["timed"][0]["affordable_steps"] >= 10
-    # measured steps given: 2 s a step affords 50 steps in 100 s, not 60: the cheapest, untimed
+    t = rec["timed"][0]
+    assert t["seconds_per_step"] > 0 and t["seconds_per_read"] > 0 and t["affordable_steps"] >= 10
+    # measured costs given: 2 s a step and 0.1 s a read; 100 s afford 40 steps after 200 reads, not 50
     monkeypatch.setattr(probe, "_step_seconds", lambda *a, **k: 2.0)
-    for need, want in ((50, "slim"), (60, "tiny")):
+    monkeypatch.setattr(probe, "_forward_seconds", lambda *a, **k: 0.1)
+    for need, want in ((40, "slim"), (41, "tiny")):
         arch, rec = probe.choose_network(scheme, cfg, tmp_path / "d", entries, ("slim", "tiny"), 100.0, need,
-                                         log=lambda *_: None)
-        assert arch == want and rec["timed"] == [{"arch": "slim", "seconds_per_step": 2.0, "affordable_steps": 50}]
+                                         reads=200, log=lambda *_: None)
+        assert arch == want and rec["timed"] == [{"arch": "slim", "seconds_per_step": 2.0, "seconds_per_read": 0.1,
+                                                  "need_s": 2.0 * need + 20.0, "affordable_steps": 40}]
         assert ("cheapest" in rec["why"]) == (want == "tiny")
 
 
