@@ -1,4 +1,9 @@
-"""Choosing a scheme's colour mode and clean-ups by data: short probe trainings, one per candidate.
+"""Choosing a scheme's network by its measured cost, and its colour mode and clean-ups by data.
+
+The network (:func:`choose_network`, where a device has several: the CPU's `wide` and
+`cpu`): each candidate, largest first, is timed on the scheme's canvases (a training
+step and its maps per image); the first whose least steps and reading fit the time is
+chosen, else the cheapest. Figures go to ``W/network.json``.
 
 The colour mode (:func:`choose_color`): :func:`fcn_captcha.scheme.infer_scheme` measures
 ``luma_loss``, the share of the ink that one gray in one polarity loses (hue-only
@@ -22,7 +27,8 @@ run on the same files (:func:`_run_probes`),
    the ink profile where no prior ships for the network, :mod:`fcn_captcha.prior`);
 3. the same network start is fine-tuned for the same number of steps (same batches),
    as many as the time given allows (two short probes of the first candidate: one
-   compiles, one times a step);
+   compiles, one times a step); when even the least steps of every probe would cost more
+   than that time, a cheaper network probes instead (the CPU's `cpu`), or none does;
 4. the score is the share of calibration images whose free reading, at the best
    threshold, is the label (:func:`fcn_captcha.weak._free_threshold`).
 
@@ -141,11 +147,13 @@ def choose_network(scheme: SchemeInfo, cfg: Config, data: Path, train: list[tupl
         if need <= seconds:
             chosen = arch
             break
-    record.update(chosen=chosen, took=round(time.time() - t0, 1),
-                  why=(f"{chosen!r} affords {record['timed'][-1]['affordable_steps']} steps after its reads "
-                       f"(at least {min_steps})" if chosen != archs[-1] or not record["timed"] else
-                       f"no larger network affords {min_steps} steps and its reads in {seconds:.0f} s: the "
-                       f"cheapest, {chosen!r}"))
+    if not record["timed"]:
+        why = f"{chosen!r}, the only candidate (not timed)"
+    elif chosen != archs[-1]:
+        why = f"{chosen!r} affords {record['timed'][-1]['affordable_steps']} steps after its reads (at least {min_steps})"
+    else:
+        why = f"no larger network affords {min_steps} steps and its reads in {seconds:.0f} s: the cheapest, {chosen!r}"
+    record.update(chosen=chosen, took=round(time.time() - t0, 1), why=why)
     log(f"network chosen: {chosen} ({record['why']})")
     return chosen, record
 

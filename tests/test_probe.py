@@ -122,6 +122,9 @@ def test_the_network_is_the_first_that_affords_the_steps_and_reads_else_the_chea
         assert arch == want and rec["timed"] == [{"arch": "slim", "seconds_per_step": 2.0, "seconds_per_read": 0.1,
                                                   "need_s": 2.0 * need + 20.0, "affordable_steps": 40}]
         assert ("cheapest" in rec["why"]) == (want == "tiny")
+    arch, rec = probe.choose_network(scheme, cfg, tmp_path / "d", entries, ("tiny",), 1.0, 10 ** 6,
+                                     log=lambda *_: None)  # one candidate: chosen untimed
+    assert arch == "tiny" and rec["timed"] == [] and "only candidate" in rec["why"]
 
 
 def test_probes_too_slow_for_the_network_run_on_the_cheap_one_or_not_at_all(tmp_path, monkeypatch):
