@@ -1,8 +1,9 @@
-"""Tests of fcn_captcha.device_preprocess: equal to the host's to_model_input, byte for byte.
+"""Tests of fcn_captcha.device_preprocess: equal to the host's to_model_input, byte for byte
+(within one grey level on rare pixels of resized colour images: the module doc says why).
 
-Plain-library captchas (seeded texts; the library draws with its own randomness, so the
-images differ between runs) at the model size and at another size (resized), as RGB,
-gray, inverted gray and ``[N, H, W, 1]``. About 10 s on 2 CPU cores.
+Plain-library captchas (seeded texts; the library draws with its own randomness, from
+``secrets``, so the images differ between runs) at the model size and at another size
+(resized), as RGB, gray, inverted gray and ``[N, H, W, 1]``. About 10 s on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -36,7 +37,12 @@ def test_equal_to_the_host_on_captchas(size):
         host = np.stack([to_model_input(x, W, H) for x in batch])
         dev = np.asarray(model_inputs_device(batch, W, H))
         assert dev.dtype == np.uint8 and dev.shape == host.shape
-        np.testing.assert_array_equal(dev, host)
+        if size == (W, H) or batch.ndim == 3:  # no resize, or a resize of whole gray levels: exact
+            np.testing.assert_array_equal(dev, host)
+        else:  # the resize of fractional luminance sums in another order than Pillow's (module doc):
+            # one grey level on a rare pixel (3 of 7.1 million in 576 such images, session 15)
+            diff = np.abs(dev.astype(int) - host)
+            assert diff.max() <= 1 and np.count_nonzero(diff) <= 10, (diff.max(), np.count_nonzero(diff))
 
 
 def test_edge_images_blank_and_faint():
