@@ -150,7 +150,8 @@ def choose_network(scheme: SchemeInfo, cfg: Config, data: Path, train: list[tupl
     if not record["timed"]:
         why = f"{chosen!r}, the only candidate (not timed)"
     elif chosen != archs[-1]:
-        why = f"{chosen!r} affords {record['timed'][-1]['affordable_steps']} steps after its reads (at least {min_steps})"
+        why = (f"{chosen!r} affords {record['timed'][-1]['affordable_steps']} steps after its reads "
+               f"(at least {min_steps})")
     else:
         why = f"no larger network affords {min_steps} steps and its reads in {seconds:.0f} s: the cheapest, {chosen!r}"
     record.update(chosen=chosen, took=round(time.time() - t0, 1), why=why)
@@ -194,12 +195,13 @@ def _run_probes(schemes: list[SchemeInfo], labels: list, key: str, cfg: Config, 
     Two short runs of the base come first: one compiles, one times a step and a probe's
     other costs (preparing a candidate's canvases, reading the calibration sample). When
     every candidate's probe at ``STEP_RANGE[0]`` steps of ``cfg``'s network would cost more
-    than ``seconds`` (their own cost: the compilations are paid whatever is probed), the ``cheap`` network is timed the same way and probes instead (which
-    data are easier to learn is asked of a smaller network, ``record["arch"]``); when
-    neither fits, none is run (``record["skipped"]`` says why) and the base stands. A network
-    whose step is already known (``step_s``, seconds by network, e.g. from
-    :func:`choose_network`) and too slow for even the probes' steps is passed over untimed.
-    Otherwise the steps of every probe share ``seconds`` (within ``STEP_RANGE``). Each probe's figures go to
+    than ``seconds`` (their own cost: the compilations are paid whatever is probed), the
+    ``cheap`` network is timed the same way and probes instead (which data are easier to
+    learn is asked of a smaller network, ``record["arch"]``); when neither fits, none is
+    run (``record["skipped"]`` says why) and the base stands. A network whose step is
+    already known (``step_s``, seconds by network, e.g. from :func:`choose_network`) and
+    too slow for even the probes' steps is passed over untimed. Otherwise the steps of
+    every probe share ``seconds`` (within ``STEP_RANGE``). Each probe's figures go to
     ``record["probes"]`` under ``key`` (its label from ``labels``). A candidate replaces the
     base only when it beats it by ``MARGIN`` or three of the scored images, whichever is more.
 
@@ -211,13 +213,16 @@ def _run_probes(schemes: list[SchemeInfo], labels: list, key: str, cfg: Config, 
     tr, ca = _sample(train, PROBE_TRAIN), _sample(calib, PROBE_CALIB)  # evenly spaced over the split's files
     bar = max(MARGIN, 3.0 / len(ca))
     lo, timed = STEP_RANGE[0], 3
+
+    def too_slow(why):
+        record.setdefault("too_slow", []).append(why)
+        log(f"{_WHAT.get(key, key)} probes: {why}")
+
     for c in [cfg] + ([cfg.replace(arch=cheap)] if cheap and cheap != cfg.arch else []):
         known = (step_s or {}).get(c.arch)
         if known is not None and len(schemes) * lo * known > seconds:  # too slow: passed over untimed
-            why = (f"{len(schemes)} probes of {lo} steps of the {c.arch!r} network at {1000 * known:.0f} ms a step "
-                   f"(its measured step) would take more than the {seconds:.0f} s given to them")
-            record.setdefault("too_slow", []).append(why)
-            log(f"{_WHAT.get(key, key)} probes: {why}")
+            too_slow(f"{len(schemes)} probes of {lo} steps of the {c.arch!r} network at {1000 * known:.0f} ms a step "
+                     f"(its measured step) would take more than the {seconds:.0f} s given to them")
             continue
         t = time.time()
         base_sets = _sets(schemes[0], c, data, tr, ca, use_prior)
@@ -237,10 +242,8 @@ def _run_probes(schemes: list[SchemeInfo], labels: list, key: str, cfg: Config, 
             prepare_s = time.time() - t
         if need() <= seconds:
             break
-        why = (f"{len(schemes)} probes of {lo} steps of the {c.arch!r} network at {1000 * per_step:.0f} ms a step "
-               f"would take {need():.0f} s, more than the {seconds:.0f} s given to them")
-        record.setdefault("too_slow", []).append(why)
-        log(f"{_WHAT.get(key, key)} probes: {why}")
+        too_slow(f"{len(schemes)} probes of {lo} steps of the {c.arch!r} network at {1000 * per_step:.0f} ms a step "
+                 f"would take {need():.0f} s, more than the {seconds:.0f} s given to them")
     else:
         record["skipped"] = "not probed: " + "; ".join(record["too_slow"])
         return 0, bar, []
