@@ -101,6 +101,11 @@ class Config:
       alphabet: the symbols, one map each, in map order.
       min_length: fewest symbols in a synthetic text.
       max_length: most symbols in a synthetic text.
+      hard_symbols: symbols drawn more often in synthetic *training* texts (hard-example
+        reweighting by class: ``"O0"`` for the library's O and 0); validation,
+        calibration and test texts stay uniform. Empty: none.
+      hard_share: chance that a training text's symbol is drawn from ``hard_symbols``
+        (otherwise uniformly from the alphabet, which holds them too); 0: uniform texts.
       width: image width in input pixels (synthetic images are drawn at this size,
         real images are resized to it).
       height: image height in input pixels.
@@ -273,12 +278,22 @@ class Config:
     teacher_weight: float = 0.5
     force_length: bool = False
     generator: str = "auto"
+    hard_symbols: str = ""
+    hard_share: float = 0.0
 
     def __post_init__(self):
         if len(set(self.alphabet)) != len(self.alphabet) or not self.alphabet:
             raise ValueError(f"alphabet {self.alphabet!r} must be non-empty with no repeated symbol")
         if not 1 <= self.min_length <= self.max_length:
             raise ValueError(f"length range [{self.min_length}, {self.max_length}] is not valid")
+        stray = sorted(set(self.hard_symbols) - set(self.alphabet))
+        if stray or len(set(self.hard_symbols)) != len(self.hard_symbols):
+            raise ValueError(f"hard_symbols {self.hard_symbols!r} must be distinct symbols of the alphabet"
+                             + (f" (not in it: {stray})" if stray else ""))
+        if not (isinstance(self.hard_share, (int, float)) and 0.0 <= self.hard_share < 1.0):
+            raise ValueError(f"hard_share {self.hard_share!r} must be a share in [0, 1)")
+        if self.hard_share and not self.hard_symbols:
+            raise ValueError(f"hard_share {self.hard_share} needs hard_symbols (the symbols to draw more often)")
         if self.width < 1 or self.height < 1:
             raise ValueError(f"image size {self.width}x{self.height} is not valid")
         if len(self.stage_runs) != len(self.stage_epochs) or not self.stage_runs:

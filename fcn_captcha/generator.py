@@ -221,15 +221,24 @@ def image_seed(seed: int, index: int) -> int:
     return (seed * 0x9E3779B97F4A7C15 + index * 0xBF58476D1CE4E5B9 + 0x94D049BB133111EB) % (1 << 63)
 
 
-def random_text(rng: random.Random, alphabet: str, min_length: int, max_length: int) -> str:
-    """A uniform length in ``[min_length, max_length]``, then uniform symbols."""
+def random_text(rng: random.Random, alphabet: str, min_length: int, max_length: int, hard: str = "",
+                share: float = 0.0) -> str:
+    """A uniform length in ``[min_length, max_length]``, then uniform symbols.
+
+    With ``share`` > 0, each symbol comes from ``hard`` with that chance, else from the
+    whole ``alphabet`` (class reweighting of training texts, ``Config.hard_symbols``);
+    ``share`` 0 draws exactly the stream it always did.
+    """
     n = rng.randint(min_length, max_length)
-    return "".join(rng.choice(alphabet) for _ in range(n))
+    if not share:
+        return "".join(rng.choice(alphabet) for _ in range(n))
+    return "".join(rng.choice(hard if rng.random() < share else alphabet) for _ in range(n))
 
 
 def generate_one(gen: CenterCaptcha, config, seed: int, index: int, text: str | None = None) -> Sample:
     """Image ``index`` of the dataset with root ``seed``: reproducible text and drawing."""
     s = image_seed(seed, index)
     if text is None:
-        text = random_text(random.Random(s ^ 0x5DEECE66D), config.alphabet, config.min_length, config.max_length)
+        text = random_text(random.Random(s ^ 0x5DEECE66D), config.alphabet, config.min_length, config.max_length,
+                           config.hard_symbols, config.hard_share)
     return gen.generate_sample(text, seed=s)

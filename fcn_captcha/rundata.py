@@ -62,7 +62,9 @@ def prepare_data(config: Config, workdir: str | os.PathLike, progress: bool = Tr
         path = Path(workdir) / "data" / split
         seed = config.seed * 1000 + i
         if not is_complete(path, config, count, seed):
-            ds = generate_arrays(config, count, seed, progress=progress)
+            # val and calib judge the reader on the texts it will meet: uniform, never reweighted
+            cfg = config if split == "train" else config.replace(hard_share=0.0)
+            ds = generate_arrays(cfg, count, seed, progress=progress)
             write_dataset(ds, path, config, seed=seed)
             out[split] = ds
         else:

@@ -115,6 +115,10 @@ def test_unknown_preset_names_it():
     ({"stage_runs": (1, 2), "stage_epochs": (1, 1)}, "stage_runs"),
     ({"arch": "c3x8 q"}, "'q'"),
     ({"arch": "c4x8"}, "c4x8"),  # even kernel
+    ({"alphabet": "AB0", "hard_symbols": "O0"}, "not in it: \\['O'\\]"),
+    ({"alphabet": "AB0", "hard_symbols": "00"}, "hard_symbols"),
+    ({"alphabet": "AB0", "hard_symbols": "0", "hard_share": 1.0}, "hard_share"),
+    ({"alphabet": "AB0", "hard_share": 0.2}, "needs hard_symbols"),
 ])
 def test_invalid_values_are_named(kwargs, named):
     with pytest.raises(ValueError, match=named):

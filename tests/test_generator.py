@@ -281,6 +281,24 @@ def test_generate_one_text():
     assert {len(t) for t in rng_texts} == {2, 3} and set("".join(rng_texts)) == {"a", "b"}
 
 
+def test_hard_symbols_are_drawn_more_often_and_share_0_keeps_the_old_stream():
+    alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    rng, plain = random.Random(5), []
+    for _ in range(50):  # the draws random_text made before it had hard symbols
+        n = rng.randint(4, 4)
+        plain.append("".join(rng.choice(alphabet) for _ in range(n)))
+    rng = random.Random(5)
+    assert [random_text(rng, alphabet, 4, 4, "O0", 0.0) for _ in range(50)] == plain  # same stream as before
+    rng = random.Random(6)
+    chars = "".join(random_text(rng, alphabet, 4, 4, "O0", 0.25) for _ in range(5000))
+    share = sum(c in "O0" for c in chars) / len(chars)
+    assert abs(share - (0.25 + 0.75 * 2 / 36)) < 0.015, share  # 29.2% against 5.6% uniform
+    assert set(chars) == set(alphabet)
+    cfg = get_config("lib36x4").replace(hard_symbols="O0", hard_share=0.5)
+    texts = "".join(generate_one(make_generator(cfg), cfg, 3, i).text for i in range(20))
+    assert sum(c in "O0" for c in texts) > 0.3 * len(texts)  # the generator's texts follow the config
+
+
 # ----- the library is watched, not changed --------------------------------------------------------
 @pytest.mark.parametrize("preset", ["lib36x4", "lib36var", "kaggle_v2", "tiny"])
 def test_generator_draws_exactly_what_the_library_draws(preset):

@@ -26,3 +26,12 @@ def test_stage_training_sets_differ_per_stage_and_are_reused(tmp_path):
     a, b = stage_training_set(CFG, tmp_path, 1, False), stage_training_set(CFG, tmp_path, 2, False)
     assert a.texts != b.texts
     np.testing.assert_array_equal(stage_training_set(CFG, tmp_path, 1, False).images, a.images)
+
+
+def test_hard_symbols_reweight_the_training_texts_only(tmp_path):
+    cfg = CFG.replace(train_size=40, val_size=40, calib_size=40, hard_symbols="0", hard_share=0.9)
+    sets = prepare_data(cfg, tmp_path, progress=False)
+    share = {k: sum(t.count("0") for t in v.texts) / sum(len(t) for t in v.texts) for k, v in sets.items()}
+    assert share["train"] > 0.8 and share["val"] < 0.4 and share["calib"] < 0.4, share
+    stage = stage_training_set(cfg, tmp_path, 1, False)  # fresh stage sets are training sets too
+    assert sum(t.count("0") for t in stage.texts) > 0.8 * sum(len(t) for t in stage.texts)
