@@ -32,7 +32,9 @@ its Orbax checkpoints):
    calibration split;
 6. ``model/``: the network with its scheme (a :class:`~fcn_captcha.detector.Detector`
    loads it and reads files of the scheme at their own sizes, positions in each file's
-   pixels), then ``report.md`` with figures and ``summary.json``. With ``second_pass``
+   pixels) and the decoder's horizontal suppression distance chosen beside the threshold
+   on the calibration files (:func:`_spacing_stage`; the card's ``info.spacing``), then
+   ``report.md`` with figures and ``summary.json``. With ``second_pass``
    a second network distilled from the first may replace it first (``second_pass.json``,
    :func:`_second_pass`); with ``cpu_model`` a CPU-sized network is distilled from the
    kept one (``model-cpu/``).
@@ -72,10 +74,13 @@ from fcn_captcha.scheme import SchemeInfo, infer_scheme
 #: (:func:`fcn_captcha.probe.choose_network`, :func:`fcn_captcha.probe.choose_cleanup`).
 DEVICE_SETTINGS = {
     "gpu": {"arch": "wide", "batch_size": 64, "learning_rate": 5e-4, "compute_dtype": "bfloat16", "budget": 300.0,
-            "members": 3},
+            "members": 3, "spacing_s": 5.0},
     "cpu": {"arch": "cpu", "batch_size": 16, "learning_rate": 1e-3, "compute_dtype": "float32", "budget": 900.0,
-            "members": 1, "archs": ("wide", "cpu")},
+            "members": 1, "archs": ("wide", "cpu"), "spacing_s": 25.0},
 }
+#: ``spacing_s``: what the suppression distance's threshold sweeps cost beside reading the
+#: calibration files (:func:`_spacing_stage`; 13-23 s for 226 files on 2 CPU cores); the
+#: stage runs when the budget still holds it and the end.
 #: Fewest training steps that the larger of a device's networks (``DEVICE_SETTINGS[...]["archs"]``)
 #: must afford, with fit's reading, in the working time the probes leave, at its measured step, to
 #: be chosen (:func:`fcn_captcha.probe.choose_network`): fit's least (four EM rounds of 20 steps,
@@ -893,6 +898,13 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
             info |= {"members": {k: members_rec[k] for k in ("members", "calibration", "each")},
                      "confidence": members_rec["confidence"]}
         _write_json(job_path, job | {"spent": elapsed()})
+    spacing_cost = 1.5 * prep["seconds_per_file"] * len(calib_names) + DEVICE_SETTINGS[device]["spacing_s"]
+    if budget - elapsed() > spacing_cost + 10.0 + 1.5 * prep["seconds_per_file"] * (2 * len(calib_names) + n_test):
+        mcfg, thr, info = _spacing_stage(model, mcfg, thr, info, prepared, calib_names, log)
+    else:
+        info["spacing"] = {"skipped": f"{budget - elapsed():.0f} s left, about {spacing_cost:.0f} s needed",
+                           "configured": tuple(mcfg.min_distance)}
+        log(f"spacing: not calibrated ({info['spacing']['skipped']}); {mcfg.min_distance[0]} cells kept")
     save_model(wd / "model", model, mcfg, thr, info)
     from fcn_captcha.detector import Detector
 
@@ -920,7 +932,7 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
         "calibration": {"threshold": thr, **{k: cal_m[k] for k in ("count", "sequence_accuracy",
                                                                       "character_accuracy", "length_error_rate")}},
         "flagged": weak["flagged"], "network": network_record, "color": color_record, "cleanup": cleanup_record, "weak_start": weak.get("start", {}), "weak_history": weak["history"],
-        "training": tsum.get("stages", []),
+        "training": tsum.get("stages", []), "spacing": info.get("spacing"),
     }
     if second is not None:
         summary["second_pass"] = second
@@ -1022,6 +1034,16 @@ def _cleanup_line(rec: dict) -> str:
     return (", ".join(on) or "none") + f" ({rec.get('why', 'not measured')}" + (f"; probes{by} {probes}" if probes else "") + ")"
 
 
+def _spacing_line(rec: dict) -> str:
+    """The report's row of the decoder's horizontal suppression distance (:func:`_spacing_stage`)."""
+    if not rec or "skipped" in rec:
+        x = f"{rec['configured'][0]:g} cells" if rec.get("configured") else "the configured distance"
+        return f"{x} (not calibrated: {rec.get('skipped', 'not run')})"
+    best = ", ".join(f"{float(x):g}: {100 * a:.1f}%" for x, a in rec["best"].items())
+    return (f"{rec['min_distance'][0]:g} cells ({'chosen over' if rec['changed'] else 'kept:'} "
+            f"{rec['configured'][0]:g}; calibration files read right at each distance's best threshold: {best})")
+
+
 def _network_line(rec: dict) -> str:
     """The network's choice in one table cell: which, why, each timed candidate's step."""
     timed = "; ".join(f"{t['arch']}: {1000 * t['seconds_per_step']:.0f} ms a step, {t['affordable_steps']} steps"
@@ -1089,6 +1111,40 @@ def _members_lines(mr: dict, cal_m: dict, test_m: dict | None) -> list[str]:
     return lines + ([f"", f"{mr['skipped']}."] if mr.get("skipped") else []) + [""]
 
 
+def _spacing_stage(model, mcfg: Config, thr: float, info: dict, prepared: Path, calib_names: list[str],
+                   log) -> tuple[Config, float, dict]:
+    """The decoder's horizontal suppression distance chosen on the calibration files
+    (:func:`fcn_captcha.calibration.calibrate_spacing`); when it moves, the threshold and
+    the confidence calibrator are fitted again at the new distance.
+
+    Returns:
+      ``(config, threshold, info)`` of the model to save, ``info["spacing"]`` the record.
+    """
+    from fcn_captcha.calibration import SPACINGS, calibrate, calibrate_spacing
+    from fcn_captcha.dataset import load_folder
+    from fcn_captcha.detector import Detector
+
+    t0 = time.time()
+    ds = load_folder(prepared, mcfg, files=calib_names, on_error="skip")
+    maps = Detector(model, mcfg, thr).center_maps(ds.images)
+    res = calibrate_spacing(maps, ds.texts, mcfg.alphabet, mcfg.stride, mcfg.min_distance, SPACINGS,
+                            mcfg.max_candidates, mcfg.length_range, around=thr)
+    rec = {k: res[k] for k in ("min_distance", "configured", "best", "changed")} | {"count": len(ds)}
+    if res["changed"]:
+        cal = calibrate(maps, ds.texts, mcfg.alphabet, mcfg.stride, min_distance=res["min_distance"],
+                        max_candidates=mcfg.max_candidates, length=mcfg.length_range,
+                        fitted_on=f"the {len(ds)} calibration files of {prepared} (fit's split)")
+        mcfg, thr = mcfg.replace(min_distance=tuple(res["min_distance"])), float(cal["threshold"])
+        info = info | {"confidence": cal["confidence"]}
+        rec["threshold"] = thr
+    rec["seconds"] = round(time.time() - t0, 1)
+    best = ", ".join(f"{float(x):g}: {100 * a:.2f}%" for x, a in res["best"].items())
+    log(f"spacing: {res['min_distance'][0]:g} cells between peaks of a row "
+        f"({'changed from' if res['changed'] else 'kept:'} {res['configured'][0]:g}; calibration files read right "
+        f"at the best threshold of each: {best}; {rec['seconds']:.0f} s)")
+    return mcfg, thr, info | {"spacing": rec}
+
+
 def write_report(wd: Path, summary: dict, det, data: Path, cal_names, cal_truth, cal_m: dict,
                  test_m: dict | None, reads: dict | None = None) -> Path:
     """``wd/report.md`` with its figures beside it (``wd/figures``); ``reads``: each set's
@@ -1144,7 +1200,8 @@ def write_report(wd: Path, summary: dict, det, data: Path, cal_names, cal_truth,
              f"| inverted (dark ink on light) | {sch['invert']} (bright background in "
              f"{100 * sch['measurements'].get('bright_background_share', 0):.0f}% of sampled files) |",
              f"| clean-ups (seeds 000, 001) | {_cleanup_line(s.get('cleanup') or {})} |",
-             f"| network | {_network_line(s.get('network') or {})} |", "",
+             f"| network | {_network_line(s.get('network') or {})} |",
+             f"| peaks' suppression distance | {_spacing_line(s.get('spacing') or {})} |", "",
              "## Split", "",
              f"{s['train_files']} training files, {s['calibration_files']} calibration files (a hash of each "
              "file name; `split.json` lists them).", "",

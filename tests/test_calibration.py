@@ -13,7 +13,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fcn_captcha.calibration import DEFAULT_THRESHOLDS, best_plateau_middle, calibrate, calibrate_model, sweep
+from fcn_captcha.calibration import (DEFAULT_THRESHOLDS, best_plateau_middle, calibrate, calibrate_model,
+                                    calibrate_spacing, sweep)
 from fcn_captcha.config import tiny
 from fcn_captcha.dataset import generate_arrays
 from fcn_captcha.model import build_model
@@ -128,6 +129,39 @@ def test_calibrate_picks_middle_of_right_range(tmp_path):
     assert curve[0.31] == 1.0 and curve[0.6] == 1.0
     assert curve[0.3] < 1.0 and curve[0.61] < 1.0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1000
+
+
+def ghosted(true_heights, ghost_heights):
+    """Maps of 3 true characters 6 cells apart, and a weaker ghost of another symbol 3 cells
+    right of the middle one (a wide character read twice), of a height per image."""
+    rng = np.random.default_rng(1)
+    maps, texts = [], []
+    for n, (ht, hg) in enumerate(zip(true_heights, ghost_heights)):
+        text = "".join(rng.choice(list("012345"), 3))
+        row = cell_px(3 + n % 2)
+        m = ht * render_center_maps([[cell_px(j), row] for j in (3, 9, 15)], text, ALPHABET, OUT, STRIDE)
+        m = np.maximum(m, hg * render_center_maps([[cell_px(12), row]], "9", ALPHABET, OUT, STRIDE))
+        maps.append(m.astype(np.float32))
+        texts.append(text)
+    return np.stack(maps), texts
+
+
+def test_calibrate_spacing_moves_only_for_more_images_read_right():
+    # no threshold reads both kinds at 2 cells (one needs 0.5 < t <= 0.6, the other 0.7 < t <= 0.95);
+    # 4 cells and more drop every ghost (3 cells from a stronger peak), 7 would drop true characters
+    maps, texts = ghosted([0.6, 0.95, 0.6, 0.95], [0.5, 0.7, 0.5, 0.7])
+    res = calibrate_spacing(maps, texts, ALPHABET, STRIDE, (2.0, 8.0))
+    assert res["changed"] and res["min_distance"] == (4.0, 8.0)  # the nearest of 4, 5, 6 (all read every image)
+    assert res["best"]["2.0"] == 0.5 and res["best"]["4.0"] == res["best"]["6.0"] == 1.0
+    assert calibrate_spacing(maps, texts, ALPHABET, STRIDE, (2.0, 8.0), spacings=(2.0, 7.0, 8.0))["best"]["8.0"] == 0.0
+    # a threshold alone reads them (every ghost under every true peak): the configured distance stays
+    maps, texts = ghosted([0.9, 0.95], [0.5, 0.7])
+    res = calibrate_spacing(maps, texts, ALPHABET, STRIDE, (2.0, 8.0), around=0.8)
+    assert not res["changed"] and res["min_distance"] == (2.0, 8.0) and res["best"]["4.0"] == 1.0
+    # only thresholds near `around` are swept: at 0.91-0.95 the 0.6 images read at no distance
+    maps, texts = ghosted([0.6, 0.95, 0.6, 0.95], [0.5, 0.7, 0.5, 0.7])
+    res = calibrate_spacing(maps, texts, ALPHABET, STRIDE, (2.0, 8.0), around=0.93, window=0.02)
+    assert res["best"]["4.0"] == res["best"]["2.0"] == 0.5 and not res["changed"]
 
 
 def test_calibrate_custom_thresholds_and_chunks():

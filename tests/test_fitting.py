@@ -502,3 +502,26 @@ def test_the_network_is_given_or_chosen_by_its_step_and_a_resumed_run_keeps_it(r
     c, rec = fitting._network_stage(tmp_path / "gpu", scheme, fitting.scheme_config(scheme, "gpu"), data, [], {},
                                     "gpu", 500.0, True, lambda *_: None)
     assert c.arch == "wide" and rec == {"chosen": "wide", "why": "the gpu's network"} and len(calls) == 1
+
+
+def test_the_suppression_distance_is_chosen_on_the_calibration_files_and_recorded(run):
+    from fcn_captcha.calibration import SPACINGS
+    from fcn_captcha.checkpoint import load_model
+    from fcn_captcha.fitting import _spacing_stage
+
+    _, _, wd, _ = run
+    model, mcfg, thr, info = load_model(wd / "model")
+    assert "spacing" in info  # the shared run's tiny budget: run or skipped, it is said in the card
+    calib = json.loads((wd / "split.json").read_text())["calibration"]
+    lines = []
+    cfg2, thr2, info2 = _spacing_stage(model, mcfg.replace(min_distance=(1.0, 8.0)), thr, info, wd / "prepared",
+                                       calib, lines.append)
+    rec = info2["spacing"]
+    assert rec["configured"] == (1.0, 8.0) and set(rec["best"]) == {str(float(x)) for x in SPACINGS}
+    assert cfg2.min_distance == tuple(rec["min_distance"]) and rec["count"] == len(calib)
+    assert rec["changed"] == (cfg2.min_distance != (1.0, 8.0))
+    if rec["changed"]:  # the threshold and the confidence are fitted again at the new distance
+        assert thr2 == rec["threshold"] and rec["best"][str(cfg2.min_distance[0])] > rec["best"]["1.0"]
+    else:
+        assert thr2 == thr and info2.get("confidence") == info.get("confidence")
+    assert len(lines) == 1 and lines[0].startswith("spacing: ")
