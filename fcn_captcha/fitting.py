@@ -79,8 +79,9 @@ DEVICE_SETTINGS = {
             "members": 1, "archs": ("wide", "cpu"), "spacing_s": 25.0},
 }
 #: ``spacing_s``: what the suppression distance's threshold sweeps cost beside reading the
-#: calibration files (:func:`_spacing_stage`; 13-23 s for 226 files on 2 CPU cores); the
-#: stage runs when the budget still holds it and the end.
+#: calibration files (:func:`_spacing_stage`; 7-23 s for 226 files on 2 CPU cores), kept
+#: out of the training time with the end's reserve; the stage runs when the budget still
+#: holds it and the end (a CPU claptcha fit skipped it when only the end's 8% was kept).
 #: Fewest training steps that the larger of a device's networks (``DEVICE_SETTINGS[...]["archs"]``)
 #: must afford, with fit's reading, in the working time the probes leave, at its measured step, to
 #: be chosen (:func:`fcn_captcha.probe.choose_network`): fit's least (four EM rounds of 20 steps,
@@ -794,12 +795,17 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
                                     "calibration": calib_names})
     log(f"split: {len(train_names)} training files, {len(calib_names)} calibration files (hash of the name)")
     # what the end costs (reading the calibration files twice, for their figures and the report's, and
-    # the test files once; calibration; the report), from the measured cost of preparing a file: kept
-    # out of the training time
+    # the test files once; calibration; the report), from the measured cost of preparing a file, and on
+    # top of it the suppression distance's calibration (_spacing_stage: the calibration files once more
+    # and the sweeps): kept out of the training time
     n_test = sum(1 for _ in Path(test).iterdir()) if test is not None else 0
 
+    def spacing_cost():
+        return 1.5 * prep["seconds_per_file"] * len(calib_names) + DEVICE_SETTINGS[device]["spacing_s"]
+
     def end_reserve():
-        return max(RESERVE * budget, 10.0 + 1.5 * prep["seconds_per_file"] * (2 * len(calib_names) + n_test))
+        return (max(RESERVE * budget, 10.0 + 1.5 * prep["seconds_per_file"] * (2 * len(calib_names) + n_test))
+                + spacing_cost())
 
     reserve = end_reserve()
     from fcn_captcha.dataset import folder_entries
@@ -898,11 +904,10 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
             info |= {"members": {k: members_rec[k] for k in ("members", "calibration", "each")},
                      "confidence": members_rec["confidence"]}
         _write_json(job_path, job | {"spent": elapsed()})
-    spacing_cost = 1.5 * prep["seconds_per_file"] * len(calib_names) + DEVICE_SETTINGS[device]["spacing_s"]
-    if budget - elapsed() > spacing_cost + 10.0 + 1.5 * prep["seconds_per_file"] * (2 * len(calib_names) + n_test):
+    if budget - elapsed() > spacing_cost() + 10.0 + 1.5 * prep["seconds_per_file"] * (2 * len(calib_names) + n_test):
         mcfg, thr, info = _spacing_stage(model, mcfg, thr, info, prepared, calib_names, log)
     else:
-        info["spacing"] = {"skipped": f"{budget - elapsed():.0f} s left, about {spacing_cost:.0f} s needed",
+        info["spacing"] = {"skipped": f"{budget - elapsed():.0f} s left, about {spacing_cost():.0f} s needed",
                            "configured": tuple(mcfg.min_distance)}
         log(f"spacing: not calibrated ({info['spacing']['skipped']}); {mcfg.min_distance[0]} cells kept")
     save_model(wd / "model", model, mcfg, thr, info)
