@@ -800,12 +800,14 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
     # and the sweeps): kept out of the training time
     n_test = sum(1 for _ in Path(test).iterdir()) if test is not None else 0
 
+    def end_cost():
+        return 10.0 + 1.5 * prep["seconds_per_file"] * (2 * len(calib_names) + n_test)
+
     def spacing_cost():
         return 1.5 * prep["seconds_per_file"] * len(calib_names) + DEVICE_SETTINGS[device]["spacing_s"]
 
     def end_reserve():
-        return (max(RESERVE * budget, 10.0 + 1.5 * prep["seconds_per_file"] * (2 * len(calib_names) + n_test))
-                + spacing_cost())
+        return max(RESERVE * budget, end_cost()) + spacing_cost()
 
     reserve = end_reserve()
     from fcn_captcha.dataset import folder_entries
@@ -904,12 +906,12 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
             info |= {"members": {k: members_rec[k] for k in ("members", "calibration", "each")},
                      "confidence": members_rec["confidence"]}
         _write_json(job_path, job | {"spent": elapsed()})
-    if budget - elapsed() > spacing_cost() + 10.0 + 1.5 * prep["seconds_per_file"] * (2 * len(calib_names) + n_test):
+    if budget - elapsed() > spacing_cost() + end_cost():
         mcfg, thr, info = _spacing_stage(model, mcfg, thr, info, prepared, calib_names, log)
     else:
         info["spacing"] = {"skipped": f"{budget - elapsed():.0f} s left, about {spacing_cost():.0f} s needed",
                            "configured": tuple(mcfg.min_distance)}
-        log(f"spacing: not calibrated ({info['spacing']['skipped']}); {mcfg.min_distance[0]} cells kept")
+        log(f"spacing: {_spacing_line(info['spacing'])}")
     save_model(wd / "model", model, mcfg, thr, info)
     from fcn_captcha.detector import Detector
 
@@ -1044,7 +1046,7 @@ def _spacing_line(rec: dict) -> str:
     if not rec or "skipped" in rec:
         x = f"{rec['configured'][0]:g} cells" if rec.get("configured") else "the configured distance"
         return f"{x} (not calibrated: {rec.get('skipped', 'not run')})"
-    best = ", ".join(f"{float(x):g}: {100 * a:.1f}%" for x, a in rec["best"].items())
+    best = ", ".join(f"{float(x):g}: {100 * a:.2f}%" for x, a in rec["best"].items())
     return (f"{rec['min_distance'][0]:g} cells ({'chosen over' if rec['changed'] else 'kept:'} "
             f"{rec['configured'][0]:g}; calibration files read right at each distance's best threshold: {best})")
 
@@ -1143,10 +1145,7 @@ def _spacing_stage(model, mcfg: Config, thr: float, info: dict, prepared: Path, 
         info = info | {"confidence": cal["confidence"]}
         rec["threshold"] = thr
     rec["seconds"] = round(time.time() - t0, 1)
-    best = ", ".join(f"{float(x):g}: {100 * a:.2f}%" for x, a in res["best"].items())
-    log(f"spacing: {res['min_distance'][0]:g} cells between peaks of a row "
-        f"({'changed from' if res['changed'] else 'kept:'} {res['configured'][0]:g}; calibration files read right "
-        f"at the best threshold of each: {best}; {rec['seconds']:.0f} s)")
+    log(f"spacing: {_spacing_line(rec)}, {rec['seconds']:.0f} s")
     return mcfg, thr, info | {"spacing": rec}
 
 

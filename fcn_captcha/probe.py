@@ -316,7 +316,7 @@ def choose_cleanup(scheme: SchemeInfo, cfg: Config, data: Path, train: list[tupl
 def choose_color(scheme: SchemeInfo, cfg: Config, data: Path, train: list[tuple[str, str]],
                  calib: list[tuple[str, str]], seconds: float, use_prior: bool = True,
                  log: Callable[[str], Any] = print, cheap: str | None = None,
-                   step_s: dict[str, float] | None = None) -> tuple[str, dict[str, Any]]:
+                 step_s: dict[str, float] | None = None) -> tuple[str, dict[str, Any]]:
     """The colour mode a scheme's data choose, by probes when colour carries ink.
 
     :func:`~fcn_captcha.scheme.infer_scheme` chose between ``luma`` and ``bgdist`` by
