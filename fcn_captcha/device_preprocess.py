@@ -24,9 +24,12 @@ NumPy computes it), so the result is **exactly** the host's on a CPU:
   when a sum falls on a float32 rounding boundary).
 
 ``tests/test_device_preprocess.py`` checks equality with ``to_model_input`` on generated
-images at the model size and resized. Resized colour images, whose luminance sums are
-fractional, differ by one grey level on rare pixels: 3 of 7.1 million (576 plain-library
-images, 200x70 to 192x64, 2 CPU cores, session 15; earlier 0 of 2,400 images). On a
+images at the model size (exact) and resized. Resized images differ by one grey level on
+rare pixels: colour 3 of 7.1 million (576 plain-library images, 200x70 to 192x64, 2 CPU
+cores, session 15; earlier 0 of 2,400 images), gray too (1 of 589,824 in a CI run,
+session 16). Summing in Pillow's order would take a program boundary between each pass's
+products and sums (XLA would fuse them into multiply-adds otherwise) in place of the
+matrix products; not done, as it changes the GPU read path's speed, unmeasured. On a
 GPU (not measured yet) a pixel could differ by one grey level where a value lies within
 about 1e-16 of a rounding tie (``benchmarks/bench_read.py`` counts the
 readings that differ from the host path's on the device it runs on). RGBA batches are
