@@ -289,15 +289,10 @@ def test_shipped_models_ship_an_export_of_their_card(name):
 
 
 @pytest.mark.parametrize("name", ["lib36x4", "lib36x4-cpu"])
-def test_shipped_lib36x4_reads_as_its_jax_backend(det, name):
+def test_shipped_lib36x4_reads_as_its_jax_backend(det, name, plain_samples):
     """bfloat16 in JAX, float32 in ONNX: the same texts, positions within half a pixel."""
-    from fcn_captcha.dataset import make_generator
-    from fcn_captcha.generator import generate_one
-
     det = det if name == "lib36x4" else Detector.load(name)
-
-    gen = make_generator(det.config)
-    samples = [generate_one(gen, det.config, 2024, i) for i in range(8)]
+    samples = plain_samples(det.config, 8, 2024)
     images = [s.image for s in samples] + [samples[0].image.resize((300, 90))]
     want = det.read(images)
     got = Detector.load(name, backend="onnx").read(images)
