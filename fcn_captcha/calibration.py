@@ -13,6 +13,7 @@ read at the chosen threshold, it then fits the confidence calibrator
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -174,7 +175,8 @@ SPACINGS = (1.0, 2.0, 3.0, 4.0, 5.0, 6.0)
 
 def calibrate_spacing(center_maps, texts, alphabet: str, stride: int = 4, min_distance=(2.0, 8.0),
                       spacings=SPACINGS, max_candidates: int = 64, length=None,
-                      thresholds=DEFAULT_THRESHOLDS, around: float | None = None, window: float = 0.15) -> dict:
+                      thresholds=DEFAULT_THRESHOLDS, around: float | None = None, window: float = 0.15,
+                      seconds: float | None = None, refit: float = 3.0) -> dict:
     """Choose the decoder's horizontal suppression distance on held-out maps, beside the threshold.
 
     For each distance ``x`` in ``spacings`` the thresholds are swept with ``(x, min_distance[1])``
@@ -193,23 +195,32 @@ def calibrate_spacing(center_maps, texts, alphabet: str, stride: int = 4, min_di
       around, window: with ``around`` (the threshold calibrated at the configured
         distance), only the thresholds within ``window`` of it are swept (a third of the
         decoding on a CPU; the threshold itself is calibrated afresh at the chosen distance).
+      seconds: a time limit. The distances are tried from the configured one outwards
+        (nearest first), and the next is not begun when the time spent, one more
+        distance's mean cost and ``refit`` such costs (fitting the threshold again, should
+        the distance move) would pass ``seconds``. The configured distance is always tried.
 
     Returns:
       ``{"min_distance": (x, y) chosen, "configured": (x, y), "best": {x: best sequence
-      accuracy}, "changed": bool}``.
+      accuracy} of the distances tried, "untried": [x, ...] left out for time, "changed": bool}``.
     """
     x0, y = float(min_distance[0]), float(min_distance[1])
     xs = sorted({float(x) for x in spacings} | {x0})
     if around is not None:
         near = tuple(t for t in thresholds if abs(t - around) <= window + 1e-9)
         thresholds = near or thresholds
-    best = {x: float(sweep(center_maps, texts, alphabet, stride, thresholds, (x, y), max_candidates,
-                           length=length).max()) for x in xs}
+    t0, best = time.perf_counter(), {}
+    for x in sorted(xs, key=lambda v: (abs(v - x0), v)):  # the configured distance first, then outwards
+        spent = time.perf_counter() - t0
+        if best and seconds is not None and spent + spent / len(best) * (1.0 + refit) > seconds:
+            break
+        best[x] = float(sweep(center_maps, texts, alphabet, stride, thresholds, (x, y), max_candidates,
+                              length=length).max())
     right = {x: round(a * len(texts)) for x, a in best.items()}  # images read right: ties are exact
     top = max(right.values())
-    x = x0 if right[x0] == top else min((x for x in xs if right[x] == top), key=lambda v: (abs(v - x0), v))
-    return {"min_distance": (x, y), "configured": (x0, y), "best": {str(k): v for k, v in best.items()},
-            "changed": x != x0}
+    x = x0 if right[x0] == top else min((x for x in best if right[x] == top), key=lambda v: (abs(v - x0), v))
+    return {"min_distance": (x, y), "configured": (x0, y), "best": {str(k): best[k] for k in sorted(best)},
+            "untried": [v for v in xs if v not in best], "changed": x != x0}
 
 
 def plot_curve(result: dict, path: str | os.PathLike) -> Path:

@@ -79,9 +79,11 @@ DEVICE_SETTINGS = {
             "members": 1, "archs": ("wide", "cpu"), "spacing_s": 25.0},
 }
 #: ``spacing_s``: what the suppression distance's threshold sweeps cost beside reading the
-#: calibration files (:func:`_spacing_stage`; 7-23 s for 226 files on 2 CPU cores), kept
-#: out of the training time with the end's reserve; the stage runs when the budget still
-#: holds it and the end (a CPU claptcha fit skipped it when only the end's 8% was kept).
+#: calibration files (:func:`_spacing_stage`; 7-23 s for 226 files of 36 symbols on 2 CPU
+#: cores, 43 s for 62 symbols), kept out of the training time with the end's reserve; the
+#: stage runs when the budget still holds it and the end (a CPU claptcha fit skipped it when
+#: only the end's 8% was kept), and tries distances from the configured one outwards only
+#: while the time left before the end's cost holds them.
 #: Fewest training steps that the larger of a device's networks (``DEVICE_SETTINGS[...]["archs"]``)
 #: must afford, with fit's reading, in the working time the probes leave, at its measured step, to
 #: be chosen (:func:`fcn_captcha.probe.choose_network`): fit's least (four EM rounds of 20 steps,
@@ -795,16 +797,20 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
                                     "calibration": calib_names})
     log(f"split: {len(train_names)} training files, {len(calib_names)} calibration files (hash of the name)")
     # what the end costs (reading the calibration files twice, for their figures and the report's, and
-    # the test files once; calibration; the report), from the measured cost of preparing a file, and on
-    # top of it the suppression distance's calibration (_spacing_stage: the calibration files once more
-    # and the sweeps): kept out of the training time
+    # the test files once; calibration; the report), from the measured cost of preparing a file and,
+    # once the network is timed, of its maps, and on top of it the suppression distance's calibration
+    # (_spacing_stage: the calibration files once more and the sweeps): kept out of the training time
     n_test = sum(1 for _ in Path(test).iterdir()) if test is not None else 0
+    read_s = {"maps": 0.0}  # the chosen network's maps of one image (when timed: fcn_captcha.probe.choose_network)
+
+    def per_image():
+        return 1.5 * prep["seconds_per_file"] + READ_COST * read_s["maps"]
 
     def end_cost():
-        return 10.0 + 1.5 * prep["seconds_per_file"] * (2 * len(calib_names) + n_test)
+        return 10.0 + per_image() * (2 * len(calib_names) + n_test)
 
     def spacing_cost():
-        return 1.5 * prep["seconds_per_file"] * len(calib_names) + DEVICE_SETTINGS[device]["spacing_s"]
+        return per_image() * len(calib_names) + DEVICE_SETTINGS[device]["spacing_s"]
 
     def end_reserve():
         return max(RESERVE * budget, end_cost()) + spacing_cost()
@@ -823,6 +829,7 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
                                          main_budget - reserve - elapsed(), prior, log, reads)
     cheap = DEVICE_SETTINGS[device].get("archs", (cfg.arch,))[-1]
     step_s = {t["arch"]: t["seconds_per_step"] for t in network_record.get("timed", [])}
+    read_s["maps"] = {t["arch"]: t["seconds_per_read"] for t in network_record.get("timed", [])}.get(cfg.arch, 0.0)
     # 3b. the colour mode, by probes when one gray loses ink (fcn_captcha.probe.choose_color), and
     # 3c. the clean-ups (choose_cleanup): each record is written before the scheme takes its choice,
     # and a resumed run applies a written record again, so a kill between the two changes nothing
@@ -897,7 +904,7 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
             "weak": {k: v for k, v in weak.items() if k != "flagged"}, "flagged": weak["flagged"],
             "training": minfo.get("summary", {}), "confidence": minfo.get("confidence")}  # fitted with the threshold
     members_rec = None
-    per_read = 1.5 * prep["seconds_per_file"] * n_test  # what reading the test files once costs
+    per_read = per_image() * n_test  # what reading the test files once costs
     if members > 1:  # the test files are read once by each network alone, for the record
         model, mcfg, thr, members_rec = _members_stage(
             wd, tcfg, members, lambda: main_budget - reserve - elapsed() - members * per_read, prepared,
@@ -907,7 +914,8 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
                      "confidence": members_rec["confidence"]}
         _write_json(job_path, job | {"spent": elapsed()})
     if budget - elapsed() > spacing_cost() + end_cost():
-        mcfg, thr, info = _spacing_stage(model, mcfg, thr, info, prepared, calib_names, log)
+        mcfg, thr, info = _spacing_stage(model, mcfg, thr, info, prepared, calib_names, log,
+                                         seconds=budget - elapsed() - end_cost())
     else:
         info["spacing"] = {"skipped": f"{budget - elapsed():.0f} s left, about {spacing_cost():.0f} s needed",
                            "configured": tuple(mcfg.min_distance)}
@@ -920,7 +928,7 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
     cal_m, cal_names, cal_truth, cal_reads = _evaluate_files(det, data, originals)
     second, second_reads = None, {}
     if second_pass:  # in the full model's time left, less what reading the calibration (and test) files costs
-        left = main_budget - reserve - elapsed() - 1.5 * prep["seconds_per_file"] * (len(calib_names) + 2 * n_test)
+        left = main_budget - reserve - elapsed() - per_image() * (len(calib_names) + 2 * n_test)
         second, second_reads = _second_pass(wd, tcfg, left, info, data, originals,
                                             (cal_m, cal_names, cal_truth, cal_reads),
                                             Path(test).absolute() if test is not None else None, log)
@@ -1047,8 +1055,10 @@ def _spacing_line(rec: dict) -> str:
         x = f"{rec['configured'][0]:g} cells" if rec.get("configured") else "the configured distance"
         return f"{x} (not calibrated: {rec.get('skipped', 'not run')})"
     best = ", ".join(f"{float(x):g}: {100 * a:.2f}%" for x, a in rec["best"].items())
+    untried = ", ".join(f"{float(x):g}" for x in rec.get("untried", []))
     return (f"{rec['min_distance'][0]:g} cells ({'chosen over' if rec['changed'] else 'kept:'} "
-            f"{rec['configured'][0]:g}; calibration files read right at each distance's best threshold: {best})")
+            f"{rec['configured'][0]:g}; calibration files read right at each distance's best threshold: {best}"
+            f"{f'; not tried, for the budget: {untried}' if untried else ''})")
 
 
 def _network_line(rec: dict) -> str:
@@ -1119,10 +1129,12 @@ def _members_lines(mr: dict, cal_m: dict, test_m: dict | None) -> list[str]:
 
 
 def _spacing_stage(model, mcfg: Config, thr: float, info: dict, prepared: Path, calib_names: list[str],
-                   log) -> tuple[Config, float, dict]:
+                   log, seconds: float | None = None) -> tuple[Config, float, dict]:
     """The decoder's horizontal suppression distance chosen on the calibration files
     (:func:`fcn_captcha.calibration.calibrate_spacing`); when it moves, the threshold and
-    the confidence calibrator are fitted again at the new distance.
+    the confidence calibrator are fitted again at the new distance. With ``seconds``, the
+    distances are tried from the configured one outwards while the stage fits in that time
+    (the record's ``untried`` names the others).
 
     Returns:
       ``(config, threshold, info)`` of the model to save, ``info["spacing"]`` the record.
@@ -1135,8 +1147,9 @@ def _spacing_stage(model, mcfg: Config, thr: float, info: dict, prepared: Path, 
     ds = load_folder(prepared, mcfg, files=calib_names, on_error="skip")
     maps = Detector(model, mcfg, thr).center_maps(ds.images)
     res = calibrate_spacing(maps, ds.texts, mcfg.alphabet, mcfg.stride, mcfg.min_distance, SPACINGS,
-                            mcfg.max_candidates, mcfg.length_range, around=thr)
-    rec = {k: res[k] for k in ("min_distance", "configured", "best", "changed")} | {"count": len(ds)}
+                            mcfg.max_candidates, mcfg.length_range, around=thr,
+                            seconds=None if seconds is None else seconds - (time.time() - t0))
+    rec = {k: res[k] for k in ("min_distance", "configured", "best", "untried", "changed")} | {"count": len(ds)}
     if res["changed"]:
         cal = calibrate(maps, ds.texts, mcfg.alphabet, mcfg.stride, min_distance=res["min_distance"],
                         max_candidates=mcfg.max_candidates, length=mcfg.length_range,

@@ -164,6 +164,16 @@ def test_calibrate_spacing_moves_only_for_more_images_read_right():
     assert res["best"]["4.0"] == res["best"]["2.0"] == 0.5 and not res["changed"]
 
 
+def test_calibrate_spacing_tries_distances_outwards_while_its_time_holds_them():
+    maps, texts = ghosted([0.6, 0.95, 0.6, 0.95], [0.5, 0.7, 0.5, 0.7])  # 4 cells and more read every image
+    none_left = calibrate_spacing(maps, texts, ALPHABET, STRIDE, (2.0, 8.0), seconds=0.0)
+    assert list(none_left["best"]) == ["2.0"] and none_left["untried"] == [1.0, 3.0, 4.0, 5.0, 6.0]
+    assert not none_left["changed"] and none_left["min_distance"] == (2.0, 8.0)  # only the configured one tried
+    ample = calibrate_spacing(maps, texts, ALPHABET, STRIDE, (2.0, 8.0), seconds=1e6)
+    assert ample["untried"] == [] and ample == calibrate_spacing(maps, texts, ALPHABET, STRIDE, (2.0, 8.0))
+    assert ample["min_distance"] == (4.0, 8.0)
+
+
 def test_calibrate_custom_thresholds_and_chunks():
     maps, texts = constructed(TRUE_H, FALSE_H)
     thresholds = [0.1, 0.2, 0.35, 0.4, 0.45, 0.5, 0.7]

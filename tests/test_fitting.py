@@ -525,3 +525,9 @@ def test_the_suppression_distance_is_chosen_on_the_calibration_files_and_recorde
     else:
         assert thr2 == thr and info2.get("confidence") == info.get("confidence")
     assert len(lines) == 1 and lines[0].startswith("spacing: ")
+    # no time beyond reading the files: the configured distance alone is tried, and the record says so
+    _, thr3, info3 = _spacing_stage(model, mcfg.replace(min_distance=(1.0, 8.0)), thr, info, wd / "prepared",
+                                    calib, lines.append, seconds=0.0)
+    rec = info3["spacing"]
+    assert list(rec["best"]) == ["1.0"] and rec["untried"] == [x for x in SPACINGS if x != 1.0]
+    assert not rec["changed"] and thr3 == thr and "not tried, for the budget: 2, 3, 4, 5, 6" in lines[-1]
