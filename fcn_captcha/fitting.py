@@ -801,10 +801,10 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
     # once the network is timed, of its maps, and on top of it the suppression distance's calibration
     # (_spacing_stage: the calibration files once more and the sweeps): kept out of the training time
     n_test = sum(1 for _ in Path(test).iterdir()) if test is not None else 0
-    read_s = {"maps": 0.0}  # the chosen network's maps of one image (when timed: fcn_captcha.probe.choose_network)
+    maps_s = 0.0  # the chosen network's maps of one image, set once it is timed (fcn_captcha.probe.choose_network)
 
     def per_image():
-        return 1.5 * prep["seconds_per_file"] + READ_COST * read_s["maps"]
+        return 1.5 * prep["seconds_per_file"] + READ_COST * maps_s
 
     def end_cost():
         return 10.0 + per_image() * (2 * len(calib_names) + n_test)
@@ -828,8 +828,9 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
     cfg, network_record = _network_stage(wd, scheme, cfg, data, train_pairs, overrides or {}, device,
                                          main_budget - reserve - elapsed(), prior, log, reads)
     cheap = DEVICE_SETTINGS[device].get("archs", (cfg.arch,))[-1]
-    step_s = {t["arch"]: t["seconds_per_step"] for t in network_record.get("timed", [])}
-    read_s["maps"] = {t["arch"]: t["seconds_per_read"] for t in network_record.get("timed", [])}.get(cfg.arch, 0.0)
+    timed = {t["arch"]: t for t in network_record.get("timed", [])}
+    step_s = {arch: t["seconds_per_step"] for arch, t in timed.items()}
+    maps_s = timed[cfg.arch]["seconds_per_read"] if cfg.arch in timed else 0.0
     # 3b. the colour mode, by probes when one gray loses ink (fcn_captcha.probe.choose_color), and
     # 3c. the clean-ups (choose_cleanup): each record is written before the scheme takes its choice,
     # and a resumed run applies a written record again, so a kill between the two changes nothing
