@@ -221,12 +221,20 @@ def update_model_card(model_dir: str | os.PathLike, threshold: float | None = No
 
 
 def record_test(model_dir: str | os.PathLike, metrics: dict[str, Any], what: str) -> dict:
-    """Append a test result to the card's ``info.tests`` (set description and the headline metrics)."""
+    """Append a test result to the card's ``info.tests`` (set description and the headline metrics).
+
+    When ``metrics`` carries a ``confidence`` summary (:func:`fcn_captcha.reliability.confidence_summary`
+    of the readings' calibrated confidences), its ECE and the readings above its cut
+    (share, accuracy, errors) are recorded with it.
+    """
     model_dir = Path(model_dir)
     meta = read_model_meta(model_dir)
-    meta.setdefault("info", {}).setdefault("tests", []).append({
-        "set": what,
-        **{k: metrics[k] for k in ("count", "sequence_accuracy", "character_accuracy", "length_error_rate")}})
+    row = {"set": what,
+           **{k: metrics[k] for k in ("count", "sequence_accuracy", "character_accuracy", "length_error_rate")}}
+    conf = metrics.get("confidence")
+    if conf:
+        row["confidence"] = {k: conf[k] for k in ("ece", "above", "share_above", "accuracy_above", "errors_above")}
+    meta.setdefault("info", {}).setdefault("tests", []).append(row)
     _write_card(model_dir, meta)
     return meta
 

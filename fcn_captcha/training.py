@@ -429,8 +429,14 @@ def test_trained(config: Config, model_dir: Path, test_count: int, test_seed: in
     else:
         return None
     log(format_metrics(m))
+    c = m.get("confidence")
+    if c:
+        above = "n/a" if c["accuracy_above"] != c["accuracy_above"] else f"{100 * c['accuracy_above']:.2f}% right"
+        log(f"confidence: ECE {c['ece']:.4f}; above {c['above']}: {100 * c['share_above']:.1f}% of readings, "
+            f"{above} ({c['errors_above']} wrong)")
     record_test(model_dir, m, what)
-    return {k: m[k] for k in ("count", "sequence_accuracy", "character_accuracy", "length_error_rate")}
+    return {k: m[k] for k in ("count", "sequence_accuracy", "character_accuracy", "length_error_rate", "confidence")
+            if k in m}
 
 
 def train(config: Config, workdir: str | os.PathLike, log: Callable[[str], Any] = print, progress: bool = True,

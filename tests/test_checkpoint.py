@@ -345,6 +345,13 @@ def test_card_updates_are_atomic_and_checked(saved):
     meta = read_model_meta(saved)
     assert meta["threshold"] == 0.55 and meta["info"]["calibration"] == {"count": 3}
     assert meta["info"]["tests"][-1]["set"] == "a set"
+    assert "confidence" not in meta["info"]["tests"][-1]  # no calibrated confidences: nothing recorded
+    conf = {"count": 2, "ece": 0.01, "accuracy": 0.5, "mean_confidence": 0.6, "above": 0.99, "share_above": 0.5,
+            "accuracy_above": 1.0, "errors_above": 0}
+    record_test(saved, {"count": 2, "sequence_accuracy": 0.5, "character_accuracy": 0.75,
+                        "length_error_rate": 0.0, "confidence": conf}, "another set")
+    assert read_model_meta(saved)["info"]["tests"][-1]["confidence"] == {
+        "ece": 0.01, "above": 0.99, "share_above": 0.5, "accuracy_above": 1.0, "errors_above": 0}
     with pytest.raises(CheckpointError, match="threshold"):
         update_model_card(saved, threshold=float("nan"))
     assert read_model_meta(saved)["threshold"] == 0.55  # unchanged by the refused write
