@@ -30,6 +30,7 @@ from fcn_captcha.model import CenterNet
 if TYPE_CHECKING:
     from fcn_captcha.dataset import Dataset
     from fcn_captcha.detector import Detector
+    from fcn_captcha.scheme import SchemeInfo
 
 #: Calibrating on fewer images than this is refused (a threshold from a handful is noise).
 MIN_CALIBRATION_IMAGES = 10
@@ -272,11 +273,13 @@ def calibrate_model(model: CenterNet, config: Config, dataset: Dataset, plot: st
 
 
 def calibration_set(config: Config, data: str | os.PathLike | None = None, holdout: float | None = None,
-                    plain: int = 0, seed: int = 54321) -> tuple[Dataset, str]:
+                    plain: int = 0, seed: int = 54321, scheme: SchemeInfo | None = None) -> tuple[Dataset, str]:
     """The held-out images of ``fcn-captcha calibrate`` and the words that say what they are.
 
     Args:
       config: the model's config (its suite, for plain-library images; its input size).
+      scheme: the scheme of a model made by ``fit`` (``Detector.scheme``): labelled files
+        are made its canvas, as the detector reads them.
       data: labelled images (``<label>.png`` or ``labels.csv``) or a generated dataset.
       holdout: with a folder ``data``: only the held-out side of
         :func:`fcn_captcha.dataset.real_split` ``(data, holdout)`` (the files a model
@@ -297,12 +300,12 @@ def calibration_set(config: Config, data: str | os.PathLike | None = None, holdo
 
         from fcn_captcha.evaluate import plain_library_set
 
-        return (plain_library_set(config, plain, seed),
+        return (plain_library_set(config, plain, seed, scheme=scheme),
                 f"{plain} fresh images of the plain captcha {version('captcha')} library ({config.name}), text seed {seed}")
     if holdout is None:
-        return load_labelled(data, config), str(data)
+        return load_labelled(data, config, scheme=scheme), str(data)
     _, held = real_split(data, holdout)
-    return (load_labelled(data, config, files=held),
+    return (load_labelled(data, config, files=held, scheme=scheme),
             f"{data}: the {len(held)} held-out files of real_split(holdout={holdout})")
 
 
@@ -335,7 +338,7 @@ def calibrate_folder(model: str | os.PathLike, data: str | os.PathLike | None = 
         raise ValueError(f"{model} is a shipped model or not a model directory; not overwriting it "
                          "(give a model directory, or store=False / --dry-run)")
     det = Detector.load(model)
-    ds, what = calibration_set(det.config, data, holdout, plain, seed)
+    ds, what = calibration_set(det.config, data, holdout, plain, seed, scheme=det.scheme)
     res = calibrate_detector(det, ds, plot, min_images=MIN_CALIBRATION_IMAGES, keep_threshold=keep_threshold,
                              fitted_on=what)
     res["stored"] = None

@@ -32,6 +32,7 @@ import sys
 import time
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -40,6 +41,9 @@ from fcn_captcha.generator import CenterCaptcha, generate_one
 from fcn_captcha.lookalike import LookalikeGenerator
 from fcn_captcha.preprocess import IMAGE_EXTENSIONS, ImageError, load_image, to_model_input
 from fcn_captcha.targets import rescale_coords
+
+if TYPE_CHECKING:
+    from fcn_captcha.scheme import SchemeInfo
 
 FORMAT_VERSION = 1
 
@@ -365,11 +369,15 @@ def read_annotations(path: str | os.PathLike, strict: bool = True) -> dict[str, 
 
 
 def load_folder(folder: str | os.PathLike, config: Config, centers_json: str | os.PathLike | None = None,
-                on_error: str = "raise", files: list[str] | None = None, skip_flagged: bool = True) -> Dataset:
+                on_error: str = "raise", files: list[str] | None = None, skip_flagged: bool = True,
+                scheme: SchemeInfo | None = None) -> Dataset:
     """Load real captchas: ``<label>.<ext>`` files or a ``labels.csv`` (``file,text``).
 
     Every image is normalised by :func:`~fcn_captcha.preprocess.to_model_input` to the
-    config's size. Centers, when ``centers_json`` is given (format of
+    config's size, or, with ``scheme``, made what a model of that scheme reads
+    (:meth:`~fcn_captcha.scheme.SchemeInfo.model_input`: its colour mode, polarity, padded
+    canvas and clean-ups), as :meth:`~fcn_captcha.detector.Detector.read` does for a model
+    made by ``fit``. Centers, when ``centers_json`` is given (format of
     ``fcn-captcha annotate``: ``{"files": {name: {"text", "centers": [[x, y], ...]}}}``
     in that file's own pixels), are mapped to model-input pixels.
 
@@ -382,12 +390,17 @@ def load_folder(folder: str | os.PathLike, config: Config, centers_json: str | o
       files: optional subset of file names to load (a split), in that order.
       skip_flagged: leave out (listed in ``Dataset.skipped``) images whose annotation
         is ``"flagged"`` (its label disagrees with the image's evidence).
+      scheme: the :class:`~fcn_captcha.scheme.SchemeInfo` of a model made by ``fit``
+        (``Detector.scheme``); not with ``centers_json``.
 
     Returns:
       A :class:`Dataset` (``centers`` None without ``centers_json``).
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
+    if scheme is not None and centers_json is not None:
+        raise ValueError("load_folder: centers are mapped to the config's resize, not to a scheme's canvas; "
+                         "give centers_json or scheme, not both")
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such folder")
@@ -421,7 +434,8 @@ def load_folder(folder: str | os.PathLike, config: Config, centers_json: str | o
                 if len(c) != len(text):
                     raise ValueError(f"{folder / name}: {len(c)} centers in {centers_json} for label {text!r}")
             raw = load_image(folder / name)
-            x = to_model_input(raw, config.width, config.height, name=str(folder / name))
+            x = (scheme.model_input(raw) if scheme is not None
+                 else to_model_input(raw, config.width, config.height, name=str(folder / name)))
             if ann is not None:
                 c = rescale_coords(c, np.array([config.width / raw.width, config.height / raw.height]))
                 centers.append(c.astype(np.float32))
@@ -441,15 +455,17 @@ def load_folder(folder: str | os.PathLike, config: Config, centers_json: str | o
     return Dataset(arr, texts, cen, names, skipped, sizes)
 
 
-def load_labelled(path: str | os.PathLike, config: Config, files: list[str] | None = None) -> Dataset:
+def load_labelled(path: str | os.PathLike, config: Config, files: list[str] | None = None,
+                  scheme: SchemeInfo | None = None) -> Dataset:
     """A generated dataset (folder with ``manifest.json``) or a real folder, bad files skipped.
 
-    Real folders go through :func:`load_folder` with ``on_error="skip"``, so the
-    skipped files are listed in ``Dataset.skipped``.
+    Real folders go through :func:`load_folder` with ``on_error="skip"`` (and ``scheme``,
+    the canvas of a model made by ``fit``), so the skipped files are listed in
+    ``Dataset.skipped``.
     """
     if (Path(path) / "manifest.json").exists():
         return load_dataset(path)
-    return load_folder(path, config, on_error="skip", files=files)
+    return load_folder(path, config, on_error="skip", files=files, scheme=scheme)
 
 
 def split_names(names: list[str], holdout: float = 0.2, salt: str = "fcn_captcha") -> tuple[list[str], list[str]]:

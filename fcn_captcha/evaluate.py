@@ -24,6 +24,7 @@ from fcn_captcha.reliability import confidence_summary
 
 if TYPE_CHECKING:
     from fcn_captcha.detector import Detector
+    from fcn_captcha.scheme import SchemeInfo
 
 
 def evaluate_dataset(detector: Detector, ds: Dataset, threshold=None, length=None, batch_size: int = 256) -> dict:
@@ -50,10 +51,11 @@ def evaluate_folder(detector: Detector, folder: str | os.PathLike, threshold=Non
     """``fcn-captcha evaluate``: metrics on a folder of labelled images or a generated dataset.
 
     A folder with ``manifest.json`` is a generated dataset; otherwise ``<label>.<ext>``
-    files or ``labels.csv``. Unreadable files and bad labels are skipped, counted and
-    listed under ``"skipped"``.
+    files or ``labels.csv``, made what the detector reads (a model made by ``fit``: its
+    scheme's canvas, as :meth:`~fcn_captcha.detector.Detector.read` makes it). Unreadable
+    files and bad labels are skipped, counted and listed under ``"skipped"``.
     """
-    ds = load_labelled(folder, detector.config, files=files)
+    ds = load_labelled(folder, detector.config, files=files, scheme=detector.scheme)
     if not len(ds):
         reasons = "; ".join(why for _, why in ds.skipped[:3])
         raise ValueError(f"{folder}: no usable labelled image to evaluate ({len(ds.skipped)} skipped"
@@ -64,23 +66,32 @@ def evaluate_folder(detector: Detector, folder: str | os.PathLike, threshold=Non
 
 
 def _plain_worker(args):
-    width, height, fonts, font_sizes, texts = args
+    width, height, fonts, font_sizes, texts, scheme = args
     from captcha.image import ImageCaptcha
 
     gen = ImageCaptcha(width=width, height=height, fonts=fonts or None, font_sizes=font_sizes or None)
+    if scheme is not None:
+        from fcn_captcha.scheme import SchemeInfo
+
+        canvas = SchemeInfo.from_dict(scheme)
+        return np.stack([canvas.model_input(gen.generate_image(t)) for t in texts])
     return np.stack([to_model_input(gen.generate_image(t), width, height) for t in texts])
 
 
-def plain_library_set(config: Config, count: int, seed: int, workers: int | None = None) -> Dataset:
+def plain_library_set(config: Config, count: int, seed: int, workers: int | None = None,
+                      scheme: SchemeInfo | None = None) -> Dataset:
     """``count`` fresh images written by the plain ``captcha`` library at the config's suite.
 
     Texts come from ``random.Random(seed)``; the drawing uses the library's own
-    ``secrets`` randomness, untouched. No centers.
+    ``secrets`` randomness, untouched. No centers. With ``scheme`` (a model made by
+    ``fit``: ``Detector.scheme``) each image is made that scheme's model input, as
+    :meth:`~fcn_captcha.detector.Detector.read` makes a file of it.
     """
     rng = random.Random(seed)
     texts = [random_text(rng, config.alphabet, config.min_length, config.max_length) for _ in range(count)]
     chunk = 250
-    tasks = [(config.width, config.height, list(config.fonts), list(config.font_sizes), texts[a:a + chunk])
+    sd = scheme.to_dict() if scheme is not None else None
+    tasks = [(config.width, config.height, list(config.fonts), list(config.font_sizes), texts[a:a + chunk], sd)
              for a in range(0, count, chunk)]
     workers = workers or os.cpu_count() or 1
     if workers == 1 or len(tasks) <= 1:
@@ -94,5 +105,5 @@ def plain_library_set(config: Config, count: int, seed: int, workers: int | None
 
 def evaluate_plain(detector: Detector, count: int, seed: int = 12345, threshold=None, length=None) -> dict:
     """Metrics on ``count`` fresh plain-library images of the detector's suite."""
-    ds = plain_library_set(detector.config, count, seed)
+    ds = plain_library_set(detector.config, count, seed, scheme=detector.scheme)
     return evaluate_dataset(detector, ds, threshold=threshold, length=length)

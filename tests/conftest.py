@@ -67,3 +67,27 @@ def per_peak_readings():
     """``per_peak_readings(out, alphabet)``: readings of decode_device outputs by the per-peak loop
     that ``readings_from_device`` had before it was vectorised (the reference of the host side)."""
     return _per_peak_readings
+
+
+@pytest.fixture(scope="session")
+def blob_maps():
+    """``blob_maps(cfg)``: a stand-in network for ``Detector._maps``, a Gaussian target spot of
+    symbol '1' on the centroid of each bright blob (pixels above 100) of the input it reads."""
+    return _blob_maps
+
+
+def _blob_maps(cfg):
+    from scipy import ndimage
+
+    from fcn_captcha.targets import render_center_maps
+
+    def maps(params, x):
+        out = []
+        for img in np.asarray(x):
+            lab, n = ndimage.label(img > 100)
+            yx = ndimage.center_of_mass(img.astype(float), lab, range(1, n + 1)) if n else []
+            centers = np.array([[c, r] for r, c in yx]).reshape(-1, 2)
+            out.append(render_center_maps(centers, "1" * n, cfg.alphabet, (cfg.out_height, cfg.out_width),
+                                          stride=cfg.stride, sigma=(cfg.sigma_x, cfg.sigma_y)))
+        return np.stack(out).astype(np.float32)
+    return maps

@@ -162,3 +162,57 @@ def test_plain_library_set_texts_and_shapes(preset):
     assert not np.array_equal(a.images, b.images)
     empty = plain_library_set(cfg, 0, seed=1, workers=1)
     assert empty.images.shape == (0, cfg.height, cfg.width) and empty.texts == []
+
+
+def test_plain_library_set_for_a_fit_model_is_made_its_schemes_input(monkeypatch):
+    """With ``scheme`` (a model made by ``fit``) each drawn image goes through the scheme's
+    :meth:`~fcn_captcha.scheme.SchemeInfo.model_input`, as ``Detector.read`` would take it."""
+    from fcn_captcha.scheme import SchemeInfo
+
+    cfg = get_config("lib36x4")  # drawn at 192 x 64
+    scheme = SchemeInfo(cfg.alphabet, 4, 4, width=200, height=64, invert=False)  # a canvas wider than the drawing
+    sizes, made = [], SchemeInfo.model_input
+    monkeypatch.setattr(SchemeInfo, "model_input", lambda self, im: (sizes.append(im.size), made(self, im))[1])
+    ds = plain_library_set(cfg, 3, seed=1, workers=1, scheme=scheme)
+    assert sizes == [(192, 64)] * 3 and ds.images.shape == (3, 64, 200)
+    assert not ds.images[:, :, 192:].any()  # padded, not stretched
+
+
+def test_a_fit_models_folder_is_read_on_its_schemes_canvas(tmp_path, blob_maps):
+    """A model made by ``fit`` reads its scheme's canvas (each file scaled to the height and
+    padded, not stretched to the width): ``evaluate``'s and ``calibrate``'s folders are made
+    that canvas, as ``Detector.read`` makes each file (a fit model of variable-width files
+    read 33.4% of its test files through the config's stretch, and 93.4% on its canvas)."""
+    from PIL import Image, ImageDraw
+
+    from fcn_captcha.calibration import calibration_set
+    from fcn_captcha.config import tiny
+    from fcn_captcha.dataset import load_labelled
+    from fcn_captcha.detector import Detector
+    from fcn_captcha.model import build_model
+    from fcn_captcha.scheme import SchemeInfo
+
+    cfg = tiny().replace(min_length=2, max_length=3)  # 96 x 32
+    scheme = SchemeInfo(cfg.alphabet, 2, 3, width=cfg.width, height=cfg.height, invert=False)
+    det = Detector(build_model(cfg), cfg, threshold=0.5, info={"scheme": scheme.to_dict()})
+    seen, blobs = [], blob_maps(cfg)
+    det._maps = lambda params, x: (seen.append(np.asarray(x)), blobs(params, x))[1]
+    rows = []
+    for i, (width, dots) in enumerate([(40, 2), (90, 3), (60, 2), (70, 3)]):  # files narrower than the canvas
+        im = Image.new("RGB", (width, cfg.height), (0, 0, 0))
+        for k in range(dots):
+            x = 8 + 14 * k
+            ImageDraw.Draw(im).rectangle([x - 3, 13, x + 3, 19], fill=(255, 255, 255))
+        im.save(tmp_path / f"f{i}.png")
+        rows.append(f"f{i}.png,{'1' * dots}")
+    (tmp_path / "labels.csv").write_text("file,text\n" + "\n".join(rows) + "\n")
+    files = [tmp_path / f"f{i}.png" for i in range(4)]
+    canvases = np.stack([scheme.model_input(Image.open(f)) for f in files])
+    assert not np.array_equal(canvases, load_labelled(tmp_path, cfg).images)  # the config's stretch differs
+    assert [r.text for r in det.read(files)] == ["11", "111", "11", "111"]
+    seen.clear()
+    m = evaluate_folder(det, tmp_path)
+    assert m["readings"] == ["11", "111", "11", "111"] and m["sequence_accuracy"] == 1.0
+    np.testing.assert_array_equal(np.concatenate(seen)[:4], canvases)
+    ds, _ = calibration_set(cfg, tmp_path, scheme=scheme)
+    np.testing.assert_array_equal(ds.images, canvases)

@@ -258,26 +258,8 @@ def _dots_file() -> Image.Image:
     return im
 
 
-def _blob_maps(cfg):
-    """A stand-in network: a Gaussian target spot of symbol '1' on each bright blob's centroid."""
-    from scipy import ndimage
-
-    from fcn_captcha.targets import render_center_maps
-
-    def maps(params, x):
-        out = []
-        for img in np.asarray(x):
-            lab, n = ndimage.label(img > 100)
-            yx = ndimage.center_of_mass(img.astype(float), lab, range(1, n + 1)) if n else []
-            centers = np.array([[c, r] for r, c in yx]).reshape(-1, 2)
-            out.append(render_center_maps(centers, "1" * n, cfg.alphabet, (cfg.out_height, cfg.out_width),
-                                          stride=cfg.stride, sigma=(cfg.sigma_x, cfg.sigma_y)))
-        return np.stack(out).astype(np.float32)
-    return maps
-
-
 @pytest.mark.parametrize("deskew", [False, True])
-def test_detector_reads_positions_in_the_file_through_a_deskew(deskew):
+def test_detector_reads_positions_in_the_file_through_a_deskew(deskew, blob_maps):
     from fcn_captcha.config import tiny
     from fcn_captcha.detector import Detector
     from fcn_captcha.model import build_model
@@ -286,7 +268,7 @@ def test_detector_reads_positions_in_the_file_through_a_deskew(deskew):
     s = SchemeInfo(cfg.alphabet, 2, 3, width=cfg.width, height=cfg.height, invert=False,
                    cleanup={"deskew": deskew})
     det = Detector(build_model(cfg), cfg, threshold=0.5, info={"scheme": s.to_dict()})
-    det._maps = _blob_maps(cfg)
+    det._maps = blob_maps(cfg)
     im = _dots_file()
     r = det.read(im, length=3)
     assert r.text == "111"
