@@ -62,11 +62,11 @@ def main() -> None:
         print(f"== {name}: calibrator {cal.kind}, fitted on {cal.count} readings ({cal.fitted_on})", flush=True)
         if Path(name).name.startswith("lib"):  # a shipped name or a model directory of a lib model
             sets = {f"{args.count} fresh plain-library images, text seed {args.seed}":
-                    plain_library_set(cfg, args.count, args.seed)}
+                    plain_library_set(cfg, args.count, args.seed, scheme=first.scheme)}
         else:
             train, held = real_split(args.kaggle, 0.22)
-            sets = {f"{len(held)} held-out files": load_folder(args.kaggle, cfg, files=held),
-                    f"{len(train)} training files (trained on)": load_folder(args.kaggle, cfg, files=train)}
+            sets = {f"{len(held)} held-out files": load_folder(args.kaggle, cfg, files=held, scheme=first.scheme),
+                    f"{len(train)} training files (trained on)": load_folder(args.kaggle, cfg, files=train, scheme=first.scheme)}
         for b, det in dets.items():
             for what, ds in sets.items():
                 t = time.perf_counter()

@@ -464,6 +464,8 @@ def annotate_folder(model: str | os.PathLike, data: str | os.PathLike, out: str 
         raise ValueError(f"split must be 'train' or 'all', not {split!r}")
     _check_outputs(out, sheet, save_model)
     det = Detector.load(model)
+    if det.scheme is not None:  # it reads its scheme's canvas, not the resize that centers are mapped through
+        raise ValueError(f"{model} was made by fit (its card holds a scheme); annotate takes one of train's models")
     cfg = det.config
     if overrides:
         cfg = apply_overrides(cfg, overrides)

@@ -278,8 +278,6 @@ def calibration_set(config: Config, data: str | os.PathLike | None = None, holdo
 
     Args:
       config: the model's config (its suite, for plain-library images; its input size).
-      scheme: the scheme of a model made by ``fit`` (``Detector.scheme``): labelled files
-        are made its canvas, as the detector reads them.
       data: labelled images (``<label>.png`` or ``labels.csv``) or a generated dataset.
       holdout: with a folder ``data``: only the held-out side of
         :func:`fcn_captcha.dataset.real_split` ``(data, holdout)`` (the files a model
@@ -287,6 +285,8 @@ def calibration_set(config: Config, data: str | os.PathLike | None = None, holdo
       plain: instead of ``data``, this many fresh images of the plain ``captcha`` library
         (:func:`fcn_captcha.evaluate.plain_library_set`), texts from ``seed``.
       seed: their texts' seed (the benchmarks test on 12345: calibrate on another).
+      scheme: the scheme of a model made by ``fit`` (``Detector.scheme``): its images are
+        made its canvas, as the detector reads them.
 
     Returns:
       ``(dataset, description)``.

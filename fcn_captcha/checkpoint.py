@@ -24,6 +24,7 @@ which imports no JAX; they are re-exported here.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -232,8 +233,9 @@ def record_test(model_dir: str | os.PathLike, metrics: dict[str, Any], what: str
     row = {"set": what,
            **{k: metrics[k] for k in ("count", "sequence_accuracy", "character_accuracy", "length_error_rate")}}
     conf = metrics.get("confidence")
-    if conf:
-        row["confidence"] = {k: conf[k] for k in ("ece", "above", "share_above", "accuracy_above", "errors_above")}
+    if conf:  # accuracy_above is NaN when no reading is above the cut: null in the card (NaN is not JSON)
+        row["confidence"] = {k: None if isinstance(conf[k], float) and not math.isfinite(conf[k]) else conf[k]
+                             for k in ("ece", "above", "share_above", "accuracy_above", "errors_above")}
     meta.setdefault("info", {}).setdefault("tests", []).append(row)
     _write_card(model_dir, meta)
     return meta

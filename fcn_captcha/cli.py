@@ -89,6 +89,7 @@ def cmd_evaluate(args):
     from fcn_captcha.detector import Detector
     from fcn_captcha.evaluate import evaluate_folder, evaluate_plain
     from fcn_captcha.metrics import format_metrics
+    from fcn_captcha.reliability import format_confidence
 
     det = Detector.load(args.model)
     if args.data:
@@ -101,10 +102,7 @@ def cmd_evaluate(args):
         m = evaluate_plain(det, args.plain, seed=args.seed, threshold=args.threshold, length=args.length)
     print(format_metrics(m))
     if m.get("confidence"):
-        c = m["confidence"]
-        right = "n/a" if c["accuracy_above"] != c["accuracy_above"] else f"{100 * c['accuracy_above']:.2f}%"
-        print(f"confidence: ECE {c['ece']:.4f} (15 equal-width bins), mean {c['mean_confidence']:.4f}; "
-              f"{100 * c['share_above']:.1f}% of readings above 0.99, {right} of them right")
+        print(format_confidence(m["confidence"]))
     if args.json:
         skip = ("readings", "names", "confidences")
         Path(args.json).write_text(json.dumps({k: v for k, v in m.items() if k not in skip},

@@ -454,8 +454,8 @@ def lib36var() -> Config:
     fall along a half cosine over its second half (``lr_decay``) and calibrates on 20,000
     images (the confidence's readings above 0.99 are few errors among many). The shipped
     ``lib36var`` is this preset's run on one H100: 99.49% of 10,000 fresh images, 546 s
-    from an empty directory with the test (session 18; session 17's run without the
-    decay, on an H200: 99.42%; uniform texts: 98.80% of 5,000).
+    from an empty directory with the test (session 18). The model it replaced, without the
+    decay, on an H200: 99.42% (session 17); the one before that, uniform texts: 98.80% of 5,000.
     """
     return lib36x4().replace(name="lib36var", min_length=4, max_length=7, width=256, lr_decay=0.5,
                              calib_size=20_000)

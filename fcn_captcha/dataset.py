@@ -32,18 +32,14 @@ import sys
 import time
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fcn_captcha.config import Config
 from fcn_captcha.generator import CenterCaptcha, generate_one
 from fcn_captcha.lookalike import LookalikeGenerator
-from fcn_captcha.preprocess import IMAGE_EXTENSIONS, ImageError, load_image, to_model_input
+from fcn_captcha.preprocess import IMAGE_EXTENSIONS, ImageError, load_image, model_input_of, to_model_input
 from fcn_captcha.targets import rescale_coords
-
-if TYPE_CHECKING:
-    from fcn_captcha.scheme import SchemeInfo
 
 FORMAT_VERSION = 1
 
@@ -370,7 +366,7 @@ def read_annotations(path: str | os.PathLike, strict: bool = True) -> dict[str, 
 
 def load_folder(folder: str | os.PathLike, config: Config, centers_json: str | os.PathLike | None = None,
                 on_error: str = "raise", files: list[str] | None = None, skip_flagged: bool = True,
-                scheme: SchemeInfo | None = None) -> Dataset:
+                scheme=None) -> Dataset:
     """Load real captchas: ``<label>.<ext>`` files or a ``labels.csv`` (``file,text``).
 
     Every image is normalised by :func:`~fcn_captcha.preprocess.to_model_input` to the
@@ -434,8 +430,10 @@ def load_folder(folder: str | os.PathLike, config: Config, centers_json: str | o
                 if len(c) != len(text):
                     raise ValueError(f"{folder / name}: {len(c)} centers in {centers_json} for label {text!r}")
             raw = load_image(folder / name)
-            x = (scheme.model_input(raw) if scheme is not None
-                 else to_model_input(raw, config.width, config.height, name=str(folder / name)))
+            try:
+                x = model_input_of(raw, config.width, config.height, scheme, name=str(folder / name))[0]
+            except (OSError, TypeError) as e:  # e.g. a truncated file read lazily: named, as Detector.read names it
+                raise ImageError(f"{folder / name}: cannot read image ({e})") from e
             if ann is not None:
                 c = rescale_coords(c, np.array([config.width / raw.width, config.height / raw.height]))
                 centers.append(c.astype(np.float32))
@@ -450,13 +448,14 @@ def load_folder(folder: str | os.PathLike, config: Config, centers_json: str | o
         sizes.append(raw.size)
     if skipped:
         print(f"load_folder: skipped {len(skipped)} of {len(entries)} files in {folder}", file=sys.stderr)
-    arr = np.stack(images) if images else np.zeros((0, config.height, config.width), np.uint8)
+    size = scheme or config  # what the model reads: the scheme's canvas, or the config's size
+    arr = np.stack(images) if images else np.zeros((0, size.height, size.width), np.uint8)
     cen = pad_centers(centers, max(config.max_length, max(map(len, texts), default=0))) if ann is not None else None
     return Dataset(arr, texts, cen, names, skipped, sizes)
 
 
 def load_labelled(path: str | os.PathLike, config: Config, files: list[str] | None = None,
-                  scheme: SchemeInfo | None = None) -> Dataset:
+                  scheme=None) -> Dataset:
     """A generated dataset (folder with ``manifest.json``) or a real folder, bad files skipped.
 
     Real folders go through :func:`load_folder` with ``on_error="skip"`` (and ``scheme``,

@@ -75,6 +75,7 @@ from fcn_captcha.preprocess import (
     ImageError,
     check_decoded_batch,
     load_image,
+    model_input_of,
     to_model_input,
     upright,
 )
@@ -426,10 +427,7 @@ class Detector:
             elif isinstance(item, Image.Image):
                 item = upright(item, name)  # its upright size is the one positions map to
             size = item.size if isinstance(item, Image.Image) else np.asarray(item).shape[1::-1]
-            if self.scheme is not None:  # its canvas, and the affine back to the file's pixels
-                x, transform = self.scheme.model_input_with_transform(item)
-            else:
-                x, transform = to_model_input(item, cfg.width, cfg.height, name=name), None
+            x, transform = model_input_of(item, cfg.width, cfg.height, self.scheme, name)  # and the affine back
             return "ok", x, transform, size, name
         except (ImageError, OSError, ValueError, TypeError) as e:  # e.g. a lazily opened, truncated PIL image
             err = e if isinstance(e, ImageError) else ImageError(f"{name}: cannot read image ({e})")

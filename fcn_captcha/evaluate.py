@@ -19,12 +19,12 @@ from fcn_captcha.config import Config
 from fcn_captcha.dataset import Dataset, load_labelled
 from fcn_captcha.generator import random_text
 from fcn_captcha.metrics import reading_metrics
-from fcn_captcha.preprocess import to_model_input
+from fcn_captcha.preprocess import model_input_of
 from fcn_captcha.reliability import confidence_summary
+from fcn_captcha.scheme import SchemeInfo
 
 if TYPE_CHECKING:
     from fcn_captcha.detector import Detector
-    from fcn_captcha.scheme import SchemeInfo
 
 
 def evaluate_dataset(detector: Detector, ds: Dataset, threshold=None, length=None, batch_size: int = 256) -> dict:
@@ -70,12 +70,8 @@ def _plain_worker(args):
     from captcha.image import ImageCaptcha
 
     gen = ImageCaptcha(width=width, height=height, fonts=fonts or None, font_sizes=font_sizes or None)
-    if scheme is not None:
-        from fcn_captcha.scheme import SchemeInfo
-
-        canvas = SchemeInfo.from_dict(scheme)
-        return np.stack([canvas.model_input(gen.generate_image(t)) for t in texts])
-    return np.stack([to_model_input(gen.generate_image(t), width, height) for t in texts])
+    canvas = SchemeInfo.from_dict(scheme) if scheme is not None else None
+    return np.stack([model_input_of(gen.generate_image(t), width, height, canvas)[0] for t in texts])
 
 
 def plain_library_set(config: Config, count: int, seed: int, workers: int | None = None,
@@ -99,7 +95,8 @@ def plain_library_set(config: Config, count: int, seed: int, workers: int | None
     else:
         with mp.get_context("spawn").Pool(workers) as pool:
             parts = pool.map(_plain_worker, tasks)
-    images = np.concatenate(parts) if parts else np.zeros((0, config.height, config.width), np.uint8)
+    size = scheme or config  # what the model reads: the scheme's canvas, or the config's size
+    images = np.concatenate(parts) if parts else np.zeros((0, size.height, size.width), np.uint8)
     return Dataset(images, texts, None, [f"plain:{seed}:{i}" for i in range(count)])
 
 

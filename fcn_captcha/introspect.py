@@ -339,13 +339,13 @@ def introspect_image(model: str, image, out_dir, max_chars: int = 2, steps: int 
     """
 
     from fcn_captcha.detector import Detector
-    from fcn_captcha.preprocess import to_model_input
+    from fcn_captcha.preprocess import model_input_of
     from fcn_captcha.scope import measure_scope
     from fcn_captcha.targets import pixels_to_cells
 
     det = Detector.load(model)
     cfg = det.config
-    x = to_model_input(image, cfg.width, cfg.height).astype(np.float32) / 255.0
+    x = model_input_of(image, cfg.width, cfg.height, det.scheme)[0].astype(np.float32) / 255.0
     reading = det.read_arrays((x * 255).astype(np.uint8)[None])[0]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

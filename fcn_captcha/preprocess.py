@@ -236,3 +236,29 @@ def to_model_input(image, width: int, height: int, name: str = "image") -> np.nd
                           f"(brightest model-input value {int(out.max())} of 255): it may read empty",
                           stacklevel=2)
     return out
+
+
+def model_input_of(image, width: int, height: int, scheme=None,
+                   name: str = "image") -> tuple[np.ndarray, np.ndarray | None]:
+    """What a model reads of one image, and the affine from it back to the file's pixels.
+
+    The one rule of every reading path (:meth:`~fcn_captcha.detector.Detector.read`,
+    :func:`~fcn_captcha.dataset.load_folder` for ``evaluate`` and ``calibrate``, fresh
+    plain-library images): a model made by ``fit`` reads its scheme's canvas
+    (:meth:`~fcn_captcha.scheme.SchemeInfo.model_input_with_transform`); any other model the
+    image normalised to its config's size by :func:`to_model_input`.
+
+    Args:
+      image: a file path, PIL image or array (as :func:`to_model_input` takes).
+      width, height: the model's input size (used without a scheme).
+      scheme: the model's :class:`~fcn_captcha.scheme.SchemeInfo` (``Detector.scheme``), or None
+        (taken by its method, not imported here: the scheme module builds on this one).
+      name: how errors name the image.
+
+    Returns:
+      ``(x, transform)``: uint8 ``[height, width]`` and the 2x3 affine from ``x``'s pixels to
+      the file's (None without a scheme: the plain rescale).
+    """
+    if scheme is not None:
+        return scheme.model_input_with_transform(image)
+    return to_model_input(image, width, height, name=name), None

@@ -89,6 +89,21 @@ def confidence_summary(confidence, correct, at: float = 0.99) -> dict[str, float
             "errors_above": int((~y & hi).sum())}
 
 
+def format_confidence(s: dict) -> str:
+    """One line of a :func:`confidence_summary` (``evaluate``'s and ``train``'s test).
+
+    >>> line = format_confidence(confidence_summary([0.995, 0.5], [True, False]))
+    >>> line[:59]
+    'confidence: ECE 0.2525 (15 equal-width bins), mean 0.7475; '
+    >>> line[59:]
+    '50.0% of readings above 0.99, 100.00% of them right (0 wrong)'
+    """
+    right = "n/a" if math.isnan(s["accuracy_above"]) else f"{100 * s['accuracy_above']:.2f}%"
+    return (f"confidence: ECE {s['ece']:.4f} ({ECE_BINS} equal-width bins), mean {s['mean_confidence']:.4f}; "
+            f"{100 * s['share_above']:.1f}% of readings above {s['above']:g}, {right} of them right "
+            f"({s['errors_above']} wrong)")
+
+
 def plot_reliability(confidence, correct, path: str | os.PathLike, title: str = "", bins: int = ECE_BINS) -> Path:
     """PNG of the reliability diagram: accuracy against confidence per bin, with the bins' counts.
 

@@ -416,6 +416,7 @@ def test_trained(config: Config, model_dir: Path, test_count: int, test_seed: in
     from fcn_captcha.detector import Detector
     from fcn_captcha.evaluate import evaluate_folder, evaluate_plain
     from fcn_captcha.metrics import format_metrics
+    from fcn_captcha.reliability import format_confidence
 
     if config.real_data:
         _, hold = real_split(config.real_data, config.holdout, salt=config.split_salt)
@@ -429,14 +430,10 @@ def test_trained(config: Config, model_dir: Path, test_count: int, test_seed: in
     else:
         return None
     log(format_metrics(m))
-    c = m.get("confidence")
-    if c:
-        above = "n/a" if c["accuracy_above"] != c["accuracy_above"] else f"{100 * c['accuracy_above']:.2f}% right"
-        log(f"confidence: ECE {c['ece']:.4f}; above {c['above']}: {100 * c['share_above']:.1f}% of readings, "
-            f"{above} ({c['errors_above']} wrong)")
+    if m["confidence"]:
+        log(format_confidence(m["confidence"]))
     record_test(model_dir, m, what)
-    return {k: m[k] for k in ("count", "sequence_accuracy", "character_accuracy", "length_error_rate", "confidence")
-            if k in m}
+    return {k: m[k] for k in ("count", "sequence_accuracy", "character_accuracy", "length_error_rate", "confidence")}
 
 
 def train(config: Config, workdir: str | os.PathLike, log: Callable[[str], Any] = print, progress: bool = True,

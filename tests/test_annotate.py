@@ -258,6 +258,24 @@ def test_unwritable_outputs_are_refused_before_any_work(stand_ins, tmp_path, arg
     assert not (tmp_path / "c.json").exists()
 
 
+def test_a_model_made_by_fit_is_refused_before_any_work(stand_ins, tmp_path):
+    """Its scheme's canvas is not the config's resize that annotate maps centers through."""
+    import shutil
+
+    from fcn_captcha.checkpoint import update_model_card
+    from fcn_captcha.scheme import SchemeInfo
+
+    root, d, _ = stand_ins
+    shutil.copytree(root / "model", tmp_path / "fitted")
+    update_model_card(tmp_path / "fitted", info={"scheme": SchemeInfo(CFG.alphabet, 3, 3, width=CFG.width,
+                                                                      height=CFG.height).to_dict()})
+    lines = []
+    with pytest.raises(ValueError, match="made by fit"):
+        annotate_folder(tmp_path / "fitted", d, tmp_path / "c.json", split="all", rounds=0, synthetic=0,
+                        log=lines.append)
+    assert lines == [] and not (tmp_path / "c.json").exists()
+
+
 def test_a_label_too_long_to_fit_flags_that_image_and_the_rest_are_written():
     shape = (CFG.out_height, CFG.out_width)
     good = render_center_maps([[10.0, 16.0], [30.0, 16.0], [50.0, 16.0]], "123", CFG.alphabet, shape, CFG.stride)

@@ -289,3 +289,31 @@ def test_calibrate_folder_keep_threshold_stores_only_the_confidence(labelled_fol
     calibrate_folder(tmp_path / "m", labelled_folder)
     meta = read_model_meta(tmp_path / "m")
     assert card_calibrator(meta, "m").threshold == meta["threshold"] == meta["info"]["calibration"]["threshold"]
+
+
+def test_calibrate_folder_reads_a_fit_models_files_on_its_schemes_canvas(labelled_folder, tmp_path):
+    """A model made by ``fit`` is calibrated on what it reads (its scheme's canvas), as
+    ``Detector.read`` makes each file, not on the config's resize."""
+    from PIL import Image
+
+    import fcn_captcha.calibration as calibration
+    from fcn_captcha.checkpoint import save_model
+    from fcn_captcha.scheme import SchemeInfo
+
+    cfg = tiny()
+    scheme = SchemeInfo(cfg.alphabet, cfg.min_length, cfg.max_length, width=cfg.width, height=cfg.height)
+    save_model(tmp_path / "m", build_model(cfg), cfg, 0.42, {"scheme": scheme.to_dict()})
+    seen = []
+    made = calibration.calibrate_detector
+
+    def spy(det, ds, *a, **kw):
+        seen.append(ds)
+        return made(det, ds, *a, **kw)
+    calibration.calibrate_detector, keep = spy, calibration.calibrate_detector
+    try:
+        calibration.calibrate_folder(tmp_path / "m", labelled_folder, store=True)
+    finally:
+        calibration.calibrate_detector = keep
+    files = [labelled_folder / n for n in seen[0].names]
+    np.testing.assert_array_equal(seen[0].images, np.stack([scheme.model_input(Image.open(f)) for f in files]))
+

@@ -352,6 +352,11 @@ def test_card_updates_are_atomic_and_checked(saved):
                         "length_error_rate": 0.0, "confidence": conf}, "another set")
     assert read_model_meta(saved)["info"]["tests"][-1]["confidence"] == {
         "ece": 0.01, "above": 0.99, "share_above": 0.5, "accuracy_above": 1.0, "errors_above": 0}
+    none_above = conf | {"share_above": 0.0, "accuracy_above": float("nan")}  # no reading above the cut
+    record_test(saved, {"count": 2, "sequence_accuracy": 0.5, "character_accuracy": 0.75,
+                        "length_error_rate": 0.0, "confidence": none_above}, "a third set")
+    assert json.loads((saved / "model.json").read_text(), parse_constant=pytest.fail)["info"]["tests"][-1][
+        "confidence"]["accuracy_above"] is None  # null, not NaN: the card stays JSON
     with pytest.raises(CheckpointError, match="threshold"):
         update_model_card(saved, threshold=float("nan"))
     assert read_model_meta(saved)["threshold"] == 0.55  # unchanged by the refused write

@@ -166,13 +166,14 @@ def test_plain_library_set_texts_and_shapes(preset):
 
 def test_plain_library_set_for_a_fit_model_is_made_its_schemes_input(monkeypatch):
     """With ``scheme`` (a model made by ``fit``) each drawn image goes through the scheme's
-    :meth:`~fcn_captcha.scheme.SchemeInfo.model_input`, as ``Detector.read`` would take it."""
+    :meth:`~fcn_captcha.scheme.SchemeInfo.model_input_with_transform`, as ``Detector.read`` takes a file."""
     from fcn_captcha.scheme import SchemeInfo
 
     cfg = get_config("lib36x4")  # drawn at 192 x 64
     scheme = SchemeInfo(cfg.alphabet, 4, 4, width=200, height=64, invert=False)  # a canvas wider than the drawing
-    sizes, made = [], SchemeInfo.model_input
-    monkeypatch.setattr(SchemeInfo, "model_input", lambda self, im: (sizes.append(im.size), made(self, im))[1])
+    sizes, made = [], SchemeInfo.model_input_with_transform
+    monkeypatch.setattr(SchemeInfo, "model_input_with_transform",
+                        lambda self, im: (sizes.append(im.size), made(self, im))[1])
     ds = plain_library_set(cfg, 3, seed=1, workers=1, scheme=scheme)
     assert sizes == [(192, 64)] * 3 and ds.images.shape == (3, 64, 200)
     assert not ds.images[:, :, 192:].any()  # padded, not stretched
@@ -216,3 +217,21 @@ def test_a_fit_models_folder_is_read_on_its_schemes_canvas(tmp_path, blob_maps):
     np.testing.assert_array_equal(np.concatenate(seen)[:4], canvases)
     ds, _ = calibration_set(cfg, tmp_path, scheme=scheme)
     np.testing.assert_array_equal(ds.images, canvases)
+
+
+def test_evaluate_plain_draws_a_fit_models_images_on_its_schemes_canvas(monkeypatch):
+    import fcn_captcha.evaluate as evaluate
+    from fcn_captcha.config import tiny
+    from fcn_captcha.detector import Detector
+    from fcn_captcha.model import build_model
+    from fcn_captcha.scheme import SchemeInfo
+
+    cfg = tiny()
+    scheme = SchemeInfo(cfg.alphabet, cfg.min_length, cfg.max_length, width=cfg.width, height=cfg.height)
+    det = Detector(build_model(cfg), cfg, threshold=0.5, info={"scheme": scheme.to_dict()})
+    asked = []
+    made = evaluate.plain_library_set
+    monkeypatch.setattr(evaluate, "plain_library_set", lambda *a, **kw: (asked.append(kw), made(*a, **kw))[1])
+    assert evaluate_plain(det, 2, seed=3)["count"] == 2
+    assert asked[0]["scheme"] is det.scheme
+

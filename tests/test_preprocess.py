@@ -8,7 +8,7 @@ import re
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from fcn_captcha.preprocess import ImageError, load_image, to_model_input
 
@@ -327,3 +327,19 @@ def test_encoded_bytes():
         to_model_input(b"hello", W, H, name="blob-1")
     with pytest.raises(TypeError, match="path or encoded image bytes"):
         load_image(3)
+
+
+def test_model_input_of_is_the_config_resize_or_the_schemes_canvas():
+    """The one rule of every reading path: a scheme's canvas (a model made by ``fit``), else the resize."""
+    from fcn_captcha.preprocess import model_input_of
+    from fcn_captcha.scheme import SchemeInfo
+
+    im = Image.new("RGB", (50, 32), (255, 255, 255))
+    ImageDraw.Draw(im).rectangle([30, 8, 44, 24], fill=(0, 0, 0))
+    x, a = model_input_of(im, 96, 32)
+    assert a is None and x.tobytes() == to_model_input(im, 96, 32).tobytes()
+    scheme = SchemeInfo("1", 1, 1, width=96, height=32)
+    x, a = model_input_of(im, 96, 32, scheme)
+    want, affine = scheme.model_input_with_transform(im)
+    assert x.tobytes() == want.tobytes() and np.array_equal(a, affine)
+    assert not x[:, 50:].any() and to_model_input(im, 96, 32)[:, 50:].any()  # padded, where the resize stretches
