@@ -66,7 +66,8 @@ def main() -> None:
         else:
             train, held = real_split(args.kaggle, 0.22)
             sets = {f"{len(held)} held-out files": load_folder(args.kaggle, cfg, files=held, scheme=first.scheme),
-                    f"{len(train)} training files (trained on)": load_folder(args.kaggle, cfg, files=train, scheme=first.scheme)}
+                    f"{len(train)} training files (trained on)": load_folder(args.kaggle, cfg, files=train,
+                                                                             scheme=first.scheme)}
         for b, det in dets.items():
             for what, ds in sets.items():
                 t = time.perf_counter()

@@ -430,10 +430,7 @@ def load_folder(folder: str | os.PathLike, config: Config, centers_json: str | o
                 if len(c) != len(text):
                     raise ValueError(f"{folder / name}: {len(c)} centers in {centers_json} for label {text!r}")
             raw = load_image(folder / name)
-            try:
-                x = model_input_of(raw, config.width, config.height, scheme, name=str(folder / name))[0]
-            except (OSError, TypeError) as e:  # e.g. a truncated file read lazily: named, as Detector.read names it
-                raise ImageError(f"{folder / name}: cannot read image ({e})") from e
+            x = model_input_of(raw, config.width, config.height, scheme, name=str(folder / name))[0]
             if ann is not None:
                 c = rescale_coords(c, np.array([config.width / raw.width, config.height / raw.height]))
                 centers.append(c.astype(np.float32))
@@ -448,8 +445,7 @@ def load_folder(folder: str | os.PathLike, config: Config, centers_json: str | o
         sizes.append(raw.size)
     if skipped:
         print(f"load_folder: skipped {len(skipped)} of {len(entries)} files in {folder}", file=sys.stderr)
-    size = scheme or config  # what the model reads: the scheme's canvas, or the config's size
-    arr = np.stack(images) if images else np.zeros((0, size.height, size.width), np.uint8)
+    arr = np.stack(images) if images else np.zeros((0, config.height, config.width), np.uint8)
     cen = pad_centers(centers, max(config.max_length, max(map(len, texts), default=0))) if ann is not None else None
     return Dataset(arr, texts, cen, names, skipped, sizes)
 

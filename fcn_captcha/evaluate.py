@@ -95,8 +95,7 @@ def plain_library_set(config: Config, count: int, seed: int, workers: int | None
     else:
         with mp.get_context("spawn").Pool(workers) as pool:
             parts = pool.map(_plain_worker, tasks)
-    size = scheme or config  # what the model reads: the scheme's canvas, or the config's size
-    images = np.concatenate(parts) if parts else np.zeros((0, size.height, size.width), np.uint8)
+    images = np.concatenate(parts) if parts else np.zeros((0, config.height, config.width), np.uint8)
     return Dataset(images, texts, None, [f"plain:{seed}:{i}" for i in range(count)])
 
 

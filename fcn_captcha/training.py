@@ -410,7 +410,9 @@ def test_trained(config: Config, model_dir: Path, test_count: int, test_seed: in
     ``captcha`` library (seed ``test_seed``); lookalike runs are not tested here.
 
     Returns:
-      The metrics, or None when no test applies.
+      The test's row as the card records it (:func:`~fcn_captcha.checkpoint.record_test`:
+      the headline metrics and, with calibrated confidences, their summary), without its
+      ``set``; or None when no test applies.
     """
     from fcn_captcha.dataset import real_split
     from fcn_captcha.detector import Detector
@@ -432,8 +434,8 @@ def test_trained(config: Config, model_dir: Path, test_count: int, test_seed: in
     log(format_metrics(m))
     if m["confidence"]:
         log(format_confidence(m["confidence"]))
-    record_test(model_dir, m, what)
-    return {k: m[k] for k in ("count", "sequence_accuracy", "character_accuracy", "length_error_rate", "confidence")}
+    row = record_test(model_dir, m, what)["info"]["tests"][-1]  # as the card holds it (JSON: no NaN)
+    return {k: v for k, v in row.items() if k != "set"}
 
 
 def train(config: Config, workdir: str | os.PathLike, log: Callable[[str], Any] = print, progress: bool = True,
