@@ -12,17 +12,12 @@ For a preset and each ``--batch`` size, times on the same device data, in one ru
 * ``conv i``: each convolution (head included) alone, forward and both gradients
   (input and kernel), on its own input shape: which layers hold the time.
 
-``--first-conv both`` times every batch size twice: the first convolution (one input
-channel) as a convolution and as a matrix product of the image's shifted copies
-(:data:`fcn_captcha.model.FIRST_CONV_AS_MATMUL`), alternating, in one process.
-
 Each is the median of ``--repeats`` blocks of ``--steps`` calls after a compiling call.
 MFU counts 2 FLOPs per multiply-add, 3 x the forward FLOPs for a training step
 (forward, input gradient, kernel gradient), against the device's dense bf16 peak
 (:func:`fcn_captcha.model.peak_flops`)::
 
     python3 benchmarks/bench_step.py --preset lib36x4 --batch 128 256 512 1024 --json out.json
-    python3 benchmarks/bench_step.py --preset lib36x4 --batch 128 256 --first-conv both --no-layers
     # CPU smoke run: --preset tiny --batch 8 --steps 2 --repeats 1
 """
 
@@ -37,7 +32,6 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from fcn_captcha import model as model_module
 from fcn_captcha.config import get_config, parse_arch
 from fcn_captcha.dataset import generate_arrays
 from fcn_captcha.input_pipeline import make_batch, to_device
@@ -141,8 +135,6 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--images", type=int, default=4096, help="device training images generated for the timing")
     ap.add_argument("--no-layers", action="store_true", help="skip the per-convolution timings")
-    ap.add_argument("--first-conv", choices=["auto", "conv", "matmul", "both"], default="auto",
-                    help="how the first convolution is computed (auto: the package's default for the device)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
 
@@ -154,14 +146,11 @@ def main(argv=None):
            "runs": []}
     print(f"{dev.device_kind}: {cfg.name} arch={cfg.arch} {cfg.compute_dtype}, "
           f"{out['gflop_per_img_forward']:.3f} GFLOP forward per image")
-    forms = {"auto": [None], "conv": [False], "matmul": [True], "both": [False, True]}[args.first_conv]
-    for b, form in [(b, f) for b in args.batch for f in forms]:
-        model_module.FIRST_CONV_AS_MATMUL = form
+    for b in args.batch:
         r = time_batch(cfg, data, b, args.steps, args.repeats, layers=not args.no_layers)
-        r["first_conv"] = {None: "auto", False: "conv", True: "matmul"}[form]
         out["runs"].append(r)
         pct = (lambda v: "n/a" if v is None else f"{100 * v:.1f}%")
-        print(f"batch {b} (first convolution: {r['first_conv']}): step {1e3 * r['step_s']:.2f} ms ({r['img_per_s']:.0f} img/s, MFU {pct(r['mfu_step'])}); "
+        print(f"batch {b}: step {1e3 * r['step_s']:.2f} ms ({r['img_per_s']:.0f} img/s, MFU {pct(r['mfu_step'])}); "
               f"batch {1e3 * r['batch_s']:.2f} ms ({100 * r['batch_s'] / r['step_s']:.0f}% of the step); "
               f"forward {1e3 * r['forward_s']:.2f} ms (MFU {pct(r['mfu_forward'])}); "
               f"fwd+bwd {1e3 * r['fwd_bwd_s']:.2f} ms ({100 * r['fwd_bwd_s'] / r['step_s']:.0f}%, "
@@ -170,7 +159,6 @@ def main(argv=None):
             print(f"  conv {i}: {L['k']}x{L['k']} {L['cin']:>3}->{L['cout']:<3} on {L['h']}x{L['w']}: "
                   f"{1e3 * L['s']:.3f} ms fwd+bwd ({100 * L['s'] / r['fwd_bwd_s']:.0f}% of fwd+bwd, "
                   f"MFU {pct(L['mfu'])})")
-    model_module.FIRST_CONV_AS_MATMUL = None
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)

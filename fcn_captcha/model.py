@@ -25,14 +25,6 @@ from fcn_captcha.config import Config, arch_stride, parse_arch
 
 HEAD_KERNEL = 3
 
-#: How the first convolution (one input channel, odd kernel) is computed when traced: True as
-#: a matrix product of the image's ``k*k`` shifted copies (:func:`_one_channel_conv`, the same
-#: function and parameters), False as a convolution, None (the default) as a matrix product on
-#: a GPU only. There cuDNN runs a one-channel convolution and its kernel gradient far below the
-#: tensor cores' rate; on a CPU the matrix product is slower (``benchmarks/bench_step.py
-#: --first-conv both`` times the two forms).
-FIRST_CONV_AS_MATMUL: bool | None = None
-
 
 class CenterNet(nnx.Module):
     """Padded FCN: image ``[B, H, W, 1]`` in 0..1 -> center maps ``[B, h, w, K]``.
@@ -75,43 +67,14 @@ class CenterNet(nnx.Module):
         if ph or pw:
             x = jnp.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0)))
         x = x.astype(self.dtype)
-        as_matmul = FIRST_CONV_AS_MATMUL
-        if as_matmul is None:
-            as_matmul = jax.default_backend() == "gpu"
         i = 0
-        for kind, k, _ in self.layers_spec:
+        for kind, _, _ in self.layers_spec:
             if kind == "pool":
                 x = nnx.max_pool(x, (2, 2), strides=(2, 2))
             else:
-                conv = self.convs[i]
-                if i == 0 and as_matmul and x.shape[-1] == 1 and k % 2:
-                    x = jax.nn.relu(_one_channel_conv(conv, x, self.dtype))
-                else:
-                    x = jax.nn.relu(conv(x))
+                x = jax.nn.relu(self.convs[i](x))
                 i += 1
         return self.head(x).astype(jnp.float32)
-
-
-def _one_channel_conv(conv: nnx.Conv, x: jax.Array, dtype) -> jax.Array:
-    """A 'SAME' odd-kernel convolution of a one-channel image as a matrix product.
-
-    Args:
-      conv: the ``nnx.Conv`` (kernel ``[k, k, 1, C]``, bias ``[C]``) whose function it computes.
-      x: ``[B, H, W, 1]`` images in ``dtype``.
-      dtype: computation dtype.
-
-    Returns:
-      ``[B, H, W, C]``, equal to ``conv(x)`` up to rounding: the ``k*k`` shifted copies of the
-      zero-padded image, stacked as ``[B, H, W, k*k]`` in the kernel's row-major order, times
-      the kernel as a ``[k*k, C]`` matrix, plus the bias.
-    """
-    k = conv.kernel_size[0]
-    p = k // 2
-    h, w = x.shape[1], x.shape[2]
-    xp = jnp.pad(x[..., 0], ((0, 0), (p, p), (p, p)))
-    cols = jnp.stack([xp[:, r:r + h, c:c + w] for r in range(k) for c in range(k)], axis=-1)
-    kernel = conv.kernel[...].reshape(k * k, -1).astype(dtype)
-    return cols @ kernel + conv.bias[...].astype(dtype)
 
 
 class MeanNet(nnx.Module):

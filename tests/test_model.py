@@ -225,27 +225,3 @@ def test_forward_traced_once_per_batch_shape():
         fwd(state, jnp.ones((2, 32, 96, 1)))  # second shape: one more
     with pytest.raises(AssertionError):
         fwd(state, jnp.zeros((3, 32, 96, 1)))  # a third shape would be a third trace
-
-
-@pytest.mark.parametrize("arch", ["c5x8 p c3x8 p", "c3x8 c3x8 p p"])
-def test_first_convolution_as_matrix_product_is_the_same_function(arch, monkeypatch):
-    """The GPU's form of the first convolution (shifted copies times the kernel) gives the
-    convolution's maps and parameter gradients, on odd-sized inputs too."""
-    import fcn_captcha.model as model_module
-
-    net = CenterNet(arch, 5, rngs=nnx.Rngs(3))
-    # Make the first layer's kernel asymmetric, so a transposed or flipped copy order would show.
-    k = net.convs[0].kernel[...]
-    net.convs[0].kernel[...] = k + jnp.arange(k.size, dtype=k.dtype).reshape(k.shape) * 0.01
-    x = jax.random.uniform(jax.random.key(0), (2, 21, 30, 1))
-    graphdef, state = nnx.split(net)
-
-    def loss(s):
-        return (nnx.merge(graphdef, s)(x) ** 2).sum()
-
-    results = {}
-    for form in (False, True):
-        monkeypatch.setattr(model_module, "FIRST_CONV_AS_MATMUL", form)
-        results[form] = (nnx.merge(graphdef, state)(x), jax.grad(loss)(state))
-    np.testing.assert_allclose(results[True][0], results[False][0], rtol=1e-5, atol=1e-5)
-    chex.assert_trees_all_close(results[True][1], results[False][1], rtol=1e-4, atol=1e-4)
