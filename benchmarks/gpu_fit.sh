@@ -53,6 +53,9 @@ run() {  # scheme label extra-args
     *) [ -d "$schemes/$name/train" ] || return 0; data=$schemes/$name/train; test=$schemes/$name/test ;;
   esac
   local tag=$name${label:+-$label} start; start=$(date +%s)
+  # every fit starts from an empty work directory: fit resumes a finished one in seconds
+  # (a second call on a warm machine would report the first call's model)
+  rm -rf "/tmp/fit_$tag" "/tmp/stage/$tag"
   # shellcheck disable=SC2086
   python3 -m fcn_captcha.cli fit "$data" --workdir "/tmp/fit_$tag" --time-budget "$budget" \
       ${test:+--test "$test"} ${FIT_ARGS:-} $extra 2>&1 | filter | sed -u "s/^/[$tag] /" | tee -a "$out/fit.log" || true
