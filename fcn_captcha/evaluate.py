@@ -21,10 +21,10 @@ from fcn_captcha.generator import random_text
 from fcn_captcha.metrics import reading_metrics
 from fcn_captcha.preprocess import model_input_of
 from fcn_captcha.reliability import confidence_summary
-from fcn_captcha.scheme import SchemeInfo
 
 if TYPE_CHECKING:
     from fcn_captcha.detector import Detector
+    from fcn_captcha.scheme import SchemeInfo
 
 
 def evaluate_dataset(detector: Detector, ds: Dataset, threshold=None, length=None, batch_size: int = 256) -> dict:
@@ -70,8 +70,7 @@ def _plain_worker(args):
     from captcha.image import ImageCaptcha
 
     gen = ImageCaptcha(width=width, height=height, fonts=fonts or None, font_sizes=font_sizes or None)
-    canvas = SchemeInfo.from_dict(scheme) if scheme is not None else None
-    return np.stack([model_input_of(gen.generate_image(t), width, height, canvas)[0] for t in texts])
+    return np.stack([model_input_of(gen.generate_image(t), width, height, scheme)[0] for t in texts])
 
 
 def plain_library_set(config: Config, count: int, seed: int, workers: int | None = None,
@@ -86,8 +85,7 @@ def plain_library_set(config: Config, count: int, seed: int, workers: int | None
     rng = random.Random(seed)
     texts = [random_text(rng, config.alphabet, config.min_length, config.max_length) for _ in range(count)]
     chunk = 250
-    sd = scheme.to_dict() if scheme is not None else None
-    tasks = [(config.width, config.height, list(config.fonts), list(config.font_sizes), texts[a:a + chunk], sd)
+    tasks = [(config.width, config.height, list(config.fonts), list(config.font_sizes), texts[a:a + chunk], scheme)
              for a in range(0, count, chunk)]
     workers = workers or os.cpu_count() or 1
     if workers == 1 or len(tasks) <= 1:
