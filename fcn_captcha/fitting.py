@@ -68,8 +68,10 @@ from fcn_captcha.scheme import SchemeInfo, infer_scheme
 #: in the model (``members``). Three networks on the GPU: over 16 fits (one H100 and one H200,
 #: shared, benchmarks/RESULTS.md, session 13) their mean read the test files 0.55 points better
 #: than the networks alone did on average (better in 13, worse in 1; claptcha 95.2% against
-#: 93.6-94.8%), inside the same budget. One on the CPU, whose budget trains one network: the
-#: first of ``archs`` that affords ``MIN_NET_STEPS`` at its measured step (the GPU's `wide`,
+#: 93.6-94.8%), inside the same budget. Six read no better than three (one H200, alone, paired
+#: on the same test files, session 20: claptcha 94.4% against 95.8%, a small-image stand-in 96.2%
+#: against 95.2%) and cost twice the reading, so spare time is not spent on more. One on the
+#: CPU, whose budget trains one network: the first of ``archs`` that affords ``MIN_NET_STEPS`` at its measured step (the GPU's `wide`,
 #: 38x the FLOPs of `cpu`, else `cpu`); probes too slow with it are run by `cpu`
 #: (:func:`fcn_captcha.probe.choose_network`, :func:`fcn_captcha.probe.choose_cleanup`).
 DEVICE_SETTINGS = {
