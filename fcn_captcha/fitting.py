@@ -71,8 +71,9 @@ from fcn_captcha.scheme import SchemeInfo, infer_scheme
 #: 93.6-94.8%), inside the same budget. Six read no better than three (one H200, alone, paired
 #: on the same test files, session 20: claptcha 94.4% against 95.8%, a small-image stand-in 96.2%
 #: against 95.2%) and cost twice the reading, so spare time is not spent on more. One on the
-#: CPU, whose budget trains one network: the first of ``archs`` that affords ``MIN_NET_STEPS`` at its measured step (the GPU's `wide`,
-#: 38x the FLOPs of `cpu`, else `cpu`); probes too slow with it are run by `cpu`
+#: CPU, whose budget trains one network: the first of ``archs`` that affords ``MIN_NET_STEPS``
+#: at its measured step (the GPU's `wide`, 38x the FLOPs of `cpu`, else `cpu`); probes too
+#: slow with it are run by `cpu`
 #: (:func:`fcn_captcha.probe.choose_network`, :func:`fcn_captcha.probe.choose_cleanup`).
 DEVICE_SETTINGS = {
     "gpu": {"arch": "wide", "batch_size": 64, "learning_rate": 5e-4, "compute_dtype": "bfloat16", "budget": 300.0,
