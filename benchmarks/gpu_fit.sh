@@ -18,7 +18,8 @@
 # the same wall time (a lower bound on a fit alone); without it they run one after another.
 # Under $OUT: fit.log (every line), summary.json (one object per run) and results.tgz
 # (each run's report.md, figures, summary.json, scheme.json, and its model directory unless
-# MODELS is set empty: MODELS= keeps the archive under the 16 MiB a returned file may have).
+# MODELS is set empty: MODELS= keeps the archive under the 16 MiB a returned file may have;
+# a larger one comes back as results.tgz.part-00, -01, ...).
 set -euo pipefail
 MODELS=${MODELS-1}
 schemes=$1; kaggle=${2:-.kaggle_data/captcha_images_v2}; budget=${3:-140}
@@ -91,3 +92,8 @@ for d in sorted(pathlib.Path("/tmp/stage").iterdir()):
 pathlib.Path(sys.argv[1]).write_text(json.dumps(rows, indent=1))
 PY
 tar -C /tmp/stage -czf "$out/results.tgz" .
+# a returned file may have 16 MiB: a larger archive (three `wide` networks are about 21 MB) comes
+# back in parts; join them with `cat results.tgz.part-* > results.tgz`
+if [ "$(stat -c %s "$out/results.tgz")" -gt $((15 * 1024 * 1024)) ]; then
+  split -b 15M -d "$out/results.tgz" "$out/results.tgz.part-" && rm "$out/results.tgz"
+fi
