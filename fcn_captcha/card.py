@@ -147,7 +147,7 @@ def lineage(model_dir: str | os.PathLike, missing_ok: bool = False) -> dict[str,
     info, cfg = meta.get("info") or {}, meta["config"]
     summary = info.get("summary") or {}
     out = {"model": str(model_dir), "name": cfg.get("name"), "trained_by": info.get("trained_by"),
-           "command": info.get("command"), "device": summary.get("device"),
+           "command": info.get("command"), "device": summary.get("device") or (info.get("run") or {}).get("device"),
            "data_seconds": summary.get("data_seconds"), "train_seconds": summary.get("train_seconds"),
            "read": ({"real_data": cfg.get("real_data"), "real_centers": cfg.get("real_centers")}
                     if cfg.get("real_data") else

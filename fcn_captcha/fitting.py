@@ -634,6 +634,39 @@ def _second_pass(wd: Path, tcfg: Config, seconds: float, info: dict, data: Path,
     return rec, reads
 
 
+def labels_digest(folder: Path) -> dict[str, Any]:
+    """What a labelled folder holds, for a model card: its file count and a SHA-256 of its
+    sorted ``name<TAB>text`` lines (the same files and labels give the same digest on any
+    machine; the images' pixels are not hashed)."""
+    import hashlib
+
+    from fcn_captcha.dataset import folder_entries
+
+    entries = sorted(folder_entries(folder))
+    lines = "".join(f"{n}\t{t}\n" for n, t in entries)
+    return {"files": len(entries), "labels_sha256": hashlib.sha256(lines.encode()).hexdigest()}
+
+
+def _record_run(model_dir: Path, data: Path, budget: float, wall_s: float, test: Path | None,
+                test_m: dict | None) -> None:
+    """Put what made a fit model on its card: the command, the device's name, the wall
+    seconds against the budget, what it read (:func:`labels_digest` of ``data``) and, with
+    ``--test``, the test folder's figures (``info.tests``, as ``train`` records its own)."""
+    import sys
+
+    import jax
+
+    from fcn_captcha.checkpoint import read_model_meta, record_test, update_model_card
+
+    dev = jax.devices()[0]
+    run = {"device": dev.device_kind if dev.platform != "cpu" else f"cpu ({os.cpu_count()} cores)",
+           "wall_s": round(float(wall_s), 1), "time_budget": budget, "data": str(data), **labels_digest(data)}
+    update_model_card(model_dir, info={"command": " ".join(sys.argv) if sys.argv else "", "run": run, "tests": []})
+    if test_m is not None:
+        record_test(model_dir, test_m, f"--test {test} ({labels_digest(test)['labels_sha256'][:16]})")
+    read_model_meta(model_dir)  # the card as written still checks
+
+
 def _evaluate_files(det, folder: Path, names: list[str] | None = None) -> tuple[dict, list, list, list]:
     """Read original files with the saved detector: metrics, names, truths, readings."""
     from fcn_captcha.dataset import folder_entries
@@ -990,6 +1023,7 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
         if test is not None:
             summary["cpu_model"]["test"] = {k: _evaluate_files(cdet, test)[0][k] for k in keys}
     summary["wall_s"] = elapsed()
+    _record_run(wd / "model", data, budget, summary["wall_s"], test, test_m)
     reads = {"calibration": (cal_reads, cal_truth)} | ({"test": (t_reads, t_truth)} if test_m else {})
     write_report(wd, summary, det, data, cal_names, cal_truth, cal_m, test_m, reads=reads)
     summary["report"] = str(wd / "report.md")

@@ -154,6 +154,34 @@ def test_report_is_written(run):
         assert "No confidence calibrator" in text and s["confidence"] == {}
 
 
+def test_the_model_card_says_what_made_it(run):
+    from fcn_captcha.card import lineage, read_model_meta
+    from fcn_captcha.fitting import labels_digest
+
+    data, test, wd, s = run
+    info = read_model_meta(wd / "model")["info"]
+    run_rec = info["run"]
+    assert run_rec["device"].startswith("cpu (") and run_rec["time_budget"] == BUDGET
+    assert 0 < run_rec["wall_s"] <= s["wall_s"]
+    assert run_rec["files"] == len(list(data.glob("*.png"))) and run_rec["labels_sha256"] == labels_digest(data)["labels_sha256"]
+    (row,) = info["tests"]  # the test folder's figures, as fit measured them
+    assert row["count"] == s["test"]["count"] and row["sequence_accuracy"] == s["test"]["sequence_accuracy"]
+    assert lineage(wd / "model")["device"] == run_rec["device"]
+
+
+def test_labels_digest_changes_with_a_label(tmp_path):
+    from fcn_captcha.fitting import labels_digest
+
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "labels.csv").write_text("file,text\na.png,AB\nb.png,CD\n")
+    first = labels_digest(d)
+    (d / "labels.csv").write_text("file,text\nb.png,CD\na.png,AB\n")
+    assert labels_digest(d) == first  # the order of the lines does not count
+    (d / "labels.csv").write_text("file,text\na.png,AB\nb.png,CE\n")
+    assert labels_digest(d)["labels_sha256"] != first["labels_sha256"] and labels_digest(d)["files"] == 2
+
+
 def test_running_again_resumes_and_gives_the_same_model(run):
     from fcn_captcha.checkpoint import load_model
     from fcn_captcha.fitting import fit
