@@ -57,14 +57,16 @@ def startup(runs: int, image: Path) -> dict[str, list[float]]:
 
 def images_of(name: str, count: int):
     from fcn_captcha.config import get_config
+    from fcn_captcha.detector import Detector
     from fcn_captcha.evaluate import plain_library_set
-    from fcn_captcha.preprocess import to_model_input
+    from fcn_captcha.preprocess import load_image, model_input_of
 
-    cfg = get_config(name)
-    if name == "kaggle_v2":
+    if name == "kaggle_v2":  # real files, made the shipped model's input by its own rule (its card's size and scheme)
+        det = Detector.load(name)
         files = sorted(KAGGLE.glob("*.png"))[:count]
-        return np.stack([to_model_input(str(f), cfg.width, cfg.height) for f in files]), [f.stem for f in files]
-    ds = plain_library_set(cfg, count, seed=777)
+        return (np.stack([model_input_of(load_image(f), det.config.width, det.config.height, det.scheme, str(f))[0]
+                          for f in files]), [f.stem for f in files])
+    ds = plain_library_set(get_config(name), count, seed=777)
     return ds.images, ds.texts
 
 

@@ -634,7 +634,7 @@ def _second_pass(wd: Path, tcfg: Config, seconds: float, info: dict, data: Path,
     return rec, reads
 
 
-def labels_digest(folder: Path) -> dict[str, Any]:
+def labels_digest(folder: str | os.PathLike) -> dict[str, Any]:
     """What a labelled folder holds, for a model card: its file count and a SHA-256 of its
     sorted ``name<TAB>text`` lines (the same files and labels give the same digest on any
     machine; the images' pixels are not hashed)."""
@@ -642,7 +642,7 @@ def labels_digest(folder: Path) -> dict[str, Any]:
 
     from fcn_captcha.dataset import folder_entries
 
-    entries = sorted(folder_entries(folder))
+    entries = sorted(folder_entries(Path(folder)))
     lines = "".join(f"{n}\t{t}\n" for n, t in entries)
     return {"files": len(entries), "labels_sha256": hashlib.sha256(lines.encode()).hexdigest()}
 
