@@ -32,7 +32,6 @@ _EXPORTS = {
     "fine_tune": "fcn_captcha.steps",
     "fit": "fcn_captcha.fitting",
     "fit_calibrator": "fcn_captcha.confidence",
-    "fit_style": "fcn_captcha.stylefit",
     "generate_dataset": "fcn_captcha.dataset",
     "get_config": "fcn_captcha.config",
     "ImageError": "fcn_captcha.preprocess",

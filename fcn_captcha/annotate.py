@@ -3,10 +3,10 @@
 The seed method needs a center per character; real captchas come with their text
 only. This module finds the centers automatically:
 
-1. **A detector that has seen something like the target.** Any model directory; the
-   project's own is pretrained on synthetic captchas made to resemble the target
-   (``--preset kaggle_synth``: font, size, spacing, crossing line, noise, polarity
-   from :mod:`fcn_captcha.lookalike`).
+1. **A detector that has seen something like the target.** Any model directory (one's
+   own, e.g. a ``train`` model of synthetic captchas drawn to resemble the target).
+   ``fcn-captcha fit`` needs none: :mod:`fcn_captcha.weak` aligns on the maps of the
+   shipped generic prior or of an ink-profile start, through this module's functions.
 2. **Forced alignment** (:func:`align`). The label's symbols are placed on their own
    center maps, left to right: columns ``u_1 < u_2 < ... < u_n`` with at least
    ``min_gap`` cells between neighbours, chosen to maximise the sum of the maps'

@@ -187,8 +187,9 @@ class Config:
         training set (``train_size`` images, seed derived from ``seed`` and the stage,
         made on all CPU cores), so long runs see more distinct captchas.
       style: None for synthetic images drawn by the `captcha` library, or a
-        :class:`~fcn_captcha.lookalike.Style` for "lookalike" images made to resemble a
-        real captcha scheme (font, size, spacing, crossing line, noise, polarity).
+        :class:`~fcn_captcha.style.Style` for "lookalike" images (:mod:`fcn_captcha.lookalike`)
+        made to resemble a real captcha scheme (font, size, spacing, crossing line, noise,
+        polarity): ``kaggle_v2``'s synthetic share of each batch.
       stretch: largest relative random change of width on top of ``scale``.
       contrast: largest relative random change of the image's gain (augmentation).
       noise: standard deviation of Gaussian pixel noise added in augmentation (0..1 units).
@@ -474,43 +475,30 @@ def lib10x4() -> Config:
                   time_budget=420.0, log_every=25, checkpoint_every=200)
 
 
-def kaggle_synth() -> Config:
-    """Synthetic lookalikes of "CAPTCHA Images v2": the pretraining of ``kaggle_v2``.
-
-    GPU: ``fcn-captcha train --preset kaggle_synth --workdir runs/kaggle_synth --test-count 0``
-    draws 100,000 lookalike captchas (:data:`fcn_captcha.lookalike.KAGGLE_STYLE`: the
-    real set's font size, spacing, crossing line, smear, noise and polarity), trains
-    restarts 8 -> 3 -> 1 with a fresh set per stage, calibrates on synthetic images,
-    in a 240 s wall-time budget on one H100/H200. The model is the detector that
-    ``fcn-captcha annotate`` starts from; it has never seen a real image.
-    """
-    return Config(name="kaggle_synth", alphabet=KAGGLE_ALPHABET, min_length=5, max_length=5,
-                  width=200, height=50, style=KAGGLE_STYLE, arch="wide", compute_dtype="bfloat16",
-                  batch_size=128, train_size=100_000, val_size=2000, calib_size=2000,
-                  stage_runs=(8, 3, 1), stage_epochs=(0.2, 0.5, 40), time_budget=240.0, fresh_data=True,
-                  shift=3.0, scale=0.08, rotate=5.0, stretch=0.1, contrast=0.3, noise=0.03,
-                  force_length=True, log_every=200, checkpoint_every=2000)
-
-
 def kaggle_v2() -> Config:
     """Real "CAPTCHA Images v2": 19 symbols, 5 per image, 200x50 (suite ``kaggle_v2``).
 
-    GPU, after ``kaggle_synth`` and ``fcn-captcha annotate``::
+    For a folder of string-labelled files the path is ``fcn-captcha fit``, which made the
+    shipped ``kaggle_v2``. This preset is the ``train --data --centers`` route, kept for the
+    record of the shipped ``kaggle_v2-cpu`` (its card's command names it) and for centers
+    from a detector of one's own (``fcn-captcha annotate``). GPU::
 
       fcn-captcha train --preset kaggle_v2 --workdir runs/kaggle_v2 --data DIR \
-          --centers runs/centers.json --init runs/kaggle_synth/model
+          --centers runs/centers.json --init DETECTOR
 
-    fine-tunes the synthetic detector on the annotated training split of ``DIR``
-    (hash split, ``holdout`` 0.22: 639 of the 800 files) with half of every batch
-    synthetic, strong augmentation (shift, scale, rotation, stretch, contrast, noise),
-    4,000 steps of 64 images (well under a minute on one H100/H200), then calibrates
-    on the 161 held-out files. The length is known (5), so the decoder keeps the 5
-    strongest peaks.
+    fine-tunes the detector on the annotated training split of ``DIR`` (hash split,
+    ``holdout`` 0.22: 639 of the 800 files) with half of every batch synthetic
+    (:data:`~fcn_captcha.style.KAGGLE_STYLE` lookalikes), strong augmentation (shift,
+    scale, rotation, stretch, contrast, noise), 4,000 steps of 64 images (well under a
+    minute on one H100/H200), then calibrates on the 161 held-out files. The length is
+    known (5), so the decoder keeps the 5 strongest peaks.
     """
-    return kaggle_synth().replace(name="kaggle_v2", batch_size=64, train_size=20_000, val_size=1000,
-                                  stage_runs=(1,), stage_epochs=(1.0,), epoch_images=64 * 4000, time_budget=0.0,
-                                  fresh_data=False, synth_mix=0.5, shift=4.0, scale=0.1, log_every=100,
-                                  checkpoint_every=1000)
+    return Config(name="kaggle_v2", alphabet=KAGGLE_ALPHABET, min_length=5, max_length=5,
+                  width=200, height=50, style=KAGGLE_STYLE, arch="wide", compute_dtype="bfloat16",
+                  batch_size=64, train_size=20_000, val_size=1000, calib_size=2000,
+                  stage_runs=(1,), stage_epochs=(1.0,), epoch_images=64 * 4000, time_budget=0.0,
+                  fresh_data=False, synth_mix=0.5, shift=4.0, scale=0.1, rotate=5.0, stretch=0.1,
+                  contrast=0.3, noise=0.03, force_length=True, log_every=100, checkpoint_every=1000)
 
 
 def generic() -> Config:
@@ -549,9 +537,8 @@ def tiny() -> Config:
                   log_every=2, checkpoint_every=4)
 
 
-PRESETS = {"lib36x4": lib36x4, "lib36var": lib36var, "lib10x4": lib10x4,
-           "kaggle_synth": kaggle_synth, "kaggle_v2": kaggle_v2, "generic": generic,
-           "generic_cpu": generic_cpu, "tiny": tiny}
+PRESETS = {"lib36x4": lib36x4, "lib36var": lib36var, "lib10x4": lib10x4, "kaggle_v2": kaggle_v2,
+           "generic": generic, "generic_cpu": generic_cpu, "tiny": tiny}
 
 
 #: Declared type of each field (strings, e.g. "tuple[float, ...]"): tuple elements and

@@ -1,13 +1,14 @@
-"""Synthetic "lookalike" captchas made to resemble a real scheme, with exact centers.
+"""Synthetic "lookalike" captchas drawn in a :class:`Style`, with exact centers.
 
-Real captchas (the "CAPTCHA Images v2" set: 200x50 gray, five dark symbols crossed by a
-line on a light gradient) come with their strings only. To pretrain the center-map
-detector on them we draw captchas that look like them but whose per-character centers
-are known exactly. Everything about their look is one :class:`Style` (font, size,
-squeeze, stroke weight, pitch, position, jitter, ink and background levels, the crossing
-line, the "smear" texture some real characters have, noise, JPEG, polarity);
-:data:`KAGGLE_STYLE` resembles the real set, and :func:`fit_style` measures the
-geometric and photometric fields from real images and their labels.
+Its main user is :mod:`fcn_captcha.broad`: :func:`render` draws most of the broad
+synthetic captchas the ``generic`` prior is trained on, the prior that ``fcn-captcha fit``
+starts from. A :class:`Style` can also describe one real scheme: :data:`KAGGLE_STYLE`
+resembles the "CAPTCHA Images v2" set (200x50 gray, five dark symbols crossed by a line
+on a light gradient), whose lookalikes make the synthetic half of the ``kaggle_v2``
+preset's batches (:class:`LookalikeGenerator`). Everything about the look is the style
+(font, size, squeeze, stroke weight, pitch, position, jitter, ink and background levels,
+the crossing line, the "smear" texture some real characters have, noise, JPEG, polarity),
+and every character's center is known exactly.
 
 How one image is drawn (:func:`render`), in pixels of the final image:
 
@@ -33,8 +34,7 @@ byte-identical image on any machine with the same Pillow (FreeType and libjpeg).
 The draws that decide the line and the smear come after a fixed number of draws for
 the text, so two styles that differ only in geometry draw the same line for a seed.
 
-The schema :class:`~fcn_captcha.style.Style` is in :mod:`fcn_captcha.style`, and
-:func:`~fcn_captcha.stylefit.fit_style` in :mod:`fcn_captcha.stylefit`.
+The schema :class:`~fcn_captcha.style.Style` is in :mod:`fcn_captcha.style`.
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """The :class:`Style` of lookalike captchas: a plain, JSON-serialisable schema.
 
 This is all that :mod:`fcn_captcha.config` needs of the lookalike role: drawing lives in
-:mod:`fcn_captcha.lookalike`, fitting a style to real images in
-:mod:`fcn_captcha.stylefit`.
+:mod:`fcn_captcha.lookalike` (used by :mod:`fcn_captcha.broad`, which builds its styles).
 """
 
 from __future__ import annotations
@@ -163,13 +162,14 @@ class Style:
 
 #: Resembles the real "CAPTCHA Images v2" set (../shared/data/captcha_images_v2), fitted and
 #: checked on its 639-file training split only (``split_names(..., holdout=0.22)[0]``).
-#: :func:`fit_style` on that split gave font size 33.9-39.2, pitch 22.1, start 29.3-32.8,
-#: baseline 40.4-42.7, background 190.8 + 59.5 across + 3.0 down, ink 3, dark text. Kept
-#: from it: start, levels, polarity; the pitch's center (given a +/-0.9 px range); the
-#: baseline a little higher (40.25-42.25, where the real and lookalike row profiles of the
-#: same labels agree). The font size is set by the glyph heights of the per-symbol
-#: average of the real first characters (36.25-40.5; the fit's smaller size trades the
-#: real font's narrower glyphs against its height). Font (Aileron, squeezed 0.95, widths
-#: evened by 0.7, strokes 2 px heavier), jitter, line, smear, noise and JPEG are set by eye
-#: against montages of real and lookalike images, and by the histogram of gray levels.
+#: ``fit_style`` (a style fitter, retired with the look-alike route) on that split gave font
+#: size 33.9-39.2, pitch 22.1, start 29.3-32.8, baseline 40.4-42.7, background 190.8 + 59.5
+#: across + 3.0 down, ink 3, dark text. Kept from it: start, levels, polarity; the pitch's
+#: center (given a +/-0.9 px range); the baseline a little higher (40.25-42.25, where the real
+#: and lookalike row profiles of the same labels agree). The font size is set by the glyph
+#: heights of the per-symbol average of the real first characters (36.25-40.5; the fit's
+#: smaller size trades the real font's narrower glyphs against its height). Font (Aileron,
+#: squeezed 0.95, widths evened by 0.7, strokes 2 px heavier), jitter, line, smear, noise and
+#: JPEG are set by eye against montages of real and lookalike images, and by the histogram of
+#: gray levels.
 KAGGLE_STYLE = Style()

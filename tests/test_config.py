@@ -8,6 +8,7 @@ import json
 import pytest
 
 from fcn_captcha.config import ARCHITECTURES, PRESETS, Config, get_config, lib36x4, parse_arch
+from fcn_captcha.style import KAGGLE_STYLE
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
@@ -159,13 +160,13 @@ def test_config_is_frozen_and_replace():
     assert cfg.replace(batch_size=3).batch_size == 3 and cfg.batch_size == 8
 
 
-def test_kaggle_presets_style_and_known_length():
-    s, v = get_config("kaggle_synth"), get_config("kaggle_v2")
-    assert s.style is not None and v.style == s.style and s.real_data == ""
+def test_kaggle_v2_preset_style_and_known_length():
+    v = get_config("kaggle_v2")
+    assert v.style == KAGGLE_STYLE and v.real_data == ""
     assert v.length_range == (5, 5) and get_config("lib36x4").length_range is None
     assert v.synth_mix > 0 and v.stage_runs == (1,) and v.holdout == 0.22
-    assert Config.from_dict(json.loads(s.to_json())) == s  # the style survives JSON
-    assert get_config("kaggle_synth", ["style=none"]).style is None
+    assert Config.from_dict(json.loads(v.to_json())) == v  # the style survives JSON
+    assert get_config("kaggle_v2", ["style=none"]).style is None
     assert get_config("kaggle_v2", ["real_data=/x/y", "real_limit=25"]).real_limit == 25
     with pytest.raises(ValueError, match="synth_mix"):
         Config(synth_mix=1.5)

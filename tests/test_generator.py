@@ -444,7 +444,7 @@ def test_seeded_secrets_is_reproducible():
 def test_a_style_selects_the_lookalike_generator():
     from fcn_captcha.lookalike import LookalikeGenerator
 
-    cfg = get_config("kaggle_synth")
+    cfg = get_config("kaggle_v2")
     gen = make_generator(cfg)
     assert isinstance(gen, LookalikeGenerator)
     a, b = generate_one(gen, cfg, 5, 3), generate_one(make_generator(cfg), cfg, 5, 3)

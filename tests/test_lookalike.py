@@ -2,8 +2,7 @@
 
 Expected values are computed independently: a character's center is checked against the
 darkness-weighted centroid of an image in which it is drawn alone on a flat background
-(no line, smear, noise or JPEG), and fit_style against the style the images were drawn
-with. The real-data test needs ``../shared/data/captcha_images_v2`` and skips without it.
+(no line, smear, noise or JPEG).
 """
 
 from __future__ import annotations
