@@ -2,8 +2,8 @@
 
 Reads the held-out split of a "CAPTCHA Images v2" folder (``fcn_captcha.dataset.real_split``
 with the model config's ``holdout``, 0.22 for ``kaggle_v2``: 161 of the 800 files of
-``../shared/data/captcha_images_v2``, never annotated or trained on; the model's
-threshold was calibrated on them) in one process run:
+``../shared/data/captcha_images_v2``, never trained on; the shipped ``kaggle_v2``, a ``fit``
+model of the other 639, never calibrated on them either) in one process run:
 
 * the model: :meth:`fcn_captcha.detector.Detector.read` on the PIL images (preprocessing,
   network, on-device decoder, the known length 5), batch ``--batch``;
