@@ -131,9 +131,9 @@ def lineage(model_dir: str | os.PathLike, missing_ok: bool = False) -> dict[str,
 
     Returns:
       The model's path and name, how it was trained (``trained_by``, ``command``, the
-      device and seconds of its run, the data it read), its tests, and, when it was
-      itself trained from another model, that model's lineage under ``init``: so a
-      card states every run its parameters came from.
+      device and seconds of its run, the data it read; a ``fit`` model's ``run`` record),
+      its tests, and, when it was itself trained from another model, that model's
+      lineage under ``init``: so a card states every run its parameters came from.
 
     Raises:
       CheckpointError: ``model_dir`` is not a model directory (without ``missing_ok``).
@@ -154,6 +154,8 @@ def lineage(model_dir: str | os.PathLike, missing_ok: bool = False) -> dict[str,
                     {"generator": cfg.get("generator", "auto"), "train_size": cfg.get("train_size"),
                      "seed": cfg.get("seed")}),
            "teacher": cfg.get("teacher") or None, "tests": info.get("tests", [])}
+    if info.get("run"):  # a fit model's record: its wall time and the labels' digest of what it read
+        out["run"] = info["run"]
     if info.get("init"):
         out["init"] = info["init"]
     return out

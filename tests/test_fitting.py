@@ -166,7 +166,7 @@ def test_the_model_card_says_what_made_it(run):
     assert run_rec["files"] == len(list(data.glob("*.png"))) and run_rec["labels_sha256"] == labels_digest(data)["labels_sha256"]
     (row,) = info["tests"]  # the test folder's figures, as fit measured them
     assert row["count"] == s["test"]["count"] and row["sequence_accuracy"] == s["test"]["sequence_accuracy"]
-    assert lineage(wd / "model")["device"] == run_rec["device"]
+    assert lineage(wd / "model")["device"] == run_rec["device"] and lineage(wd / "model")["run"] == run_rec
 
 
 def test_labels_digest_changes_with_a_label(tmp_path):
