@@ -656,7 +656,7 @@ def _record_run(model_dir: Path, data: Path, budget: float, wall_s: float, test:
 
     import jax
 
-    from fcn_captcha.checkpoint import read_model_meta, record_test, update_model_card
+    from fcn_captcha.checkpoint import record_test, update_model_card  # each write checks the card
 
     dev = jax.devices()[0]
     run = {"device": dev.device_kind if dev.platform != "cpu" else f"cpu ({os.cpu_count()} cores)",
@@ -664,7 +664,6 @@ def _record_run(model_dir: Path, data: Path, budget: float, wall_s: float, test:
     update_model_card(model_dir, info={"command": " ".join(sys.argv) if sys.argv else "", "run": run, "tests": []})
     if test_m is not None:
         record_test(model_dir, test_m, f"--test {test} ({labels_digest(test)['labels_sha256'][:16]})")
-    read_model_meta(model_dir)  # the card as written still checks
 
 
 def _evaluate_files(det, folder: Path, names: list[str] | None = None) -> tuple[dict, list, list, list]:
