@@ -17,7 +17,8 @@
 # of its memory: each gets part of the GPU, so its figures are what a shared GPU gives in
 # the same wall time (a lower bound on a fit alone); without it they run one after another.
 # Under $OUT: fit.log (every line), summary.json (one object per run) and results.tgz
-# (each run's report.md, figures, summary.json, scheme.json, and its model directory unless
+# (each run's report.md, figures, summary.json, scheme.json, and its model directory, with
+# `--cpu-model` its student's model-cpu too, unless
 # MODELS is set empty: MODELS= keeps the archive under the 16 MiB a returned file may have;
 # a larger one comes back as results.tgz.part-00, -01, ...).
 set -euo pipefail
@@ -62,7 +63,7 @@ run() {  # scheme label extra-args
       ${test:+--test "$test"} ${FIT_ARGS:-} $extra 2>&1 | filter | sed -u "s/^/[$tag] /" | tee -a "$out/fit.log" || true
   echo "[$tag] wall seconds (process): $(( $(date +%s) - start ))" | tee -a "$out/fit.log"
   mkdir -p "/tmp/stage/$tag"
-  for f in report.md summary.json scheme.json split.json color.json cleanup.json figures ${MODELS:+model}; do
+  for f in report.md summary.json scheme.json split.json color.json cleanup.json figures ${MODELS:+model model-cpu}; do
     cp -r "/tmp/fit_$tag/$f" "/tmp/stage/$tag/" 2>/dev/null || true
   done
 }

@@ -157,6 +157,9 @@ class Config:
         included); the last stage is shortened at its start to fit what is left, from
         the measured speed of the earlier stages (the decision is checkpointed, so a
         resumed run keeps it).
+      end_reserve: seconds of ``time_budget`` kept after the last stage's steps for the
+        selection, calibration and saving (with a time budget; the default suits the
+        presets' 2,000-20,000 calibration images).
       restart_mode: how the candidates of a stage are advanced each step: "vmap"
         (``jax.vmap`` over stacked parameters: one grouped convolution), "map"
         (``jax.lax.map``: one after another inside one jitted program) or "loop" (one
@@ -250,6 +253,7 @@ class Config:
     stage_epochs: tuple[float, ...] = (10, 100, 1500)
     stage_scale: float = 1.0
     time_budget: float = 0.0
+    end_reserve: float = 45.0
     restart_mode: str = "loop"
     devices: int = 0
     shift: float = 3.0

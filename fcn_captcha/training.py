@@ -537,8 +537,7 @@ def step_seconds(window_s: float, steps: int, saves_s: float, last_save_s: float
     return max(window_s - saves_s, 0.0) / max(steps, 1) + last_save_s / max(checkpoint_every, 1)
 
 
-def _replan_last_stage(run: _Run, seconds_per_step: float, log: Callable[[str], Any],
-                       reserve: float = 45.0) -> int:
+def _replan_last_stage(run: _Run, seconds_per_step: float, log: Callable[[str], Any]) -> int:
     """Fit the last stage to the time budget by its own measured step time (decided once, checkpointed).
 
     :func:`_apply_time_budget` plans the last stage from the stage before it, whose
@@ -552,7 +551,7 @@ def _replan_last_stage(run: _Run, seconds_per_step: float, log: Callable[[str], 
     """
     config, history = run.config, run.history
     planned_end = int(np.sum(history["steps_plan"][:-1])) + int(config.stage_steps[-1])  # the config's plan
-    left = config.time_budget - (run.elapsed0 + time.time() - run.t_proc) - reserve
+    left = config.time_budget - (run.elapsed0 + time.time() - run.t_proc) - config.end_reserve
     end = max(run.step + 1, min(planned_end, run.step + int(left / max(seconds_per_step, 1e-9))))
     history["steps_plan"][-1] = end - int(np.sum(history["steps_plan"][:-1]))
     history["budget_replanned"] = True
@@ -561,18 +560,18 @@ def _replan_last_stage(run: _Run, seconds_per_step: float, log: Callable[[str], 
     return end
 
 
-def _apply_time_budget(config: Config, history: dict, elapsed: float, log: Callable[[str], Any], reserve: float = 45.0):
+def _apply_time_budget(config: Config, history: dict, elapsed: float, log: Callable[[str], Any]):
     """Shorten the last stage so the run fits ``config.time_budget`` (decided once, checkpointed).
 
     The cost of one candidate-step is measured on the previous stage after its first
-    log point (compilation excluded); ``reserve`` seconds are kept for compiling the
-    last stage, selection, calibration and saving.
+    log point (compilation excluded); ``config.end_reserve`` seconds are kept for
+    compiling the last stage, selection, calibration and saving.
     """
     prev = history["stages"][-1]
     if not prev.get("steps_timed"):
         return
     per_step = prev["seconds_per_step"] / len(prev["uids"])
-    left = config.time_budget - elapsed - reserve
+    left = config.time_budget - elapsed - config.end_reserve
     # at least two log points, so that the stage can time its own steps (_replan_last_stage)
     fit = max(2 * config.log_every + 1, int(left / max(per_step, 1e-9)))
     planned = history["steps_plan"][-1]

@@ -118,6 +118,15 @@ def test_cpu_model_is_distilled_calibrated_and_reported(run):
     assert scfg.teacher == str(wd / "model") and scfg.teacher_weight == 0.5  # the kept model teaches
     assert info["teacher"] == str(wd / "model")
     assert "## CPU model (`--cpu-model`)" in (wd / "report.md").read_text()
+    # its card says what made it, as the full model's does, with its own test figures
+    assert info["run"] == load_model(wd / "model")[3]["run"] and info["command"]
+    (row,) = info["tests"]
+    assert row["sequence_accuracy"] == c["test"]["sequence_accuracy"] and row["count"] == 21
+    # its one stage keeps a reserve for its own end, not the presets' 45 s, and no more time than it had
+    from fcn_captcha.fitting import _student_reserve
+
+    ccfg = json.loads((wd / "train-cpu" / "config.json").read_text())
+    assert ccfg["end_reserve"] == _student_reserve(ccfg["time_budget"]) and ccfg["time_budget"] < BUDGET
     # the full model had three quarters of the budget: its trainer was given less than BUDGET s
     tcfg = json.loads((wd / "train" / "config.json").read_text())
     assert tcfg["time_budget"] < BUDGET * 0.75 + 30
