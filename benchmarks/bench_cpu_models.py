@@ -7,7 +7,8 @@ sequence accuracy. For each pair ``(full, full-cpu)`` of ``--pairs``:
 * the images: ``--count`` fresh images of the **plain** ``captcha`` 0.7.1 library at the
   suite (texts from ``random.Random(--seed)``; bench_read's ``plain_images``), or, for
   ``kaggle_v2``, the 161 held-out files of ``--kaggle`` (``real_split``, holdout 0.22:
-  never trained on; ``kaggle_v2-cpu``'s calibration set, not the ``fit`` model ``kaggle_v2``'s);
+  neither ``fit`` model, ``kaggle_v2`` nor its student ``kaggle_v2-cpu``, trained or
+  calibrated on them);
 * both models read them with the ONNX backend (onnxruntime, what a CPU user runs;
   ``Detector.load(name, backend="onnx")``), on the PIL images (preprocessing included),
   at batch 1 (one image per call, as ddddocr reads) and at batch ``--batch``; the best of

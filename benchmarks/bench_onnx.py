@@ -56,17 +56,19 @@ def startup(runs: int, image: Path) -> dict[str, list[float]]:
 
 
 def images_of(name: str, count: int):
-    from fcn_captcha.config import get_config
+    """``count`` images of the model's suite as model input: the real files for a model made by
+    ``fit`` (kaggle_v2 and its CPU student, by the model's own rule: its card's size and scheme),
+    fresh plain-library images at the card's suite otherwise (lib36x4, lib36var and their CPU models)."""
     from fcn_captcha.detector import Detector
     from fcn_captcha.evaluate import plain_library_set
     from fcn_captcha.preprocess import load_image, model_input_of
 
-    if name == "kaggle_v2":  # real files, made the shipped model's input by its own rule (its card's size and scheme)
-        det = Detector.load(name)
+    det = Detector.load(name)
+    if det.scheme is not None:
         files = sorted(KAGGLE.glob("*.png"))[:count]
         return (np.stack([model_input_of(load_image(f), det.config.width, det.config.height, det.scheme, str(f))[0]
                           for f in files]), [f.stem for f in files])
-    ds = plain_library_set(get_config(name), count, seed=777)
+    ds = plain_library_set(det.config, count, seed=777)
     return ds.images, ds.texts
 
 

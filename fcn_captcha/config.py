@@ -483,9 +483,9 @@ def kaggle_v2() -> Config:
     """Real "CAPTCHA Images v2": 19 symbols, 5 per image, 200x50 (suite ``kaggle_v2``).
 
     For a folder of string-labelled files the path is ``fcn-captcha fit``, which made the
-    shipped ``kaggle_v2``. This preset is the ``train --data --centers`` route, kept for the
-    record of the shipped ``kaggle_v2-cpu`` (its card's command names it) and for centers
-    from a detector of one's own (``fcn-captcha annotate``). GPU::
+    shipped ``kaggle_v2`` and ``kaggle_v2-cpu``. This preset is the ``train --data --centers``
+    route, kept for centers from a detector of one's own (``fcn-captcha annotate``; the
+    README's example). GPU::
 
       fcn-captcha train --preset kaggle_v2 --workdir runs/kaggle_v2 --data DIR \
           --centers runs/centers.json --init DETECTOR
