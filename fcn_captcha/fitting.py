@@ -203,10 +203,10 @@ def prepare_folder(data: Path, out: Path, scheme: SchemeInfo, log=print) -> dict
     sizes, skipped, rows, originals = {}, [], [], {}
     for name, text in folder_entries(data):
         try:
+            im = load_image(data / name)  # first: an unreadable file's label is not the problem
             bad = sorted({s for s in text if s not in scheme.alphabet})
             if not text or bad:
                 raise ValueError(f"label {text!r} is empty or has symbols {bad} outside the alphabet")
-            im = load_image(data / name)
             x = scheme.prepare(im)
         except (ImageError, ValueError, OSError) as e:
             skipped.append([name, str(e)])
@@ -997,7 +997,7 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
         "train_files": len(train_names), "calibration_files": len(calib_names),
         "calibration": {"threshold": thr, **{k: cal_m[k] for k in ("count", "sequence_accuracy",
                                                                       "character_accuracy", "length_error_rate")}},
-        "flagged": weak["flagged"], "network": network_record, "color": color_record, "cleanup": cleanup_record, "weak_start": weak.get("start", {}), "weak_history": weak["history"],
+        "flagged": weak["flagged"], "skipped": prep["skipped"], "network": network_record, "color": color_record, "cleanup": cleanup_record, "weak_start": weak.get("start", {}), "weak_history": weak["history"],
         "training": tsum.get("stages", []), "spacing": info.get("spacing"),
     }
     if second is not None:
@@ -1325,6 +1325,9 @@ def write_report(wd: Path, summary: dict, det, data: Path, cal_names, cal_truth,
     lines += [f"- `{f['file']}` label {f['text']!r}, read {f['read']!r}: {f['reason']}" for f in s["flagged"]]
     if not s["flagged"]:
         lines.append("none")
+    skipped = s.get("skipped") or []  # (absent from the summaries of earlier versions)
+    lines += ["", f"## Files left out before training ({len(skipped)}: unreadable, or an empty label or one outside the alphabet)", ""]
+    lines += [f"- `{name}`: {why}" for name, why in skipped] or ["none"]
     path = wd / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -373,8 +373,12 @@ def infer_scheme(folder, files: list[str] | None = None, sample: int = SAMPLE) -
     Returns:
       A :class:`SchemeInfo`.
 
+    Files that cannot be read as images are left out of every measurement and named in
+    ``measurements["unreadable"]`` (``[name, reason]``); :func:`fcn_captcha.fitting.prepare_folder`
+    skips them too, and the report lists them.
+
     Raises:
-      ValueError: no labelled file.
+      ValueError: no labelled file, or none that can be read.
     """
     from fcn_captcha.dataset import folder_entries
 
@@ -386,22 +390,37 @@ def infer_scheme(folder, files: list[str] | None = None, sample: int = SAMPLE) -
     entries = [(n, t) for n, t in entries if t]
     if not entries:
         raise ValueError(f"{folder}: no labelled image")
+    sizes, readable, unreadable = [], [], []
+    for name, text in entries:
+        try:
+            with Image.open(folder / name) as im:  # the header only
+                sizes.append(im.size)
+            readable.append((name, text))
+        except OSError as e:  # missing, not an image, truncated header
+            unreadable.append([name, f"cannot read image ({e})"])
+    if not readable:
+        raise ValueError(f"{folder}: none of its {len(entries)} labelled files can be read as an image "
+                         f"(first: {unreadable[0][0]}: {unreadable[0][1]})")
+    entries = readable
     texts = [t for _, t in entries]
-    sizes = []
-    for name, _ in entries:
-        with Image.open(folder / name) as im:  # the header only
-            sizes.append(im.size)
     width, height = canonical_size(sizes)
     idx = np.unique(np.linspace(0, len(entries) - 1, min(sample, len(entries))).round().astype(int))
     eta_l, eta_c, bright_bg, lost = [], [], [], []
     for i in idx:
-        rgb = _rgb(load_image(folder / entries[i][0]))
+        try:
+            rgb = _rgb(load_image(folder / entries[i][0]))
+        except (ImageError, OSError) as e:  # a readable header over broken pixel data
+            unreadable.append([entries[i][0], str(e)])
+            continue
         lost.append(luma_loss(rgb))
         luma = rgb @ LUMA
         bright_bg.append(float(np.median(luma[[0, 1, -2, -1]].ravel()) > np.median(luma)
                                or np.median(luma) > 127.5))
         eta_l.append(separability(luma))
         eta_c.append(separability(to_gray(rgb, "bgdist")))
+    if not lost:
+        raise ValueError(f"{folder}: none of the {len(idx)} sampled files could be decoded "
+                         f"(first: {unreadable[-1][0]}: {unreadable[-1][1]})")
     el, ec = float(np.median(eta_l)), float(np.median(eta_c))
     color = "bgdist" if ec > el + COLOR_MARGIN else "luma"
     invert = float(np.mean(bright_bg)) >= 0.5
@@ -414,4 +433,5 @@ def infer_scheme(folder, files: list[str] | None = None, sample: int = SAMPLE) -
         measurements={"separability_luma": round(el, 4), "separability_bgdist": round(ec, 4),
                       "color_margin": COLOR_MARGIN, "luma_loss": round(float(np.median(lost)), 4),
                       "bright_background_share": round(float(np.mean(bright_bg)), 4),
-                      "sampled": int(len(idx)), "lengths": {str(k): lengths.count(k) for k in sorted(set(lengths))}})
+                      "sampled": int(len(idx)), "lengths": {str(k): lengths.count(k) for k in sorted(set(lengths))},
+                      "unreadable": unreadable})

@@ -23,12 +23,15 @@ from fcn_captcha.generator import generate_one
 CFG = Config(alphabet="0123456789", min_length=3, max_length=3, width=96, height=40, font_sizes=(28, 32))
 OVERRIDES = {"arch": "cpu", "batch_size": 8}
 BAD = "bad_label.png"
+BROKEN = "broken.png"  #: a file of the shared run's folder that is not an image
 BUDGET = 26  #: seconds of the shared run (and of the runs that must be the same job)
 CHOSEN = Cleanup(deskew=True)  #: the clean-up the shared run's probes are made to choose
 COLOR = "localdist"  #: and the colour mode
 
 
-def _write_folder(path, count, seed):
+def _write_folder(path, count, seed, broken=False):
+    """``count`` labelled images, one of them labelled one symbol too long (``BAD``), and with
+    ``broken`` a file that is not an image (``BROKEN``, labelled with the first text)."""
     path.mkdir(parents=True)
     gen = make_generator(CFG)
     texts = []
@@ -40,6 +43,9 @@ def _write_folder(path, count, seed):
     s = generate_one(gen, CFG, seed, count)
     s.image.save(path / BAD)
     texts.append((BAD, s.text + "5"))  # one symbol more than the image shows
+    if broken:
+        (path / BROKEN).write_bytes(b"not an image")
+        texts.append((BROKEN, texts[0][1]))
     (path / "labels.csv").write_text("file,text\n" + "".join(f"{n},{t}\n" for n, t in texts))
     return path
 
@@ -49,7 +55,7 @@ def run(tmp_path_factory):
     from fcn_captcha.fitting import fit
 
     root = tmp_path_factory.mktemp("fit")
-    data = _write_folder(root / "data", 60, seed=3)
+    data = _write_folder(root / "data", 60, seed=3, broken=True)
     test = _write_folder(root / "test", 20, seed=4)
     wd = root / "wd"
     import fcn_captcha.fitting as fitting
@@ -133,6 +139,16 @@ def test_cpu_model_is_distilled_calibrated_and_reported(run):
     from fcn_captcha.fitting import FINAL_EPOCHS
 
     assert tcfg["stage_epochs"][-1] == FINAL_EPOCHS  # the last stage's passes are bounded, not only its time
+
+
+def test_an_unreadable_file_is_left_out_and_listed_in_the_report(run):
+    """A file that is not an image does not stop the fit: the scheme is measured without it,
+    it is not prepared, and the report names it with the reason."""
+    _, _, wd, s = run
+    assert [n for n, _ in s["skipped"]] == [BROKEN] and "cannot" in s["skipped"][0][1]
+    assert BROKEN in dict(s["scheme"]["measurements"]["unreadable"])
+    report = (wd / "report.md").read_text()
+    assert "## Files left out before training (1:" in report and f"- `{BROKEN}`: " in report
 
 
 def test_wrong_length_label_is_flagged_and_left_out(run):

@@ -190,6 +190,32 @@ def test_empty_folder_is_an_error(tmp_path):
         infer_scheme(tmp_path / "e")
 
 
+def test_unreadable_files_are_left_out_and_named(tmp_path):
+    """One file that is not an image and one cut short do not stop the measurement (a user's
+    folder of a thousand files with one broken one still fits); both are named, and
+    ``prepare_folder`` skips them with their reasons."""
+    from fcn_captcha.fitting import prepare_folder
+
+    d = _folder(tmp_path / "d", ["AB12", "CD34", "EF56"])
+    (d / "GH78.png").write_bytes(b"not an image")
+    whole = (d / "AB12.png").read_bytes()
+    (d / "JK90.png").write_bytes(whole[: len(whole) // 2])  # a readable header over missing pixels
+    s = infer_scheme(d, sample=8)
+    bad = dict(s.measurements["unreadable"])
+    assert "GH78.png" in bad and "cannot read image" in bad["GH78.png"] and "JK90.png" in bad
+    assert s.width >= 120 and s.height > 0
+    prep = prepare_folder(d, tmp_path / "p", s, log=lambda *_: None)
+    assert {n for n, _ in prep["skipped"]} == {"GH78.png", "JK90.png"} and prep["count"] == 3
+
+
+def test_a_folder_of_unreadable_files_is_an_error_naming_one(tmp_path):
+    d = tmp_path / "bad"
+    d.mkdir()
+    (d / "AB12.png").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match=r"none of its 1 labelled files can be read.*AB12\.png"):
+        infer_scheme(d)
+
+
 # ----- clean-ups (fcn_captcha.cleanup) --------------------------------------------------------------
 def _prepare_before_cleanups(s: SchemeInfo, image) -> np.ndarray:
     """SchemeInfo.prepare as it was written before the clean-ups: the reference for old cards."""
