@@ -760,6 +760,10 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
         ``second_pass``, and 1 when resuming a work directory of a version without it).
       log: progress lines.
 
+    Raises:
+      FileNotFoundError: ``data`` or ``test`` is not a folder (checked before anything is written).
+      ValueError: a folder without labelled images, or too few for the split; bad arguments.
+
     Returns:
       ``{"model_dir", "wall_s", "scheme", "calibration", "test", "flagged", ...}``.
     """
@@ -767,6 +771,11 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
 
     t0 = time.time()
     data, wd = Path(data).absolute(), Path(workdir).absolute()
+    # before anything is written or trained: a folder named wrongly is found in a second, not
+    # after the training (the test folder is read last)
+    for what, folder in (("DATA", data), ("--test", test)):
+        if folder is not None and not Path(folder).is_dir():
+            raise FileNotFoundError(f"{what} {folder}: no such folder (a folder of labelled images is needed)")
     device = device or _device_kind()
     if prior:  # before anything is written: a loss the prior cannot start from is an error
         from fcn_captcha.prior import check_prior_loss

@@ -263,8 +263,24 @@ def test_a_loss_the_prior_cannot_start_from_is_refused_before_anything_is_writte
     from fcn_captcha.fitting import fit
 
     wd = tmp_path / "w"
+    (tmp_path / "no-data-needed").mkdir()
     with pytest.raises(ValueError, match="'focal' run cannot start from"):
         fit(tmp_path / "no-data-needed", wd, device="cpu", overrides={"loss": "focal"})
+    assert not wd.exists()
+
+
+@pytest.mark.parametrize("missing", ["data", "test"])
+def test_a_missing_folder_is_named_before_anything_is_written(tmp_path, missing):
+    """A mistyped DATA or --test folder is an error in the first second, naming it, not after
+    the training (the test folder is read last)."""
+    from fcn_captcha.fitting import fit
+
+    data, wd = tmp_path / "data", tmp_path / "w"
+    if missing == "test":
+        data.mkdir()
+    with pytest.raises(FileNotFoundError, match=("--test .*nosuch" if missing == "test" else "DATA .*data")
+                       + ": no such folder"):
+        fit(data, wd, test=tmp_path / "nosuch" if missing == "test" else None, device="cpu")
     assert not wd.exists()
 
 
