@@ -485,9 +485,10 @@ def _distilled_stage(wd: Path, tcfg: Config, seconds: float, name: str, arch: st
     scfg = tcfg.replace(arch=arch, teacher=str(teacher), teacher_weight=0.5, init_from=init_from,
                         stage_runs=(1,), stage_epochs=(tcfg.stage_epochs[-1],), keep_best=0,
                         time_budget=float(max(seconds, 1.0)), end_reserve=_student_reserve(seconds))
-    if (sdir / "config.json").exists():  # resumed: the budget it was given
-        scfg = scfg.replace(time_budget=json.loads((sdir / "config.json").read_text()).get("time_budget",
-                                                                                          scfg.time_budget))
+    if (sdir / "config.json").exists():  # resumed: the budget and reserve it was given
+        given = json.loads((sdir / "config.json").read_text())
+        scfg = scfg.replace(time_budget=given.get("time_budget", scfg.time_budget),
+                            end_reserve=given.get("end_reserve", scfg.end_reserve))
     if not (sdir / "summary.json").exists():
         log(f"{'CPU model' if name == 'cpu' else 'second pass'}: network {arch!r} "
             f"{'from ' + init_from + ' ' if init_from else ''}distilled from {teacher}, "
