@@ -452,14 +452,14 @@ def _val_and_train_sets(wd: Path, cfg: Config, prepared: Path, train_names, cali
 
 def _student_reserve(seconds: float) -> float:
     """Seconds a student's one stage keeps for its calibration and saving: a tenth of its
-    time, 10 to 45 s. It calibrates on the fit's prepared calibration files (a few
+    time, from 10 s up to the presets' ``Config.end_reserve`` (45 s). It calibrates on the fit's prepared calibration files (a few
     hundred), not on the presets' thousands; with the trainer's 45 s and 30 s added to its
     budget, a kaggle_v2 fit of 300 s ended at 320 s (session 22, H100).
 
     >>> _student_reserve(187.0), _student_reserve(50.0), _student_reserve(900.0)
     (18.7, 10.0, 45.0)
     """
-    return float(min(45.0, max(10.0, 0.1 * seconds)))
+    return float(min(Config.end_reserve, max(10.0, 0.1 * seconds)))
 
 
 def _distilled_stage(wd: Path, tcfg: Config, seconds: float, name: str, arch: str, teacher: Path, init_from: str,
@@ -660,11 +660,13 @@ def labels_digest(folder: str | os.PathLike) -> dict[str, Any]:
     return {"files": len(entries), "labels_sha256": hashlib.sha256(lines.encode()).hexdigest()}
 
 
-def _record_run(model_dir: Path, data: Path, budget: float, wall_s: float, test: Path | None,
-                test_m: dict | None) -> None:
-    """Put what made a fit model on its card: the command, the device's name, the wall
+def _record_run(data: Path, budget: float, wall_s: float, test: Path | None,
+                models: list[tuple[Path, dict | None]]) -> None:
+    """Put what made a fit's models on their cards: the command, the device's name, the wall
     seconds against the budget, what it read (:func:`labels_digest` of ``data``) and, with
-    ``--test``, the test folder's figures (``info.tests``, as ``train`` records its own)."""
+    ``--test``, each model's own figures on the test folder (``info.tests``, as ``train``
+    records its own). ``models`` pairs each model directory with its test metrics (or None);
+    the record is made once for all of them."""
     import sys
 
     import jax
@@ -674,9 +676,11 @@ def _record_run(model_dir: Path, data: Path, budget: float, wall_s: float, test:
     dev = jax.devices()[0]
     run = {"device": dev.device_kind if dev.platform != "cpu" else f"cpu ({os.cpu_count()} cores)",
            "wall_s": round(float(wall_s), 1), "time_budget": budget, "data": str(data), **labels_digest(data)}
-    update_model_card(model_dir, info={"command": " ".join(sys.argv) if sys.argv else "", "run": run, "tests": []})
-    if test_m is not None:
-        record_test(model_dir, test_m, f"--test {test} ({labels_digest(test)['labels_sha256'][:16]})")
+    what = f"--test {test} ({labels_digest(test)['labels_sha256'][:16]})" if test is not None else ""
+    for model_dir, test_m in models:
+        update_model_card(model_dir, info={"command": " ".join(sys.argv) if sys.argv else "", "run": run, "tests": []})
+        if test_m is not None:
+            record_test(model_dir, test_m, what)
 
 
 def _evaluate_files(det, folder: Path, names: list[str] | None = None) -> tuple[dict, list, list, list]:
@@ -1045,9 +1049,8 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
         if ctest_m is not None:
             summary["cpu_model"]["test"] = {k: ctest_m[k] for k in keys}
     summary["wall_s"] = elapsed()
-    _record_run(wd / "model", data, budget, summary["wall_s"], test, test_m)
-    if cpu_model:  # the student's card says the same of its run, with its own test figures
-        _record_run(cdir, data, budget, summary["wall_s"], test, ctest_m)
+    # the student's card says the same of the run, with its own test figures
+    _record_run(data, budget, summary["wall_s"], test, [(wd / "model", test_m)] + ([(cdir, ctest_m)] if cpu_model else []))
     reads = {"calibration": (cal_reads, cal_truth)} | ({"test": (t_reads, t_truth)} if test_m else {})
     write_report(wd, summary, det, data, cal_names, cal_truth, cal_m, test_m, reads=reads)
     summary["report"] = str(wd / "report.md")
