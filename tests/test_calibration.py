@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from fcn_captcha.calibration import (DEFAULT_THRESHOLDS, best_plateau_middle, calibrate, calibrate_model,
-                                    calibrate_spacing, sweep)
+                                    calibrate_spacing, sweep, tied_plateau_middle)
 from fcn_captcha.config import tiny
 from fcn_captcha.dataset import generate_arrays
 from fcn_captcha.model import build_model
@@ -71,6 +71,41 @@ def test_plateau_best_is_exact_not_near():
     assert best_plateau_middle([0.1, 0.2, 0.3, 0.4], [0.9, 0.9, 0.9, 0.9 + 1e-9]) == pytest.approx(0.4)
 
 
+# ----- tied_plateau_middle --------------------------------------------------------------------------
+def test_tied_plateau_passes_over_a_one_image_spike():
+    t = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
+    r = np.array([[1, 1, 0, 0], [1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 0, 0], [1, 1, 0, 0], [1, 0, 0, 0]], bool)
+    assert best_plateau_middle(t, r.mean(axis=1)) == pytest.approx(0.2)  # the spike
+    # 0.1 and 0.3-0.5 each miss one image that 0.2 reads (1 <= sqrt(1)); 0.6 misses two (2 > sqrt(2))
+    assert tied_plateau_middle(t, r) == pytest.approx(0.3)
+    assert tied_plateau_middle(t, r, z=0.0) == pytest.approx(0.2)  # no tolerance: the best plateau
+
+
+def test_tied_plateau_keeps_a_clear_best():
+    t = [0.1, 0.2, 0.3, 0.4, 0.5]
+    r = np.zeros((5, 40), bool)
+    r[:, :20] = True
+    r[2, 20:30] = True  # 0.3 reads 10 more images than any other: 10 > sqrt(10)
+    assert tied_plateau_middle(t, r) == pytest.approx(0.3)
+    r[1, 20:27] = True  # 0.2 now misses 3 of them: 3 <= sqrt(3)? no; z = 2: 3 <= 2 sqrt(3), tied
+    assert tied_plateau_middle(t, r) == pytest.approx(0.3)
+    assert tied_plateau_middle(t, r, z=2.0) == pytest.approx(0.25)
+
+
+def test_tied_plateau_without_tolerance_is_the_best_plateau():
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        r = rng.random((12, 30)) < rng.random((12, 1))
+        t = np.round(np.linspace(0.1, 0.9, 12), 4)
+        assert tied_plateau_middle(t, r, z=0.0) == pytest.approx(best_plateau_middle(t, r.mean(axis=1)))
+        assert tied_plateau_middle(t, r) in set(np.round((t[:, None] + t[None, :]) / 2, 6).ravel())
+
+
+def test_tied_plateau_refuses_a_wrong_shape():
+    with pytest.raises(ValueError, match=r"\[T, N\] with T = 3"):
+        tied_plateau_middle([0.1, 0.2, 0.3], np.zeros((2, 5), bool))
+
+
 # ----- sweep / calibrate on constructed maps --------------------------------------------------------
 def constructed(true_heights, false_heights):
     """Maps and texts of images with 3 true characters and (optionally) one false peak.
@@ -114,6 +149,26 @@ def test_sweep_matches_hand_curve():
     want = expected_curve(TRUE_H, FALSE_H, DEFAULT_THRESHOLDS)
     np.testing.assert_array_equal(acc, want)
     assert acc.max() == 1.0
+
+
+def test_sweep_per_image_says_which_images_read_right():
+    maps, texts = constructed(TRUE_H, FALSE_H)
+    right = sweep(maps, texts, ALPHABET, STRIDE, per_image=True, chunk=3)
+    assert right.shape == (len(DEFAULT_THRESHOLDS), len(texts)) and right.dtype == bool
+    t = np.float32(DEFAULT_THRESHOLDS)[:, None]
+    np.testing.assert_array_equal(right, (np.float32(FALSE_H)[None] < t) & (t <= np.float32(TRUE_H)[None]))
+    np.testing.assert_array_equal(right.mean(axis=1), sweep(maps, texts, ALPHABET, STRIDE))
+
+
+def test_calibrate_is_not_drawn_to_one_image_more():
+    """Six images read for 0.06 <= t <= 0.80, a seventh only for 0.11 <= t <= 0.15: the best
+    plateau is 0.11-0.15, one image above the wide run around it, which ties with it."""
+    maps, texts = constructed([0.8] * 6 + [0.15], [0.05] * 6 + [0.1])
+    acc = sweep(maps, texts, ALPHABET, STRIDE)
+    assert best_plateau_middle(DEFAULT_THRESHOLDS, acc) == pytest.approx(0.13)
+    res = calibrate(maps, texts, ALPHABET, STRIDE)
+    assert res["threshold"] == pytest.approx(0.43)  # the middle of 0.06..0.80
+    assert res["sequence_accuracy"] == pytest.approx(6 / 7)
 
 
 def test_calibrate_picks_middle_of_right_range(tmp_path):
