@@ -58,9 +58,14 @@ def best_plateau_middle(thresholds, accuracy) -> float:
             runs.append((i - start, start, i - 1))
             start = None
     width, a, b = max(runs, key=lambda r: (r[0], -r[1]))
+    return _run_middle(thresholds, a, b)
+
+
+def _run_middle(thresholds: np.ndarray, a: int, b: int) -> float:
+    """The threshold in the middle of the run ``thresholds[a..b]`` (the mean of the two
+    middle ones when the run is even), rounded to 6 places."""
     mid = (a + b) / 2
-    lo, hi = int(np.floor(mid)), int(np.ceil(mid))
-    return float(np.round((thresholds[lo] + thresholds[hi]) / 2, 6))
+    return float(np.round((thresholds[int(np.floor(mid))] + thresholds[int(np.ceil(mid))]) / 2, 6))
 
 
 def tied_plateau_middle(thresholds, right, z: float = 1.0) -> float:
@@ -103,8 +108,7 @@ def tied_plateau_middle(thresholds, right, z: float = 1.0) -> float:
         lo -= 1
     while hi < len(th) - 1 and tied[hi + 1]:
         hi += 1
-    mid = (lo + hi) / 2
-    return float(np.round((th[int(np.floor(mid))] + th[int(np.ceil(mid))]) / 2, 6))
+    return _run_middle(th, lo, hi)
 
 
 def sweep(center_maps, texts, alphabet: str, stride: int = 4, thresholds=DEFAULT_THRESHOLDS,
@@ -202,7 +206,7 @@ def calibrate(center_maps, texts, alphabet: str, stride: int = 4, thresholds=DEF
     """
     right = sweep(center_maps, texts, alphabet, stride, thresholds, min_distance, max_candidates, length=length,
                   per_image=True)
-    acc = right.mean(axis=1) if len(texts) else np.zeros(len(thresholds))
+    acc = right.sum(axis=1) / max(len(texts), 1)
     thr = tied_plateau_middle(thresholds, right) if keep_threshold is None else float(keep_threshold)
     reads = read_maps(center_maps, thr, alphabet, stride, min_distance, max_candidates, length)
     conf = None
