@@ -7,8 +7,8 @@ and measures:
   both occur), in a stable order (digits, upper, lower, then the rest);
 * the **length range** of the labels;
 * the **canonical model input size**: files are scaled to one height (the median file
-  height, a multiple of the stride, kept between 32 and 80 pixels) keeping their
-  aspect ratio, and padded on the right to the widest scaled file; each file keeps its
+  height, a multiple of the stride, kept between ``min_height`` (default 32) and 80
+  pixels) keeping their aspect ratio, and padded on the right to the widest scaled file; each file keeps its
   own scale, so positions map back to its pixels (:meth:`SchemeInfo.to_file`);
 * the **colour mode**: ``"luma"`` (gray by luminance), ``"bgdist"`` (each pixel's
   distance in RGB from the background colour, which keeps a hue-only contrast that
@@ -354,21 +354,32 @@ def symbol_order(symbols) -> str:
     return "".join(sorted(s, key=key))
 
 
-def canonical_size(sizes: list[tuple[int, int]], stride: int = STRIDE) -> tuple[int, int]:
-    """(width, height): median height (clamped, a multiple of ``stride``), widest scaled file."""
+def canonical_size(sizes: list[tuple[int, int]], stride: int = STRIDE,
+                   min_height: int = MIN_HEIGHT) -> tuple[int, int]:
+    """(width, height): median height (a multiple of ``stride`` between ``min_height`` and
+    ``MAX_HEIGHT``), widest scaled file.
+
+    >>> canonical_size([(75, 36), (120, 36)]), canonical_size([(75, 36), (120, 36)], min_height=64)
+    ((120, 36), (216, 64))
+    """
+    if not MIN_HEIGHT <= min_height <= MAX_HEIGHT or min_height % stride:
+        raise ValueError(f"min_height {min_height} must be a multiple of {stride} from {MIN_HEIGHT} to {MAX_HEIGHT}")
     hs = np.array([h for _, h in sizes], np.float64)
-    h = int(np.clip(stride * round(np.median(hs) / stride), MIN_HEIGHT, MAX_HEIGHT))
+    h = int(np.clip(stride * round(np.median(hs) / stride), min_height, MAX_HEIGHT))
     w = max(math.ceil(fw * h / fh) for fw, fh in sizes)
     return stride * math.ceil(w / stride), h
 
 
-def infer_scheme(folder, files: list[str] | None = None, sample: int = SAMPLE) -> SchemeInfo:
+def infer_scheme(folder, files: list[str] | None = None, sample: int = SAMPLE,
+                 min_height: int = MIN_HEIGHT) -> SchemeInfo:
     """Measure a labelled folder's scheme (see the module doc).
 
     Args:
       folder: ``<label>.<ext>`` files or a ``labels.csv``.
       files: optional subset of file names (e.g. the training split) to measure on.
       sample: files (evenly spaced) for the colour and polarity measurements.
+      min_height: the least canvas height: smaller files are scaled up to it
+        (:func:`canonical_size`; ``fit`` on a GPU asks for its prior's 64).
 
     Returns:
       A :class:`SchemeInfo`.
@@ -403,7 +414,7 @@ def infer_scheme(folder, files: list[str] | None = None, sample: int = SAMPLE) -
                          f"(first: {unreadable[0][0]}: {unreadable[0][1]})")
     entries = readable
     texts = [t for _, t in entries]
-    width, height = canonical_size(sizes)
+    width, height = canonical_size(sizes, min_height=min_height)
     idx = np.unique(np.linspace(0, len(entries) - 1, min(sample, len(entries))).round().astype(int))
     eta_l, eta_c, bright_bg, lost = [], [], [], []
     for i in idx:

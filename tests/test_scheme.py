@@ -79,6 +79,25 @@ def test_canonical_size_clamps():
     assert canonical_size([(50, 10)]) == (160, 32)
 
 
+def test_canonical_size_scales_small_files_up_to_the_least_height():
+    sizes = [(75, 36), (120, 36), (90, 36)]
+    assert canonical_size(sizes) == (120, 36)
+    assert canonical_size(sizes, min_height=64) == (216, 64)  # 120 x 64 / 36 = 213.3, to a multiple of 4
+    assert canonical_size([(200, 76)], min_height=64) == (200, 76)  # higher files keep their height
+    for bad in (30, 66, 84):
+        with pytest.raises(ValueError, match=f"min_height {bad}"):
+            canonical_size(sizes, min_height=bad)
+
+
+def test_infer_scheme_takes_the_least_height(tmp_path):
+    folder = _folder(tmp_path / "d", ["12", "345", "67"], sizes=[(90, 32)])
+    assert (infer_scheme(folder).height, infer_scheme(folder, min_height=64).height) == (32, 64)
+    s = infer_scheme(folder, min_height=64)
+    x = s.model_input(folder / "345.png")  # 90 x 32 scaled to 180 x 64: the blocks span rows 19-45
+    assert x.shape == (64, 180) and x[32].max() == 255 and x[:16].max() == 0 and x[48:].max() == 0
+    np.testing.assert_allclose(s.to_file([[90.0, 32.0]], (90, 32)), [[44.75, 15.75]])  # positions back to the file
+
+
 @pytest.mark.parametrize("bg,ink,invert", [((255, 255, 255), (0, 0, 0), True), ((0, 0, 0), (255, 255, 255), False)])
 def test_polarity(tmp_path, bg, ink, invert):
     folder = _folder(tmp_path / "d", ["12", "345", "67"], bg=bg, ink=ink)
