@@ -5,7 +5,7 @@ skipped when it is already there (running again resumes; training itself resumes
 its Orbax checkpoints):
 
 1. ``scheme.json``: :func:`fcn_captcha.scheme.infer_scheme` (alphabet, lengths, model
-   input size, at least the device's least height, colour mode, polarity);
+   input size, scaled up on a GPU where the characters lie close, colour mode, polarity);
 2. ``prepared/``: every file turned into the scheme's model canvas (PNG, same names,
    ``labels.csv``), so that the existing loaders and trainer read it;
 3. the split: :func:`fcn_captcha.dataset.real_split` of the names (a hash of each file
@@ -62,7 +62,7 @@ import numpy as np
 
 from fcn_captcha.cleanup import Cleanup
 from fcn_captcha.config import Config
-from fcn_captcha.scheme import MIN_HEIGHT, SchemeInfo, infer_scheme
+from fcn_captcha.scheme import SchemeInfo, infer_scheme
 
 #: Per device kind: architecture, batch, step size, bfloat16, default time budget (s), networks
 #: in the model (``members``). Three networks on the GPU: over 16 fits (one H100 and one H200,
@@ -77,17 +77,17 @@ from fcn_captcha.scheme import MIN_HEIGHT, SchemeInfo, infer_scheme
 #: (:func:`fcn_captcha.probe.choose_network`, :func:`fcn_captcha.probe.choose_cleanup`).
 DEVICE_SETTINGS = {
     "gpu": {"arch": "wide", "batch_size": 64, "learning_rate": 5e-4, "compute_dtype": "bfloat16", "budget": 300.0,
-            "members": 3, "spacing_s": 5.0, "min_height": 64},
+            "members": 3, "spacing_s": 5.0, "scale_up_to": 64},
     "cpu": {"arch": "cpu", "batch_size": 16, "learning_rate": 1e-3, "compute_dtype": "float32", "budget": 900.0,
-            "members": 1, "archs": ("wide", "cpu"), "spacing_s": 25.0, "min_height": MIN_HEIGHT},
+            "members": 1, "archs": ("wide", "cpu"), "spacing_s": 25.0, "scale_up_to": 0},
 }
-#: ``min_height``: the least canvas height (:func:`fcn_captcha.scheme.canonical_size`); files
-#: less high are scaled up to it. On a GPU it is the generic prior's canvas height (64), where
-#: the prior learnt its characters: a 36-pixel stand-in of small images read 97.0% and 96.8% of
-#: its test files scaled to 64 against 95.6% and 96.4% at 36 (two seeds; each of the six networks
-#: at 64 above each at 36; length errors 0.8-1.2% against 1.4-2.0%), 50-pixel kaggle_v2 read
-#: 98.76% either way (one H100, session 24). On 2 CPU cores the 3.2x larger canvas cost the
-#: `wide` network its place (:data:`MIN_NET_STEPS`), so a CPU keeps the files' own height.
+#: ``scale_up_to``: a canvas height that a scheme whose characters lie closer than
+#: :data:`fcn_captcha.scheme.MIN_PITCH` apart is scaled up to (:func:`fcn_captcha.scheme.infer_scheme`).
+#: On a GPU it is the generic prior's canvas height (64): a 36-pixel stand-in of small images
+#: (20 px a character) read 97.0% and 96.8% of its test files scaled to 64 against 95.6% and
+#: 96.4% at 36 (two seeds, one H100; each of the six networks at 64 above each at 36, length
+#: errors 0.8-1.2% against 1.4-2.0%; session 24). On 2 CPU cores the 3.2x larger canvas cost the
+#: `wide` network its place (:data:`MIN_NET_STEPS`) and the fit fell to 40%: a CPU does not scale up.
 #: ``spacing_s``: what the suppression distance's threshold sweeps cost beside reading the
 #: calibration files (:func:`_spacing_stage`; 7-23 s for 226 files of 36 symbols on 2 CPU
 #: cores, 43 s for 62 symbols), kept out of the training time with the end's reserve; the
@@ -148,13 +148,13 @@ def _device_kind() -> str:
 
 
 def _scheme_stage(data: Path, wd: Path, device: str) -> SchemeInfo:
-    """Stage 1: ``wd/scheme.json``, inferred from ``data`` with the device's least canvas height
-    (``DEVICE_SETTINGS[device]["min_height"]``), or read back when written (a resumed run keeps
-    the canvas it began with)."""
+    """Stage 1: ``wd/scheme.json``, inferred from ``data`` (a canvas of closely spaced characters
+    scaled up to the device's ``DEVICE_SETTINGS[device]["scale_up_to"]``), or read back when
+    written (a resumed run keeps the canvas it began with)."""
     sp = wd / "scheme.json"
     if sp.exists():
         return SchemeInfo.from_dict(json.loads(sp.read_text()))
-    scheme = infer_scheme(data, min_height=DEVICE_SETTINGS[device]["min_height"])
+    scheme = infer_scheme(data, scale_up_to=DEVICE_SETTINGS[device]["scale_up_to"])
     _write_json(sp, scheme.to_dict())
     return scheme
 

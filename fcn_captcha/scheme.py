@@ -7,8 +7,9 @@ and measures:
   both occur), in a stable order (digits, upper, lower, then the rest);
 * the **length range** of the labels;
 * the **canonical model input size**: files are scaled to one height (the median file
-  height, a multiple of the stride, kept between ``min_height`` (default 32) and 80
-  pixels) keeping their aspect ratio, and padded on the right to the widest scaled file; each file keeps its
+  height, a multiple of the stride, kept between 32 and 80 pixels; with ``scale_up_to``,
+  that height where the characters lie closer than ``MIN_PITCH`` pixels apart, see
+  :func:`char_pitch`) keeping their aspect ratio, and padded on the right to the widest scaled file; each file keeps its
   own scale, so positions map back to its pixels (:meth:`SchemeInfo.to_file`);
 * the **colour mode**: ``"luma"`` (gray by luminance), ``"bgdist"`` (each pixel's
   distance in RGB from the background colour, which keeps a hue-only contrast that
@@ -58,6 +59,12 @@ LOCAL_BLOCKS = 4  #: blocks over the height for "localdist"'s local background
 INK_LEVEL, HUE_RATIO = 24.0, 0.4  #: :func:`luma_loss`'s least ink contrast, and its luminance share
 SAMPLE = 64  #: files measured for colour and polarity
 MIN_HEIGHT, MAX_HEIGHT = 32, 80
+#: Least width per character (:func:`char_pitch`, canvas pixels) below which ``infer_scheme``
+#: scales the canvas up to ``scale_up_to``: 8 output cells at stride 4. The small-image
+#: stand-in's 20 px (5 cells) read 96.0% at 36 px high and 96.9% scaled to 64 (two seeds, one
+#: H100); kaggle_v2's 38 px read 98.76% either way but its labels read back fell from 99.2% to
+#: 94.6% at 64, with missing n and m (session 24). Every other scheme measured has 36-51 px.
+MIN_PITCH = 32.0
 STRIDE = 4
 
 
@@ -354,6 +361,17 @@ def symbol_order(symbols) -> str:
     return "".join(sorted(s, key=key))
 
 
+def char_pitch(sizes: list[tuple[int, int]], lengths: list[int], height: int) -> float:
+    """Median width per character of labelled files scaled to ``height``: file width x
+    ``height`` / file height / label length (margins included, so an upper bound of the
+    characters' spacing).
+
+    >>> char_pitch([(75, 36), (120, 36)], [4, 6], 36), char_pitch([(75, 36)], [4], 64)
+    (19.375, 33.333333333333336)
+    """
+    return float(np.median([w * height / h / max(n, 1) for (w, h), n in zip(sizes, lengths)]))
+
+
 def canonical_size(sizes: list[tuple[int, int]], stride: int = STRIDE,
                    min_height: int = MIN_HEIGHT) -> tuple[int, int]:
     """(width, height): median height (a multiple of ``stride`` between ``min_height`` and
@@ -371,15 +389,16 @@ def canonical_size(sizes: list[tuple[int, int]], stride: int = STRIDE,
 
 
 def infer_scheme(folder, files: list[str] | None = None, sample: int = SAMPLE,
-                 min_height: int = MIN_HEIGHT) -> SchemeInfo:
+                 scale_up_to: int = 0) -> SchemeInfo:
     """Measure a labelled folder's scheme (see the module doc).
 
     Args:
       folder: ``<label>.<ext>`` files or a ``labels.csv``.
       files: optional subset of file names (e.g. the training split) to measure on.
       sample: files (evenly spaced) for the colour and polarity measurements.
-      min_height: the least canvas height: smaller files are scaled up to it
-        (:func:`canonical_size`; ``fit`` on a GPU asks for its prior's 64).
+      scale_up_to: 0, or a canvas height (``fit`` on a GPU: its prior's 64) that a canvas
+        less high is scaled up to when its characters lie closer than ``MIN_PITCH`` pixels
+        apart (:func:`char_pitch`; the scheme's ``measurements["pitch"]``).
 
     Returns:
       A :class:`SchemeInfo`.
@@ -414,7 +433,10 @@ def infer_scheme(folder, files: list[str] | None = None, sample: int = SAMPLE,
                          f"(first: {unreadable[0][0]}: {unreadable[0][1]})")
     entries = readable
     texts = [t for _, t in entries]
-    width, height = canonical_size(sizes, min_height=min_height)
+    width, height = canonical_size(sizes)
+    pitch = char_pitch(sizes, [len(t) for t in texts], height)
+    if scale_up_to > height and pitch < MIN_PITCH:
+        width, height = canonical_size(sizes, min_height=scale_up_to)
     idx = np.unique(np.linspace(0, len(entries) - 1, min(sample, len(entries))).round().astype(int))
     eta_l, eta_c, bright_bg, lost = [], [], [], []
     for i in idx:
@@ -444,5 +466,5 @@ def infer_scheme(folder, files: list[str] | None = None, sample: int = SAMPLE,
         measurements={"separability_luma": round(el, 4), "separability_bgdist": round(ec, 4),
                       "color_margin": COLOR_MARGIN, "luma_loss": round(float(np.median(lost)), 4),
                       "bright_background_share": round(float(np.mean(bright_bg)), 4),
-                      "sampled": int(len(idx)), "lengths": {str(k): lengths.count(k) for k in sorted(set(lengths))},
+                      "sampled": int(len(idx)), "pitch": round(pitch, 2), "lengths": {str(k): lengths.count(k) for k in sorted(set(lengths))},
                       "unreadable": unreadable})

@@ -496,21 +496,22 @@ def test_default_members_by_device_and_for_old_work(tmp_path):
     assert default_members(tmp_path, "gpu") == 3
 
 
-def test_the_canvas_is_at_least_the_devices_least_height_and_a_resumed_run_keeps_its_own(tmp_path):
+def test_a_gpu_scales_close_characters_up_and_a_resumed_run_keeps_its_canvas(tmp_path):
     from fcn_captcha.fitting import _scheme_stage
 
     data = tmp_path / "data"
     data.mkdir()
-    for i, text in enumerate(["12", "345", "67"]):
+    texts = ["1234", "3456", "6712"]  # 90 x 36 files: 22.5 px a character, under MIN_PITCH
+    for i in range(len(texts)):
         Image.new("RGB", (90, 36), "white").save(data / f"{i}.png")
-    (data / "labels.csv").write_text("file,text\n" + "".join(f"{i}.png,{t}\n" for i, t in enumerate(["12", "345", "67"])))
+    (data / "labels.csv").write_text("file,text\n" + "".join(f"{i}.png,{t}\n" for i, t in enumerate(texts)))
     heights = {}
     for device in ("gpu", "cpu"):
         wd = tmp_path / device
         wd.mkdir()
         heights[device] = _scheme_stage(data, wd, device).height
         assert json.loads((wd / "scheme.json").read_text())["height"] == heights[device]
-    assert heights == {"gpu": 64, "cpu": 36}  # small files scaled up to the GPU prior's canvas
+    assert heights == {"gpu": 64, "cpu": 36}  # scaled up to the GPU prior's canvas; a CPU keeps the files'
     # a work directory begun with another canvas (an earlier version, or the other device) keeps it
     assert _scheme_stage(data, tmp_path / "cpu", "gpu").height == 36
 

@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw
 from fcn_captcha import cleanup as C
 from fcn_captcha.cleanup import Cleanup
 from fcn_captcha.preprocess import to_model_input
-from fcn_captcha.scheme import (SchemeInfo, canonical_size, luma_loss, infer_scheme, otsu_threshold,
+from fcn_captcha.scheme import (SchemeInfo, canonical_size, char_pitch, luma_loss, infer_scheme, otsu_threshold,
                                 separability, symbol_order, to_gray)
 
 
@@ -89,13 +89,21 @@ def test_canonical_size_scales_small_files_up_to_the_least_height():
             canonical_size(sizes, min_height=bad)
 
 
-def test_infer_scheme_takes_the_least_height(tmp_path):
-    folder = _folder(tmp_path / "d", ["12", "345", "67"], sizes=[(90, 32)])
-    assert (infer_scheme(folder).height, infer_scheme(folder, min_height=64).height) == (32, 64)
-    s = infer_scheme(folder, min_height=64)
-    x = s.model_input(folder / "345.png")  # 90 x 32 scaled to 180 x 64: the blocks span rows 19-45
+def test_char_pitch_is_the_median_width_per_character():
+    assert char_pitch([(75, 36), (120, 36), (100, 50)], [4, 6, 5], 36) == pytest.approx(18.75)  # 18.75, 20, 14.4
+    assert char_pitch([(100, 50)], [5], 64) == pytest.approx(25.6)
+
+
+def test_a_canvas_of_close_characters_is_scaled_up_and_one_of_spaced_characters_is_not(tmp_path):
+    close = _folder(tmp_path / "close", ["1234", "3456", "6712"], sizes=[(90, 32)])  # 22.5 px a character
+    s = infer_scheme(close, scale_up_to=64)
+    assert (infer_scheme(close).height, s.height, s.measurements["pitch"]) == (32, 64, 22.5)
+    x = s.model_input(close / "3456.png")  # 90 x 32 scaled to 180 x 64: the blocks span rows 19-45
     assert x.shape == (64, 180) and x[32].max() == 255 and x[:16].max() == 0 and x[48:].max() == 0
     np.testing.assert_allclose(s.to_file([[90.0, 32.0]], (90, 32)), [[44.75, 15.75]])  # positions back to the file
+    spaced = _folder(tmp_path / "spaced", ["12", "345", "67"], sizes=[(90, 32)])  # 36 px a character
+    assert infer_scheme(spaced, scale_up_to=64).height == 32
+    assert infer_scheme(close, scale_up_to=32).height == 32  # nothing to scale up to
 
 
 @pytest.mark.parametrize("bg,ink,invert", [((255, 255, 255), (0, 0, 0), True), ((0, 0, 0), (255, 255, 255), False)])
