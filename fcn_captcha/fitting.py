@@ -62,7 +62,7 @@ import numpy as np
 
 from fcn_captcha.cleanup import Cleanup
 from fcn_captcha.config import Config
-from fcn_captcha.scheme import SchemeInfo, infer_scheme
+from fcn_captcha.scheme import MIN_PITCH, SchemeInfo, infer_scheme
 
 #: Per device kind: architecture, batch, step size, bfloat16, default time budget (s), networks
 #: in the model (``members``). Three networks on the GPU: over 16 fits (one H100 and one H200,
@@ -1244,6 +1244,18 @@ def _spacing_stage(model, mcfg: Config, thr: float, info: dict, prepared: Path, 
     return mcfg, thr, info | {"spacing": rec}
 
 
+def _pitch_note(scheme: dict) -> str:
+    """The report's words on the characters' spacing and a canvas scaled up for it ("" for a
+    scheme of a version that did not measure it)."""
+    m = scheme.get("measurements", {})
+    if m.get("pitch") is None:
+        return ""
+    note = f"; {m['pitch']:.1f} px a character at the files' median height"
+    if m.get("scaled_up_from"):
+        note += f", under {MIN_PITCH:.0f}: scaled up from {m['scaled_up_from']} px high"
+    return note
+
+
 def write_report(wd: Path, summary: dict, det, data: Path, cal_names, cal_truth, cal_m: dict,
                  test_m: dict | None, reads: dict | None = None) -> Path:
     """``wd/report.md`` with its figures beside it (``wd/figures``); ``reads``: each set's
@@ -1292,7 +1304,7 @@ def write_report(wd: Path, summary: dict, det, data: Path, cal_names, cal_truth,
              f"| length | {sch['min_length']} to {sch['max_length']} |",
              f"| file sizes (w, h) | {sch['file_sizes'][0]}-{sch['file_sizes'][1]} x "
              f"{sch['file_sizes'][2]}-{sch['file_sizes'][3]} |",
-             f"| model input | {sch['width']} x {sch['height']} (one scale per file, padded right) |",
+             f"| model input | {sch['width']} x {sch['height']} (one scale per file, padded right{_pitch_note(sch)}) |",
              f"| colour mode | {sch['color']} (Otsu separability: luma {sch['measurements'].get('separability_luma')}"
              f", background distance {sch['measurements'].get('separability_bgdist')}; "
              f"{_color_line(s.get('color') or {})}) |",

@@ -434,7 +434,7 @@ def infer_scheme(folder, files: list[str] | None = None, sample: int = SAMPLE,
     entries = readable
     texts = [t for _, t in entries]
     width, height = canonical_size(sizes)
-    pitch = char_pitch(sizes, [len(t) for t in texts], height)
+    pitch, own_height = char_pitch(sizes, [len(t) for t in texts], height), height
     if scale_up_to > height and pitch < MIN_PITCH:
         width, height = canonical_size(sizes, min_height=scale_up_to)
     idx = np.unique(np.linspace(0, len(entries) - 1, min(sample, len(entries))).round().astype(int))
@@ -466,5 +466,6 @@ def infer_scheme(folder, files: list[str] | None = None, sample: int = SAMPLE,
         measurements={"separability_luma": round(el, 4), "separability_bgdist": round(ec, 4),
                       "color_margin": COLOR_MARGIN, "luma_loss": round(float(np.median(lost)), 4),
                       "bright_background_share": round(float(np.mean(bright_bg)), 4),
-                      "sampled": int(len(idx)), "pitch": round(pitch, 2), "lengths": {str(k): lengths.count(k) for k in sorted(set(lengths))},
+                      "sampled": int(len(idx)), "pitch": round(pitch, 2),
+                      "scaled_up_from": own_height if height != own_height else None, "lengths": {str(k): lengths.count(k) for k in sorted(set(lengths))},
                       "unreadable": unreadable})

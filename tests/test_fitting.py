@@ -497,7 +497,7 @@ def test_default_members_by_device_and_for_old_work(tmp_path):
 
 
 def test_a_gpu_scales_close_characters_up_and_a_resumed_run_keeps_its_canvas(tmp_path):
-    from fcn_captcha.fitting import _scheme_stage
+    from fcn_captcha.fitting import _pitch_note, _scheme_stage
 
     data = tmp_path / "data"
     data.mkdir()
@@ -514,6 +514,10 @@ def test_a_gpu_scales_close_characters_up_and_a_resumed_run_keeps_its_canvas(tmp
     assert heights == {"gpu": 64, "cpu": 36}  # scaled up to the GPU prior's canvas; a CPU keeps the files'
     # a work directory begun with another canvas (an earlier version, or the other device) keeps it
     assert _scheme_stage(data, tmp_path / "cpu", "gpu").height == 36
+    notes = {d: _pitch_note(json.loads((tmp_path / d / "scheme.json").read_text())) for d in ("gpu", "cpu")}
+    assert notes == {"gpu": "; 22.5 px a character at the files' median height, under 32: scaled up from 36 px high",
+                     "cpu": "; 22.5 px a character at the files' median height"}
+    assert _pitch_note({"measurements": {}}) == ""  # a scheme.json of a version before the pitch
 
 
 def test_members_are_checked_and_part_of_the_job(run):

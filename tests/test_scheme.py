@@ -98,6 +98,7 @@ def test_a_canvas_of_close_characters_is_scaled_up_and_one_of_spaced_characters_
     close = _folder(tmp_path / "close", ["1234", "3456", "6712"], sizes=[(90, 32)])  # 22.5 px a character
     s = infer_scheme(close, scale_up_to=64)
     assert (infer_scheme(close).height, s.height, s.measurements["pitch"]) == (32, 64, 22.5)
+    assert (s.measurements["scaled_up_from"], infer_scheme(close).measurements["scaled_up_from"]) == (32, None)
     x = s.model_input(close / "3456.png")  # 90 x 32 scaled to 180 x 64: the blocks span rows 19-45
     assert x.shape == (64, 180) and x[32].max() == 255 and x[:16].max() == 0 and x[48:].max() == 0
     np.testing.assert_allclose(s.to_file([[90.0, 32.0]], (90, 32)), [[44.75, 15.75]])  # positions back to the file
