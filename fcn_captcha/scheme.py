@@ -7,10 +7,11 @@ and measures:
   both occur), in a stable order (digits, upper, lower, then the rest);
 * the **length range** of the labels;
 * the **canonical model input size**: files are scaled to one height (the median file
-  height, a multiple of the stride, kept between 32 and 80 pixels; with ``scale_up_to``,
-  that height where the characters lie closer than ``MIN_PITCH`` pixels apart, see
-  :func:`char_pitch`) keeping their aspect ratio, and padded on the right to the widest scaled file; each file keeps its
-  own scale, so positions map back to its pixels (:meth:`SchemeInfo.to_file`);
+  height, a multiple of the stride, kept between 32 and 80 pixels; ``scale_up_to`` when
+  the characters lie closer than ``MIN_PITCH`` pixels apart at that height, see
+  :func:`char_pitch`) keeping their aspect ratio, and padded on the right to the widest
+  scaled file; each file keeps its own scale, so positions map back to its pixels
+  (:meth:`SchemeInfo.to_file`);
 * the **colour mode**: ``"luma"`` (gray by luminance), ``"bgdist"`` (each pixel's
   distance in RGB from the background colour, which keeps a hue-only contrast that
   luminance loses) or ``"localdist"`` (the distance from the background around each
