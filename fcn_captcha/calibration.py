@@ -47,18 +47,21 @@ def best_plateau_middle(thresholds, accuracy) -> float:
     >>> best_plateau_middle([0.1, 0.2, 0.3, 0.4, 0.5, 0.6], [0.5, 0.9, 0.9, 0.9, 0.7, 0.9])
     0.3
     """
-    thresholds = np.asarray(thresholds, dtype=np.float64)
+    return _run_middle(np.asarray(thresholds, dtype=np.float64), *_best_run(accuracy))
+
+
+def _best_run(accuracy) -> tuple[int, int]:
+    """First and last index of the widest run of consecutive best values (the first such run)."""
     acc = np.asarray(accuracy, dtype=np.float64)
-    best = acc.max()
     runs, start = [], None
-    for i, is_best in enumerate(np.append(np.isclose(acc, best, rtol=0, atol=1e-12), False)):
+    for i, is_best in enumerate(np.append(np.isclose(acc, acc.max(), rtol=0, atol=1e-12), False)):
         if is_best and start is None:
             start = i
         elif not is_best and start is not None:
             runs.append((i - start, start, i - 1))
             start = None
-    width, a, b = max(runs, key=lambda r: (r[0], -r[1]))
-    return _run_middle(thresholds, a, b)
+    _, a, b = max(runs, key=lambda r: (r[0], -r[1]))
+    return a, b
 
 
 def _run_middle(thresholds: np.ndarray, a: int, b: int) -> float:
@@ -100,7 +103,8 @@ def tied_plateau_middle(thresholds, right, z: float = 1.0) -> float:
     count = right.sum(axis=1)
     if right.shape[1] == 0:
         return best_plateau_middle(th, count)
-    b = int(np.argmin(np.abs(th - best_plateau_middle(th, count))))  # a best threshold (the lower of two middles)
+    a, b = _best_run(count)
+    b = (a + b) // 2  # a best threshold (the lower of two middles)
     differ = (right ^ right[b]).sum(axis=1)
     tied = count[b] - count <= z * np.sqrt(differ) + 1e-9
     lo = hi = b

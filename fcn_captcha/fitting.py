@@ -856,7 +856,8 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
     def log(line):  # every line stamped with the job's seconds so far (resumed runs count on)
         plain_log(f"[{elapsed():4.0f} s] {line}")
 
-    # 1. scheme
+    # 1. scheme (written again below when a probe changes its colour mode or clean-ups)
+    scheme_path = wd / "scheme.json"
     scheme = _scheme_stage(data, wd, device)
     log(f"scheme: {len(scheme.alphabet)} symbols {scheme.alphabet!r}, length {scheme.min_length}-"
         f"{scheme.max_length}, input {scheme.width}x{scheme.height}, colour {scheme.color}, "
@@ -924,7 +925,7 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
         _write_json(colp, color_record)
     if color_record["chosen"] != scheme.color:
         scheme = dataclasses.replace(scheme, color=color_record["chosen"])
-        _write_json(wd / "scheme.json", scheme.to_dict())
+        _write_json(scheme_path, scheme.to_dict())
     if cp.exists():
         cleanup_record = json.loads(cp.read_text())
     else:
@@ -934,7 +935,7 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
         _write_json(cp, cleanup_record)
     if Cleanup.from_dict(cleanup_record["chosen"]) != scheme.cleanups:
         scheme = with_cleanup(scheme, Cleanup.from_dict(cleanup_record["chosen"]))
-        _write_json(wd / "scheme.json", scheme.to_dict())
+        _write_json(scheme_path, scheme.to_dict())
     # the folder is prepared again when a probe changed the colour mode or the clean-ups, and what
     # preparing (so reading) a file costs is measured again: localdist costs more than luma
     prep = _prepared(data, prepared, scheme, log)

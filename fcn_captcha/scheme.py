@@ -434,8 +434,9 @@ def infer_scheme(folder, files: list[str] | None = None, sample: int = SAMPLE,
                          f"(first: {unreadable[0][0]}: {unreadable[0][1]})")
     entries = readable
     texts = [t for _, t in entries]
+    lengths = [len(t) for t in texts]
     width, height = canonical_size(sizes)
-    pitch, own_height = char_pitch(sizes, [len(t) for t in texts], height), height
+    pitch, own_height = char_pitch(sizes, lengths, height), height
     if scale_up_to > height and pitch < MIN_PITCH:
         width, height = canonical_size(sizes, min_height=scale_up_to)
     idx = np.unique(np.linspace(0, len(entries) - 1, min(sample, len(entries))).round().astype(int))
@@ -459,7 +460,6 @@ def infer_scheme(folder, files: list[str] | None = None, sample: int = SAMPLE,
     color = "bgdist" if ec > el + COLOR_MARGIN else "luma"
     invert = float(np.mean(bright_bg)) >= 0.5
     ws, hs = [s[0] for s in sizes], [s[1] for s in sizes]
-    lengths = [len(t) for t in texts]
     return SchemeInfo(
         alphabet=symbol_order("".join(texts)), min_length=min(lengths), max_length=max(lengths),
         width=width, height=height, color=color, invert=invert,
@@ -468,5 +468,6 @@ def infer_scheme(folder, files: list[str] | None = None, sample: int = SAMPLE,
                       "color_margin": COLOR_MARGIN, "luma_loss": round(float(np.median(lost)), 4),
                       "bright_background_share": round(float(np.mean(bright_bg)), 4),
                       "sampled": int(len(idx)), "pitch": round(pitch, 2),
-                      "scaled_up_from": own_height if height != own_height else None, "lengths": {str(k): lengths.count(k) for k in sorted(set(lengths))},
+                      "scaled_up_from": own_height if height != own_height else None,
+                      "lengths": {str(k): lengths.count(k) for k in sorted(set(lengths))},
                       "unreadable": unreadable})
