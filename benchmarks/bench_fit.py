@@ -14,7 +14,8 @@ training files there are) this runs, one after the other in the same process:
    ``wall_s`` and ``test`` (reading metrics on ``test_dir``);
 2. the project's CRNN + CTC baseline (``benchmarks/crnn_ctc.py``) on the same first N
    files for the same wall time as ``fit`` took (its loading, compilation and training
-   together; its first, compiling step is timed apart), then read on the same test
+   together; its first, compiling step is timed apart; a tenth of the N files held out
+   to keep its best parameters, ``crnn_ctc.CRNNConfig.val_share``), then read on the same test
    files with the same metrics (:func:`fcn_captcha.metrics.reading_metrics`).
 
 It prints a line per N and a table at the end (sequence and character accuracy of
@@ -425,7 +426,9 @@ def main(argv=None) -> int:
         print(f"N={n} CRNN+CTC: sequence {pct(c['test']['sequence_accuracy'])}, character "
               f"{pct(c['test']['character_accuracy'])}, wall {c['wall_s']:.1f} s (load {c['load_s']:.1f} s, first "
               f"step {c['info']['first_step_s']:.1f} s, {c['info']['steps']} steps, {c['info']['epochs']:.1f} "
-              f"epochs), read {c['read_s']:.1f} s", flush=True)
+              f"epochs; parameters of step {c['info']['best_step']}, held-out {c['info']['val_size']} files read "
+              f"{pct(c['info']['val_accuracy'])}), "
+              f"read {c['read_s']:.1f} s", flush=True)
         if fit is not None:
             row["ratio_sequence"] = ratio(row["fit"]["test"]["sequence_accuracy"], c["test"]["sequence_accuracy"])
             row["ratio_character"] = ratio(row["fit"]["test"]["character_accuracy"], c["test"]["character_accuracy"])

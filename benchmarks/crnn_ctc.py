@@ -10,7 +10,10 @@ plus a blank (index 0) per column. Training minimises ``optax.ctc_loss`` with Ad
 for a wall-clock budget (compilation included, so both methods of a comparison are
 treated alike), under a cosine learning-rate decay keyed to the elapsed share of the
 budget; reading is greedy CTC decoding (best column labels, repeats merged, blanks
-dropped). Light augmentation (random shift, scale, rotation, contrast, noise) is the
+dropped). A tenth of the training images (``val_share``) is held out: every ``val_every``
+steps the baseline reads them, and the parameters that read them best are the ones
+returned (early stopping, as the usual CRNN recipes do; without it a long budget can
+leave the baseline at a late, overfitted state). Light augmentation (random shift, scale, rotation, contrast, noise) is the
 library's own :func:`fcn_captcha.input_pipeline.augment`.
 
 Images are model inputs of :func:`fcn_captcha.preprocess.to_model_input` (uint8
@@ -68,6 +71,11 @@ class CRNNConfig:
         ``scale``, ``rotate`` (degrees), ``stretch``, ``contrast`` and ``noise`` drive
         :func:`fcn_captcha.input_pipeline.augment`; None for no augmentation.
       check_every: steps between host syncs (non-finite check, budget check).
+      val_share: share of the training images held out to choose the returned
+        parameters (at least one image, and one left to train on); 0 trains on all and
+        returns the last step's parameters.
+      val_every: steps between readings of the held-out images (a multiple of
+        ``check_every`` is read at the sync that follows).
       read_batch: images per call of the jitted reader (last batch padded).
     """
 
@@ -81,6 +89,8 @@ class CRNNConfig:
     augment: Config | None = dataclasses.field(
         default_factory=lambda: Config(shift=3.0, scale=0.05, rotate=3.0, stretch=0.05, contrast=0.2, noise=0.03))
     check_every: int = 10
+    val_share: float = 0.1
+    val_every: int = 100
     read_batch: int = 256
 
 
@@ -303,13 +313,38 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, co
     return step
 
 
+def _make_eval(graphdef: nnx.GraphDef, data, rows: np.ndarray):
+    """A jitted reading of the rows ``rows`` of ``data``: ``(params, stats) -> (best
+    classes int32 [R, T], mean CTC loss)``, BatchNorm on its running statistics.
+
+    Args:
+      graphdef: the :class:`CRNN`'s graph.
+      data: ``(images uint8 [N, H, W], labels int32 [N, L], label_paddings [N, L])`` on the
+        device.
+      rows: the held-out rows ``[R]``.
+    """
+    images, labels, label_pad = (x[jnp.asarray(rows, jnp.int32)] for x in data)
+
+    @jax.jit
+    def evaluate(params, stats):
+        logits = nnx.merge(graphdef, params, stats)(images[..., None].astype(jnp.float32) / 255.0, train=False)
+        loss = optax.ctc_loss(logits, jnp.zeros(logits.shape[:2]), labels, label_pad, blank_id=BLANK).mean()
+        return jnp.argmax(logits, -1), loss
+
+    return evaluate
+
+
 def train_crnn(images: np.ndarray, texts: Sequence[str], alphabet: str, time_budget_s: float, seed: int = 0,
                config: CRNNConfig | None = None, log=None) -> CRNNReader:
     """Train the baseline on string-labelled images for a wall-clock budget.
 
-    The clock starts at the call: model construction and the compiling first step
-    count against ``time_budget_s``. Training stops at the first host check
-    (every ``config.check_every`` steps) past the budget, after at least one step.
+    The clock starts at the call: model construction, the compiling first step and
+    the readings of the held-out images count against ``time_budget_s``. Training
+    stops at the first host check (every ``config.check_every`` steps) past the
+    budget, after at least one step. With ``config.val_share`` > 0 (and two images or
+    more), that share of the images (drawn by ``seed``) is not trained on; the returned
+    parameters are those of the reading that got most of them right (ties: the lower
+    held-out CTC loss, then the later step), the last step's always among the readings.
 
     Args:
       images: uint8 ``[N, H, W]`` model inputs (text bright on zero), H divisible by 16
@@ -322,7 +357,9 @@ def train_crnn(images: np.ndarray, texts: Sequence[str], alphabet: str, time_bud
       log: optional ``callable(str)`` for progress lines.
 
     Returns:
-      A :class:`CRNNReader` (see its ``info``).
+      A :class:`CRNNReader`; its ``info`` adds ``val_size``, ``best_step`` (the step
+      whose parameters it holds), ``val_accuracy`` (their held-out sequence accuracy)
+      and ``val_curve`` (``[step, accuracy, ctc loss]`` of every reading).
 
     Raises:
       ValueError: empty data, mismatched lengths, a symbol outside the alphabet, or a
@@ -345,9 +382,25 @@ def train_crnn(images: np.ndarray, texts: Sequence[str], alphabet: str, time_bud
     graphdef, state = _init(len(alphabet), h, config, tx, jax.random.fold_in(root, 0))
     data = (jnp.asarray(images), jnp.asarray(labels), jnp.asarray(label_pad))
     train_step = jax.jit(make_train_step(graphdef, tx, config), donate_argnums=(0,))
-    batch = min(config.batch_size, n)
     order = np.random.default_rng(seed)
-    perm, pos = order.permutation(n), 0
+    n_val = min(max(1, round(config.val_share * n)), n - 1) if config.val_share > 0 and n > 1 else 0
+    shuffled = order.permutation(n)
+    held, trained = np.sort(shuffled[:n_val]), shuffled[n_val:]
+    evaluate = _make_eval(graphdef, data, held) if n_val else None
+    val_curve, best = [], None  # best: (accuracy, -loss, step, params, stats)
+
+    def validate(state, step):
+        nonlocal best
+        params, stats, _ = state
+        classes, loss = evaluate(params, stats)
+        acc = float(np.mean([a == b for a, b in zip(greedy_decode(np.asarray(classes), alphabet),
+                                                          (texts[i] for i in held))]))
+        val_curve.append([step, acc, float(loss)])
+        if best is None or (acc, -float(loss)) >= best[:2]:
+            best = (acc, -float(loss), step, jax.tree.map(jnp.copy, params), jax.tree.map(jnp.copy, stats))
+
+    batch = min(config.batch_size, len(trained))
+    perm, pos = order.permutation(trained), 0
     step, pending, losses, step_times = 0, [], [], []
     first_step_s, t_first, t_last, step_last = None, None, None, 0
     while True:
@@ -364,13 +417,17 @@ def train_crnn(images: np.ndarray, texts: Sequence[str], alphabet: str, time_bud
                 first_step_s = now - t_first
             else:
                 step_times.append((now - t_last) / (step - step_last))
+            if evaluate and step > 1 and (step - 1) // config.val_every < step // config.val_every:
+                validate(state, step)  # read at the first sync at or past each val_every steps
+                now = time.perf_counter()  # its time is not a step's
             t_last, step_last, elapsed = now, step, now - t0
             if log and step % (config.check_every * 20) == 0:
-                log(f"crnn step {step}: loss {losses[-1][1]:.3f} ({elapsed:.0f}/{time_budget_s:.0f} s)")
+                val = f", held-out {val_curve[-1][1]:.1%}" if val_curve else ""
+                log(f"crnn step {step}: loss {losses[-1][1]:.3f}{val} ({elapsed:.0f}/{time_budget_s:.0f} s)")
             if elapsed >= time_budget_s:
                 break
-        if pos + batch > n:
-            perm, pos = order.permutation(n), 0
+        if pos + batch > len(perm):
+            perm, pos = order.permutation(trained), 0
         idx = jnp.asarray(perm[pos: pos + batch], jnp.int32)
         pos += batch
         lr = jnp.float32(learning_rate(config, step, elapsed / time_budget_s))
@@ -380,11 +437,17 @@ def train_crnn(images: np.ndarray, texts: Sequence[str], alphabet: str, time_bud
         pending.append((step, metrics))
         step += 1
     params, stats, _ = state
+    val = {"val_size": n_val, "best_step": step, "val_accuracy": None, "val_curve": val_curve}
+    if evaluate:
+        if not val_curve or val_curve[-1][0] != step:
+            validate(state, step)  # the last step's parameters are always a candidate
+        acc, _, best_step, params, stats = best
+        val.update(best_step=best_step, val_accuracy=acc)
     model = nnx.merge(graphdef, params, stats)
-    info = {"steps": step, "images_seen": step * batch, "epochs": step * batch / n, "batch_size": batch,
+    info = {"steps": step, "images_seen": step * batch, "epochs": step * batch / len(trained), "batch_size": batch,
             "train_s": time.perf_counter() - t0, "first_step_s": first_step_s,
             "step_s": float(np.median(step_times)) if step_times else None,
-            "final_loss": losses[-1][1], "losses": losses, "input_shape": [h, w], "seed": seed}
+            "final_loss": losses[-1][1], "losses": losses, "input_shape": [h, w], "seed": seed, **val}
     return CRNNReader(model, alphabet, (h, w), config, info)
 
 
