@@ -110,6 +110,15 @@ def test_check_flags_a_label_shorter_or_longer_than_the_evidence():
     assert check("ab", np.array([0.9, 0.9]), "a") == (False, "")  # evidence for both: close peaks merged
 
 
+def test_check_says_when_a_run_of_one_symbol_may_have_merged():
+    flagged, reason = check("gllazc", np.array([0.9, 0.9, 0.05, 0.9, 0.9, 0.9]), "glazc")
+    assert flagged and reason.endswith("; 'll' side by side may have merged into one spot")
+    # a missing symbol that is no repeat, or a reading with another symbol, gets no such note
+    for text, read in (("glazc", "gazc"), ("gllazc", "glaz")):
+        flagged, reason = check(text, np.array([0.9, 0.05] + [0.9] * (len(text) - 2)), read)
+        assert flagged and "merged" not in reason
+
+
 def test_align_bad_inputs():
     m = np.zeros((*SHAPE, len(ALPHA)), np.float32)
     with pytest.raises(ValueError, match="'A'"):
