@@ -22,8 +22,7 @@ only. This module finds the centers automatically:
    finds more characters than the label has, or some label character lands where no
    character is (the largest map value there is below ``min_confidence``). Flagged images keep their (forced) centers
    in the output, marked ``"flagged": true`` with the reason, and are left out of
-   training. A reason says when the reading is the label with a run of one symbol
-   shortened ("ll" read "l"): such a pair's spots can merge, and the label may be right.
+   training.
 4. **Rounds of self-training** (:func:`annotate_dataset`). The detector is fine-tuned
    on the unflagged images with their aligned centers (plus synthetic images, so it
    does not forget), then every image is aligned again; a few rounds move the centers
@@ -46,7 +45,6 @@ person to check. :func:`center_accuracy` measures the annotation against true ce
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import os
 from pathlib import Path
@@ -56,6 +54,7 @@ import numpy as np
 
 from fcn_captcha.dataset import read_annotations
 from fcn_captcha.decoder import decode, max_filter3
+from fcn_captcha.metrics import shortened_run
 from fcn_captcha.targets import cells_to_pixels, rescale_coords
 
 if TYPE_CHECKING:
@@ -241,42 +240,16 @@ def check(text: str, presence: np.ndarray, read: str, min_confidence: float = 0.
     (True, "label has 3 symbols, the image shows 2 ('ac'): nothing at 'b' (symbol 2, 0.10)")
     >>> check("ab", np.array([.9, .9]), "abc")
     (True, "label has 2 symbols, the image shows 3 ('abc')")
-
-    When the reading is the label with a run of one symbol shortened, the reason says
-    that the run's characters may be there, their spots merged into one peak (two equal
-    narrow letters side by side lie closer than the maps can separate; session 25 found
-    most such flags on a lower-case scheme to be right labels), so a person checking
-    the flags knows which ones to look at first:
-
-    >>> check("jeiiapt", np.array([.9, .9, .9, .1, .9, .9, .9]), "jeiapt")[1]
-    "label has 7 symbols, the image shows 6 ('jeiapt'): nothing at 'i' (symbol 4, 0.10); 'ii' side by side may have merged into one spot"
     """
     if len(read) > len(text):
         return True, f"label has {len(text)} symbols, the image shows {len(read)} ({read!r})"
     weak = [i for i, c in enumerate(presence) if c < min_confidence]
     if weak:
         i = weak[0]
-        merged = _shortened_run(text, read)
+        note = f"; {run!r} side by side may have merged into one spot" if (run := shortened_run(text, read)) else ""
         return True, (f"label has {len(text)} symbols, the image shows {len(read)} ({read!r}): nothing at "
-                      f"{text[i]!r} (symbol {i + 1}, {presence[i]:.2f})"
-                      + (f"; {merged!r} side by side may have merged into one spot" if merged else ""))
+                      f"{text[i]!r} (symbol {i + 1}, {presence[i]:.2f}){note}")  # a right "ii" can show as one spot
     return False, ""
-
-
-def _shortened_run(text: str, read: str) -> str:
-    """The first run of one repeated symbol in ``text`` that ``read`` holds shorter, when
-    ``read`` is ``text`` with runs shortened but none gone; else "".
-
-    >>> _shortened_run("jeiiapt", "jeiapt"), _shortened_run("aaab", "ab"), _shortened_run("ab", "ab")
-    ('ii', 'aaa', '')
-    >>> _shortened_run("abc", "ac"), _shortened_run("aab", "b"), _shortened_run("aab", "abb")
-    ('', '', '')
-    """
-    runs = lambda t: [(k, len(list(g))) for k, g in itertools.groupby(t)]  # noqa: E731
-    rt, rr = runs(text), runs(read)
-    if [k for k, _ in rt] != [k for k, _ in rr] or any(m > n for (_, n), (_, m) in zip(rt, rr)):
-        return ""
-    return next((k * n for (k, n), (_, m) in zip(rt, rr) if m < n), "")
 
 
 def annotate_maps(maps: np.ndarray, texts: list[str], names: list[str], config, threshold: float,
@@ -325,8 +298,7 @@ def _summary(anns: list[Annotation]) -> dict[str, Any]:
             "min_confidence": float(conf.min()) if conf.size else 0.0}
 
 
-def annotate_dataset(detector: Detector, ds: Dataset, rounds: int = 3, steps: int = 600,
-                     synthetic: Dataset | None = None,
+def annotate_dataset(detector: Detector, ds: Dataset, rounds: int = 3, steps: int = 600, synthetic: Dataset | None = None,
                      min_confidence: float = 0.4, log=print) -> tuple[list[Annotation], Any, list[dict]]:
     """Annotate a string-labelled dataset, with rounds of self-training.
 
@@ -468,9 +440,8 @@ def annotate_folder(model: str | os.PathLike, data: str | os.PathLike, out: str 
       model: a model directory or shipped name whose alphabet covers the labels.
       data: folder of ``<label>.<ext>`` files or with a ``labels.csv``.
       out: the annotation JSON to write.
-      split: "train" (the training split of :func:`~fcn_captcha.dataset.real_split`
-        with the model config's ``holdout``: the held-out files are never looked at) or
-        "all".
+      split: "train" (the training split of :func:`~fcn_captcha.dataset.real_split` with the
+        model config's ``holdout``: the held-out files are never looked at) or "all".
       limit: if > 0, only the first ``limit`` training files (learning curves).
       rounds: self-training rounds (see :func:`annotate_dataset`).
       steps: optimiser steps per round.

@@ -1,4 +1,4 @@
-"""Reading metrics: sequence and character accuracy, length errors, confusions.
+"""Reading metrics: sequence and character accuracy, length errors, confusions; runs merged.
 
 Character accuracy and confusions come from the Levenshtein alignment of each read
 text with its true text, so a substitution is found also when the lengths differ
@@ -8,6 +8,7 @@ text with its true text, so a substitution is found also when the lengths differ
 from __future__ import annotations
 
 import collections
+import itertools
 import math
 from typing import Any, Sequence
 
@@ -56,6 +57,22 @@ def substitutions(truth: Sequence, read: Sequence) -> list[tuple[Any, Any]]:
         else:
             j -= 1
     return out[::-1]
+
+
+def shortened_run(truth: str, read: str) -> str:
+    """The first run of one repeated symbol in ``truth`` that ``read`` holds shorter, when
+    ``read`` is ``truth`` with runs shortened and none gone; else "" (two equal narrow
+    letters side by side can merge into one spot of the maps).
+
+    >>> shortened_run("jeiiapt", "jeiapt"), shortened_run("aaab", "ab"), shortened_run("ab", "ab")
+    ('ii', 'aaa', '')
+    >>> shortened_run("abc", "ac"), shortened_run("aab", "b"), shortened_run("aab", "abb")
+    ('', '', '')
+    """
+    rt, rr = ([(k, len(list(g))) for k, g in itertools.groupby(t)] for t in (truth, read))
+    if [k for k, _ in rt] != [k for k, _ in rr] or any(m > n for (_, n), (_, m) in zip(rt, rr)):
+        return ""
+    return next((k * n for (k, n), (_, m) in zip(rt, rr) if m < n), "")
 
 
 def _text(p) -> str:

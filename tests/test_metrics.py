@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fcn_captcha.decoder import Char, Reading
-from fcn_captcha.metrics import edit_distance, format_metrics, reading_metrics, substitutions
+from fcn_captcha.metrics import edit_distance, format_metrics, reading_metrics, shortened_run, substitutions
 
 
 @pytest.mark.parametrize("a, b, d", [
@@ -131,3 +131,12 @@ def test_symmetric_cases_small_exhaustive():
         for b in words:
             assert (edit_distance(a, b) == 0) == (a == b)
     assert reading_metrics(words, words)["sequence_accuracy"] == 1.0
+
+
+def test_shortened_run_names_a_run_read_shorter_and_nothing_else():
+    assert shortened_run("gllazc", "glazc") == "ll"
+    assert shortened_run("fffehga", "fehga") == "fff"
+    assert shortened_run("aabb", "abb") == "aa"  # the first run read shorter
+    # a symbol gone, swapped, added or a run gone entirely: no merge explains it
+    for truth, read in (("glazc", "gazc"), ("gllazc", "glaz"), ("ab", "abb"), ("aab", "b"), ("ab", "ab"), ("", "")):
+        assert shortened_run(truth, read) == "", (truth, read)
