@@ -17,12 +17,13 @@ gives the files measured. Never commit the images::
 from __future__ import annotations
 
 import argparse
-import csv
 import string
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from make_standins import write_split  # benchmarks/ is on the path when run as a script
 
 FONTS = ("DejaVuSans.ttf", "DejaVuSerif.ttf")
 
@@ -60,14 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     rng = np.random.default_rng(11)
     for split, count in (("train", 1000), ("test", 400)):
         folder = args.out / split
-        folder.mkdir(parents=True, exist_ok=True)
-        rows = []
-        for k in range(count):
-            img, text = make_lowcase(rng, args.fonts)
-            img.save(folder / f"{k:05d}.png")
-            rows.append((f"{k:05d}.png", text))
-        with open(folder / "labels.csv", "w", newline="", encoding="utf-8") as f:
-            csv.writer(f, lineterminator="\n").writerows([("file", "text"), *rows])
+        rows = write_split(folder, count, lambda: make_lowcase(rng, args.fonts))
         print(f"{split}: {count} images in {folder}, e.g. {', '.join(t for _, t in rows[:3])}")
 
 

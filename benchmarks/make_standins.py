@@ -222,6 +222,20 @@ def make_tiles(rng: np.random.Generator, fonts: dict[str, str]) -> tuple[Image.I
 SCHEMES = {"casecolor": (make_casecolor, 101), "smallarcs": (make_smallarcs, 202), "tiles": (make_tiles, 303)}
 
 
+def write_split(folder: Path, count: int, draw) -> list[tuple[str, str]]:
+    """Write ``count`` images of ``draw()`` (-> ``(image, text)``, called in order) to
+    ``folder/NNNNN.png`` and their ``labels.csv`` (``file,text``); returns the rows."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for k in range(count):
+        img, text = draw()
+        img.save(folder / f"{k:05d}.png")
+        rows.append((f"{k:05d}.png", text))
+    with open(folder / "labels.csv", "w", newline="", encoding="utf-8") as f:
+        csv.writer(f, lineterminator="\n").writerows([("file", "text"), *rows])
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     """Write the requested stand-in sets and print one line per scheme and split."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -243,14 +257,7 @@ def main(argv: list[str] | None = None) -> None:
         for split, count in (("train", args.train), ("test", args.test)):
             rng = np.random.default_rng([args.seed, offset, SPLIT_OFFSETS[split]])
             folder = args.out / scheme / split
-            folder.mkdir(parents=True, exist_ok=True)
-            rows = []
-            for k in range(count):
-                img, text = make(rng, fonts)
-                img.save(folder / f"{k:05d}.png")
-                rows.append((f"{k:05d}.png", text))
-            with open(folder / "labels.csv", "w", newline="", encoding="utf-8") as f:
-                csv.writer(f, lineterminator="\n").writerows([("file", "text"), *rows])
+            rows = write_split(folder, count, lambda: make(rng, fonts))
             print(f"{scheme}/{split}: {count} images in {folder}, e.g. {', '.join(t for _, t in rows[:3])}")
 
 
