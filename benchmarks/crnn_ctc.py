@@ -387,17 +387,18 @@ def train_crnn(images: np.ndarray, texts: Sequence[str], alphabet: str, time_bud
     shuffled = order.permutation(n)
     held, trained = np.sort(shuffled[:n_val]), shuffled[n_val:]
     evaluate = _make_eval(graphdef, data, held) if n_val else None
+    held_texts = [texts[i] for i in held]
     val_curve, best = [], None  # best: (accuracy, -loss, step, params, stats)
 
     def validate(state, step):
         nonlocal best
         params, stats, _ = state
         classes, loss = evaluate(params, stats)
-        acc = float(np.mean([a == b for a, b in zip(greedy_decode(np.asarray(classes), alphabet),
-                                                          (texts[i] for i in held))]))
-        val_curve.append([step, acc, float(loss)])
-        if best is None or (acc, -float(loss)) >= best[:2]:
-            best = (acc, -float(loss), step, jax.tree.map(jnp.copy, params), jax.tree.map(jnp.copy, stats))
+        acc = float(np.mean([a == b for a, b in zip(greedy_decode(np.asarray(classes), alphabet), held_texts)]))
+        loss = float(loss)
+        val_curve.append([step, acc, loss])
+        if best is None or (acc, -loss) >= best[:2]:
+            best = (acc, -loss, step, jax.tree.map(jnp.copy, params), jax.tree.map(jnp.copy, stats))
 
     batch = min(config.batch_size, len(trained))
     perm, pos = order.permutation(trained), 0

@@ -147,15 +147,15 @@ def _device_kind() -> str:
     return "gpu" if jax.default_backend() in ("gpu", "cuda", "rocm") else "cpu"
 
 
-def _scheme_stage(data: Path, wd: Path, device: str) -> SchemeInfo:
-    """Stage 1: ``wd/scheme.json``, inferred from ``data`` (a canvas of closely spaced characters
-    scaled up to the device's ``DEVICE_SETTINGS[device]["scale_up_to"]``), or read back when
-    written (a resumed run keeps the canvas it began with)."""
-    sp = wd / "scheme.json"
-    if sp.exists():
-        return SchemeInfo.from_dict(json.loads(sp.read_text()))
+def _scheme_stage(data: Path, path: Path, device: str) -> SchemeInfo:
+    """Stage 1: the scheme at ``path`` (the work directory's ``scheme.json``), inferred from
+    ``data`` (a canvas of closely spaced characters scaled up to the device's
+    ``DEVICE_SETTINGS[device]["scale_up_to"]``), or read back when written (a resumed run
+    keeps the canvas it began with)."""
+    if path.exists():
+        return SchemeInfo.from_dict(json.loads(path.read_text()))
     scheme = infer_scheme(data, scale_up_to=DEVICE_SETTINGS[device]["scale_up_to"])
-    _write_json(sp, scheme.to_dict())
+    _write_json(path, scheme.to_dict())
     return scheme
 
 
@@ -858,7 +858,7 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
 
     # 1. scheme (written again below when a probe changes its colour mode or clean-ups)
     scheme_path = wd / "scheme.json"
-    scheme = _scheme_stage(data, wd, device)
+    scheme = _scheme_stage(data, scheme_path, device)
     log(f"scheme: {len(scheme.alphabet)} symbols {scheme.alphabet!r}, length {scheme.min_length}-"
         f"{scheme.max_length}, input {scheme.width}x{scheme.height}, colour {scheme.color}, "
         f"{'inverted' if scheme.invert else 'not inverted'}")

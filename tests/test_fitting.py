@@ -509,11 +509,11 @@ def test_a_gpu_scales_close_characters_up_and_a_resumed_run_keeps_its_canvas(tmp
     for device in ("gpu", "cpu"):
         wd = tmp_path / device
         wd.mkdir()
-        heights[device] = _scheme_stage(data, wd, device).height
+        heights[device] = _scheme_stage(data, wd / "scheme.json", device).height
         assert json.loads((wd / "scheme.json").read_text())["height"] == heights[device]
     assert heights == {"gpu": 64, "cpu": 36}  # scaled up to the GPU prior's canvas; a CPU keeps the files'
     # a work directory begun with another canvas (an earlier version, or the other device) keeps it
-    assert _scheme_stage(data, tmp_path / "cpu", "gpu").height == 36
+    assert _scheme_stage(data, tmp_path / "cpu" / "scheme.json", "gpu").height == 36
     notes = {d: _pitch_note(json.loads((tmp_path / d / "scheme.json").read_text())) for d in ("gpu", "cpu")}
     assert notes == {"gpu": "; 22.5 px a character at the files' median height, under 32: scaled up from 36 px high",
                      "cpu": "; 22.5 px a character at the files' median height"}
