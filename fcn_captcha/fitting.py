@@ -25,7 +25,8 @@ its Orbax checkpoints):
    alone where no prior ships for the network; ``starts`` picks others, such as a network
    trained by CTC on the labels, :mod:`fcn_captcha.ctc`), then EM rounds of training and forced alignment); labels that disagree
    with their image are flagged there and left out of training;
-5. ``train/``: :func:`fcn_captcha.training.train`, the restart schedule, starting from
+5. ``train/``: :func:`fcn_captcha.training.train`, the restart schedule (one stage when
+   the model has several networks, :func:`schedule_runs`), starting from
    the EM network, on the aligned centers, selecting restarts by their loss on the
    aligned calibration images, the last stage at most ``FINAL_EPOCHS`` passes over the
    images and shortened to the time budget, and the threshold calibrated on the
@@ -77,10 +78,17 @@ from fcn_captcha.scheme import MIN_PITCH, SchemeInfo, infer_scheme
 #: (:func:`fcn_captcha.probe.choose_network`, :func:`fcn_captcha.probe.choose_cleanup`).
 DEVICE_SETTINGS = {
     "gpu": {"arch": "wide", "batch_size": 64, "learning_rate": 5e-4, "compute_dtype": "bfloat16", "budget": 300.0,
-            "members": 3, "spacing_s": 5.0, "scale_up_to": 64},
+            "members": 3, "spacing_s": 5.0, "scale_up_to": 64, "train_end_s": 10.0},
     "cpu": {"arch": "cpu", "batch_size": 16, "learning_rate": 1e-3, "compute_dtype": "float32", "budget": 900.0,
-            "members": 1, "archs": ("wide", "cpu"), "spacing_s": 25.0, "scale_up_to": 0},
+            "members": 1, "archs": ("wide", "cpu"), "spacing_s": 25.0, "scale_up_to": 0, "train_end_s": 15.0},
 }
+#: ``train_end_s``: the end reserve (:attr:`fcn_captcha.config.Config.end_reserve`) of each of
+#: fit's trainers, which are given exactly their share of the time: the end of one (compiling
+#: the last stage, selection, calibration on fit's few hundred files, saving) took 2-5 s on an
+#: H100 and 13 s on 2 CPU cores (session 25). Before, each trainer was given its share plus 30 s
+#: and kept the presets' 45 s: 15 s lost per trainer, and with several networks the first one's
+#: 30 s came out of the others' time (four fits sharing one H100 with 230 s budgets: networks
+#: 2-3 got none, session 26).
 #: ``scale_up_to``: a canvas height that a scheme whose characters lie closer than
 #: :data:`fcn_captcha.scheme.MIN_PITCH` apart is scaled up to (:func:`fcn_captcha.scheme.infer_scheme`).
 #: On a GPU it is the generic prior's canvas height (64): a 36-pixel stand-in of small images
@@ -108,6 +116,15 @@ MIN_NET_STEPS = 120
 #: :func:`fcn_captcha.probe.choose_network` times): an EM round's reading of 774 files with
 #: `wide` on 2 CPU cores took 1.6x (claptcha) and 1.8x (tiles) their maps' time (session 15).
 READ_COST = 1.5
+#: The target spots' width across, in output cells (the seed's, and the presets', is 1.3). Two
+#: equal narrow letters side by side ("ii", "ll") lie 1.7-2.3 cells apart at 48 px, where spots
+#: 1.3 wide blur into one peak and the pair reads as one letter. At 0.9, with everything else
+#: as it was, one CPU fit (900 s) each read: an unseen lower-case scheme (`lowcase`) 91.75%
+#: against 89.00% (test labels with a doubled letter read right 44 of 62 against 37), the
+#: small-image stand-in 95.20% against 94.40%, claptcha 89.60% against 89.40%, kaggle_v2 the
+#: same 159 of 161; on one H100 shared by four fits, lowcase 95.75% against 93.75% and the
+#: small-image stand-in 96.00% against 96.20% (benchmarks/RESULTS.md, session 26).
+FIT_SIGMA_X = 0.9
 LOG_SECONDS = 10.0  #: seconds of steps between the trainer's log points in ``fit`` (:func:`log_interval`)
 WEAK_SHARE = 0.4  #: share of the training time spent on the EM rounds
 FIT_SALT = "fcn_captcha.fit"  #: salt of fit's training/calibration split (see dataset.real_split)
@@ -120,10 +137,16 @@ MIN_SECOND_PASS_S = 20.0  #: least time left for the second pass (``second_pass`
 #: (six fits sharing one H200 with 220 s budgets gave the networks after the first 1 s each and
 #: ended 12-40% over their budgets, benchmarks/RESULTS.md, session 13).
 MIN_MEMBER_S = 20.0
-#: The restart schedule's candidates per stage; ``overrides["stage_runs"]`` (``--set
-#: stage_runs=1 --set stage_epochs=300``) replaces it, e.g. to measure one stage against it
-#: (its stage_epochs are fit's own, :func:`schedule_epochs`, which also makes it one stage when
-#: the time cannot give the first candidates a pass each)
+#: The restart schedule's candidates per stage with one network (``members`` 1, a CPU's
+#: default); ``overrides["stage_runs"]`` (``--set stage_runs=1 --set stage_epochs=300``) replaces
+#: it, e.g. to measure one stage against it (its stage_epochs are fit's own,
+#: :func:`schedule_epochs`, which also makes it one stage when the time cannot give the first
+#: candidates a pass each). With several networks the schedule's network trains one stage: its
+#: candidates all start from the EM network, so on a GPU they differ after their pass by noise
+#: (three GPU fits with three networks read 0.13 points more with the schedule than with one
+#: stage, -0.6 to +0.8 each, session 15), while each stage's end (every candidate's held-out
+#: loss, checkpoints) cost about 10 s alone on an H100 and 15-25 s shared four ways, which
+#: left the last stage 101 steps (sessions 25-26).
 FIT_RUNS = (3, 2, 1)
 #: Most passes over the training images that the last stage makes (the time budget may end it
 #: sooner). Long last stages on a fixed set overfit (one H200, benchmarks/RESULTS.md): wheezy from
@@ -174,7 +197,8 @@ def scheme_config(scheme: SchemeInfo, device: str = "cpu", seed: int = 0, **over
 
     Augmentation is the same strong, generic set for every scheme (shift 6% of the
     height, scale and stretch 10%, rotation 5 degrees, an elastic warp of up to 5% of
-    the height, stroke width 30%, contrast 30%, noise 3%); the step size falls to 0
+    the height, stroke width 30%, contrast 30%, noise 3%); the target spots are
+    :data:`FIT_SIGMA_X` cells wide across; the step size falls to 0
     over the last half of the final stage and of each EM round (``lr_decay``); the
     final stage ends with its last step's parameters (``keep_best`` off: ending at the
     lowest held-out loss was measured +1.6 points on claptcha and -2.0 on wheezy, no
@@ -185,7 +209,7 @@ def scheme_config(scheme: SchemeInfo, device: str = "cpu", seed: int = 0, **over
                  width=scheme.width, height=scheme.height, arch=d["arch"], batch_size=d["batch_size"],
                  learning_rate=d["learning_rate"], compute_dtype=d["compute_dtype"], seed=seed,
                  shift=round(0.06 * scheme.height, 1), scale=0.1, rotate=5.0, stretch=0.1, contrast=0.3, noise=0.03,
-                 warp=round(0.05 * scheme.height, 1), thickness=0.3, lr_decay=0.5,
+                 warp=round(0.05 * scheme.height, 1), thickness=0.3, lr_decay=0.5, sigma_x=FIT_SIGMA_X,
                  force_length=True, synth_mix=0.0, log_every=50, checkpoint_every=200, train_size=64, val_size=16,
                  calib_size=16)
     from fcn_captcha.config import apply_overrides
@@ -280,6 +304,20 @@ def schedule_epochs(runs: tuple[int, ...], seconds: float, seconds_per_step: flo
     if firsts and firsts[0] < 1.0:
         return (1,), (float(final_epochs),)
     return tuple(runs), (*firsts, float(final_epochs))
+
+
+def schedule_runs(members: int, overrides: dict | None = None) -> tuple[int, ...]:
+    """The restart schedule's candidates per stage: ``overrides["stage_runs"]`` when given,
+    else :data:`FIT_RUNS` for a model of one network and one stage of one candidate for
+    several (see :data:`FIT_RUNS`).
+
+    >>> schedule_runs(1), schedule_runs(3), schedule_runs(3, {"stage_runs": [4, 1]})
+    ((3, 2, 1), (1,), (4, 1))
+    """
+    given = (overrides or {}).get("stage_runs")
+    if given is not None:
+        return tuple(int(r) for r in given)
+    return FIT_RUNS if members == 1 else (1,)
 
 
 def log_interval(seconds_per_step: float) -> int:
@@ -574,10 +612,11 @@ def _members_stage(wd: Path, tcfg: Config, members: int, seconds_left, prepared:
         mcfg = _val_and_train_sets(wd, tcfg.replace(seed=tcfg.seed + k), prepared, train_names, calib_names,
                                    tdir=mdir)[0]
         mcfg = mcfg.replace(init_from=str(wd / "weak" / "model"), stage_runs=(1,),
-                            stage_epochs=(tcfg.stage_epochs[-1],), time_budget=float(max(secs, 1.0) + 30.0))
-        if (mdir / "config.json").exists():  # resumed: the budget it was given
-            mcfg = mcfg.replace(time_budget=json.loads((mdir / "config.json").read_text()).get("time_budget",
-                                                                                              mcfg.time_budget))
+                            stage_epochs=(tcfg.stage_epochs[-1],), time_budget=float(max(secs, 1.0)))
+        if (mdir / "config.json").exists():  # resumed: the budget and reserve it was given
+            given = json.loads((mdir / "config.json").read_text())
+            mcfg = mcfg.replace(time_budget=given.get("time_budget", mcfg.time_budget),
+                                end_reserve=given.get("end_reserve", mcfg.end_reserve))
         log(f"members: network {k + 1} of {members} from {wd / 'weak' / 'model'}, seed {mcfg.seed}, "
             f"{mcfg.time_budget:.0f} s")
         train(mcfg, mdir, log=log, progress=False, post_test=False)
@@ -952,21 +991,20 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
     tcfg, n_tr, n_va = _val_and_train_sets(wd, cfg, prepared, train_names, calib_names)
     # with members, the schedule gets its share of the time left (the other networks share the rest)
     left = (main_budget - reserve - elapsed()) / members
-    runs = tuple(int(r) for r in (overrides or {}).get("stage_runs", FIT_RUNS))
+    runs = schedule_runs(members, overrides)
     per_step = float(weak.get("seconds_per_step", 0.1))
     runs, stage_epochs = schedule_epochs(runs, left, per_step, max(1, n_tr // tcfg.batch_size), final_epochs)
     tcfg = tcfg.replace(real_data=str(prepared), real_centers=str(wd / "weak" / "centers.json"), real_limit=limit,
                         holdout=holdout, split_salt=FIT_SALT, init_from=str(wd / "weak" / "model"),
                         stage_runs=runs, stage_epochs=stage_epochs,  # the last stage: or the time budget, sooner
-                        log_every=log_interval(per_step),
-                        # the trainer keeps 45 s of its budget for compiling, selection and calibration;
-                        # fit keeps its own RESERVE for those, so most of the trainer's is given back
-                        time_budget=float(max(left, 1.0) + 30.0))
+                        log_every=log_interval(per_step), time_budget=float(max(left, 1.0)),
+                        end_reserve=DEVICE_SETTINGS[device]["train_end_s"])
     tdir = wd / "train"
     cfg_file = tdir / "config.json"
     if cfg_file.exists():  # a resumed run keeps the budget and stages it was given (its checkpoints depend on them)
         old = json.loads(cfg_file.read_text())
         tcfg = tcfg.replace(time_budget=old.get("time_budget", tcfg.time_budget),
+                            end_reserve=old.get("end_reserve", tcfg.end_reserve),
                             stage_runs=tuple(old.get("stage_runs", tcfg.stage_runs)),
                             stage_epochs=tuple(old.get("stage_epochs", tcfg.stage_epochs)))
     tsum_path = tdir / "summary.json"

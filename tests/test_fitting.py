@@ -133,9 +133,12 @@ def test_cpu_model_is_distilled_calibrated_and_reported(run):
 
     ccfg = json.loads((wd / "train-cpu" / "config.json").read_text())
     assert ccfg["end_reserve"] == _student_reserve(ccfg["time_budget"]) and ccfg["time_budget"] < BUDGET
-    # the full model had three quarters of the budget: its trainer was given less than BUDGET s
+    # the full model had three quarters of the budget: its trainer was given less than that, with
+    # the device's reserve for its end (not the presets' 45 s)
+    from fcn_captcha.fitting import DEVICE_SETTINGS
+
     tcfg = json.loads((wd / "train" / "config.json").read_text())
-    assert tcfg["time_budget"] < BUDGET * 0.75 + 30
+    assert tcfg["time_budget"] < BUDGET * 0.75 and tcfg["end_reserve"] == DEVICE_SETTINGS["cpu"]["train_end_s"]
     from fcn_captcha.fitting import FINAL_EPOCHS
 
     assert tcfg["stage_epochs"][-1] == FINAL_EPOCHS  # the last stage's passes are bounded, not only its time
@@ -304,6 +307,31 @@ def test_schedule_epochs_make_one_stage_when_the_first_candidates_get_less_than_
     assert schedule_epochs(FIT_RUNS, 10.7, 0.01, 36, 300.0) == ((1,), (300.0,))  # just under a pass
 
 
+def test_fit_trains_with_narrower_spots_across_unless_set(run):
+    from fcn_captcha.checkpoint import load_model
+    from fcn_captcha.fitting import FIT_SIGMA_X, scheme_config
+    from fcn_captcha.scheme import infer_scheme
+
+    scheme = infer_scheme(run[0])
+    assert FIT_SIGMA_X < Config().sigma_x  # narrower than the seed's spots, which the presets keep
+    for device in ("cpu", "gpu"):
+        assert scheme_config(scheme, device).sigma_x == FIT_SIGMA_X
+        assert scheme_config(scheme, device).sigma_y == Config().sigma_y
+    assert scheme_config(scheme, "cpu", sigma_x=1.3).sigma_x == 1.3  # --set sigma_x= is obeyed
+    assert load_model(run[2] / "model")[1].sigma_x == FIT_SIGMA_X  # and the fitted model was trained so
+
+
+def test_schedule_runs_are_one_stage_with_several_networks():
+    from fcn_captcha.fitting import FIT_RUNS, schedule_epochs, schedule_runs
+
+    assert schedule_runs(1) == FIT_RUNS and schedule_runs(1, {"arch": "cpu"}) == FIT_RUNS
+    for members in (2, 3, 6):  # the networks share the EM network's start: no choice among restarts of it
+        assert schedule_runs(members) == (1,)
+        assert schedule_epochs(schedule_runs(members), 100.0, 0.01, 12, 300.0) == ((1,), (300.0,))
+    assert schedule_runs(3, {"stage_runs": [3, 2, 1]}) == (3, 2, 1)  # --set stage_runs= is obeyed
+    assert schedule_runs(1, {"stage_runs": (1,)}) == (1,)
+
+
 def test_parse_starts():
     from fcn_captcha.fitting import parse_starts
 
@@ -457,6 +485,8 @@ def test_members_train_from_the_em_network_and_read_as_their_mean(run, tmp_path,
     _, mcfg, _, _ = load_model(wd / "train-m1" / "model")
     assert mcfg.seed == tcfg.seed + 1 and mcfg.init_from == str(wd / "weak" / "model") and mcfg.stage_runs == (1,)
     assert mcfg.stage_epochs == (tcfg.stage_epochs[-1],) and mcfg.members == 1
+    # its share of the time left (1 s here) and the schedule's reserve: nothing borrowed from the others
+    assert mcfg.time_budget == 1.0 and mcfg.end_reserve == tcfg.end_reserve
     assert rec["members"] == 2 and [e["dir"] for e in rec["each"]] == [str(wd / "train"), str(wd / "train-m1")]
     assert rec["calibration"]["count"] > 0 and json.loads((wd / "members.json").read_text()) == rec
     for net, d in zip(networks(model), ("train", "train-m1")):  # the mean is of these two networks
