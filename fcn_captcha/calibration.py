@@ -117,7 +117,7 @@ def tied_plateau_middle(thresholds, right, z: float = 1.0) -> float:
 
 def sweep(center_maps, texts, alphabet: str, stride: int = 4, thresholds=DEFAULT_THRESHOLDS,
           min_distance=(2.0, 8.0), max_candidates: int = 64, chunk: int = 512, length=None,
-          per_image: bool = False) -> np.ndarray:
+          per_image: bool = False, split_width: float = 0.0) -> np.ndarray:
     """Sequence accuracy at each threshold (or, with ``per_image``, which images each reads right).
 
     Args:
@@ -130,6 +130,7 @@ def sweep(center_maps, texts, alphabet: str, stride: int = 4, thresholds=DEFAULT
       chunk: images decoded per device call.
       length: known length (int or ``(lo, hi)``) passed to the decoder, or None.
       per_image: return the images read right at each threshold instead of their share.
+      split_width: the decoder's split (0: off).
 
     Returns:
       float ``[T]`` sequence accuracy per threshold, or with ``per_image`` bool ``[T, N]``.
@@ -144,7 +145,7 @@ def sweep(center_maps, texts, alphabet: str, stride: int = 4, thresholds=DEFAULT
         truth = None
         for i, t in enumerate(thresholds):
             out = decode_device(dev, jnp.float32(t), stride=stride, min_distance=tuple(min_distance),
-                                max_candidates=max_candidates, length=length)
+                                max_candidates=max_candidates, length=length, split_width=split_width)
             if truth is None:  # the texts as the decoder's symbol rows: read characters first, -1 after
                 truth = jnp.asarray(symbol_rows(texts[a:a + n], alphabet, out["symbol"].shape[1]))
             # compared on the device, one row of N booleans back per threshold (no Reading objects)
@@ -173,20 +174,20 @@ def symbol_rows(texts, alphabet: str, width: int) -> np.ndarray:
 
 
 def read_maps(center_maps, threshold: float, alphabet: str, stride: int = 4, min_distance=(2.0, 8.0),
-              max_candidates: int = 64, length=None, chunk: int = 512) -> list[Reading]:
+              max_candidates: int = 64, length=None, chunk: int = 512, split_width: float = 0.0) -> list[Reading]:
     """Readings of ``[N, h, w, K]`` maps at one threshold (the device decoder, in chunks)."""
     maps = np.asarray(center_maps, np.float32)
     reads: list[Reading] = []
     for n, (part,) in fixed_chunks([maps], chunk):
         out = decode_device(jnp.asarray(part), jnp.float32(threshold), stride=stride, min_distance=tuple(min_distance),
-                            max_candidates=max_candidates, length=length)
+                            max_candidates=max_candidates, length=length, split_width=split_width)
         reads += readings_from_device(out, alphabet)[:n]
     return reads
 
 
 def calibrate(center_maps, texts, alphabet: str, stride: int = 4, thresholds=DEFAULT_THRESHOLDS,
               min_distance=(2.0, 8.0), max_candidates: int = 64, plot: str | os.PathLike | None = None,
-              length=None, keep_threshold: float | None = None, fitted_on: str = "") -> dict:
+              length=None, keep_threshold: float | None = None, fitted_on: str = "", split_width: float = 0.0) -> dict:
     """Pick the decoder threshold on held-out images (:func:`tied_plateau_middle`); fit the confidence there.
 
     Args:
@@ -201,6 +202,7 @@ def calibrate(center_maps, texts, alphabet: str, stride: int = 4, thresholds=DEF
       keep_threshold: keep this threshold (the sweep is still measured) and fit only the
         confidence calibrator at it.
       fitted_on: what the images are, for the calibrator's record.
+      split_width: the decoder's split (0: off).
 
     Returns:
       ``{"threshold", "sequence_accuracy" (at the threshold), "count", "curve": [(t, acc), ...],
@@ -209,10 +211,11 @@ def calibrate(center_maps, texts, alphabet: str, stride: int = 4, thresholds=DEF
       :data:`~fcn_captcha.confidence.MIN_READINGS` images.
     """
     right = sweep(center_maps, texts, alphabet, stride, thresholds, min_distance, max_candidates, length=length,
-                  per_image=True)
+                  per_image=True, split_width=split_width)
     acc = right.sum(axis=1) / max(len(texts), 1)
     thr = tied_plateau_middle(thresholds, right) if keep_threshold is None else float(keep_threshold)
-    reads = read_maps(center_maps, thr, alphabet, stride, min_distance, max_candidates, length)
+    reads = read_maps(center_maps, thr, alphabet, stride, min_distance, max_candidates, length,
+                      split_width=split_width)
     conf = None
     if len(texts) >= MIN_READINGS:
         conf = fit_calibrator(reads, list(texts), thr, length, fitted_on=fitted_on).to_dict()
@@ -283,6 +286,60 @@ def calibrate_spacing(center_maps, texts, alphabet: str, stride: int = 4, min_di
             "untried": [v for v in xs if v not in best], "changed": x != x0}
 
 
+#: Ridge widths (cells) the split is tried at (:func:`calibrate_split`). One spot of fit's
+#: targets (0.9 cells across) reads about 2.3 wide, and two equal letters merged into one
+#: ridge 2.9-5.3 (a CPU fit of an unseen lower-case scheme, benchmarks/RESULTS.md, session 27).
+SPLIT_WIDTHS = tuple(np.round(np.arange(2.5, 6.01, 0.1), 1))
+
+
+def calibrate_split(center_maps, texts, alphabet: str, threshold: float, stride: int = 4,
+                    min_distance=(2.0, 8.0), max_candidates: int = 64, length=None,
+                    widths=SPLIT_WIDTHS, z: float = 1.0, seconds: float | None = None) -> dict:
+    """Choose the decoder's split (``split_width``) on held-out maps, at a calibrated threshold.
+
+    Each width is read at ``threshold`` and compared with the split off, image by image.
+    The best width's tied run is found as the threshold's is (:func:`tied_plateau_middle`
+    over the widths) and its middle taken; the split is turned on only when that width
+    reads more images right than the split off by more than ``z`` standard errors of the
+    difference (McNemar: ``sqrt(d)``, ``d`` the images the two read differently). A scheme
+    whose equal characters never merge reads alike either way and keeps the split off.
+
+    Args:
+      center_maps: ``[N, h, w, K]`` maps of held-out images.
+      texts: their ``N`` true strings.
+      alphabet, stride, min_distance, max_candidates, length: the decoder's settings.
+      threshold: the calibrated threshold.
+      widths: the widths to try (cells, each above 1).
+      z: standard errors by which the split must read better than off.
+      seconds: a time limit: when reading the maps once with the split off, times the
+        widths and one more, would pass it, the widths are not tried (``skipped`` says so).
+
+    Returns:
+      ``{"split_width": chosen width or 0.0, "off": images read right with it off, "right":
+      {width: images read right}, "differ": images the chosen width and off read differently,
+      "count": N}``, and ``skipped`` (why, with ``split_width`` 0.0) when not tried.
+    """
+    def right_at(w):
+        return sweep(center_maps, texts, alphabet, stride, (threshold,), min_distance, max_candidates,
+                     length=length, per_image=True, split_width=w)[0]
+
+    t0 = time.perf_counter()
+    off = right_at(0.0)
+    one = time.perf_counter() - t0  # the split's own compile is about one more reading
+    if seconds is not None and one * (len(widths) + 3) > seconds:
+        return {"split_width": 0.0, "off": int(off.sum()), "right": {}, "differ": 0, "count": len(texts),
+                "skipped": f"{seconds:.0f} s left, about {one * (len(widths) + 3):.0f} s needed"}
+    rows = np.stack([right_at(float(w)) for w in widths])  # [W, N]
+    best = float(tied_plateau_middle(np.asarray(widths, np.float64), rows, z))
+    at = right_at(best)
+    differ = int((at ^ off).sum())
+    gain = int(at.sum()) - int(off.sum())
+    on = gain > z * np.sqrt(differ) + 1e-9
+    return {"split_width": round(best, 2) if on else 0.0, "off": int(off.sum()),
+            "right": {str(float(w)): int(r.sum()) for w, r in zip(widths, rows)}, "differ": differ,
+            "count": len(texts)}
+
+
 def plot_curve(result: dict, path: str | os.PathLike) -> Path:
     """PNG of sequence accuracy against threshold, the chosen threshold marked."""
     import matplotlib
@@ -320,7 +377,7 @@ def calibrate_detector(det: Detector, dataset: Dataset, plot: str | os.PathLike 
     return calibrate(det.center_maps(dataset.images), dataset.texts, cfg.alphabet, cfg.stride,
                      min_distance=cfg.min_distance, max_candidates=cfg.max_candidates, plot=plot,
                      length=cfg.length_range, keep_threshold=det.threshold if keep_threshold else None,
-                     fitted_on=fitted_on)
+                     fitted_on=fitted_on, split_width=cfg.split_width)
 
 
 def calibrate_model(model: CenterNet, config: Config, dataset: Dataset, plot: str | os.PathLike | None = None,

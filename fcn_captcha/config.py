@@ -183,6 +183,11 @@ class Config:
         character is a part of it read as another symbol (the top of an E as an F),
         measured on lib36x4 (98.3% -> 99.3% sequence accuracy on 600 images).
       max_candidates: most peaks the decoder examines per image.
+      split_width: a read peak whose ridge along its row is wider than this (cells) is
+        read as two of its symbol (the decoder's split, :mod:`fcn_captcha.decoder`
+        step 3: two equal narrow characters side by side can leave one wide ridge);
+        0 (default) is off. ``fit`` chooses it on its calibration files
+        (:func:`fcn_captcha.calibration.calibrate_split`).
       seed: root seed; every restart, step and image key derives from it.
       log_every: steps between logged training losses.
       checkpoint_every: steps between checkpoints (and at every stage end).
@@ -262,6 +267,7 @@ class Config:
     threshold: float = 0.4
     min_distance: tuple[float, float] = (2.0, 8.0)
     max_candidates: int = 64
+    split_width: float = 0.0
     seed: int = 0
     log_every: int = 50
     checkpoint_every: int = 500
@@ -322,6 +328,8 @@ class Config:
             raise ValueError(f"compute_dtype {self.compute_dtype!r} must be 'float32' or 'bfloat16'")
         if not 0.0 <= self.synth_mix <= 1.0 or not 0.0 < self.holdout < 1.0:
             raise ValueError(f"synth_mix {self.synth_mix} must be in [0, 1] and holdout {self.holdout} in (0, 1)")
+        if not (self.split_width == 0.0 or (math.isfinite(self.split_width) and self.split_width > 1.0)):
+            raise ValueError(f"split_width {self.split_width!r} must be 0 (off) or a finite width above 1 cell")
         if not 1 <= self.max_candidates <= MAX_CANDIDATES:
             raise ValueError(f"max_candidates {self.max_candidates} must be in [1, {MAX_CANDIDATES}] "
                              "(the decoder's memory grows with its square)")

@@ -18,6 +18,19 @@ and makes its implicit choices explicit:
    ``length`` (``n`` or ``(lo, hi)``): with ``n_above`` kept peaks over the threshold,
    the ``clip(n_above, lo, hi)`` strongest kept peaks (below the threshold if needed,
    fewer if the maps have fewer peaks).
+   **Split** (``split_width`` > 0, off by default; ``fit`` calibrates it, see
+   :func:`fcn_captcha.calibration.calibrate_split`). Two equal narrow symbols side by
+   side ("ii", "ll", "77") can leave one wide ridge on their map instead of two peaks.
+   A selected peak's *ridge* is the run of cells on its row of its own map around it
+   whose values are at least :data:`SPLIT_FRAC` of its score; its *width* is the sum of
+   the run's values over the score (about 2.3 cells for one spot of the fit's targets).
+   A selected peak whose width exceeds ``split_width`` and whose ridge holds no other
+   selected peak of its symbol is read as two characters of that symbol, placed at the
+   weighted centres of the ridge's cells left and right of its weighted centre, with the
+   peak's score, rival and row. Only peaks over the threshold are split, the widest
+   first, as many as the length range has room for beside the peaks over the threshold
+   (all of them without a range); each split replaces the weakest peak that a length
+   read below the threshold, if any is left.
 4. **Refinement.** Each selected peak moves by a sub-cell offset along x and along y
    from its two neighbours on its map: the parabola through the logarithms when the
    three values are positive (exact for the Gaussian targets of
@@ -66,6 +79,8 @@ from fcn_captcha.targets import cells_to_pixels
 
 #: Smallest normal float32: smaller magnitudes are read as 0.0 (see the module doc).
 _TINY = np.float32(np.finfo(np.float32).tiny)
+#: A ridge (step 3's split) is the run of cells of at least this share of the peak's score.
+SPLIT_FRAC = 0.2
 #: Refined x is compared in steps of 1/1024 cell when ordering characters; closer
 #: peaks count as level and keep their score order (this keeps the NumPy and JAX
 #: orders equal when float rounding differs in the last bits).
@@ -300,6 +315,17 @@ def _threshold(threshold) -> np.float32:
     return np.float32(t)
 
 
+def _split_width(v) -> float:
+    """``split_width`` checked: 0 (off) or a finite width above 1 cell (one cell's ridge is 1)."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        raise ValueError(f"split_width must be a number, not {v!r}") from None
+    if not (f == 0.0 or (math.isfinite(f) and f > 1.0)):
+        raise ValueError(f"split_width {v!r} must be 0 (off) or a finite width above 1 cell")
+    return f
+
+
 def _check_alphabet(alphabet: str, k: int) -> None:
     if len(set(alphabet)) != len(alphabet):
         seen, rep = set(), []
@@ -363,7 +389,54 @@ def _refine_np(l, c, r, has):
     return np.where(has & curved, np.clip(off, np.float32(-0.5), np.float32(0.5)), np.float32(0))
 
 
-def _decode_one(maps, alphabet, threshold, stride, lrange, table, max_candidates) -> Reading:
+def _split_np(maps, vs, us, ks, cs, room: int, split_width: float):
+    """Step 3's split on one image's selected peaks (NumPy twin of the device decoder's).
+
+    Args:
+      maps: float32 ``[h, w, K]``.
+      vs, us, ks, cs: the selected peaks' rows, columns, symbols and scores ``[n]``, in
+        selection order.
+      room: most peaks that may be split.
+      split_width: the least ridge width (cells) that is split.
+
+    Returns:
+      ``(split [n] bool, left [n] float32, right [n] float32)``: which peaks are read as
+      two, and the two characters' columns (cells) where they are.
+    """
+    n, w = len(vs), maps.shape[1]
+    split = np.zeros(n, bool)
+    left, right = np.zeros(n, np.float32), np.zeros(n, np.float32)
+    if n == 0 or room <= 0:
+        return split, left, right
+    width = np.zeros(n, np.float32)
+    ends = np.zeros((n, 2), np.int64)
+    cols = np.arange(w, dtype=np.float32)
+    for i in range(n):
+        row, p = maps[vs[i], :, ks[i]], cs[i]
+        if not p > 0:
+            continue
+        low = row < np.float32(SPLIT_FRAC) * p
+        a = int(us[i]) - int(np.argmax(low[us[i]::-1])) + 1 if low[:us[i] + 1].any() else 0
+        b = int(us[i]) + int(np.argmax(low[us[i]:])) - 1 if low[us[i]:].any() else w - 1
+        r = np.where((cols >= a) & (cols <= b), row, np.float32(0))
+        width[i], ends[i] = r.sum(dtype=np.float32) / p, (a, b)
+        mass = r.sum(dtype=np.float32)
+        xc = (r * cols).sum(dtype=np.float32) / mass
+        lw = np.where(cols <= xc, r, np.float32(0))
+        rw = np.where(cols > xc, r, np.float32(0))
+        left[i] = (lw * cols).sum(dtype=np.float32) / lw.sum(dtype=np.float32)
+        right[i] = (rw * cols).sum(dtype=np.float32) / np.maximum(rw.sum(dtype=np.float32), np.float32(_TINY))
+    same = (ks[None, :] == ks[:, None]) & ~np.eye(n, dtype=bool)
+    inside = same & (us[None, :] >= ends[:, :1]) & (us[None, :] <= ends[:, 1:])
+    ok = (width > np.float32(split_width)) & ~inside.any(axis=1) & (right > left)
+    order = np.lexsort((np.arange(n), -width))  # widest first, then selection order
+    chosen = [i for i in order if ok[i]][:room]
+    split[chosen] = True
+    return split, left, right
+
+
+def _decode_one(maps, alphabet, threshold, stride, lrange, table, max_candidates,
+                split_width: float = 0.0) -> Reading:
     """Decode one image's float32 maps ``[h, w, K]``."""
     h, w, k_maps = maps.shape
     if h == 0 or w == 0:
@@ -423,21 +496,31 @@ def _decode_one(maps, alphabet, threshold, stride, lrange, table, max_candidates
         oy = _refine_np(maps[vm, us, ks], cs, maps[vp, us, ks], hy)
     ucell = us.astype(np.float32) + ox
     vcell = vs.astype(np.float32) + oy
-    key = np.round(ucell * np.float32(_X_QUANTUM)).astype(np.int64)
-    order = np.argsort(key, kind="stable")
-    xs = cells_to_pixels(ucell[order].astype(np.float64), stride)
-    ys = cells_to_pixels(vcell[order].astype(np.float64), stride)
     # step 6: the other maps' 3x3 maximum at each read peak
     others = near[vs, us].copy()  # [n, K]
     others[np.arange(len(ks)), ks] = -np.inf
     rival = np.maximum(others.max(axis=1, initial=-np.inf), np.float32(0))
+    if split_width > 0:  # step 3's split: a split peak becomes its left character plus a twin on the right
+        above = cs >= threshold  # the peaks read by the threshold (in front); the rest fill a length in
+        room = len(sel) + 1 if lrange is None else lrange[1] - int(above.sum())
+        split, left, right = _split_np(maps, vs, us, ks, np.where(above, cs, np.float32(0)), room, split_width)
+        fill = np.flatnonzero(~above)
+        keep = np.ones(len(sel), bool)
+        keep[fill[max(len(fill) - int(split.sum()), 0):]] = False  # each split replaces the weakest fill-in
+        ucell = np.concatenate([np.where(split, left, ucell)[keep], right[split]])
+        vcell, ks, cs, rival = (np.concatenate([a[keep], a[split]]) for a in (vcell, ks, cs, rival))
+    key = np.round(ucell * np.float32(_X_QUANTUM)).astype(np.int64)
+    order = np.argsort(key, kind="stable")
+    xs = cells_to_pixels(ucell[order].astype(np.float64), stride)
+    ys = cells_to_pixels(vcell[order].astype(np.float64), stride)
     chars = tuple(Char(alphabet[int(kk)], float(x), float(y), float(s), float(r))
                   for kk, x, y, s, r in zip(ks[order], xs, ys, cs[order], rival[order]))
     return Reading("".join(c.symbol for c in chars), chars, bool(forced), runner_up=max(runner, 0.0))
 
 
 def decode(center_maps, alphabet: str, threshold: float = 0.4, stride: int = 4, length=None,
-           min_distance: Sequence[float] = (2.0, 8.0), max_candidates: int = 64, non_finite: str = "raise"):
+           min_distance: Sequence[float] = (2.0, 8.0), max_candidates: int = 64, non_finite: str = "raise",
+           split_width: float = 0.0):
     """Read the text of center maps (NumPy; see the module doc for the algorithm).
 
     Args:
@@ -456,6 +539,8 @@ def decode(center_maps, alphabet: str, threshold: float = 0.4, stride: int = 4, 
         "flag": that image reads as an empty :class:`Reading` with ``error`` set to
         :data:`NON_FINITE_MAPS`, as the device decoder's readings do (the other images
         of a batch are read).
+      split_width: a selected peak whose ridge is wider than this (cells) is read as two
+        of its symbol (step 3's split); 0 (default) reads every peak once.
 
     Returns:
       One :class:`Reading` for ``[h, w, K]``, a list of ``B`` readings for a batch.
@@ -464,8 +549,8 @@ def decode(center_maps, alphabet: str, threshold: float = 0.4, stride: int = 4, 
       ValueError: a rank other than 3 or 4, a K other than ``len(alphabet)``, NaN or
         infinite values (the message gives the index of the first; unless
         ``non_finite="flag"``), a repeated symbol,
-        a bad ``length``, a non-finite threshold, or bad ``stride``, ``min_distance`` or
-        ``max_candidates``.
+        a bad ``length``, a non-finite threshold, or bad ``stride``, ``min_distance``,
+        ``max_candidates`` or ``split_width``.
 
     Three characters on a 16-column grid (two equal ones), read back with sub-pixel
     positions:
@@ -505,9 +590,10 @@ def decode(center_maps, alphabet: str, threshold: float = 0.4, stride: int = 4, 
     lrange = _length_range(length)
     table = _ellipse_table(*_min_distance(min_distance))
     max_candidates = _max_candidates(max_candidates)
+    split_width = _split_width(split_width)
 
     def one(m, ok):
-        return _decode_one(m, alphabet, thr, stride, lrange, table, max_candidates) if ok else \
+        return _decode_one(m, alphabet, thr, stride, lrange, table, max_candidates, split_width) if ok else \
             Reading("", error=NON_FINITE_MAPS)
 
     if maps.ndim == 3:

@@ -310,7 +310,7 @@ class Detector:
             reads: list[Reading] = []
             for _, maps in batches:
                 reads += decode(maps, cfg.alphabet, threshold, cfg.stride, length, tuple(cfg.min_distance),
-                                cfg.max_candidates, non_finite="flag")
+                                cfg.max_candidates, non_finite="flag", split_width=cfg.split_width)
             reads = with_confidence(reads, calibrator)
             return ReadingTable.from_readings(reads, cfg.alphabet) if as_table else reads
         import jax.numpy as jnp
@@ -326,7 +326,8 @@ class Detector:
             pending: collections.deque = collections.deque()
             for n, maps in batches:
                 out = decode_device(maps, thr, stride=cfg.stride, length=length,
-                                    min_distance=tuple(cfg.min_distance), max_candidates=cfg.max_candidates)
+                                    min_distance=tuple(cfg.min_distance), max_candidates=cfg.max_candidates,
+                                    split_width=cfg.split_width)
                 pending.append(pool.submit(host, out, n, cfg.alphabet, calibrator))
                 if len(pending) > 2:
                     done.append(pending.popleft().result())

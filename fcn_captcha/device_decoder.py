@@ -26,6 +26,7 @@ from fcn_captcha.decoder import (
     _TINY,
     _X_QUANTUM,
     NON_FINITE_MAPS,
+    SPLIT_FRAC,
     Reading,
     ReadingTable,
     _ellipse_table,
@@ -33,6 +34,7 @@ from fcn_captcha.decoder import (
     _max_candidates,
     _min_distance,
     _positive_int,
+    _split_width,
 )
 from fcn_captcha.targets import rescale_coords
 
@@ -190,12 +192,62 @@ def _suppress(valid, inside):
     return keep
 
 
-def _decode_device_impl(center_maps, threshold, lo, hi, *, table, max_candidates, stride):
+def _split_jnp(maps, v, u, k, c, sel, room, split_width):
+    """Step 3's split on a batch (twin of :func:`fcn_captcha.decoder._split_np`).
+
+    Every candidate's row of its own map is gathered (``[B, M, w]``) and its ridge found
+    with masks instead of walking: the run ends at the nearest cell on each side under
+    :data:`~fcn_captcha.decoder.SPLIT_FRAC` of the score. The widest splittable peaks are
+    ranked by counting the wider ones (equal widths: the earlier candidate first, as the
+    NumPy loop's stable sort), so ``rank < room`` takes the same peaks.
+
+    Args:
+      maps: float32 ``[B, h, w, K]``.
+      v, u, k: int32 ``[B, M]`` candidates' rows, columns and maps; ``c`` float32 scores.
+      sel: bool ``[B, M]``, the selected candidates.
+      room: int32 ``[B]``, most peaks each image may split.
+      split_width: float32 scalar, the least ridge width (cells) split.
+
+    Returns:
+      ``(split [B, M] bool, left [B, M], right [B, M] float32)`` as the NumPy twin's.
+    """
+    b, h, w, k_maps = maps.shape
+    rows = jnp.take_along_axis(maps.transpose(0, 1, 3, 2).reshape(b, h * k_maps, w),
+                               (v * k_maps + k)[:, :, None], axis=1)  # [B, M, w]
+    p = c[:, :, None]
+    cols = jnp.arange(w, dtype=jnp.int32)
+    low = rows < SPLIT_FRAC * p
+    a = jnp.max(jnp.where(low & (cols < u[:, :, None]), cols, -1), axis=2) + 1
+    e = jnp.min(jnp.where(low & (cols > u[:, :, None]), cols, w), axis=2) - 1
+    r = jnp.where((cols >= a[:, :, None]) & (cols <= e[:, :, None]), rows, 0.0)
+    mass = jnp.sum(r, axis=2)
+    width = mass / jnp.where(c > 0, c, 1.0)
+    colf = cols.astype(jnp.float32)
+    xc = jnp.sum(r * colf, axis=2) / jnp.where(mass > 0, mass, 1.0)
+    lw = jnp.where(colf <= xc[:, :, None], r, 0.0)
+    rw = jnp.where(colf > xc[:, :, None], r, 0.0)
+    left = jnp.sum(lw * colf, axis=2) / jnp.maximum(jnp.sum(lw, axis=2), _TINY)
+    right = jnp.sum(rw * colf, axis=2) / jnp.maximum(jnp.sum(rw, axis=2), _TINY)
+    m = v.shape[1]
+    other = ~jnp.eye(m, dtype=bool)[None]
+    inside = ((k[:, :, None] == k[:, None, :]) & sel[:, None, :] & other
+              & (u[:, None, :] >= a[:, :, None]) & (u[:, None, :] <= e[:, :, None]))
+    ok = sel & (c > 0) & (width > split_width) & ~jnp.any(inside, axis=2) & (right > left)
+    j_first = jnp.arange(m)[None, None, :] < jnp.arange(m)[None, :, None]
+    wider = ok[:, None, :] & ((width[:, None, :] > width[:, :, None])
+                              | ((width[:, None, :] == width[:, :, None]) & j_first))
+    rank = jnp.sum(wider, axis=2, dtype=jnp.int32)
+    return ok & (rank < room[:, None]), left, right
+
+
+def _decode_device_impl(center_maps, threshold, lo, hi, split_width, *, table, max_candidates, stride, split):
     """Traced body of :func:`decode_device`.
 
     ``threshold`` (float32), ``lo`` and ``hi`` (int32; ``0`` and ``2**31 - 1`` when no
-    length is given, which selects exactly the thresholded peaks) are traced;
-    ``table`` (:func:`_ellipse_table`), ``max_candidates`` and ``stride`` are static.
+    length is given, which selects exactly the thresholded peaks) and ``split_width``
+    are traced; ``table`` (:func:`_ellipse_table`), ``max_candidates``, ``stride`` and
+    ``split`` (whether step 3's split runs: the outputs then have ``2 M`` columns, each
+    candidate's right twin after the ``M`` candidates) are static.
     """
     maps = jnp.asarray(center_maps).astype(jnp.float32)
     b, h, w, k_maps = maps.shape
@@ -246,6 +298,17 @@ def _decode_device_impl(center_maps, threshold, lo, hi, *, table, max_candidates
     oy = _refine_jnp(at(-w * k_maps, hy), c, at(w * k_maps, hy), hy)
     ucell = u.astype(jnp.float32) + ox
     vcell = v.astype(jnp.float32) + oy
+    if split:  # step 3's split: a split peak moves to its left character, its twin (after the M) is the right one
+        above = sel & (c >= thr)  # read by the threshold; the other selected peaks fill a length in
+        room = hi - jnp.sum(above, axis=1, dtype=jnp.int32)
+        twin, left, right = _split_jnp(maps, v, u, k, c, above, room, jnp.asarray(split_width, jnp.float32))
+        fill = sel & ~above  # in descending score order: each split drops the weakest fill-in left
+        n_fill = jnp.sum(fill, axis=1, dtype=jnp.int32)
+        fill_rank = jnp.cumsum(fill, axis=1, dtype=jnp.int32)
+        kept = ~fill | (fill_rank <= (n_fill - jnp.sum(twin, axis=1, dtype=jnp.int32))[:, None])
+        ucell = jnp.concatenate([jnp.where(twin, left, ucell), right], axis=1)
+        sel = jnp.concatenate([sel & kept, twin], axis=1)
+        vcell, k, c, rival = (jnp.concatenate([a, a], axis=1) for a in (vcell, k, c, rival))
 
     # 5. left to right, selected first
     key = jnp.where(sel, jnp.round(ucell * _X_QUANTUM).astype(jnp.int32), jnp.iinfo(jnp.int32).max)
@@ -268,11 +331,11 @@ def _decode_device_impl(center_maps, threshold, lo, hi, *, table, max_candidates
     }
 
 
-_decode_device_jit = jax.jit(_decode_device_impl, static_argnames=("table", "max_candidates", "stride"))
+_decode_device_jit = jax.jit(_decode_device_impl, static_argnames=("table", "max_candidates", "stride", "split"))
 
 
 def decode_device(center_maps, threshold, length=None, min_distance: Sequence[float] = (2.0, 8.0),
-                  max_candidates: int = 64, stride: int = 4) -> dict[str, jax.Array]:
+                  max_candidates: int = 64, stride: int = 4, split_width: float = 0.0) -> dict[str, jax.Array]:
     """The decoder of :func:`fcn_captcha.decoder.decode` as one jitted JAX computation on a batch.
 
     Same readings as :func:`~fcn_captcha.decoder.decode` (same candidates, tie-breaks, suppression, selection
@@ -296,10 +359,13 @@ def decode_device(center_maps, threshold, length=None, min_distance: Sequence[fl
       min_distance: ``(rx, ry)`` suppression ellipse in output cells (static).
       max_candidates: most local maxima examined per image (static).
       stride: input pixels per output cell (static).
+      split_width: step 3's split (:func:`~fcn_captcha.decoder.decode`): 0 (off) or the
+        least ridge width split. Whether it is on is static (on, the arrays below have
+        ``2 M`` columns); the width itself is traced, so a sweep of widths compiles once.
 
     Returns:
-      A dict of arrays, ``M = min(max_candidates, h*w*K)``, each row ordered left to
-      right with the read characters first:
+      A dict of arrays, ``M = min(max_candidates, h*w*K)`` (``2 M`` with the split on),
+      each row ordered left to right with the read characters first:
 
       * ``symbol``: int32 ``[B, M]`` map index, ``-1`` where not valid;
       * ``x``, ``y``: float32 ``[B, M]`` centers in input pixels (0 where not valid);
@@ -314,7 +380,7 @@ def decode_device(center_maps, threshold, length=None, min_distance: Sequence[fl
 
     Raises:
       ValueError: a rank other than 4, or a bad ``length``, ``min_distance``,
-        ``max_candidates`` or ``stride``.
+        ``max_candidates``, ``stride`` or ``split_width``.
 
     >>> from fcn_captcha.targets import render_center_maps
     >>> maps = render_center_maps([[10.0, 14.0], [33.0, 13.0]], "N7", "7N", (8, 16))
@@ -330,11 +396,12 @@ def decode_device(center_maps, threshold, length=None, min_distance: Sequence[fl
     lrange = _length_range(length)
     lo, hi = (0, 2**31 - 1) if lrange is None else (lrange[0], min(lrange[1], 2**31 - 1))
     # jax arrays in: NumPy and JAX callers share one compiled entry
+    split_width = _split_width(split_width)
     return _decode_device_jit(jnp.asarray(center_maps), jnp.asarray(threshold, jnp.float32),
-                              jnp.int32(min(lo, 2**31 - 1)), jnp.int32(hi),
+                              jnp.int32(min(lo, 2**31 - 1)), jnp.int32(hi), jnp.asarray(split_width, jnp.float32),
                               table=_ellipse_table(*_min_distance(min_distance)),
                               max_candidates=_max_candidates(max_candidates),
-                              stride=_positive_int("stride", stride))
+                              stride=_positive_int("stride", stride), split=split_width > 0)
 
 
 def fetch_outputs(out: dict[str, Any]) -> dict[str, np.ndarray]:

@@ -34,7 +34,8 @@ its Orbax checkpoints):
 6. ``model/``: the network with its scheme (a :class:`~fcn_captcha.detector.Detector`
    loads it and reads files of the scheme at their own sizes, positions in each file's
    pixels) and the decoder's horizontal suppression distance chosen beside the threshold
-   on the calibration files (:func:`_spacing_stage`; the card's ``info.spacing``), then
+   on the calibration files, and whether a wide ridge reads as two equal characters
+   (:func:`_spacing_stage`; the card's ``info.spacing`` and ``info.split_peaks``), then
    ``report.md`` with figures and ``summary.json``. With ``second_pass``
    a second network distilled from the first may replace it first (``second_pass.json``,
    :func:`_second_pass`); with ``cpu_model`` a CPU-sized network is distilled from the
@@ -78,9 +79,9 @@ from fcn_captcha.scheme import MIN_PITCH, SchemeInfo, infer_scheme
 #: (:func:`fcn_captcha.probe.choose_network`, :func:`fcn_captcha.probe.choose_cleanup`).
 DEVICE_SETTINGS = {
     "gpu": {"arch": "wide", "batch_size": 64, "learning_rate": 5e-4, "compute_dtype": "bfloat16", "budget": 300.0,
-            "members": 3, "spacing_s": 5.0, "scale_up_to": 64, "train_end_s": 10.0},
+            "members": 3, "spacing_s": 7.0, "scale_up_to": 64, "train_end_s": 10.0},
     "cpu": {"arch": "cpu", "batch_size": 16, "learning_rate": 1e-3, "compute_dtype": "float32", "budget": 900.0,
-            "members": 1, "archs": ("wide", "cpu"), "spacing_s": 25.0, "scale_up_to": 0, "train_end_s": 15.0},
+            "members": 1, "archs": ("wide", "cpu"), "spacing_s": 35.0, "scale_up_to": 0, "train_end_s": 15.0},
 }
 #: ``train_end_s``: the end reserve (:attr:`fcn_captcha.config.Config.end_reserve`) of each of
 #: fit's trainers, which are given exactly their share of the time: the end of one (compiling
@@ -96,9 +97,9 @@ DEVICE_SETTINGS = {
 #: 96.4% at 36 (two seeds, one H100; each of the six networks at 64 above each at 36, length
 #: errors 0.8-1.2% against 1.4-2.0%; session 24). On 2 CPU cores the 3.2x larger canvas cost the
 #: `wide` network its place (:data:`MIN_NET_STEPS`) and the fit fell to 40%: a CPU does not scale up.
-#: ``spacing_s``: what the suppression distance's threshold sweeps cost beside reading the
-#: calibration files (:func:`_spacing_stage`; 7-23 s for 226 files of 36 symbols on 2 CPU
-#: cores, 43 s for 62 symbols), kept out of the training time with the end's reserve; the
+#: ``spacing_s``: what the suppression distance's threshold sweeps and the split's width sweep
+#: cost beside reading the calibration files (:func:`_spacing_stage`; 7-23 s and 4.5-7 s for
+#: 226 files of 26-36 symbols on 2 CPU cores, 43 s for the distances of 62 symbols), kept out of the training time with the end's reserve; the
 #: stage runs when the budget still holds it and the end (a CPU claptcha fit skipped it when
 #: only the end's 8% was kept), and tries distances from the configured one outwards only
 #: while the time left before the end's cost holds them.
@@ -1067,7 +1068,7 @@ def fit(data, workdir, test=None, time_budget: float | None = None, limit: int =
         "calibration": {"threshold": thr, **{k: cal_m[k] for k in ("count", "sequence_accuracy",
                                                                       "character_accuracy", "length_error_rate")}},
         "flagged": weak["flagged"], "skipped": prep["skipped"], "network": network_record, "color": color_record, "cleanup": cleanup_record, "weak_start": weak.get("start", {}), "weak_history": weak["history"],
-        "training": tsum.get("stages", []), "spacing": info.get("spacing"),
+        "training": tsum.get("stages", []), "spacing": info.get("spacing"), "split_peaks": info.get("split_peaks"),
     }
     if second is not None:
         summary["second_pass"] = second
@@ -1257,12 +1258,16 @@ def _spacing_stage(model, mcfg: Config, thr: float, info: dict, prepared: Path, 
     (:func:`fcn_captcha.calibration.calibrate_spacing`); when it moves, the threshold and
     the confidence calibrator are fitted again at the new distance. With ``seconds``, the
     distances are tried from the configured one outwards while the stage fits in that time
-    (the record's ``untried`` names the others).
+    (the record's ``untried`` names the others). Then, at that distance and threshold, the
+    decoder's split (:func:`fcn_captcha.calibration.calibrate_split`: a peak on a ridge
+    wide enough for two equal characters read as two), when the time left holds it; when
+    it is turned on, the confidence calibrator is fitted again with it.
 
     Returns:
-      ``(config, threshold, info)`` of the model to save, ``info["spacing"]`` the record.
+      ``(config, threshold, info)`` of the model to save, ``info["spacing"]`` and
+      ``info["split_peaks"]`` the records.
     """
-    from fcn_captcha.calibration import SPACINGS, calibrate, calibrate_spacing
+    from fcn_captcha.calibration import SPACINGS, calibrate, calibrate_spacing, calibrate_split
     from fcn_captcha.dataset import load_folder
     from fcn_captcha.detector import Detector
 
@@ -1282,7 +1287,33 @@ def _spacing_stage(model, mcfg: Config, thr: float, info: dict, prepared: Path, 
         rec["threshold"] = thr
     rec["seconds"] = round(time.time() - t0, 1)
     log(f"spacing: {_spacing_line(rec)}, {rec['seconds']:.0f} s")
-    return mcfg, thr, info | {"spacing": rec}
+    t1 = time.time()
+    split = calibrate_split(maps, ds.texts, mcfg.alphabet, thr, mcfg.stride, mcfg.min_distance,
+                            mcfg.max_candidates, mcfg.length_range,
+                            seconds=None if seconds is None else seconds - (t1 - t0))
+    if split["split_width"]:
+        cal = calibrate(maps, ds.texts, mcfg.alphabet, mcfg.stride, min_distance=mcfg.min_distance,
+                        max_candidates=mcfg.max_candidates, length=mcfg.length_range, keep_threshold=thr,
+                        split_width=split["split_width"],
+                        fitted_on=f"the {len(ds)} calibration files of {prepared} (fit's split)")
+        mcfg, info = mcfg.replace(split_width=split["split_width"]), info | {"confidence": cal["confidence"]}
+    split["seconds"] = round(time.time() - t1, 1)
+    log(f"split: {_split_line(split)}, {split['seconds']:.0f} s")
+    return mcfg, thr, info | {"spacing": rec, "split_peaks": split}
+
+
+def _split_line(rec: dict) -> str:
+    """The report's row of the decoder's split (:func:`fcn_captcha.calibration.calibrate_split`)."""
+    if not rec:
+        return "not tried (a fit of a version without it, or the spacing stage skipped)"
+    if rec.get("skipped"):
+        return f"not tried ({rec['skipped']})"
+    if rec["split_width"]:
+        best = max(rec["right"].values())
+        return (f"on: a peak on a ridge wider than {rec['split_width']:g} cells reads as two of its symbol "
+                f"({rec['off']} of {rec['count']} calibration files read right with it off, up to {best} with it)")
+    return f"off ({rec['off']} of {rec['count']} calibration files read right with it off; no width read more " \
+           "by more than one standard error)"
 
 
 def _pitch_note(scheme: dict) -> str:
@@ -1318,7 +1349,7 @@ def write_report(wd: Path, summary: dict, det, data: Path, cal_names, cal_truth,
         images = np.stack([det.scheme.model_input(str(data / n)) for n in cal_names])
         calibrate(det.center_maps(images), list(cal_truth), cfg.alphabet, cfg.stride,
                   min_distance=cfg.min_distance, max_candidates=cfg.max_candidates, plot=fig / "threshold.png",
-                  length=cfg.length_range)
+                  length=cfg.length_range, split_width=cfg.split_width)
         figures["threshold"] = "figures/threshold.png"
     conf_lines, conf_figures, summary["confidence"] = report_section(det.calibrator, reads or {}, fig)
     figures |= conf_figures
@@ -1353,7 +1384,9 @@ def write_report(wd: Path, summary: dict, det, data: Path, cal_names, cal_truth,
              f"{100 * sch['measurements'].get('bright_background_share', 0):.0f}% of sampled files) |",
              f"| clean-ups (seeds 000, 001) | {_cleanup_line(s.get('cleanup') or {})} |",
              f"| network | {_network_line(s.get('network') or {})} |",
-             f"| peaks' suppression distance | {_spacing_line(s.get('spacing') or {})} |", "",
+             f"| peaks' suppression distance | {_spacing_line(s.get('spacing') or {})} |",
+             f"| a wide ridge read as two equal characters (the decoder's split) | {_split_line(s.get('split_peaks') or {})} |",
+             "",
              "## Split", "",
              f"{s['train_files']} training files, {s['calibration_files']} calibration files (a hash of each "
              "file name; `split.json` lists them).", "",

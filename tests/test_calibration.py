@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from fcn_captcha.calibration import (DEFAULT_THRESHOLDS, best_plateau_middle, calibrate, calibrate_model,
-                                    calibrate_spacing, sweep, tied_plateau_middle)
+                                    calibrate_spacing, calibrate_split, sweep, tied_plateau_middle)
 from fcn_captcha.config import tiny
 from fcn_captcha.dataset import generate_arrays
 from fcn_captcha.model import build_model
@@ -227,6 +227,46 @@ def test_calibrate_spacing_tries_distances_outwards_while_its_time_holds_them():
     ample = calibrate_spacing(maps, texts, ALPHABET, STRIDE, (2.0, 8.0), seconds=1e6)
     assert ample["untried"] == [] and ample == calibrate_spacing(maps, texts, ALPHABET, STRIDE, (2.0, 8.0))
     assert ample["min_distance"] == (4.0, 8.0)
+
+
+def merged_pairs(n_pairs: int, n_plain: int, gap_px: float = 4.0):
+    """Maps of "55" drawn ``gap_px`` apart (one cell: one ridge, one peak at spots 0.9 cells wide) beside
+    a "7", and of a plain "57" (two spots far apart); their texts."""
+    maps, texts = [], []
+    for i in range(n_pairs + n_plain):
+        x = 20.0 + 2 * (i % 5)
+        if i < n_pairs:
+            m = render_center_maps([[x, 14.0], [x + gap_px, 14.0], [70.0, 14.0]], "557", ALPHABET, OUT,
+                                   sigma=(0.9, 2.6))
+            texts.append("557")
+        else:
+            m = render_center_maps([[x, 14.0], [70.0, 14.0]], "57", ALPHABET, OUT, sigma=(0.9, 2.6))
+            texts.append("57")
+        maps.append(m)
+    return np.stack(maps), texts
+
+
+def test_calibrate_split_turns_on_only_for_more_images_read_right():
+    maps, texts = merged_pairs(6, 6)
+    res = calibrate_split(maps, texts, ALPHABET, 0.4, STRIDE, length=(2, 3))
+    assert res["off"] == 6 and res["count"] == 12 and res["differ"] == 6  # off, every merged pair reads once
+    assert sweep(maps, texts, ALPHABET, STRIDE, (0.4,), length=(2, 3), split_width=res["split_width"])[0] == 1.0
+    # the middle of the widths that read every image: above a single spot's ridge (about 2.3), under the pairs'
+    every = [float(w) for w, n in res["right"].items() if n == 12]
+    assert every[0] == 2.5 and res["split_width"] == pytest.approx((every[0] + every[-1]) / 2)
+    # no merged pairs: every width reads as off does, and the split stays off
+    maps, texts = merged_pairs(0, 8)
+    res = calibrate_split(maps, texts, ALPHABET, 0.4, STRIDE, length=(2, 3))
+    assert res["split_width"] == 0.0 and res["off"] == 8 and set(res["right"].values()) == {8}
+    # one image more is within one standard error (d = 1): off
+    maps, texts = merged_pairs(1, 8)
+    assert calibrate_split(maps, texts, ALPHABET, 0.4, STRIDE, length=(2, 3))["split_width"] == 0.0
+
+
+def test_calibrate_split_says_when_its_time_does_not_hold_it():
+    maps, texts = merged_pairs(4, 4)
+    res = calibrate_split(maps, texts, ALPHABET, 0.4, STRIDE, length=(2, 3), seconds=0.0)
+    assert res["split_width"] == 0.0 and res["right"] == {} and "s needed" in res["skipped"] and res["off"] == 4
 
 
 def test_calibrate_custom_thresholds_and_chunks():

@@ -153,6 +153,59 @@ def test_equal_symbols_side_by_side_stay_two_peaks():
     np.testing.assert_allclose([[c.x, c.y] for c in r.chars], centers, atol=1e-3)
 
 
+def _merged_pair(gap_px=6.0, sigma=(0.9, 2.6)):
+    """'7' twice ``gap_px`` apart (1.5 cells: one ridge, one peak) and an 'A' further on."""
+    centers = np.array([[40.0, 30.0], [40.0 + gap_px, 30.0], [90.0, 30.0]])
+    return centers, render_center_maps(centers, "77A", A36, (16, 48), sigma=sigma)
+
+
+def test_split_reads_a_wide_ridge_of_one_symbol_as_two():
+    centers, m = _merged_pair()
+    assert decode(m, A36).text == "7A"  # one peak: the pair reads once
+    r = decode(m, A36, split_width=2.8)
+    assert r.text == "77A"
+    # the two characters lie either side of the pair's middle, within 3 px of their centers
+    np.testing.assert_allclose([c.x for c in r.chars[:2]], centers[:2, 0], atol=3.0)
+    assert r.chars[0].score == r.chars[1].score and r.chars[0].y == r.chars[1].y
+    assert_same_reading(r, device_readings(m, A36, split_width=2.8))
+    # a single spot's ridge is about 2.3 cells wide: no width above that splits it, nor the 'A'
+    one = decode(render_center_maps(centers[2:], "A", A36, (16, 48), sigma=(0.9, 2.6)), A36, split_width=2.5)
+    assert one.text == "A"
+    assert decode(m, A36, split_width=6.0).text == "7A"  # wider than the pair's ridge: off
+
+
+def test_split_keeps_to_the_length_range_and_replaces_peaks_read_below_the_threshold():
+    _, m = _merged_pair()
+    # no room: two characters at most
+    assert decode(m, A36, length=(1, 2), split_width=2.8).text == "7A"
+    # a fixed length of 3 reads a weak third peak under the threshold without the split; the
+    # split's second 7 takes its place
+    weak = m.copy()
+    weak[2, 2, A36.index("X")] = 0.05
+    assert decode(weak, A36, length=3).text == "X7A"
+    for kw in ({"length": 3}, {"length": (2, 3)}):
+        r = decode(weak, A36, split_width=2.8, **kw)
+        assert r.text == "77A"
+        assert_same_reading(r, device_readings(weak, A36, split_width=2.8, **kw))
+
+
+def test_split_leaves_a_ridge_that_holds_two_read_peaks():
+    """Two 7s 2.5 cells apart: two peaks on one wide ridge (each's run holds the other): never four."""
+    centers = np.array([[40.0, 30.0], [50.0, 30.0]])
+    m = render_center_maps(centers, "77", A36, (16, 48), sigma=(0.9, 2.6))
+    for w in (1.5, 2.0, 2.8):
+        assert decode(m, A36, split_width=w).text == "77"
+        assert device_readings(m, A36, split_width=w).text == "77"
+
+
+@pytest.mark.parametrize("bad", [0.5, 1.0, -2.0, float("nan"), float("inf"), "wide"])
+def test_split_width_must_be_off_or_above_one_cell(bad):
+    m = spots((4, 6, 2), [(1, 2, 1, 0.9)])
+    for fn in (lambda: decode(m, "ab", split_width=bad), lambda: decode_device(m[None], 0.4, split_width=bad)):
+        with pytest.raises(ValueError, match="split_width"):
+            fn()
+
+
 def test_border_peaks_are_read_without_refinement():
     h, w = 6, 9
     m = spots((h, w, 2), [(0, 0, 0, 1.0), (0, 1, 0, 0.5), (1, 0, 0, 0.5),
@@ -429,7 +482,9 @@ def test_top_k_orders_ties_by_index():
 
 
 @pytest.mark.parametrize("levels", [None, 4, 2])
-@pytest.mark.parametrize("kw", [{}, {"length": (2, 5)}, {"max_candidates": 8, "length": 6, "threshold": 0.9}])
+@pytest.mark.parametrize("kw", [{}, {"length": (2, 5)}, {"max_candidates": 8, "length": 6, "threshold": 0.9},
+                                {"split_width": 1.5}, {"split_width": 2.0, "length": (2, 6)},
+                                {"split_width": 1.2, "length": 7, "threshold": 0.7}])
 def test_device_equals_numpy_on_random_maps(levels, kw):
     """Noise maps with many peaks; quantised ones (levels) are full of ties and plateaus."""
     rng = np.random.default_rng(7 if levels is None else levels)
@@ -456,10 +511,10 @@ def test_decode_device_traces_once_for_threshold_and_length_sweeps():
     maps = np.random.default_rng(0).random((3, 5, 11, 4)).astype(np.float32)  # a shape no other test uses
     chex.clear_trace_counter()
     counted = jax.jit(chex.assert_max_traces(device_decoder._decode_device_impl, n=1),
-                      static_argnames=("table", "max_candidates", "stride"))
+                      static_argnames=("table", "max_candidates", "stride", "split"))
     for t, lo, hi in ((0.1, 0, 64), (0.3, 2, 3), (np.float32(0.5), 4, 4), (jnp.float32(0.7), 0, 9)):
-        counted(maps, jnp.asarray(t, jnp.float32), jnp.int32(lo), jnp.int32(hi), table=(1, 1, 1),
-                max_candidates=64, stride=4)
+        counted(maps, jnp.asarray(t, jnp.float32), jnp.int32(lo), jnp.int32(hi), jnp.float32(0.0), table=(1, 1, 1),
+                max_candidates=64, stride=4, split=False)
     # and the library's own jit: one new cache entry for all thresholds, lengths and call styles
     before = device_decoder._decode_device_jit._cache_size()
     for t in (0.1, 0.3, np.float32(0.5), jnp.float32(0.7), 1, np.float64(0.2)):
@@ -468,6 +523,10 @@ def test_decode_device_traces_once_for_threshold_and_length_sweeps():
         decode_device(maps, t, length=(2, 5))
         decode_device(maps, t, length=3)
     assert device_decoder._decode_device_jit._cache_size() == before + 1
+    # the split's width is traced too: one more entry for the split on, whatever the width
+    for w in (2.5, 3.0, np.float32(3.5), 4):
+        decode_device(maps, 0.3, length=(2, 5), split_width=w)
+    assert device_decoder._decode_device_jit._cache_size() == before + 2
 
 
 def test_decode_device_inside_jit():
@@ -506,13 +565,13 @@ def test_both_device_candidate_paths_read_like_numpy(path, monkeypatch):
     """Tie-heavy maps (many cross-map duplicates per cell) and few candidates."""
     monkeypatch.setattr(device_decoder, "_CANDIDATE_PATH", path)
     jitted = jax.jit(lambda *a, **k: device_decoder._decode_device_impl(*a, **k),  # a fresh trace
-                     static_argnames=("table", "max_candidates", "stride"))
+                     static_argnames=("table", "max_candidates", "stride", "split"))
     monkeypatch.setattr(device_decoder, "_decode_device_jit", jitted)
     rng = np.random.default_rng(13)
     maps = np.floor(rng.random((32, 7, 9, 6)) * 3).astype(np.float32) / 3
     maps[:8] = np.where(rng.random((8, 7, 9, 6)) < 0.2, 1.0, 0.0)  # plateaus on many maps at one cell
-    for length in (None, (3, 5)):  # 24 candidates of 63 cells: the by-cell path runs
-        kw = {"max_candidates": 24, "length": length}
+    for length, split_width in ((None, 0.0), ((3, 5), 0.0), ((3, 5), 1.5)):  # 24 of 63 cells: the by-cell path runs
+        kw = {"max_candidates": 24, "length": length, "split_width": split_width}
         for r, d in zip(decode(maps, "abcdef", **kw), device_readings(maps, "abcdef", **kw)):
             assert_same_reading(r, d)
 

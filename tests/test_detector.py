@@ -756,3 +756,19 @@ def test_tables_hold_the_readings_of_the_lists(det, samples, broken):
     assert table.readings() == broken.read_arrays(bad, batch_size=2, on_error="quiet")
     with pytest.raises(ValueError, match="image #0: center maps hold NaN"):
         broken.read_arrays(bad, on_error="raise", as_table=True)
+
+
+def test_the_cards_split_width_reaches_both_backends_decoders(det):
+    """Maps of two 7s one cell apart (one ridge) and an A: the card's ``split_width`` reads the 7s as two,
+    on the JAX backend's device decoder and on the ONNX backend's NumPy decoder alike."""
+    from fcn_captcha.targets import render_center_maps
+
+    cfg = det.config
+    maps = render_center_maps([[40.0, 30.0], [44.0, 30.0], [90.0, 30.0]], "77A", cfg.alphabet,
+                              (cfg.out_height, cfg.out_width), sigma=(0.9, 2.6))[None]
+    split = Detector(det.model, cfg.replace(split_width=2.8), det.threshold)
+    assert [r.text for r in Detector(det.model, cfg, det.threshold)._decode_maps([(1, maps)], 0.4, None)] == ["7A"]
+    jax_read = split._decode_maps([(1, maps)], 0.4, None)
+    split.backend = "onnx"  # the branch that decodes with NumPy, as an ONNX model's detector does
+    numpy_read = split._decode_maps([(1, maps)], 0.4, None)
+    assert [r.text for r in jax_read] == [r.text for r in numpy_read] == ["77A"]
