@@ -1260,8 +1260,10 @@ def _spacing_stage(model, mcfg: Config, thr: float, info: dict, prepared: Path, 
     distances are tried from the configured one outwards while the stage fits in that time
     (the record's ``untried`` names the others). Then, at that distance and threshold, the
     decoder's split (:func:`fcn_captcha.calibration.calibrate_split`: a peak on a ridge
-    wide enough for two equal characters read as two), when the time left holds it; when
-    it is turned on, the confidence calibrator is fitted again with it.
+    wide enough for two equal characters read as two), chosen on the calibration files and
+    the flagged training files (``info["flagged"]``), when the time left holds it; when it
+    is turned on, the confidence calibrator is fitted again with it (on the calibration
+    files alone).
 
     Returns:
       ``(config, threshold, info)`` of the model to save, ``info["spacing"]`` and
@@ -1288,9 +1290,20 @@ def _spacing_stage(model, mcfg: Config, thr: float, info: dict, prepared: Path, 
     rec["seconds"] = round(time.time() - t0, 1)
     log(f"spacing: {_spacing_line(rec)}, {rec['seconds']:.0f} s")
     t1 = time.time()
-    split = calibrate_split(maps, ds.texts, mcfg.alphabet, thr, mcfg.stride, mcfg.min_distance,
+    # the split's evidence: the calibration files and the flagged training files (left out of
+    # training: a label with a symbol the image "does not show" is most often two equal
+    # characters read once, which is what the split mends; the other flags read alike either way)
+    flagged = [f["file"] for f in info.get("flagged", []) if isinstance(f, dict) and f.get("file")]
+    smaps, stexts = maps, list(ds.texts)
+    if flagged and (seconds is None or seconds - (t1 - t0) > 0):
+        fds = load_folder(prepared, mcfg, files=flagged, on_error="skip")
+        if len(fds):
+            smaps = np.concatenate([maps, Detector(model, mcfg, thr).center_maps(fds.images)])
+            stexts += list(fds.texts)
+    split = calibrate_split(smaps, stexts, mcfg.alphabet, thr, mcfg.stride, mcfg.min_distance,
                             mcfg.max_candidates, mcfg.length_range,
-                            seconds=None if seconds is None else seconds - (t1 - t0))
+                            seconds=None if seconds is None else seconds - (time.time() - t0))
+    split["flagged"] = len(stexts) - len(ds)
     if split["split_width"]:
         cal = calibrate(maps, ds.texts, mcfg.alphabet, mcfg.stride, min_distance=mcfg.min_distance,
                         max_candidates=mcfg.max_candidates, length=mcfg.length_range, keep_threshold=thr,
@@ -1311,9 +1324,15 @@ def _split_line(rec: dict) -> str:
     if rec["split_width"]:
         best = max(rec["right"].values())
         return (f"on: a peak on a ridge wider than {rec['split_width']:g} cells reads as two of its symbol "
-                f"({rec['off']} of {rec['count']} calibration files read right with it off, up to {best} with it)")
-    return f"off ({rec['off']} of {rec['count']} calibration files read right with it off; no width read more " \
+                f"({rec['off']} of {rec['count']} {_split_files(rec)} read right with it off, up to {best} with it)")
+    return f"off ({rec['off']} of {rec['count']} {_split_files(rec)} read right with it off; no width read more " \
            "by more than one standard error)"
+
+
+def _split_files(rec: dict) -> str:
+    """What the split was chosen on: the calibration files and the flagged training files."""
+    n = rec.get("flagged", 0)
+    return f"calibration and flagged training files ({n} flagged)" if n else "calibration files"
 
 
 def _pitch_note(scheme: dict) -> str:

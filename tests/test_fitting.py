@@ -649,7 +649,7 @@ def test_the_suppression_distance_is_chosen_on_the_calibration_files_and_recorde
         assert thr2 == thr and info2.get("confidence") == info.get("confidence")
     assert len(lines) == 2 and lines[0].startswith("spacing: ") and lines[1].startswith("split: ")
     split = info2["split_peaks"]  # then the split, at the distance and threshold chosen; on only when it reads more
-    assert split["count"] == len(calib) and cfg2.split_width == split["split_width"]
+    assert split["count"] == len(calib) + split["flagged"] and cfg2.split_width == split["split_width"]
     assert split["split_width"] == 0.0 or max(split["right"].values()) > split["off"]
     # no time beyond reading the files: the configured distance alone is tried, and the record says so
     _, thr3, info3 = _spacing_stage(model, mcfg.replace(min_distance=(1.0, 8.0)), thr, info, wd / "prepared",
@@ -659,3 +659,8 @@ def test_the_suppression_distance_is_chosen_on_the_calibration_files_and_recorde
     assert not rec["changed"] and thr3 == thr and "not tried, for the budget: 2, 3, 4, 5, 6" in lines[-2]
     assert info3["split_peaks"]["split_width"] == 0.0 and "s needed" in info3["split_peaks"]["skipped"]
     assert lines[-1].startswith("split: not tried (")
+    # the flagged training files join the calibration files as the split's evidence
+    flagged = [{"file": n, "text": "?", "read": "?", "reason": "a test's"} for n in calib[:3]]
+    _, _, info4 = _spacing_stage(model, mcfg, thr, info | {"flagged": flagged}, wd / "prepared", calib, lines.append)
+    assert info4["split_peaks"]["flagged"] == 3 and info4["split_peaks"]["count"] == len(calib) + 3
+    assert "calibration and flagged training files (3 flagged)" in lines[-1]
