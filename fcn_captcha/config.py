@@ -52,6 +52,18 @@ ARCHITECTURES: dict[str, str] = {
 MAX_CANDIDATES = 4096
 
 
+def checked_split_width(v) -> float:
+    """The decoder's ``split_width`` checked: 0 (off) or a finite width above 1 cell (one
+    cell's ridge is 1 wide); ValueError naming it otherwise."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        raise ValueError(f"split_width must be a number, not {v!r}") from None
+    if not (f == 0.0 or (math.isfinite(f) and f > 1.0)):
+        raise ValueError(f"split_width {v!r} must be 0 (off) or a finite width above 1 cell")
+    return f
+
+
 def arch_stride(spec: str) -> int:
     """Output stride of an architecture string in input pixels: 2 to the number of pools.
 
@@ -328,8 +340,7 @@ class Config:
             raise ValueError(f"compute_dtype {self.compute_dtype!r} must be 'float32' or 'bfloat16'")
         if not 0.0 <= self.synth_mix <= 1.0 or not 0.0 < self.holdout < 1.0:
             raise ValueError(f"synth_mix {self.synth_mix} must be in [0, 1] and holdout {self.holdout} in (0, 1)")
-        if not (self.split_width == 0.0 or (math.isfinite(self.split_width) and self.split_width > 1.0)):
-            raise ValueError(f"split_width {self.split_width!r} must be 0 (off) or a finite width above 1 cell")
+        checked_split_width(self.split_width)
         if not 1 <= self.max_candidates <= MAX_CANDIDATES:
             raise ValueError(f"max_candidates {self.max_candidates} must be in [1, {MAX_CANDIDATES}] "
                              "(the decoder's memory grows with its square)")

@@ -74,7 +74,7 @@ from typing import Sequence
 
 import numpy as np
 
-from fcn_captcha.config import MAX_CANDIDATES
+from fcn_captcha.config import MAX_CANDIDATES, checked_split_width
 from fcn_captcha.targets import cells_to_pixels
 
 #: Smallest normal float32: smaller magnitudes are read as 0.0 (see the module doc).
@@ -315,17 +315,6 @@ def _threshold(threshold) -> np.float32:
     return np.float32(t)
 
 
-def _split_width(v) -> float:
-    """``split_width`` checked: 0 (off) or a finite width above 1 cell (one cell's ridge is 1)."""
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        raise ValueError(f"split_width must be a number, not {v!r}") from None
-    if not (f == 0.0 or (math.isfinite(f) and f > 1.0)):
-        raise ValueError(f"split_width {v!r} must be 0 (off) or a finite width above 1 cell")
-    return f
-
-
 def _check_alphabet(alphabet: str, k: int) -> None:
     if len(set(alphabet)) != len(alphabet):
         seen, rep = set(), []
@@ -419,8 +408,8 @@ def _split_np(maps, vs, us, ks, cs, room: int, split_width: float):
         a = int(us[i]) - int(np.argmax(low[us[i]::-1])) + 1 if low[:us[i] + 1].any() else 0
         b = int(us[i]) + int(np.argmax(low[us[i]:])) - 1 if low[us[i]:].any() else w - 1
         r = np.where((cols >= a) & (cols <= b), row, np.float32(0))
-        width[i], ends[i] = r.sum(dtype=np.float32) / p, (a, b)
         mass = r.sum(dtype=np.float32)
+        width[i], ends[i] = mass / p, (a, b)
         xc = (r * cols).sum(dtype=np.float32) / mass
         lw = np.where(cols <= xc, r, np.float32(0))
         rw = np.where(cols > xc, r, np.float32(0))
@@ -590,7 +579,7 @@ def decode(center_maps, alphabet: str, threshold: float = 0.4, stride: int = 4, 
     lrange = _length_range(length)
     table = _ellipse_table(*_min_distance(min_distance))
     max_candidates = _max_candidates(max_candidates)
-    split_width = _split_width(split_width)
+    split_width = checked_split_width(split_width)
 
     def one(m, ok):
         return _decode_one(m, alphabet, thr, stride, lrange, table, max_candidates, split_width) if ok else \

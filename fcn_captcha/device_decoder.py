@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fcn_captcha.config import checked_split_width
 from fcn_captcha.decoder import (
     _TINY,
     _X_QUANTUM,
@@ -34,7 +35,6 @@ from fcn_captcha.decoder import (
     _max_candidates,
     _min_distance,
     _positive_int,
-    _split_width,
 )
 from fcn_captcha.targets import rescale_coords
 
@@ -396,7 +396,7 @@ def decode_device(center_maps, threshold, length=None, min_distance: Sequence[fl
     lrange = _length_range(length)
     lo, hi = (0, 2**31 - 1) if lrange is None else (lrange[0], min(lrange[1], 2**31 - 1))
     # jax arrays in: NumPy and JAX callers share one compiled entry
-    split_width = _split_width(split_width)
+    split_width = checked_split_width(split_width)
     return _decode_device_jit(jnp.asarray(center_maps), jnp.asarray(threshold, jnp.float32),
                               jnp.int32(min(lo, 2**31 - 1)), jnp.int32(hi), jnp.asarray(split_width, jnp.float32),
                               table=_ellipse_table(*_min_distance(min_distance)),

@@ -1275,7 +1275,8 @@ def _spacing_stage(model, mcfg: Config, thr: float, info: dict, prepared: Path, 
 
     t0 = time.time()
     ds = load_folder(prepared, mcfg, files=calib_names, on_error="skip")
-    maps = Detector(model, mcfg, thr).center_maps(ds.images)
+    det = Detector(model, mcfg, thr)  # its jitted forward pass serves the flagged files too
+    maps = det.center_maps(ds.images)
     res = calibrate_spacing(maps, ds.texts, mcfg.alphabet, mcfg.stride, mcfg.min_distance, SPACINGS,
                             mcfg.max_candidates, mcfg.length_range, around=thr,
                             seconds=None if seconds is None else seconds - (time.time() - t0))
@@ -1298,7 +1299,7 @@ def _spacing_stage(model, mcfg: Config, thr: float, info: dict, prepared: Path, 
     if flagged and (seconds is None or seconds - (t1 - t0) > 0):
         fds = load_folder(prepared, mcfg, files=flagged, on_error="skip")
         if len(fds):
-            smaps = np.concatenate([maps, Detector(model, mcfg, thr).center_maps(fds.images)])
+            smaps = np.concatenate([maps, det.center_maps(fds.images)])
             stexts += list(fds.texts)
     split = calibrate_split(smaps, stexts, mcfg.alphabet, thr, mcfg.stride, mcfg.min_distance,
                             mcfg.max_candidates, mcfg.length_range,
